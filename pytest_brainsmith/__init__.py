@@ -1,0 +1,1 @@
+"""pytest-brainsmith: FINN design-space exploration as a pytest run."""

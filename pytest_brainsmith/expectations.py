@@ -1,0 +1,67 @@
+"""Expectations on a design's estimates (``expect:`` in a blueprint), e.g.
+``LUT: "<= 20000"``: parsed at collection, checked after a design builds."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Metrics a design reports, and the FINN report each comes from.
+METRICS: dict[str, str] = {
+    "LUT": "estimate_layer_resources.json (total)",
+    "BRAM_18K": "estimate_layer_resources.json (total)",
+    "URAM": "estimate_layer_resources.json (total)",
+    "DSP": "estimate_layer_resources.json (total)",
+    "estimated_throughput_fps": "estimate_network_performance.json",
+    "estimated_latency_ns": "estimate_network_performance.json",
+    "critical_path_cycles": "estimate_network_performance.json",
+    "max_cycles": "estimate_network_performance.json",
+}
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_PATTERN = re.compile(r"^\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d[\d_]*)(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    metric: str
+    op: str
+    bound: float
+
+    def holds(self, value: float) -> bool:
+        return _OPERATORS[self.op](value, self.bound)
+
+    @property
+    def source(self) -> str:
+        return METRICS[self.metric]
+
+    def __str__(self) -> str:
+        bound = int(self.bound) if self.bound == int(self.bound) else self.bound
+        return f"{self.metric} {self.op} {bound}"
+
+
+def parse_expectation(metric: str, text: object) -> Expectation:
+    """Parse ``"<= 20000"``; raise ValueError with what was expected."""
+    if metric not in METRICS:
+        from .errors import did_you_mean
+
+        hint = did_you_mean(metric, METRICS)
+        raise ValueError(
+            f"unknown metric {metric!r}"
+            + (f"; {hint}" if hint else f"; known metrics: {', '.join(METRICS)}")
+        )
+    match = _PATTERN.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f'expected "<op> <number>" with op one of {" ".join(_OPERATORS)}, got {text!r}'
+        )
+    return Expectation(metric, match.group(1), float(match.group(2).replace("_", "")))

@@ -1,0 +1,248 @@
+"""Running one segment through FINN's real builder (``build_dataflow_cfg``).
+
+FINN is imported lazily, once per process, only when a segment must run. Around
+each build this module undoes FINN's process-wide side effects: it redirects
+sys.stdout/stderr, reconfigures the root logger, may chdir, reads global settings
+and needs XILINX_VIVADO set even for estimate-only builds. Every step is wrapped to
+seed Python's ``random`` with the step's name (qonnx names new tensors with it), so
+checkpoints are byte-identical whether a pipeline runs in one go or resumed from a
+cached prefix, and to capture the original exception of a failing step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .registry import VITIS_HLS, VIVADO, Step
+from .tree import KERNEL_BACKENDS
+
+_DUMMY_VIVADO = "/nonexistent/Vivado/none"
+_finn: dict[str, ModuleType] = {}
+#: How many times this process imported FINN (the benchmark counts it).
+import_count = 0
+
+
+def available_tools(environ: dict[str, str] | None = None) -> dict[str, str | None]:
+    """For each external tool: None if usable here, else why not."""
+    env = os.environ if environ is None else environ
+    reasons: dict[str, str | None] = {}
+    vivado = env.get("XILINX_VIVADO")
+    if not vivado or vivado == _DUMMY_VIVADO:
+        reasons[VIVADO] = "Vivado is not installed here (XILINX_VIVADO is not set)"
+    elif not (Path(vivado) / "bin" / "vivado").exists():
+        reasons[VIVADO] = f"Vivado not found: {vivado}/bin/vivado does not exist"
+    else:
+        reasons[VIVADO] = None
+    hls = env.get("XILINX_HLS") or env.get("HLS_PATH")
+    if not hls:
+        reasons[VITIS_HLS] = "Vitis HLS is not installed here (XILINX_HLS is not set)"
+    elif not (Path(hls) / "bin" / "vitis_hls").exists():
+        reasons[VITIS_HLS] = f"Vitis HLS not found: {hls}/bin/vitis_hls does not exist"
+    else:
+        reasons[VITIS_HLS] = None
+    return reasons
+
+
+def import_finn() -> dict[str, ModuleType]:
+    """Import FINN's builder once per process, with the workarounds it needs here."""
+    global import_count
+    if _finn:
+        return _finn
+    with _patched_environ({"XILINX_VIVADO": os.environ.get("XILINX_VIVADO") or _DUMMY_VIVADO}):
+        import finn.xsi
+
+        # build_dataflow_steps imports SimEngine for a type hint only; binding it
+        # here keeps finn.xsi from looking for Vivado's simulator.
+        finn.xsi.SimEngine = None  # type: ignore[attr-defined]
+        import finn.builder.build_dataflow as build_dataflow
+        import finn.builder.build_dataflow_config as build_config
+        import finn.builder.build_dataflow_steps as build_steps
+        import finn.util.settings as settings
+    import_count += 1
+    _finn.update(
+        build_dataflow=build_dataflow, config=build_config, steps=build_steps, settings=settings
+    )
+    return _finn
+
+
+@contextlib.contextmanager
+def _patched_environ(values: dict[str, str]) -> Iterator[None]:
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _isolated_process_state(work_dir: Path) -> Iterator[None]:
+    """Give FINN what it needs and put back everything it changes."""
+    finn = import_finn()
+    stdout, stderr = sys.stdout, sys.stderr
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    cwd = os.getcwd()
+    settings = finn["settings"]
+    old_settings = settings._SETTINGS
+    env = {
+        "FINN_BUILD_DIR": str(work_dir),
+        "XILINX_VIVADO": os.environ.get("XILINX_VIVADO") or _DUMMY_VIVADO,
+    }
+    with _patched_environ(env):
+        settings._SETTINGS = None  # re-read FINN_BUILD_DIR for this segment
+        try:
+            yield
+        finally:
+            settings._SETTINGS = old_settings
+            sys.stdout, sys.stderr = stdout, stderr
+            for handler in root.handlers[:]:
+                if handler not in handlers:
+                    root.removeHandler(handler)
+                    with contextlib.suppress(Exception):
+                        handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            os.chdir(cwd)
+
+
+@dataclass
+class StepFailure:
+    step: str
+    error: str
+    traceback: str
+
+
+@dataclass
+class BuildOutcome:
+    ok: bool
+    output_model: Path | None
+    log_path: Path
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    failure: StepFailure | None = None
+
+
+def checkpoint_name(step: Step) -> str:
+    """FINN names a checkpoint after the step function's ``__name__``."""
+    return f"step_{step.name}" if step.is_finn else f"{step.namespace}_{step.name}"
+
+
+def _wrap(step: Step, finn_steps: ModuleType, timings: dict[str, float], failures: list[StepFailure]) -> Callable[..., Any]:
+    name = checkpoint_name(step)
+    func = finn_steps.build_dataflow_step_lookup[name] if step.is_finn else step.func
+
+    def run(model: Any, cfg: Any) -> Any:
+        random.seed(name)  # deterministic tensor names: identical checkpoints when resumed
+        start = time.perf_counter()
+        try:
+            return func(model, cfg)
+        except BaseException as exc:
+            failures.append(
+                StepFailure(name, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            )
+            raise
+        finally:
+            timings[name] = round(time.perf_counter() - start, 4)
+
+    run.__name__ = run.__qualname__ = name
+    return run
+
+
+def build_config_dict(config: dict[str, Any], out_dir: Path, generate_outputs: list[str]) -> dict[str, Any]:
+    """DataflowBuildConfig fields as plain data, with kernel backends turned into a
+    specialize_layers config file (``Defaults`` with ``preferred_impl_style``)."""
+    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items() if k != KERNEL_BACKENDS}
+    backends = config.get(KERNEL_BACKENDS)
+    if backends:
+        special: dict[str, Any] = {}
+        if fields.get("specialize_layers_config_file"):
+            special = json.loads(Path(fields["specialize_layers_config_file"]).read_text())
+        defaults = special.setdefault("Defaults", {})
+        styles = list(defaults.get("preferred_impl_style", []))
+        for kernel, backend in sorted(backends.items()):
+            styles += [backend, [kernel]]
+        defaults["preferred_impl_style"] = styles
+        path = out_dir / "specialize_layers_config.json"
+        path.write_text(json.dumps(special, indent=2, sort_keys=True))
+        fields["specialize_layers_config_file"] = str(path)
+    fields["output_dir"] = str(out_dir)
+    fields["generate_outputs"] = list(generate_outputs)
+    fields.setdefault("save_intermediate_models", True)
+    fields.setdefault("console_log_level", "NONE")
+    return fields
+
+
+def run_segment(
+    *,
+    path_steps: list[Step],
+    first: int,
+    input_model: Path,
+    config: dict[str, Any],
+    generate_outputs: list[str],
+    out_dir: Path,
+    work_dir: Path,
+) -> BuildOutcome:
+    """Build ``path_steps[first:]`` in ``out_dir``, resuming from ``input_model``
+    (the output of ``path_steps[:first]``, or the blueprint's model if first == 0)."""
+    finn = import_finn()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    failures: list[StepFailure] = []
+    steps = [_wrap(s, finn["steps"], timings, failures) for s in path_steps]
+    names = [s.__name__ for s in steps]
+    log_path = out_dir / "build_dataflow.log"
+
+    if first > 0:
+        checkpoints = out_dir / "intermediate_models"
+        checkpoints.mkdir(exist_ok=True)
+        # one copy of the parent's checkpoint: FINN may rewrite files in place,
+        # so never hand it a link into the cache
+        shutil.copyfile(input_model, checkpoints / f"{names[first - 1]}.onnx")
+    fields = build_config_dict(config, out_dir, generate_outputs)
+    try:
+        cfg = finn["config"].DataflowBuildConfig.from_dict(fields)
+    except Exception as exc:  # mashumaro rejects a bad value (e.g. an enum)
+        failure = StepFailure("config", f"invalid FINN config: {exc}", traceback.format_exc())
+        log_path.write_text(failure.traceback)
+        return BuildOutcome(False, None, log_path, failure=failure)
+    cfg.steps = steps
+    cfg.start_step = names[first] if first > 0 else None
+    cfg.stop_step = names[-1]
+
+    model_arg = str(input_model)
+    with _isolated_process_state(work_dir):
+        try:
+            code = finn["build_dataflow"].build_dataflow_cfg(model_arg, cfg)
+        except BaseException as exc:  # FINN re-raises when it sees PYTEST_CURRENT_TEST
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            if not failures:
+                failures.append(StepFailure("builder", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            code = -1
+    output = out_dir / "intermediate_models" / f"{names[-1]}.onnx"
+    if code == 0 and output.is_file() and not failures:
+        return BuildOutcome(True, output, log_path, timings)
+    failure = failures[0] if failures else StepFailure(
+        names[-1], f"FINN's builder returned {code}; see the log", ""
+    )
+    with contextlib.suppress(OSError), open(log_path, "a") as log:
+        log.write(f"\n[pytest-brainsmith] {failure.step} failed: {failure.error}\n{failure.traceback}")
+    return BuildOutcome(False, None, log_path, timings, failure)

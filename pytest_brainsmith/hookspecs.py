@@ -1,0 +1,34 @@
+"""Hooks pytest-brainsmith offers to conftest.py files and plugins."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .explorer import SegmentResult
+    from .registry import Registry
+    from .tree import Segment
+
+
+@pytest.hookspec
+def pytest_brainsmith_register(registry: Registry) -> None:
+    """Register steps, transforms, kernels and backends that blueprints may name.
+
+    Called for every blueprint file with the conftest.py files that apply to it,
+    and with installed plugins (a package's ``pytest11`` entry point), e.g.::
+
+        def pytest_brainsmith_register(registry):
+            registry.register_step(my_step, reads=["target_fps"])
+    """
+
+
+@pytest.hookspec
+def pytest_brainsmith_segment_start(segment: Segment, config: dict[str, Any], build_dir: str) -> None:
+    """A segment is about to be built (not called when it comes from the cache)."""
+
+
+@pytest.hookspec
+def pytest_brainsmith_segment_finish(segment: Segment, result: SegmentResult) -> None:
+    """A segment was built or failed (not called when it comes from the cache)."""

@@ -1,0 +1,101 @@
+"""Cache keys: a hash of everything that can change a segment's result.
+
+Like Snakemake's provenance hash and DVC's run cache, the key covers the input
+(the parent segment's key, or the model file's content at the root), the steps
+and the identity of their code (FINN and its libraries' versions, a hash of a
+user step's source), and every config field those steps can read (files by
+content). Readable names (the design's choices) are not part of the key: two
+blueprints that ask for the same work share it. The components are stored with
+the entry so that a miss can be explained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .registry import Step
+
+#: Bump when the meaning of a key or of an entry's layout changes.
+KEY_SCHEME = 1
+_TOOLCHAIN = ("finn-plus", "qonnx", "onnx", "onnxruntime", "numpy", "brevitas", "torch")
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, memoized by (path, size, mtime)."""
+    st = os.stat(path)
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    if memo not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _digests[memo] = digest.hexdigest()
+    return _digests[memo]
+
+
+@cache
+def toolchain() -> dict[str, str]:
+    """Versions of the libraries whose code runs inside FINN steps (no import needed)."""
+    versions = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    for name in _TOOLCHAIN:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def canonical(value: Any) -> Any:
+    """A JSON-stable form of a config value; files are represented by their content."""
+    if isinstance(value, Path):
+        return {"file": value.name, "sha256": file_digest(value)}
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
+def relevant_config(steps: tuple[Step, ...] | list[Step], config: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``config`` that ``steps`` can read."""
+    from .tree import KERNEL_BACKENDS
+
+    result = {}
+    for name, value in config.items():
+        reader = "specialize_layers_config_file" if name == KERNEL_BACKENDS else name
+        if any(step.may_read(reader) for step in steps):
+            result[name] = value
+    return result
+
+
+def segment_key(
+    steps: tuple[Step, ...] | list[Step],
+    config: dict[str, Any],
+    *,
+    parent_key: str | None,
+    model: Path | None,
+) -> tuple[str, dict[str, Any]]:
+    """(hex digest, components) for running ``steps`` on the parent's output
+    (or on ``model`` at the start of the pipeline)."""
+    components: dict[str, Any] = {
+        "scheme": KEY_SCHEME,
+        "input": {"parent": parent_key} if parent_key else {"model": canonical(model)},
+        "steps": [{"step": s.qualified, "code": s.code_id} for s in steps],
+        "config": canonical(relevant_config(steps, config)),
+        "toolchain": toolchain(),
+    }
+    text = json.dumps(components, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest(), components
+
+
+def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Which key components differ (to explain why a segment was rebuilt)."""
+    return [name for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]

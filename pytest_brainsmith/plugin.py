@@ -1,0 +1,188 @@
+"""The pytest plugin: options, blueprint collection, the per-process Explorer,
+cache maintenance and the terminal summary. Registered as the ``brainsmith``
+pytest11 entry point."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import finn_catalog, hookspecs
+from .blueprint import DEFAULT_MAX_DESIGNS
+from .cache import SegmentCache
+from .explorer import Explorer
+from .finn_runner import available_tools
+from .nodes import (
+    BlueprintFile,
+    DesignItem,
+    explorer_key,
+    max_designs_key,
+    registry_key,
+    tools_key,
+)
+from .registry import finn_registry
+
+DEFAULT_PATTERNS = ["*.blueprint.yaml", "*.blueprint.yml"]
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("brainsmith", "FINN design-space exploration (pytest-brainsmith)")
+    group.addoption(
+        "--brainsmith-cache",
+        metavar="DIR",
+        help="segment cache directory (default: <build dir>/cache; may be on a shared filesystem)",
+    )
+    group.addoption(
+        "--brainsmith-max-designs",
+        type=int,
+        metavar="N",
+        help=f"refuse blueprints with more designs than this (default {DEFAULT_MAX_DESIGNS:,})",
+    )
+    group.addoption(
+        "--brainsmith-retry-failed",
+        action="store_true",
+        help="build segments again whose failure is recorded in the cache",
+    )
+    group.addoption(
+        "--brainsmith-rebuild",
+        action="store_true",
+        help="ignore cached segments and build every needed segment again",
+    )
+    group.addoption(
+        "--brainsmith-prune",
+        nargs="?",
+        const="yes",
+        choices=["yes", "dry-run"],
+        metavar="dry-run",
+        help="remove cache entries no segment of the collected blueprints uses, then exit "
+        "(--brainsmith-prune=dry-run only lists them)",
+    )
+    parser.addini(
+        "brainsmith_blueprints",
+        type="linelist",
+        default=DEFAULT_PATTERNS,
+        help="file name patterns of blueprints to collect (default: *.blueprint.yaml *.blueprint.yml)",
+    )
+    parser.addini("brainsmith_build_dir", default="build/brainsmith", help="where the cache and results live (relative to rootdir)")
+    parser.addini("brainsmith_cache", default="", help="segment cache directory (overrides <build dir>/cache)")
+    parser.addini("brainsmith_max_designs", default="", help="cap on designs per blueprint")
+
+
+def cache_dir(config: pytest.Config) -> Path:
+    chosen = (
+        config.getoption("brainsmith_cache")
+        or os.environ.get("BRAINSMITH_CACHE")
+        or config.getini("brainsmith_cache")
+    )
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    return config.rootpath / config.getini("brainsmith_build_dir") / "cache"
+
+
+def _max_designs(config: pytest.Config) -> int:
+    for value in (
+        config.getoption("brainsmith_max_designs"),
+        os.environ.get("BRAINSMITH_MAX_COMBINATIONS"),
+        config.getini("brainsmith_max_designs"),
+    ):
+        if value not in (None, ""):
+            try:
+                return int(value)
+            except ValueError:
+                raise pytest.UsageError(f"brainsmith max designs: expected an integer, got {value!r}") from None
+    return DEFAULT_MAX_DESIGNS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[registry_key] = finn_registry()
+    config.stash[max_designs_key] = _max_designs(config)
+    config.stash[tools_key] = available_tools()
+    workerinput = getattr(config, "workerinput", None)
+    run_id = workerinput.get("brainsmith_run_id") if workerinput else None
+    config._brainsmith_run_id = run_id or uuid.uuid4().hex  # type: ignore[attr-defined]
+    config.stash[explorer_key] = Explorer(
+        SegmentCache(cache_dir(config)),
+        hook=config.hook,
+        retry_failed=config.getoption("brainsmith_retry_failed"),
+        rebuild=config.getoption("brainsmith_rebuild"),
+        run_id=config._brainsmith_run_id,  # type: ignore[attr-defined]
+    )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: every worker shares this run's id (for --brainsmith-rebuild)."""
+    node.workerinput["brainsmith_run_id"] = node.config._brainsmith_run_id
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> BlueprintFile | None:
+    patterns = parent.config.getini("brainsmith_blueprints")
+    if any(fnmatch.fnmatch(file_path.name, p) for p in patterns):
+        return BlueprintFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    tools = config.stash[tools_key]
+    missing = ", ".join(sorted(t for t, why in tools.items() if why)) or "none"
+    return [
+        f"brainsmith: FINN {finn_catalog.FINN_VERSION} (finn-plus), cache {cache_dir(config)}, "
+        f"missing tools: {missing}"
+    ]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    mode = session.config.getoption("brainsmith_prune")
+    if not mode or session.config.getoption("collectonly"):
+        return
+    if getattr(session.config, "workerinput", None) is not None:
+        return
+    explorer = session.config.stash[explorer_key]
+    keep: set[str] = set()
+    for item in session.items:
+        if isinstance(item, DesignItem):
+            keep.update(k for k in (explorer.key(s) for s in item.segment.chain()) if k)
+    cache = explorer.cache
+    unused = [e.key for e in cache.entries() if e.key not in keep]
+    unused += [f.key for f in cache.failures() if f.key not in keep]
+    size = sum(cache.size_bytes(k) for k in unused)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    verb = "would remove" if mode == "dry-run" else "removed"
+    for key in unused:
+        if mode != "dry-run":
+            cache.remove(key)
+        if reporter is not None:
+            reporter.write_line(f"brainsmith prune: {verb} {key}")
+    pytest.exit(
+        f"brainsmith prune: {verb} {len(unused)} unused cache entries ({size / 1e6:.1f} MB); "
+        f"kept {len(keep)} in {cache.root}",
+        returncode=0,
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    explorer = config.stash.get(explorer_key, None)
+    if explorer is None or not explorer.built and not _designs_ran(terminalreporter):
+        return
+    built = [r for r in explorer.built if r.status == "built"]
+    failed = [r for r in explorer.built if r.status == "failed"]
+    terminalreporter.write_sep("-", "brainsmith")
+    terminalreporter.write_line(
+        f"segments built {len(built)}, failed {len(failed)} "
+        f"({sum(r.seconds for r in explorer.built):.1f} s of FINN) in cache {explorer.cache.root}"
+    )
+
+
+def _designs_ran(terminalreporter: Any) -> bool:
+    return any(
+        getattr(r, "brainsmith", None) for reports in terminalreporter.stats.values() for r in reports
+    )

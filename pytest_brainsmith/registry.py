@@ -1,0 +1,237 @@
+"""The plugin registry: steps, kernels and backends a blueprint may name.
+
+FINN's own steps and kernels are pre-registered from static data (collection never
+imports FINN). Users add their own from a ``conftest.py`` or an installed package
+through the ``pytest_brainsmith_register`` hook. Lookup is a dict lookup by short
+(``streamline``) or qualified (``finn:streamline``) name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import finn_catalog
+from .errors import RegistryError, did_you_mean
+
+#: External tools a step needs. A design that needs a missing tool is skipped.
+VIVADO = "vivado"
+VITIS_HLS = "vitis_hls"
+
+#: FINN steps that cannot run without Xilinx tools (IP generation, simulation, synthesis).
+FINN_STEP_NEEDS: dict[str, frozenset[str]] = {
+    "hw_ipgen": frozenset({VIVADO, VITIS_HLS}),
+    "set_fifo_depths": frozenset({VIVADO}),
+    "generate_hardware": frozenset({VIVADO, VITIS_HLS}),
+    "create_stitched_ip": frozenset({VIVADO}),
+    "measure_rtlsim_performance": frozenset({VIVADO}),
+    "out_of_context_synthesis": frozenset({VIVADO}),
+    "prepare_synthesis": frozenset({VIVADO}),
+    "synthesize_bitfile": frozenset({VIVADO}),
+    "vivado_power_estimation": frozenset({VIVADO}),
+    "prepare_nodecontainer": frozenset({VIVADO}),
+}
+
+FINN_NAMESPACE = "finn"
+USER_NAMESPACE = "user"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step: a FINN builtin (``func`` is None) or a registered callable.
+
+    ``reads`` lists the DataflowBuildConfig fields the step can read (None: any);
+    it decides where a config sweep branches and which fields key the cache.
+    ``code_id`` identifies the step's code for the cache key.
+    """
+
+    name: str
+    namespace: str
+    func: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    reads: frozenset[str] | None = None
+    needs: frozenset[str] = frozenset()
+    code_id: str = ""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.namespace}:{self.name}"
+
+    @property
+    def is_finn(self) -> bool:
+        return self.func is None
+
+    def may_read(self, config_field: str) -> bool:
+        return self.reads is None or config_field in self.reads
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A hardware kernel (FINN HW custom op type) and the backends it has."""
+
+    name: str
+    namespace: str
+    backends: tuple[str, ...]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.namespace}:{self.name}"
+
+
+def source_id(func: Callable[..., Any]) -> str:
+    """Identity of a user callable's code: a hash of its source (so edits rebuild)."""
+    try:
+        text = inspect.getsource(func)
+    except (OSError, TypeError):
+        text = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+    return "src:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Registry:
+    """Named steps, kernels and backends; one per blueprint directory's conftests."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, Step] = {}
+        self._kernels: dict[str, Kernel] = {}
+        self._backends: set[str] = {"hls", "rtl"}
+
+    # -- registration ------------------------------------------------------------
+    def register_step(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        namespace: str = USER_NAMESPACE,
+        reads: Iterable[str] | None = None,
+        needs: Iterable[str] = (),
+    ) -> Any:
+        """Register ``func(model, cfg) -> model`` as a step; usable as a decorator.
+
+        ``reads``: the DataflowBuildConfig fields the step reads. Leave it None if
+        unknown (every config sweep then branches before this step); pass ``()``
+        for a step that reads none.
+        """
+
+        def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+            step_name = name or fn.__name__.removeprefix("step_")
+            self._add_step(
+                Step(
+                    name=step_name,
+                    namespace=namespace,
+                    func=fn,
+                    reads=None if reads is None else frozenset(reads),
+                    needs=frozenset(needs),
+                    code_id=source_id(fn),
+                )
+            )
+            return fn
+
+        return add if func is None else add(func)
+
+    def register_transform(
+        self,
+        transform: type,
+        *,
+        name: str | None = None,
+        namespace: str = USER_NAMESPACE,
+        reads: Iterable[str] = (),
+    ) -> None:
+        """Register a qonnx ``Transformation`` class as a step applying it once."""
+
+        def apply(model: Any, cfg: Any) -> Any:
+            return model.transform(transform())
+
+        apply.__name__ = name or transform.__name__
+        apply.__qualname__ = apply.__name__
+        self._add_step(
+            Step(
+                name=apply.__name__,
+                namespace=namespace,
+                func=apply,
+                reads=frozenset(reads),
+                code_id=source_id(transform),
+            )
+        )
+
+    def register_kernel(
+        self, name: str, *, backends: Iterable[str] = ("hls",), namespace: str = USER_NAMESPACE
+    ) -> None:
+        kernel = Kernel(name, namespace, tuple(backends))
+        for backend in kernel.backends:
+            self._backends.add(backend)
+        self._add(self._kernels, kernel.name, kernel.qualified, kernel, "kernel")
+
+    def register_backend(self, name: str) -> None:
+        self._backends.add(name)
+
+    def _add_step(self, step: Step) -> None:
+        self._add(self._steps, step.name, step.qualified, step, "step")
+
+    @staticmethod
+    def _add(table: dict[str, Any], short: str, qualified: str, entry: Any, kind: str) -> None:
+        if qualified in table:
+            raise RegistryError(f"{kind} {qualified!r} is registered twice")
+        table[qualified] = entry
+        # A short name points at the first registration; a later one with the same
+        # short name in another namespace must be asked for by its qualified name.
+        table.setdefault(short, entry)
+
+    # -- lookup --------------------------------------------------------------------
+    def step(self, name: str) -> Step:
+        return self._lookup(self._steps, name, "step")
+
+    def kernel(self, name: str) -> Kernel:
+        return self._lookup(self._kernels, name, "kernel")
+
+    def has_backend(self, name: str) -> bool:
+        return name in self._backends
+
+    @property
+    def backends(self) -> list[str]:
+        return sorted(self._backends)
+
+    def step_names(self) -> list[str]:
+        return sorted(self._steps)
+
+    def kernel_names(self) -> list[str]:
+        return sorted(self._kernels)
+
+    @staticmethod
+    def _lookup(table: dict[str, Any], name: str, kind: str) -> Any:
+        name = name.removeprefix("step_") if ":" not in name else name
+        try:
+            return table[name]
+        except KeyError:
+            hint = did_you_mean(name, table)
+            raise RegistryError(
+                f"unknown {kind} {name!r}" + (f"; {hint}" if hint else "")
+            ) from None
+
+    def copy(self) -> Registry:
+        other = Registry()
+        other._steps = dict(self._steps)
+        other._kernels = dict(self._kernels)
+        other._backends = set(self._backends)
+        return other
+
+
+def finn_registry() -> Registry:
+    """A registry holding FINN's built-in steps and kernels (from static data)."""
+    registry = Registry()
+    code_id = f"finn-plus=={finn_catalog.FINN_VERSION}"
+    for name in finn_catalog.STEPS:
+        reads = finn_catalog.STEP_READS.get(name)
+        registry._add_step(
+            Step(
+                name=name,
+                namespace=FINN_NAMESPACE,
+                reads=None if reads is None else frozenset(reads),
+                needs=FINN_STEP_NEEDS.get(name, frozenset()),
+                code_id=code_id,
+            )
+        )
+    for name, backends in finn_catalog.KERNEL_BACKENDS.items():
+        registry.register_kernel(name, backends=backends, namespace=FINN_NAMESPACE)
+    return registry

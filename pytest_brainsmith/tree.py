@@ -1,0 +1,324 @@
+"""DesignSpace -> execution tree.
+
+Each variation point (a branch point in the steps, a kernel backend choice, a
+config sweep) becomes a level of the tree, placed right before the first step
+that can observe it, so designs that differ only in a late choice share every
+earlier step. A node (segment) runs the steps between two levels; a root-to-leaf
+path is one design.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .blueprint import DesignSpace
+from .registry import Step
+
+#: Pseudo-field under which kernel backend choices travel in a segment's config.
+KERNEL_BACKENDS = "kernel_backends"
+_UNSAFE = re.compile(r"[^\w.+\-]")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One alternative at a variation point."""
+
+    kind: str  # "step" | "kernel" | "config"
+    key: str  # slot / kernel name / config field
+    value: Any  # Step or None (skip) / backend / config value
+    label: str  # readable, -k friendly: "streamline", "MVAU[rtl]", "target_fps[100000]"
+
+    def describe(self) -> tuple[str, Any]:
+        """(name, value) as a user reads it, e.g. ("target_fps", 100000)."""
+        if self.kind == "step":
+            return (self.key, None if self.value is None else self.value.name)
+        return (self.key, self.value)
+
+
+@dataclass(frozen=True)
+class Level:
+    position: int  # index of the slot before which the tree branches here
+    kind: str
+    key: str
+    choices: tuple[Choice, ...]
+
+
+def value_label(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path):
+        return value.stem
+    if value is None:
+        return "none"
+    text = repr(value) if isinstance(value, float) else str(value)
+    return _UNSAFE.sub("_", text) or "_"
+
+
+def _unique(labels: list[str]) -> list[str]:
+    if len(set(labels)) == len(labels):
+        return labels
+    return [f"{label}-{i}" for i, label in enumerate(labels)]
+
+
+def build_levels(space: DesignSpace) -> list[Level]:
+    """The variation points in tree order."""
+    order: list[tuple[int, int, int, Level]] = []
+
+    def first_reader(config_field: str) -> int:
+        return next(i for i, slot in enumerate(space.slots) if slot.may_read(config_field))
+
+    for n, kernel_choice in enumerate(space.kernels):
+        if len(kernel_choice.backends) < 2:
+            continue
+        name = kernel_choice.kernel.name
+        labels = [f"{name}[{b}]" for b in kernel_choice.backends]
+        choices = tuple(Choice("kernel", name, b, lb) for b, lb in zip(kernel_choice.backends, labels, strict=True))
+        position = first_reader("specialize_layers_config_file")
+        order.append((position, 0, n, Level(position, "kernel", name, choices)))
+    for n, (fname, values) in enumerate(space.sweeps.items()):
+        if len(values) < 2:
+            continue
+        labels = _unique([f"{fname}[{value_label(v)}]" for v in values])
+        choices = tuple(Choice("config", fname, v, lb) for v, lb in zip(values, labels, strict=True))
+        position = first_reader(fname)
+        order.append((position, 1, n, Level(position, "config", fname, choices)))
+    for index, slot in enumerate(space.slots):
+        if not slot.is_branch:
+            continue
+        named = [s.name for s in slot.options if s is not None]
+        skipped = "|".join(named)
+        labels = [s.name if s is not None else f"skip[{skipped}]" for s in slot.options]
+        choices = tuple(Choice("step", slot.key, s, lb) for s, lb in zip(slot.options, labels, strict=True))
+        order.append((index, 2, index, Level(index, "step", slot.key, choices)))
+    order.sort(key=lambda item: item[:3])
+    return [item[3] for item in order]
+
+
+class Segment:
+    """A node of the execution tree: the steps run between two branch points."""
+
+    __slots__ = ("tree", "parent", "choice", "steps", "children", "designs", "depth", "index")
+
+    def __init__(
+        self,
+        tree: ExecutionTree,
+        parent: Segment | None,
+        choice: Choice | None,
+        steps: tuple[Step, ...],
+        depth: int,
+    ) -> None:
+        self.tree = tree
+        self.parent = parent
+        self.choice = choice
+        self.steps = steps
+        self.children: list[Segment] = []
+        self.designs = 1
+        self.depth = depth
+        self.index = 0
+
+    @property
+    def name(self) -> str:
+        if self.choice is not None:
+            return self.choice.label
+        if not self.steps:
+            return "start"
+        if len(self.steps) == 1:
+            return self.steps[0].name
+        return f"{self.steps[0].name}..{self.steps[-1].name}"
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+    def chain(self) -> list[Segment]:
+        """Root first, this segment last."""
+        chain: list[Segment] = []
+        node: Segment | None = self
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        chain.reverse()
+        return chain
+
+    def choices(self) -> list[Choice]:
+        return [s.choice for s in self.chain() if s.choice is not None]
+
+    def path_steps(self) -> list[Step]:
+        """Every step from the start of the pipeline to the end of this segment."""
+        return [step for segment in self.chain() for step in segment.steps]
+
+    def config(self) -> dict[str, Any]:
+        """The FINN config in force for this segment (fixed values plus choices so far)."""
+        space = self.tree.space
+        config = dict(space.finn_config)
+        for fname, values in space.sweeps.items():
+            if len(values) == 1:
+                config[fname] = values[0]
+        backends = {k.kernel.name: k.backends[0] for k in space.kernels if len(k.backends) == 1}
+        for choice in self.choices():
+            if choice.kind == "config":
+                config[choice.key] = choice.value
+            elif choice.kind == "kernel":
+                backends[choice.key] = choice.value
+        if backends:
+            config[KERNEL_BACKENDS] = dict(sorted(backends.items()))
+        return config
+
+    def walk(self) -> Iterator[Segment]:
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+    def leaves(self) -> Iterator[Segment]:
+        return (node for node in self.walk() if node.is_leaf)
+
+    def nodeid_parts(self) -> list[str]:
+        return [s.name for s in self.chain()]
+
+    def __repr__(self) -> str:
+        return f"<Segment {'::'.join(self.nodeid_parts())} steps={[s.name for s in self.steps]}>"
+
+
+@dataclass(frozen=True)
+class TreeStats:
+    designs: int
+    segments: int
+    steps_executed: int
+    steps_naive: int
+
+    @property
+    def saving_percent(self) -> float:
+        if not self.steps_naive:
+            return 0.0
+        return 100.0 * (1 - self.steps_executed / self.steps_naive)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "designs": self.designs,
+            "segments": self.segments,
+            "steps_executed": self.steps_executed,
+            "steps_naive": self.steps_naive,
+            "saving_percent": round(self.saving_percent, 1),
+        }
+
+
+class ExecutionTree:
+    """The execution tree of one design space."""
+
+    def __init__(self, space: DesignSpace) -> None:
+        self.space = space
+        self.levels = build_levels(space)
+        self.root = self._build()
+
+    def _segment_steps(self, start: int, end: int) -> tuple[Step, ...]:
+        steps = []
+        for slot in self.space.slots[start:end]:
+            step = slot.options[0]
+            if step is not None:
+                steps.append(step)
+        return tuple(steps)
+
+    def _build(self) -> Segment:
+        levels = self.levels
+        n_slots = len(self.space.slots)
+        first = levels[0].position if levels else n_slots
+        root = Segment(self, None, None, self._segment_steps(0, first), 0)
+        frontier = [root]
+        for depth, level in enumerate(levels, start=1):
+            end = levels[depth].position if depth < len(levels) else n_slots
+            start = level.position + (1 if level.kind == "step" else 0)
+            tail = self._segment_steps(start, end)
+            per_choice = []
+            for choice in level.choices:
+                head: tuple[Step, ...] = ()
+                if level.kind == "step" and choice.value is not None:
+                    head = (choice.value,)
+                per_choice.append((choice, head + tail))
+            next_frontier = []
+            for parent in frontier:
+                for choice, steps in per_choice:
+                    child = Segment(self, parent, choice, steps, depth)
+                    parent.children.append(child)
+                    next_frontier.append(child)
+            frontier = next_frontier
+        # designs below each node, and a stable preorder index
+        for index, node in enumerate(root.walk()):
+            node.index = index
+        for node in reversed(list(root.walk())):
+            if node.children:
+                node.designs = sum(c.designs for c in node.children)
+        return root
+
+    def segments(self) -> Iterator[Segment]:
+        return self.root.walk()
+
+    def designs(self) -> Iterator[Segment]:
+        return self.root.leaves()
+
+    def stats(self) -> TreeStats:
+        segments = executed = naive = 0
+        for node in self.root.walk():
+            segments += 1
+            executed += len(node.steps)
+            naive += len(node.steps) * node.designs
+        return TreeStats(self.root.designs, segments, executed, naive)
+
+    # -- exports ---------------------------------------------------------------------
+    def to_dict(self, status: dict[int, str] | None = None) -> dict[str, Any]:
+        def node(segment: Segment) -> dict[str, Any]:
+            data: dict[str, Any] = {
+                "name": segment.name,
+                "steps": [s.qualified for s in segment.steps],
+                "designs": segment.designs,
+            }
+            if segment.choice is not None:
+                data["choice"] = dict([segment.choice.describe()])
+            if status is not None and segment.index in status:
+                data["status"] = status[segment.index]
+            if segment.children:
+                data["children"] = [node(c) for c in segment.children]
+            return data
+
+        return {
+            "blueprint": str(self.space.path),
+            "name": self.space.name,
+            "stats": self.stats().as_dict(),
+            "root": node(self.root),
+        }
+
+    def to_json(self, status: dict[int, str] | None = None) -> str:
+        return json.dumps(self.to_dict(status), indent=2, default=str)
+
+    def to_dot(self, status: dict[int, str] | None = None) -> str:
+        colors = {"built": "palegreen", "reused": "lightblue", "failed": "salmon", "skipped": "lightgrey"}
+        lines = [
+            f"digraph {json.dumps(self.space.name)} {{",
+            "  rankdir=LR;",
+            '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica"];',
+        ]
+        for segment in self.root.walk():
+            steps = "\\n".join(s.name for s in segment.steps) or "(no steps)"
+            label = f"{segment.name}\\n—\\n{steps}" if segment.choice else steps
+            attrs = f'label="{label}"'
+            state = (status or {}).get(segment.index)
+            if state in colors:
+                attrs += f", fillcolor={colors[state]}, tooltip={json.dumps(state)}"
+            lines.append(f"  s{segment.index} [{attrs}];")
+            if segment.parent is not None:
+                lines.append(
+                    f"  s{segment.parent.index} -> s{segment.index} "
+                    f"[label={json.dumps(segment.choice.label if segment.choice else '')}];"
+                )
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+def build_execution_tree(space: DesignSpace) -> ExecutionTree:
+    return ExecutionTree(space)
