@@ -148,6 +148,8 @@ def _key_lines(node: yaml.Node, prefix: tuple[Any, ...], out: dict[tuple[Any, ..
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             path = (*prefix, key_node.value)
+            if path in out:  # PyYAML would silently keep the last one
+                raise _DuplicateKey(path, key_node.start_mark.line + 1, out[path])
             out[path] = key_node.start_mark.line + 1
             _key_lines(value_node, path, out)
     elif isinstance(node, yaml.SequenceNode):
@@ -155,6 +157,11 @@ def _key_lines(node: yaml.Node, prefix: tuple[Any, ...], out: dict[tuple[Any, ..
             path = (*prefix, index)
             out[path] = item.start_mark.line + 1
             _key_lines(item, path, out)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: tuple[Any, ...], line: int, first: int) -> None:
+        self.key, self.line, self.first = key, line, first
 
 
 def _read(path: Path) -> _Raw:
@@ -182,7 +189,15 @@ def _read(path: Path) -> _Raw:
         )
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
-        _key_lines(node, (), lines)
+        try:
+            _key_lines(node, (), lines)
+        except _DuplicateKey as dup:
+            raise BlueprintError(
+                path,
+                _dotted(dup.key),
+                f"duplicate key (first set on line {dup.first})",
+                line=dup.line,
+            ) from None
     return _Raw(path, data, lines)
 
 
@@ -286,9 +301,12 @@ def _normalize_file(raw: _Raw, env: Mapping[str, str]) -> dict[str, Any]:
     if "model" in data:
         data["model"] = _resolve_path(data["model"], ("model",), ctx, "the model file")
     if "finn_config" in data:
-        config = _check_keys(
-            data["finn_config"], tuple(finn_catalog.CONFIG_FIELDS), ("finn_config",), ctx
-        )
+        config = data["finn_config"]
+        if not isinstance(config, dict):
+            raise ctx.error(
+                ("finn_config",),
+                f"expected a mapping of FINN config fields, got {_typename(config)}",
+            )
         for name, value in config.items():
             key = ("finn_config", name)
             _check_config_field(name, key, ctx)
@@ -299,7 +317,11 @@ def _normalize_file(raw: _Raw, env: Mapping[str, str]) -> dict[str, Any]:
         _check_keys(space, DESIGN_SPACE_KEYS, ("design_space",), ctx)
         sweeps = space.get("finn_config")
         if sweeps is not None:
-            _check_keys(sweeps, tuple(finn_catalog.CONFIG_FIELDS), ("design_space", "finn_config"), ctx)
+            if not isinstance(sweeps, dict):
+                raise ctx.error(
+                    ("design_space", "finn_config"),
+                    f"expected a mapping of field: [alternatives], got {_typename(sweeps)}",
+                )
             for name, values in sweeps.items():
                 key = ("design_space", "finn_config", name)
                 _check_config_field(name, key, ctx)
@@ -335,7 +357,9 @@ def _load_chain(path: Path, env: Mapping[str, str], stack: tuple[Path, ...]) -> 
     if parent_ref is None:
         return _Merged(data, origin, [path])
     if not isinstance(parent_ref, str) or not parent_ref:
-        raise ctx.error(("extends",), f"expected a path to a parent blueprint, got {_typename(parent_ref)}")
+        raise ctx.error(
+            ("extends",), f"expected a path to a parent blueprint, got {_typename(parent_ref)}"
+        )
     parent_path = Path(os.path.normpath(path.parent / parent_ref))
     if parent_path in stack or parent_path == path:
         chain = " -> ".join(str(p) for p in (*stack, path, parent_path))
@@ -356,6 +380,7 @@ def _merge(
     data = dict(parent.data)
     data.pop("abstract", None)  # a parent being abstract does not make its children so
     origin = dict(parent.origin)
+    origin[()] = ctx  # errors about the whole blueprint name the file being loaded
 
     def take(key: tuple[Any, ...]) -> None:
         # the child's value replaces the parent's whole subtree under key
@@ -428,7 +453,7 @@ def _parse_entry(entry: Any, key: tuple[Any, ...], ctx: _Context, top: bool) -> 
                     "branch points do not nest",
                 )
         if options.count(None) > 1:
-            raise ctx.error(key, "a branch point may have at most one skip (~, null or \"\")")
+            raise ctx.error(key, 'a branch point may have at most one skip (~, null or "")')
         if all(o is None for o in options):
             raise ctx.error(key, "a branch point needs at least one step besides the skip")
         named = [o for o in options if o is not None]
@@ -436,7 +461,9 @@ def _parse_entry(entry: Any, key: tuple[Any, ...], ctx: _Context, top: bool) -> 
             raise ctx.error(key, "a branch point lists the same step twice")
         return (tuple(options), key, ctx)
     if top and isinstance(entry, dict):
-        raise ctx.error(key, "step operations (after/before/replace/...) need an inherited step list")
+        raise ctx.error(
+            key, "step operations (after/before/replace/...) need an inherited step list"
+        )
     raise ctx.error(
         key,
         f"expected a step name or a list of alternatives, got {_typename(entry)}",
@@ -501,7 +528,11 @@ def _apply_operations(
         allowed = (kind, *_OPERATIONS[kind])
         for extra in op:
             if extra not in allowed:
-                raise ctx.error((*op_key, extra), f"unknown key in a {kind!r} operation", did_you_mean(str(extra), allowed))
+                raise ctx.error(
+                    (*op_key, extra),
+                    f"unknown key in a {kind!r} operation",
+                    did_you_mean(str(extra), allowed),
+                )
         for needed in _OPERATIONS[kind]:
             if needed not in op:
                 raise ctx.error(op_key, f"a {kind!r} operation needs {needed!r}")
@@ -553,7 +584,10 @@ def load_design_space(
     if not isinstance(description, str):
         raise err(("description",), f"expected a string, got {_typename(description)}")
     if "model" not in data:
-        raise err((), "missing required key 'model' (the input ONNX/QONNX model, relative to the blueprint)")
+        raise err(
+            (),
+            "missing required key 'model' (the input ONNX/QONNX model, relative to the blueprint)",
+        )
     output = data.get("output", "estimates")
     if output not in OUTPUTS:
         raise err(("output",), f"expected one of {', '.join(OUTPUTS)}, got {output!r}")
@@ -635,7 +669,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_types(config: dict[str, Any], key: tuple[Any, ...], err: Any, whole_key: bool = False) -> None:
+def _check_types(
+    config: dict[str, Any], key: tuple[Any, ...], err: Any, whole_key: bool = False
+) -> None:
     """Check simple scalar types against DataflowBuildConfig's annotations."""
     for name, value in config.items():
         if isinstance(value, Path) or value is None:
@@ -657,7 +693,12 @@ def _check_types(config: dict[str, Any], key: tuple[Any, ...], err: Any, whole_k
 
 
 def _resolve_steps(
-    data: dict[str, Any], space: dict[str, Any], output: str, registry: Registry, ctx_for: Any, err: Any
+    data: dict[str, Any],
+    space: dict[str, Any],
+    output: str,
+    registry: Registry,
+    ctx_for: Any,
+    err: Any,
 ) -> list[StepSlot]:
     key = ("design_space", "steps")
     raw_steps = space.get("steps")
@@ -696,7 +737,10 @@ def _resolve_steps(
         for step in slot.options:
             if step is not None:
                 if step.qualified in seen:
-                    raise err(key, f"step {step.name!r} appears twice; FINN names checkpoints by step, so each step may run once")
+                    raise err(
+                        key,
+                        f"step {step.name!r} appears twice; FINN names checkpoints by step, so each step may run once",
+                    )
                 seen.add(step.qualified)
 
     for bound in ("start_step", "stop_step"):
@@ -707,7 +751,9 @@ def _resolve_steps(
             step = registry.step(name) if isinstance(name, str) else None
         except RegistryError as exc:
             raise err((bound,), str(exc)) from None
-        index = next((i for i, s in enumerate(resolved) if step in s.options and not s.is_branch), None)
+        index = next(
+            (i for i, s in enumerate(resolved) if step in s.options and not s.is_branch), None
+        )
         if index is None:
             raise err((bound,), f"{name!r} is not a fixed step of the pipeline")
         resolved = resolved[index:] if bound == "start_step" else resolved[: index + 1]
@@ -738,7 +784,9 @@ def _resolve_kernels(raw: Any, registry: Registry, err: Any) -> list[KernelChoic
         elif isinstance(entry, dict) and len(entry) == 1:
             name, backends_raw = next(iter(entry.items()))
         else:
-            raise err(ekey, f"expected a kernel name or {{Kernel: backend(s)}}, got {_typename(entry)}")
+            raise err(
+                ekey, f"expected a kernel name or {{Kernel: backend(s)}}, got {_typename(entry)}"
+            )
         try:
             kernel = registry.kernel(str(name))
         except RegistryError as exc:
@@ -773,7 +821,9 @@ def _resolve_expect(raw: Any, err: Any) -> list[Expectation]:
     if raw is None:
         return []
     if not isinstance(raw, dict):
-        raise err(("expect",), f"expected a mapping of metric: \"<op> <number>\", got {_typename(raw)}")
+        raise err(
+            ("expect",), f'expected a mapping of metric: "<op> <number>", got {_typename(raw)}'
+        )
     result = []
     for metric, text in raw.items():
         try:

@@ -131,7 +131,9 @@ class SegmentCache:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.base / "tmp"))
         except OSError as exc:
-            raise CacheError(f"cannot create a build directory in {self.base / 'tmp'}: {exc}") from exc
+            raise CacheError(
+                f"cannot create a build directory in {self.base / 'tmp'}: {exc}"
+            ) from exc
         try:
             yield tmp
         finally:
@@ -150,7 +152,9 @@ class SegmentCache:
                 _remove_tree(target)
             os.rename(staged, target)
         except OSError as exc:
-            raise CacheError(_describe_os_error(exc, f"publishing segment {key} in {self.base}")) from exc
+            raise CacheError(
+                _describe_os_error(exc, f"publishing segment {key} in {self.base}")
+            ) from exc
         with contextlib.suppress(FileNotFoundError):
             _remove_tree(self.failure_path(key))
         return Entry(key, target)
@@ -164,7 +168,9 @@ class SegmentCache:
                 _remove_tree(target)
             os.rename(staged, target)
         except OSError as exc:
-            raise CacheError(_describe_os_error(exc, f"recording the failure of segment {key}")) from exc
+            raise CacheError(
+                _describe_os_error(exc, f"recording the failure of segment {key}")
+            ) from exc
         return Failure(key, target)
 
     def forget_failure(self, key: str) -> None:

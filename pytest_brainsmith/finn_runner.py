@@ -144,7 +144,9 @@ def checkpoint_name(step: Step) -> str:
     return f"step_{step.name}" if step.is_finn else f"{step.namespace}_{step.name}"
 
 
-def _wrap(step: Step, finn_steps: ModuleType, timings: dict[str, float], failures: list[StepFailure]) -> Callable[..., Any]:
+def _wrap(
+    step: Step, finn_steps: ModuleType, timings: dict[str, float], failures: list[StepFailure]
+) -> Callable[..., Any]:
     name = checkpoint_name(step)
     func = finn_steps.build_dataflow_step_lookup[name] if step.is_finn else step.func
 
@@ -165,10 +167,14 @@ def _wrap(step: Step, finn_steps: ModuleType, timings: dict[str, float], failure
     return run
 
 
-def build_config_dict(config: dict[str, Any], out_dir: Path, generate_outputs: list[str]) -> dict[str, Any]:
+def build_config_dict(
+    config: dict[str, Any], out_dir: Path, generate_outputs: list[str]
+) -> dict[str, Any]:
     """DataflowBuildConfig fields as plain data, with kernel backends turned into a
     specialize_layers config file (``Defaults`` with ``preferred_impl_style``)."""
-    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items() if k != KERNEL_BACKENDS}
+    fields = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in config.items() if k != KERNEL_BACKENDS
+    }
     backends = config.get(KERNEL_BACKENDS)
     if backends:
         special: dict[str, Any] = {}
@@ -235,14 +241,20 @@ def run_segment(
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             if not failures:
-                failures.append(StepFailure("builder", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+                failures.append(
+                    StepFailure("builder", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                )
             code = -1
     output = out_dir / "intermediate_models" / f"{names[-1]}.onnx"
     if code == 0 and output.is_file() and not failures:
         return BuildOutcome(True, output, log_path, timings)
-    failure = failures[0] if failures else StepFailure(
-        names[-1], f"FINN's builder returned {code}; see the log", ""
+    failure = (
+        failures[0]
+        if failures
+        else StepFailure(names[-1], f"FINN's builder returned {code}; see the log", "")
     )
     with contextlib.suppress(OSError), open(log_path, "a") as log:
-        log.write(f"\n[pytest-brainsmith] {failure.step} failed: {failure.error}\n{failure.traceback}")
+        log.write(
+            f"\n[pytest-brainsmith] {failure.step} failed: {failure.error}\n{failure.traceback}"
+        )
     return BuildOutcome(False, None, log_path, timings, failure)

@@ -25,7 +25,9 @@ def pytest_brainsmith_register(registry: Registry) -> None:
 
 
 @pytest.hookspec
-def pytest_brainsmith_segment_start(segment: Segment, config: dict[str, Any], build_dir: str) -> None:
+def pytest_brainsmith_segment_start(
+    segment: Segment, config: dict[str, Any], build_dir: str
+) -> None:
     """A segment is about to be built (not called when it comes from the cache)."""
 
 

@@ -16,8 +16,8 @@ from _pytest.fixtures import TopRequest
 
 from .blueprint import load_design_space
 from .errors import BlueprintError, RegistryError
-from .explorer import Explorer, SegmentResult
 from .expectations import Expectation
+from .explorer import Explorer, SegmentResult
 from .tree import ExecutionTree, Segment, build_execution_tree
 
 explorer_key = pytest.StashKey[Explorer]()
@@ -63,7 +63,11 @@ class SegmentCollector(pytest.Collector):
         return [_node(self, child) for child in self.segment.children]
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"segment {self.name}: {', '.join(s.name for s in self.segment.steps)}"
+        return (
+            self.path,
+            None,
+            f"segment {self.name}: {', '.join(s.name for s in self.segment.steps)}",
+        )
 
 
 class DesignBuildFailed(Exception):
@@ -131,7 +135,9 @@ class DesignItem(pytest.Item):
             lines = ["design does not meet the blueprint's expectations:"]
             for expectation, value in excinfo.value.misses:
                 got = "not reported" if value is None else f"{value:g}"
-                lines.append(f"  {expectation}: got {expectation.metric} = {got}  (from {expectation.source})")
+                lines.append(
+                    f"  {expectation}: got {expectation.metric} = {got}  (from {expectation.source})"
+                )
             report_dir = self.estimates.get("report_dir")
             if report_dir:
                 lines.append(f"  reports: {report_dir}")
@@ -145,7 +151,11 @@ class DesignItem(pytest.Item):
 
 def _describe_build_failure(exc: DesignBuildFailed) -> str:
     result = exc.result
-    when = "in an earlier run (recorded; --brainsmith-retry-failed rebuilds it)" if result.status == "failed-before" else "in this run"
+    when = (
+        "in an earlier run (recorded; --brainsmith-retry-failed rebuilds it)"
+        if result.status == "failed-before"
+        else "in this run"
+    )
     lines = [
         f"segment {result.segment} failed {when}",
         f"  step:  {result.step}",

@@ -72,8 +72,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_PATTERNS,
         help="file name patterns of blueprints to collect (default: *.blueprint.yaml *.blueprint.yml)",
     )
-    parser.addini("brainsmith_build_dir", default="build/brainsmith", help="where the cache and results live (relative to rootdir)")
-    parser.addini("brainsmith_cache", default="", help="segment cache directory (overrides <build dir>/cache)")
+    parser.addini(
+        "brainsmith_build_dir",
+        default="build/brainsmith",
+        help="where the cache and results live (relative to rootdir)",
+    )
+    parser.addini(
+        "brainsmith_cache", default="", help="segment cache directory (overrides <build dir>/cache)"
+    )
     parser.addini("brainsmith_max_designs", default="", help="cap on designs per blueprint")
 
 
@@ -98,7 +104,9 @@ def _max_designs(config: pytest.Config) -> int:
             try:
                 return int(value)
             except ValueError:
-                raise pytest.UsageError(f"brainsmith max designs: expected an integer, got {value!r}") from None
+                raise pytest.UsageError(
+                    f"brainsmith max designs: expected an integer, got {value!r}"
+                ) from None
     return DEFAULT_MAX_DESIGNS
 
 
@@ -184,5 +192,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def _designs_ran(terminalreporter: Any) -> bool:
     return any(
-        getattr(r, "brainsmith", None) for reports in terminalreporter.stats.values() for r in reports
+        getattr(r, "brainsmith", None)
+        for reports in terminalreporter.stats.values()
+        for r in reports
     )

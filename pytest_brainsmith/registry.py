@@ -204,7 +204,8 @@ class Registry:
         try:
             return table[name]
         except KeyError:
-            hint = did_you_mean(name, table)
+            known = table if ":" in name else [k for k in table if ":" not in k]
+            hint = did_you_mean(name, known)
             raise RegistryError(
                 f"unknown {kind} {name!r}" + (f"; {hint}" if hint else "")
             ) from None

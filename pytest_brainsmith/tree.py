@@ -77,14 +77,19 @@ def build_levels(space: DesignSpace) -> list[Level]:
             continue
         name = kernel_choice.kernel.name
         labels = [f"{name}[{b}]" for b in kernel_choice.backends]
-        choices = tuple(Choice("kernel", name, b, lb) for b, lb in zip(kernel_choice.backends, labels, strict=True))
+        choices = tuple(
+            Choice("kernel", name, b, lb)
+            for b, lb in zip(kernel_choice.backends, labels, strict=True)
+        )
         position = first_reader("specialize_layers_config_file")
         order.append((position, 0, n, Level(position, "kernel", name, choices)))
     for n, (fname, values) in enumerate(space.sweeps.items()):
         if len(values) < 2:
             continue
         labels = _unique([f"{fname}[{value_label(v)}]" for v in values])
-        choices = tuple(Choice("config", fname, v, lb) for v, lb in zip(values, labels, strict=True))
+        choices = tuple(
+            Choice("config", fname, v, lb) for v, lb in zip(values, labels, strict=True)
+        )
         position = first_reader(fname)
         order.append((position, 1, n, Level(position, "config", fname, choices)))
     for index, slot in enumerate(space.slots):
@@ -93,7 +98,9 @@ def build_levels(space: DesignSpace) -> list[Level]:
         named = [s.name for s in slot.options if s is not None]
         skipped = "|".join(named)
         labels = [s.name if s is not None else f"skip[{skipped}]" for s in slot.options]
-        choices = tuple(Choice("step", slot.key, s, lb) for s, lb in zip(slot.options, labels, strict=True))
+        choices = tuple(
+            Choice("step", slot.key, s, lb) for s, lb in zip(slot.options, labels, strict=True)
+        )
         order.append((index, 2, index, Level(index, "step", slot.key, choices)))
     order.sort(key=lambda item: item[:3])
     return [item[3] for item in order]
@@ -297,7 +304,12 @@ class ExecutionTree:
         return json.dumps(self.to_dict(status), indent=2, default=str)
 
     def to_dot(self, status: dict[int, str] | None = None) -> str:
-        colors = {"built": "palegreen", "reused": "lightblue", "failed": "salmon", "skipped": "lightgrey"}
+        colors = {
+            "built": "palegreen",
+            "reused": "lightblue",
+            "failed": "salmon",
+            "skipped": "lightgrey",
+        }
         lines = [
             f"digraph {json.dumps(self.space.name)} {{",
             "  rankdir=LR;",

@@ -59,8 +59,12 @@ def step_reads() -> dict[str, tuple[str, ...] | None]:
                 found.add(node.attr)
             if not isinstance(node, ast.Call):
                 continue
-            positions = [i for i, a in enumerate(node.args) if isinstance(a, ast.Name) and a.id == var]
-            keywords = [k.arg for k in node.keywords if isinstance(k.value, ast.Name) and k.value.id == var]
+            positions = [
+                i for i, a in enumerate(node.args) if isinstance(a, ast.Name) and a.id == var
+            ]
+            keywords = [
+                k.arg for k in node.keywords if isinstance(k.value, ast.Name) and k.value.id == var
+            ]
             if not positions and not keywords:
                 continue
             callee = node.func.id if isinstance(node.func, ast.Name) else None

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "tfc_w2a2.onnx"
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """write("name.yaml", '''yaml''') -> path; dedents the text."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    """A stand-in model file for tests that never build (only its existence matters)."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not built in this test")
+    return path

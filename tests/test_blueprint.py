@@ -1,0 +1,311 @@
+"""Blueprint schema: inheritance, step operations, expansion and every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_brainsmith.blueprint import load_design_space
+from pytest_brainsmith.errors import BlueprintError
+from pytest_brainsmith.registry import finn_registry
+
+HEAD = """
+model: model.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+finn_config:
+  target_fps: 1000
+"""
+
+
+def load(path: Path, **kwargs):
+    return load_design_space(path, finn_registry(), **kwargs)
+
+
+def step_names(space) -> list:
+    return [
+        tuple(s.name if s else None for s in slot.options)
+        if slot.is_branch
+        else slot.options[0].name
+        for slot in space.slots
+    ]
+
+
+def error(path: Path, **kwargs) -> BlueprintError:
+    with pytest.raises(BlueprintError) as info:
+        load(path, **kwargs)
+    return info.value
+
+
+def test_minimal_blueprint_uses_finn_estimate_pipeline(write, model_file):
+    space = load(write("a.blueprint.yaml", HEAD))
+    assert step_names(space)[0] == "qonnx_to_finn"
+    assert step_names(space)[-1] == "generate_estimate_reports"
+    assert space.finn_config == {
+        "target_fps": 1000,
+        "fpga_part": "xc7z020clg400-1",
+        "synth_clk_period_ns": 10,
+    }
+    assert space.model == model_file
+    assert space.count_designs() == 1
+
+
+def test_branch_points_skip_and_counts(write, model_file):
+    space = load(
+        write(
+            "a.yaml",
+            HEAD
+            + """
+design_space:
+  steps:
+    - qonnx_to_finn
+    - [tidy_up, ~]
+    - finn:streamline
+    - convert_to_hw
+    - specialize_layers
+  kernels:
+    - MVAU: [hls, MVAU_rtl]
+    - Thresholding: rtl
+  finn_config:
+    standalone_thresholds: [true, false]
+""",
+        )
+    )
+    assert step_names(space) == [
+        "qonnx_to_finn",
+        ("tidy_up", None),
+        "streamline",
+        "convert_to_hw",
+        "specialize_layers",
+    ]
+    assert [(k.kernel.name, k.backends) for k in space.kernels] == [
+        ("MVAU", ("hls", "rtl")),
+        ("Thresholding", ("rtl",)),
+    ]
+    assert space.count_designs() == 2 * 2 * 2
+
+
+def test_extends_deep_merges_config_and_applies_step_operations(write, model_file):
+    write(
+        "parent.yaml",
+        HEAD.replace("finn_config:", "finn_config:\n  mvau_wwidth_max: 36")
+        + """
+name: parent
+design_space:
+  steps: [qonnx_to_finn, tidy_up, streamline, convert_to_hw]
+  finn_config:
+    standalone_thresholds: [true, false]
+expect:
+  LUT: "<= 10"
+""",
+    )
+    child = write(
+        "sub/child.yaml",
+        """
+extends: ../parent.yaml
+name: child
+finn_config:
+  minimize_bit_width: false
+design_space:
+  steps:
+    - after: tidy_up
+      insert: [[minimize_bit_width, ~]]
+    - before: qonnx_to_finn
+      insert: tidy_up
+    - remove: tidy_up
+    - replace: convert_to_hw
+      with: [convert_to_hw, specialize_layers]
+    - at_end: {insert: generate_estimate_reports}
+    - at_start: {insert: [[transpose_decomposition, ~]]}
+  finn_config:
+    standalone_thresholds: [false]
+expect:
+  DSP: "== 0"
+""",
+    )
+    space = load(child)
+    assert space.name == "child"
+    assert space.model == model_file  # relative to the parent, where it was written
+    assert space.finn_config["mvau_wwidth_max"] == 36
+    assert space.finn_config["minimize_bit_width"] is False
+    assert space.sweeps == {"standalone_thresholds": [False]}
+    assert step_names(space) == [
+        ("transpose_decomposition", None),
+        "qonnx_to_finn",
+        "tidy_up",
+        ("minimize_bit_width", None),
+        "streamline",
+        "convert_to_hw",
+        "specialize_layers",
+        "generate_estimate_reports",
+    ]
+    assert sorted(str(e) for e in space.expect) == ["DSP == 0", "LUT <= 10"]
+
+
+def test_child_step_list_replaces_parent_list(write, model_file):
+    write("p.yaml", HEAD + "design_space:\n  steps: [qonnx_to_finn, tidy_up]\n")
+    child = write(
+        "c.yaml", "extends: p.yaml\ndesign_space:\n  steps: [qonnx_to_finn, streamline]\n"
+    )
+    assert step_names(load(child)) == ["qonnx_to_finn", "streamline"]
+
+
+def test_environment_variables_and_blueprint_dir(write, model_file):
+    path = write(
+        "a.yaml",
+        HEAD.replace("model: model.onnx", "model: ${BLUEPRINT_DIR}/${MODEL_NAME}")
+        + "description: costs $$5\n",
+    )
+    space = load(path, env={"MODEL_NAME": "model.onnx"})
+    assert space.model == model_file
+    assert space.description == "costs $5"
+    err = error(path, env={})
+    assert "undefined variable ${MODEL_NAME}" in str(err)
+    assert err.key == "model" and err.line == 1
+
+
+def test_start_and_stop_step_cut_the_pipeline(write, model_file):
+    space = load(write("a.yaml", HEAD + "start_step: streamline\nstop_step: specialize_layers\n"))
+    assert step_names(space)[0] == "streamline"
+    assert step_names(space)[-1] == "specialize_layers"
+
+
+def test_abstract_blueprint_has_no_designs_but_children_do(write, model_file):
+    write("p.yaml", HEAD + "abstract: true\n")
+    assert load(write("p2.yaml", "abstract: true\n")) is None
+    assert load(write("c.yaml", "extends: p.yaml\n")) is not None
+
+
+@pytest.mark.parametrize(
+    "text, key, message, line",
+    [
+        ("model: [unclosed\n", "", "malformed YAML", 2),
+        (HEAD + "modle: x\n", "modle", "did you mean 'model'", 6),
+        (HEAD + "output: gds\n", "output", "expected one of estimates, rtl, bitfile", 6),
+        (HEAD.replace("model.onnx", "missing.onnx"), "model", "the model file not found", 1),
+        (
+            HEAD + "design_space:\n  steps: [qonnx_to_finn, [tidy_up, ~, null]]\n",
+            "design_space.steps[1]",
+            "at most one skip",
+            7,
+        ),
+        (
+            HEAD + "design_space:\n  steps: [qonnx_to_finn, streamlin]\n",
+            "design_space.steps[1]",
+            "did you mean 'streamline'",
+            7,
+        ),
+        (
+            HEAD + "design_space:\n  kernels: [MVAUU]\n",
+            "design_space.kernels[0]",
+            "did you mean 'MVAU'",
+            7,
+        ),
+        (
+            HEAD + "design_space:\n  kernels: [{MVAU: vhdl}]\n",
+            "design_space.kernels[0].MVAU",
+            "expected one of: hls, rtl",
+            7,
+        ),
+        (
+            HEAD + "design_space:\n  finn_config:\n    target_fsp: [1, 2]\n",
+            "design_space.finn_config.target_fsp",
+            "did you mean 'target_fps'",
+            8,
+        ),
+        (
+            HEAD + "design_space:\n  finn_config:\n    target_fps: 5\n",
+            "design_space.finn_config.target_fps",
+            "non-empty list",
+            8,
+        ),
+        (
+            HEAD.replace("finn_config:", "finn_config:\n  mvau_wwidth_max: wide"),
+            "finn_config.mvau_wwidth_max",
+            "expects int",
+            5,
+        ),
+        (
+            HEAD + "finn_config:\n  output_dir: x\n",
+            "finn_config",
+            "duplicate key (first set on line 4)",
+            6,
+        ),
+        (
+            HEAD.replace("finn_config:", "finn_config:\n  output_dir: x"),
+            "finn_config.output_dir",
+            "set by pytest-brainsmith",
+            5,
+        ),
+        (
+            HEAD.replace("finn_config:", "finn_config:\n  synth_clk_period_ns: 4"),
+            "clock_ns",
+            "conflicts with",
+            3,
+        ),
+        (HEAD + "expect:\n  LUT: 20000\n", "expect.LUT", 'expected "<op> <number>"', 7),
+        (HEAD + "expect:\n  LUTS: '< 1'\n", "expect.LUTS", "did you mean 'LUT'", 7),
+        (
+            HEAD
+            + "design_space:\n  steps: [qonnx_to_finn, tidy_up]\n  finn_config:\n    target_fps: [1, 2]\n",
+            "design_space.finn_config.target_fps",
+            "no step of the pipeline reads target_fps",
+            9,
+        ),
+        (
+            HEAD + "design_space:\n  steps: [qonnx_to_finn, qonnx_to_finn]\n",
+            "design_space.steps",
+            "appears twice",
+            7,
+        ),
+        (
+            HEAD + "design_space:\n  steps:\n    - before: nothing\n      insert: tidy_up\n",
+            "design_space.steps[0].before",
+            "not in the inherited steps",
+            8,
+        ),
+        ("fpga_part: x\nclock_ns: 1\n", "", "missing required key 'model'", None),
+        (HEAD.replace("clock_ns: 10\n", ""), "", "missing required key 'clock_ns'", None),
+    ],
+)
+def test_bad_input_names_file_key_and_expectation(write, model_file, text, key, message, line):
+    path = write("bad.blueprint.yaml", text)
+    err = error(path)
+    assert err.file == path
+    assert err.key == key
+    assert message in str(err)
+    if line is not None:
+        assert err.line == line
+
+
+def test_extends_cycle_and_missing_parent(write, model_file):
+    write("a.yaml", HEAD + "extends: b.yaml\n")
+    write("b.yaml", "extends: a.yaml\n")
+    err = error(write("c.yaml", "extends: a.yaml\n"))
+    assert "extends cycle" in str(err) and "a.yaml -> " in str(err)
+    err = error(write("d.yaml", "extends: nowhere.yaml\n"))
+    assert err.key == "extends" and "parent blueprint not found" in str(err)
+
+
+def test_design_cap_is_checked_before_building_a_tree(write, model_file):
+    values = list(range(100))
+    path = write(
+        "big.yaml",
+        HEAD
+        + f"design_space:\n  finn_config:\n    target_fps: {values}\n    mvau_wwidth_max: {values}\n",
+    )
+    assert load(path).count_designs() == 10_000
+    err = error(path, max_designs=9_999)
+    assert "10,000 designs exceed the cap of 9,999" in str(err)
+
+
+def test_operation_inserting_an_unknown_step_names_it(write, model_file):
+    write("p.yaml", HEAD + "design_space:\n  steps: [qonnx_to_finn, tidy_up]\n")
+    child = write(
+        "c.yaml",
+        "extends: p.yaml\ndesign_space:\n  steps:\n    - after: tidy_up\n      insert: streamlin\n",
+    )
+    err = error(child)
+    assert err.file == child and err.line == 5
+    assert "unknown step 'streamlin'; did you mean 'streamline'" in str(err)
