@@ -223,7 +223,7 @@ def _remove_tree(path: Path) -> None:
         func(target)
 
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, onexc=make_writable)
+        shutil.rmtree(path, onerror=make_writable)  # onexc is 3.12+
     else:
         path.unlink()
 

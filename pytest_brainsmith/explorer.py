@@ -8,6 +8,7 @@ segment is built once and a failure is recorded once and reused.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -21,6 +22,8 @@ from .keys import segment_key
 from .registry import Step
 from .tree import Segment
 
+#: OSErrors that say the disk or quota is full: not recorded as a design's failure.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 ESTIMATE_FILES = ("estimate_network_performance.json", "estimate_layer_resources.json")
 
 
@@ -196,6 +199,12 @@ class Explorer:
                 )
             else:
                 assert outcome.failure is not None
+                if outcome.failure.errno in ENVIRONMENT_ERRNOS:
+                    # the machine's fault, not the design's: never record it as a failure
+                    raise CacheError(
+                        f"{outcome.failure.error} while building segment {_label(segment)} "
+                        f"in {self.cache.root}; nothing was recorded, earlier entries are intact"
+                    )
                 manifest.update(
                     status="failed",
                     step=outcome.failure.step,

@@ -128,6 +128,13 @@ class StepFailure:
     step: str
     error: str
     traceback: str
+    errno: int | None = None  # set for OSErrors: a full disk is not the design's fault
+
+    @classmethod
+    def of(cls, step: str, exc: BaseException) -> StepFailure:
+        """Record the exception being handled (call from an except block)."""
+        code = exc.errno if isinstance(exc, OSError) else None
+        return cls(step, f"{type(exc).__name__}: {exc}", traceback.format_exc(), code)
 
 
 @dataclass
@@ -156,9 +163,7 @@ def _wrap(
         try:
             return func(model, cfg)
         except BaseException as exc:
-            failures.append(
-                StepFailure(name, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            )
+            failures.append(StepFailure.of(name, exc))
             raise
         finally:
             timings[name] = round(time.perf_counter() - start, 4)
@@ -241,9 +246,7 @@ def run_segment(
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             if not failures:
-                failures.append(
-                    StepFailure("builder", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-                )
+                failures.append(StepFailure.of("builder", exc))
             code = -1
     output = out_dir / "intermediate_models" / f"{names[-1]}.onnx"
     if code == 0 and output.is_file() and not failures:

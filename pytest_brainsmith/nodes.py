@@ -15,6 +15,7 @@ import pytest
 from _pytest.fixtures import TopRequest
 
 from .blueprint import load_design_space
+from .cache import CacheError
 from .errors import BlueprintError, RegistryError
 from .expectations import Expectation
 from .explorer import Explorer, SegmentResult
@@ -108,9 +109,9 @@ class DesignItem(pytest.Item):
         self._request._fillfixtures()
         tools = self.config.stash[tools_key]
         for step in self.segment.path_steps():
-            for tool in sorted(step.needs):
-                if tools.get(tool):
-                    pytest.skip(f"step {step.name} needs {tools[tool]}")
+            missing = [tools[tool] for tool in sorted(step.needs) if tools.get(tool)]
+            if missing:
+                pytest.skip(f"step {step.name} cannot run here: {'; '.join(missing)}")
 
     def runtest(self) -> None:
         explorer = self.config.stash[explorer_key]
@@ -131,6 +132,8 @@ class DesignItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, DesignBuildFailed):
             return _describe_build_failure(excinfo.value)
+        if isinstance(excinfo.value, CacheError):
+            return f"brainsmith cache error: {excinfo.value}"
         if isinstance(excinfo.value, ExpectationsFailed):
             lines = ["design does not meet the blueprint's expectations:"]
             for expectation, value in excinfo.value.misses:

@@ -1,0 +1,212 @@
+"""End to end on real FINN: segments built through FINN's builder, cached, reused,
+and failures propagated. Each run is a pytest subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import MODEL
+
+BLUEPRINT = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+design_space:
+  kernels:
+    - MVAU: [hls, rtl]
+  finn_config:
+    target_fps: [100000, 400000]
+"""
+
+#: Records every segment this process builds, one JSON line each.
+RECORDING_CONFTEST = """
+import json, os
+
+def pytest_brainsmith_segment_finish(segment, result):
+    with open(os.path.join(os.path.dirname(__file__), "builds.jsonl"), "a") as log:
+        log.write(json.dumps({"segment": result.segment, "status": result.status,
+                              "key": result.key, "pid": os.getpid()}) + "\\n")
+"""
+
+FAILING_STEP_CONFTEST = (
+    RECORDING_CONFTEST
+    + """
+def explode(model, cfg):
+    raise ValueError("explode was asked to fail")
+
+def pass_through(model, cfg):
+    return model
+
+def pytest_brainsmith_register(registry):
+    registry.register_step(explode, reads=())
+    registry.register_step(pass_through, reads=())
+"""
+)
+
+
+def builds(pytester: pytest.Pytester) -> list[dict]:
+    log = pytester.path / "builds.jsonl"
+    if not log.exists():
+        return []
+    lines = log.read_text().splitlines()
+    log.unlink()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    pytester.makeconftest(RECORDING_CONFTEST)
+    pytester.makefile(".blueprint.yaml", tfc=BLUEPRINT)
+    return pytester
+
+
+def test_tree_builds_each_segment_once_and_a_second_run_builds_nothing(project):
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    first = builds(project)
+    # root (front end) + 2 MVAU backends + 4 target_fps leaves
+    assert len(first) == 7
+    assert {b["status"] for b in first} == {"built"}
+    assert len({b["key"] for b in first}) == 7
+    result.stdout.fnmatch_lines(["*segments built 7, failed 0*"])
+
+    again = project.runpytest_subprocess("-p", "no:cacheprovider")
+    again.assert_outcomes(passed=4)
+    assert builds(project) == []
+
+
+def test_leaf_estimates_equal_a_from_scratch_finn_build(project, tmp_path: Path):
+    project.makeconftest(
+        RECORDING_CONFTEST
+        + """
+import json, os
+import pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    yield
+    estimates = getattr(item, "estimates", {})
+    with open(os.path.join(os.path.dirname(__file__), "estimates.jsonl"), "a") as log:
+        log.write(json.dumps({"id": item.nodeid, "report_dir": estimates.get("report_dir")}) + "\\n")
+"""
+    )
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    rows = [
+        json.loads(line) for line in (project.path / "estimates.jsonl").read_text().splitlines()
+    ]
+    leaf = next(r for r in rows if r["id"].endswith("MVAU[rtl]::target_fps[400000]"))
+
+    # the oracle: one from-scratch FINN build of the same design, written by hand
+    from pytest_brainsmith.finn_runner import _isolated_process_state, import_finn
+
+    finn = import_finn()
+    special = tmp_path / "special.json"
+    special.write_text(json.dumps({"Defaults": {"preferred_impl_style": ["rtl", ["MVAU"]]}}))
+    out = tmp_path / "scratch"
+    cfg = finn["config"].DataflowBuildConfig(
+        output_dir=str(out),
+        synth_clk_period_ns=10.0,
+        fpga_part="xc7z020clg400-1",
+        target_fps=400000,
+        specialize_layers_config_file=str(special),
+        generate_outputs=[finn["config"].DataflowOutputType.ESTIMATE_REPORTS],
+        steps=list(finn["config"].estimate_only_dataflow_steps),
+    )
+    with _isolated_process_state(tmp_path / "work"):
+        assert finn["build_dataflow"].build_dataflow_cfg(str(MODEL), cfg) == 0
+    for name in (
+        "estimate_network_performance.json",
+        "estimate_layer_resources.json",
+        "estimate_layer_cycles.json",
+        "op_and_param_counts.json",
+    ):
+        cached = Path(leaf["report_dir"]) / name
+        assert json.loads(cached.read_text()) == json.loads((out / "report" / name).read_text()), (
+            name
+        )
+
+
+def test_failing_step_fails_only_the_designs_below_it_once(project):
+    project.makeconftest(FAILING_STEP_CONFTEST)
+    project.makefile(
+        ".blueprint.yaml",
+        tfc=BLUEPRINT
+        + """
+  steps:
+    - qonnx_to_finn
+    - tidy_up
+    - streamline
+    - convert_to_hw
+    - [pass_through, explode]
+    - minimize_bit_width_initial
+    - create_dataflow_partition
+    - specialize_layers
+    - target_fps_parallelization
+    - apply_folding_config
+    - minimize_bit_width
+    - generate_estimate_reports
+""",
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(passed=4, failed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*segment tfc.blueprint.yaml::qonnx_to_finn..convert_to_hw::explode failed in this run",
+            "*step:  user_explode",
+            "*error: ValueError: explode was asked to fail",
+            "*log:   */failures/*/build/build_dataflow.log",
+            "*every design below this segment (4) fails with this cause; it was built once",
+        ]
+    )
+    passed = [line for line in result.stdout.lines if line.startswith("PASSED")]
+    assert len(passed) == 4 and all("::pass_through::" in line for line in passed)
+    first = builds(project)
+    failed = [b for b in first if b["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["segment"].endswith("::explode")
+    assert not any("::explode::" in b["segment"] for b in first)  # nothing below it was tried
+
+    # the failure is recorded: the next run reuses it and builds nothing
+    again = project.runpytest_subprocess("-p", "no:cacheprovider")
+    again.assert_outcomes(passed=4, failed=4)
+    again.stdout.fnmatch_lines(
+        ["*explode failed in an earlier run (recorded; --brainsmith-retry-failed rebuilds it)"]
+    )
+    assert builds(project) == []
+
+    retried = project.runpytest_subprocess("-p", "no:cacheprovider", "--brainsmith-retry-failed")
+    retried.assert_outcomes(passed=4, failed=4)
+    assert [b["status"] for b in builds(project)] == ["failed"]
+
+
+def test_expectations_gate_designs(project):
+    project.makefile(
+        ".blueprint.yaml",
+        tfc=BLUEPRINT + 'expect:\n  estimated_throughput_fps: ">= 200000"\n  LUT: "<= 100000"\n',
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*design does not meet the blueprint's expectations:",
+            "*estimated_throughput_fps >= 200000: got estimated_throughput_fps = 127551 *(from estimate_network_performance.json)",
+        ]
+    )
+
+
+def test_vivado_steps_are_skipped_with_the_reason(project):
+    project.makefile(
+        ".blueprint.yaml",
+        tfc=BLUEPRINT.replace("xc7z020clg400-1", "xc7z020clg400-1\nboard: Pynq-Z1\noutput: rtl"),
+    )
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*step generate_hardware cannot run here: Vitis HLS is not installed here (XILINX_HLS is not set); Vivado is not installed here (XILINX_VIVADO is not set)"
+        ]
+    )
+    assert builds(project) == []
