@@ -676,6 +676,14 @@ def _check_types(
     for name, value in config.items():
         if isinstance(value, Path) or value is None:
             continue
+        choices = finn_catalog.CONFIG_FIELDS[name].get("choices")
+        if choices is not None and value not in choices:
+            where = key if whole_key else (*key, name)
+            raise err(
+                where,
+                f"{name} expects one of {', '.join(map(str, choices))}, got {value!r}",
+                did_you_mean(str(value), map(str, choices)),
+            )
         annotation = finn_catalog.CONFIG_FIELDS[name]["type"]
         base = annotation.removeprefix("Optional[").removesuffix("]").replace(" | None", "")
         expected = _TYPES.get(base)

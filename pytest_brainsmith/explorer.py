@@ -182,6 +182,7 @@ class Explorer:
                 "pid": os.getpid(),
             }
             if outcome.ok and outcome.output_model is not None:
+                manifest["status"] = "ok"
                 if first > 0:  # the copy of the parent's checkpoint is the parent's, not ours
                     given = finn_runner.checkpoint_name(path_steps[first - 1])
                     (out_dir / "intermediate_models" / f"{given}.onnx").unlink(missing_ok=True)

@@ -84,10 +84,18 @@ DEFAULT_STEPS: tuple[str, ...] = (
 #: DataflowBuildConfig fields: type annotation and default value.
 CONFIG_FIELDS: dict[str, dict] = {
     "auto_fifo_depths": {"default": True, "type": "bool"},
-    "auto_fifo_strategy": {"default": "distributed_sim", "type": "AutoFIFOSizingMethod"},
+    "auto_fifo_strategy": {
+        "choices": ["live_fifo", "distributed_sim", "force_minimal_fifos"],
+        "default": "distributed_sim",
+        "type": "AutoFIFOSizingMethod",
+    },
     "board": {"default": None, "type": "Optional[str]"},
     "config_path": {"default": None, "type": "Path | None"},
-    "console_log_level": {"default": "ERROR", "type": "LogLevel"},
+    "console_log_level": {
+        "choices": ["NONE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        "default": "ERROR",
+        "type": "LogLevel",
+    },
     "cpp_driver_version": {"default": "latest", "type": "str"},
     "debug_fifo": {"default": False, "type": "bool"},
     "enable_build_pdb_debug": {"default": False, "type": "bool"},
@@ -96,7 +104,11 @@ CONFIG_FIELDS: dict[str, dict] = {
     "enable_instrumentation": {"default": False, "type": "bool"},
     "experiments_config_path": {"default": None, "type": "Optional[str]"},
     "fifo_config_file": {"default": None, "type": "Path | None"},
-    "fifosim_comm_mode": {"default": "shm", "type": "FifosimCommMode"},
+    "fifosim_comm_mode": {
+        "choices": ["shm", "hybrid_mpi"],
+        "default": "shm",
+        "type": "FifosimCommMode",
+    },
     "fifosim_mpi_args": {"default": "", "type": "str"},
     "fifosim_mpi_hosts": {"default": None, "type": "Optional[str]"},
     "fifosim_mpi_launcher": {"default": "mpirun", "type": "str"},
@@ -104,7 +116,11 @@ CONFIG_FIELDS: dict[str, dict] = {
     "fifosim_save_waveform": {"default": False, "type": "bool"},
     "folding_config_file": {"default": None, "type": "Path | None"},
     "folding_two_pass_relaxation": {"default": True, "type": "bool"},
-    "fpga_memory": {"default": "default", "type": "FpgaMemoryType"},
+    "fpga_memory": {
+        "choices": ["default", "host_memory"],
+        "default": "default",
+        "type": "FpgaMemoryType",
+    },
     "fpga_part": {"default": None, "type": "Optional[str]"},
     "functional_simulation": {"default": True, "type": "bool"},
     "generate_outputs": {
@@ -126,7 +142,11 @@ CONFIG_FIELDS: dict[str, dict] = {
     "inject_steps_before": {"default": {}, "type": "dict[str, list[Any]]"},
     "instrumentation_avg_n": {"default": 64, "type": "int"},
     "instrumentation_no_dma": {"default": False, "type": "Optional[bool]"},
-    "large_fifo_mem_style": {"default": "auto", "type": "LargeFIFOMemStyle"},
+    "large_fifo_mem_style": {
+        "choices": ["auto", "block", "distributed", "ultra"],
+        "default": "auto",
+        "type": "LargeFIFOMemStyle",
+    },
     "layouts_config_file": {"default": None, "type": "Path | None"},
     "loop_body_hierarchy": {"default": None, "type": "Optional[list[list[str]]]"},
     "loop_body_range": {"default": None, "type": "Optional[tuple[Any, Any]]"},
@@ -140,7 +160,11 @@ CONFIG_FIELDS: dict[str, dict] = {
     "partitioning_configuration": {"default": None, "type": "Optional[PartitioningConfiguration]"},
     "requant_bitwidth_threshold": {"default": 9, "type": "Optional[int]"},
     "save_intermediate_models": {"default": True, "type": "bool"},
-    "shell_flow_type": {"default": None, "type": "Optional[ShellFlowType]"},
+    "shell_flow_type": {
+        "choices": ["vivado_zynq", "vitis_alveo"],
+        "default": None,
+        "type": "Optional[ShellFlowType]",
+    },
     "signature": {"default": None, "type": "Optional[list[int]]"},
     "specialize_layers_config_file": {"default": None, "type": "Path | None"},
     "standalone_thresholds": {"default": False, "type": "bool"},
@@ -165,7 +189,11 @@ CONFIG_FIELDS: dict[str, dict] = {
     "verify_steps": {"default": None, "type": "Optional[list[VerificationStepType]]"},
     "vitis_floorplan_file": {"default": None, "type": "Optional[str]"},
     "vitis_iodma_intf_max_width": {"default": 512, "type": "int"},
-    "vitis_opt_strategy": {"default": "0", "type": "VitisOptStrategy"},
+    "vitis_opt_strategy": {
+        "choices": ["0", "1", "2", "3", "s", "quick"],
+        "default": "0",
+        "type": "VitisOptStrategy",
+    },
     "vitis_platform": {"default": None, "type": "Optional[str]"},
     "vivado_power_simulate_activity": {"default": True, "type": "bool"},
     "vivado_power_simulation_type": {

@@ -170,9 +170,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             cache.remove(key)
         if reporter is not None:
             reporter.write_line(f"brainsmith prune: {verb} {key}")
+    kept = cache.size_bytes() if mode != "dry-run" else cache.size_bytes() - size
     pytest.exit(
         f"brainsmith prune: {verb} {len(unused)} unused cache entries ({size / 1e6:.1f} MB); "
-        f"kept {len(keep)} in {cache.root}",
+        f"the collected designs use {len(keep)} segments; {kept / 1e6:.1f} MB remain in {cache.root}",
         returncode=0,
     )
 

@@ -9,6 +9,7 @@ data. tests/test_finn_catalog.py checks this file against the installed FINN.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import importlib.metadata
 import os
 import pprint
@@ -114,6 +115,9 @@ def main(target: Path) -> None:
         if isinstance(default, list):
             default = [getattr(x, "value", x) for x in default]
         fields[f.name] = {"type": str(f.type), "default": default}
+        kind = getattr(bc, str(f.type).removeprefix("Optional[").removesuffix("]"), None)
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            fields[f.name]["choices"] = [member.value for member in kind]
     kernels = {}
     for name in sorted(hw_ops):
         backends = []

@@ -245,6 +245,12 @@ def test_abstract_blueprint_has_no_designs_but_children_do(write, model_file):
             3,
         ),
         (HEAD + "expect:\n  LUT: 20000\n", "expect.LUT", 'expected "<op> <number>"', 7),
+        (
+            HEAD.replace("finn_config:", "finn_config:\n  large_fifo_mem_style: blok"),
+            "finn_config.large_fifo_mem_style",
+            "expects one of auto, block, distributed, ultra, got 'blok'",
+            5,
+        ),
         (HEAD + "expect:\n  LUTS: '< 1'\n", "expect.LUTS", "did you mean 'LUT'", 7),
         (
             HEAD

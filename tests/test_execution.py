@@ -210,3 +210,28 @@ def test_vivado_steps_are_skipped_with_the_reason(project):
         ]
     )
     assert builds(project) == []
+
+
+def test_rebuild_and_prune_keep_the_cache_bounded(project):
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert len(builds(project)) == 7
+    entries = project.path / "build" / "brainsmith" / "cache" / "v1" / "entries"
+
+    rebuilt = project.runpytest_subprocess("-p", "no:cacheprovider", "--brainsmith-rebuild")
+    rebuilt.assert_outcomes(passed=4)
+    assert (
+        sorted(b["status"] for b in builds(project)) == ["built"] * 7
+    )  # each once, not per design
+
+    # change the design space: the target_fps=400000 leaves are no longer reachable
+    project.makefile(
+        ".blueprint.yaml", tfc=BLUEPRINT.replace("[100000, 400000]", "[100000, 200000]")
+    )
+    dry = project.runpytest_subprocess("-p", "no:cacheprovider", "--brainsmith-prune=dry-run")
+    dry.stdout.fnmatch_lines(["*brainsmith prune: would remove 2 unused cache entries (* MB)*"])
+    assert len(list(entries.glob("*/*"))) == 7
+    pruned = project.runpytest_subprocess("-p", "no:cacheprovider", "--brainsmith-prune")
+    pruned.stdout.fnmatch_lines(["*brainsmith prune: removed 2 unused cache entries*"])
+    assert len(list(entries.glob("*/*"))) == 5
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert len(builds(project)) == 2  # only the new target_fps=200000 leaves
