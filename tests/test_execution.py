@@ -235,3 +235,10 @@ def test_rebuild_and_prune_keep_the_cache_bounded(project):
     assert len(list(entries.glob("*/*"))) == 5
     project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
     assert len(builds(project)) == 2  # only the new target_fps=200000 leaves
+
+
+def test_xdist_workers_share_the_cache_and_build_each_segment_once(project):
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    result.assert_outcomes(passed=4)
+    rows = builds(project)
+    assert len(rows) == len({r["key"] for r in rows}) == 7
