@@ -10,6 +10,15 @@ pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "tfc_w2a2.onnx"
 
+#: The top of a valid blueprint; tests append to it.
+HEAD = """
+model: model.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+finn_config:
+  target_fps: 1000
+"""
+
 
 @pytest.fixture
 def write(tmp_path: Path):

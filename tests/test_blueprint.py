@@ -5,18 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import HEAD
 
 from pytest_brainsmith.blueprint import load_design_space
 from pytest_brainsmith.errors import BlueprintError
 from pytest_brainsmith.registry import finn_registry
-
-HEAD = """
-model: model.onnx
-fpga_part: xc7z020clg400-1
-clock_ns: 10
-finn_config:
-  target_fps: 1000
-"""
 
 
 def load(path: Path, **kwargs):

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import json
 
+from conftest import HEAD
+
 from pytest_brainsmith.blueprint import load_design_space
 from pytest_brainsmith.registry import finn_registry
 from pytest_brainsmith.tree import KERNEL_BACKENDS, build_execution_tree
-
-HEAD = """
-model: model.onnx
-fpga_part: xc7z020clg400-1
-clock_ns: 10
-finn_config:
-  target_fps: 1000
-"""
 
 
 def tree_of(write, text: str, registry=None):
