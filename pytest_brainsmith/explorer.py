@@ -12,7 +12,7 @@ import errno
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +46,6 @@ class SegmentResult:
     @property
     def ok(self) -> bool:
         return self.status not in ("failed", "failed-before")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Explorer:

@@ -94,8 +94,3 @@ def segment_key(
     }
     text = json.dumps(components, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest(), components
-
-
-def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Which key components differ (to explain why a segment was rebuilt)."""
-    return [name for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]

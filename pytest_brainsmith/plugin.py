@@ -180,7 +180,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     explorer = config.stash.get(explorer_key, None)
-    if explorer is None or not explorer.built and not _designs_ran(terminalreporter):
+    if explorer is None or not explorer.built:
         return
     built = [r for r in explorer.built if r.status == "built"]
     failed = [r for r in explorer.built if r.status == "failed"]
@@ -188,12 +188,4 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(
         f"segments built {len(built)}, failed {len(failed)} "
         f"({sum(r.seconds for r in explorer.built):.1f} s of FINN) in cache {explorer.cache.root}"
-    )
-
-
-def _designs_ran(terminalreporter: Any) -> bool:
-    return any(
-        getattr(r, "brainsmith", None)
-        for reports in terminalreporter.stats.values()
-        for r in reports
     )
