@@ -56,11 +56,24 @@ def available_tools(environ: dict[str, str] | None = None) -> dict[str, str | No
     return reasons
 
 
+class FinnUnavailable(Exception):
+    """FINN cannot be imported in this environment (not a design's failure)."""
+
+
 def import_finn() -> dict[str, ModuleType]:
     """Import FINN's builder once per process, with the workarounds it needs here."""
+    if not _finn:
+        try:
+            _import_finn()
+        except ImportError as exc:
+            raise FinnUnavailable(
+                f"cannot import FINN ({exc}); install finn-plus with scripts/setup-env"
+            ) from exc
+    return _finn
+
+
+def _import_finn() -> None:
     global import_count
-    if _finn:
-        return _finn
     with _patched_environ({"XILINX_VIVADO": os.environ.get("XILINX_VIVADO") or _DUMMY_VIVADO}):
         import finn.xsi
 
@@ -75,7 +88,6 @@ def import_finn() -> dict[str, ModuleType]:
     _finn.update(
         build_dataflow=build_dataflow, config=build_config, steps=build_steps, settings=settings
     )
-    return _finn
 
 
 @contextlib.contextmanager

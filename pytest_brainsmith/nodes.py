@@ -19,6 +19,7 @@ from .cache import CacheError
 from .errors import BlueprintError, RegistryError
 from .expectations import Expectation
 from .explorer import Explorer, SegmentResult
+from .finn_runner import FinnUnavailable
 from .tree import ExecutionTree, Segment, build_execution_tree
 
 explorer_key = pytest.StashKey[Explorer]()
@@ -134,6 +135,8 @@ class DesignItem(pytest.Item):
             return _describe_build_failure(excinfo.value)
         if isinstance(excinfo.value, CacheError):
             return f"brainsmith cache error: {excinfo.value}"
+        if isinstance(excinfo.value, FinnUnavailable):
+            return f"brainsmith: {excinfo.value}"
         if isinstance(excinfo.value, ExpectationsFailed):
             lines = ["design does not meet the blueprint's expectations:"]
             for expectation, value in excinfo.value.misses:

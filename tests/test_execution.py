@@ -4,6 +4,7 @@ and failures propagated. Each run is a pytest subprocess, as a user runs it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -242,3 +243,24 @@ def test_xdist_workers_share_the_cache_and_build_each_segment_once(project):
     result.assert_outcomes(passed=4)
     rows = builds(project)
     assert len(rows) == len({r["key"] for r in rows}) == 7
+
+
+def test_missing_finn_is_a_clear_error_and_not_recorded_as_a_failure(project, monkeypatch):
+    # a sitecustomize that hides FINN from this pytest process only
+    hide = project.path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'finn' or name.startswith('finn.'):\n"
+        "            raise ImportError('No module named ' + repr(name))\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")]))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines(
+        ["*brainsmith: cannot import FINN (*); install finn-plus with scripts/setup-env"]
+    )
+    assert not list((project.path / "build" / "brainsmith" / "cache" / "v1" / "failures").iterdir())
