@@ -111,6 +111,10 @@ def _max_designs(config: pytest.Config) -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("brainsmith_prune") and config.pluginmanager.hasplugin("xdist"):
+        if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+            # the xdist controller collects nothing, so it cannot tell what is in use
+            raise pytest.UsageError("--brainsmith-prune needs a run without -n (pytest-xdist)")
     config.stash[registry_key] = finn_registry()
     config.stash[max_designs_key] = _max_designs(config)
     config.stash[tools_key] = available_tools()

@@ -231,6 +231,11 @@ def test_rebuild_and_prune_keep_the_cache_bounded(project):
     dry = project.runpytest_subprocess("-p", "no:cacheprovider", "--brainsmith-prune=dry-run")
     dry.stdout.fnmatch_lines(["*brainsmith prune: would remove 2 unused cache entries (* MB)*"])
     assert len(list(entries.glob("*/*"))) == 7
+    refused = project.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--brainsmith-prune", "-n", "2"
+    )
+    refused.stderr.fnmatch_lines(["*--brainsmith-prune needs a run without -n (pytest-xdist)"])
+    assert len(list(entries.glob("*/*"))) == 7
     pruned = project.runpytest_subprocess("-p", "no:cacheprovider", "--brainsmith-prune")
     pruned.stdout.fnmatch_lines(["*brainsmith prune: removed 2 unused cache entries*"])
     assert len(list(entries.glob("*/*"))) == 5
