@@ -28,6 +28,8 @@ from .nodes import (
 from .registry import finn_registry
 
 DEFAULT_PATTERNS = ["*.blueprint.yaml", "*.blueprint.yml"]
+#: (status, seconds) of the segments xdist workers built, gathered by the controller.
+worker_builds_key = pytest.StashKey[list[tuple[str, float]]]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -182,14 +184,33 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     )
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """xdist worker: hand what this worker built to the controller for the summary."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    explorer = session.config.stash.get(explorer_key, None)
+    if workeroutput is not None and explorer is not None:
+        workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in explorer.built]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect what each worker built."""
+    built = getattr(node, "workeroutput", {}).get("brainsmith_built", [])
+    node.config.stash.setdefault(worker_builds_key, []).extend(built)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     explorer = config.stash.get(explorer_key, None)
-    if explorer is None or not explorer.built:
+    if explorer is None:
         return
-    built = [r for r in explorer.built if r.status == "built"]
-    failed = [r for r in explorer.built if r.status == "failed"]
+    builds = [(r.status, r.seconds) for r in explorer.built]
+    builds += config.stash.get(worker_builds_key, [])
+    if not builds:
+        return
+    built = sum(1 for status, _ in builds if status == "built")
+    failed = sum(1 for status, _ in builds if status == "failed")
     terminalreporter.write_sep("-", "brainsmith")
     terminalreporter.write_line(
-        f"segments built {len(built)}, failed {len(failed)} "
-        f"({sum(r.seconds for r in explorer.built):.1f} s of FINN) in cache {explorer.cache.root}"
+        f"segments built {built}, failed {failed} "
+        f"({sum(seconds for _, seconds in builds):.1f} s of FINN) in cache {explorer.cache.root}"
     )
