@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .registry import Step
+from .tree import KERNEL_BACKENDS
 
 #: Bump when the meaning of a key or of an entry's layout changes.
 KEY_SCHEME = 1
@@ -66,8 +67,6 @@ def canonical(value: Any) -> Any:
 
 def relevant_config(steps: tuple[Step, ...] | list[Step], config: dict[str, Any]) -> dict[str, Any]:
     """The part of ``config`` that ``steps`` can read."""
-    from .tree import KERNEL_BACKENDS
-
     result = {}
     for name, value in config.items():
         reader = "specialize_layers_config_file" if name == KERNEL_BACKENDS else name

@@ -137,19 +137,9 @@ def test_failing_step_fails_only_the_designs_below_it_once(project):
         ".blueprint.yaml",
         tfc=BLUEPRINT
         + """
-  steps:
-    - qonnx_to_finn
-    - tidy_up
-    - streamline
-    - convert_to_hw
-    - [pass_through, explode]
-    - minimize_bit_width_initial
-    - create_dataflow_partition
-    - specialize_layers
-    - target_fps_parallelization
-    - apply_folding_config
-    - minimize_bit_width
-    - generate_estimate_reports
+  steps:  # FINN's estimate pipeline, with a branch point after convert_to_hw
+    - after: convert_to_hw
+      insert: [[pass_through, explode]]
 """,
     )
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "-rA")

@@ -20,19 +20,9 @@ model: tfc.onnx
 fpga_part: xc7z020clg400-1
 clock_ns: 10
 design_space:
-  steps:
-    - qonnx_to_finn
-    - tidy_up
-    - streamline
-    - convert_to_hw
-    - slow_point
-    - minimize_bit_width_initial
-    - create_dataflow_partition
-    - specialize_layers
-    - target_fps_parallelization
-    - apply_folding_config
-    - minimize_bit_width
-    - generate_estimate_reports
+  steps:  # FINN's estimate pipeline, with slow_point after convert_to_hw
+    - after: convert_to_hw
+      insert: slow_point
   finn_config:
     standalone_thresholds: [false, true]
     target_fps: [100000, 200000, 400000]
