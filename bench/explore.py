@@ -85,7 +85,7 @@ def run_pytest(folder: Path, cache: Path, *extra: str) -> tuple[float, str]:
 
 
 def built_count(out: str) -> str:
-    match = re.search(r"segments built (\d+)", out)
+    match = re.search(r"this run built (\d+) segments", out)
     return match.group(1) if match else "0"
 
 

@@ -90,6 +90,15 @@ class StepSlot:
     def is_branch(self) -> bool:
         return len(self.options) > 1
 
+    @property
+    def branch_name(self) -> str:
+        """How a design's choices name this branch point: its steps, ``a|b``."""
+        return "|".join(s.name for s in self.options if s is not None)
+
+    @property
+    def choice_values(self) -> list[str]:
+        return [s.name if s is not None else "skip" for s in self.options]
+
     def may_read(self, config_field: str) -> bool:
         return any(s is not None and s.may_read(config_field) for s in self.options)
 
@@ -122,6 +131,20 @@ class DesignSpace:
     @property
     def generate_outputs(self) -> list[str]:
         return OUTPUT_PRODUCTS[self.output]
+
+    def variation_points(self) -> dict[str, list[Any]]:
+        """Each branch point as a design's choices name it, with its alternatives."""
+        points: dict[str, list[Any]] = {}
+        for choice in self.kernels:
+            if len(choice.backends) > 1:
+                points[choice.kernel.name] = list(choice.backends)
+        for fname, values in self.sweeps.items():
+            if len(values) > 1:
+                points[fname] = list(values)
+        for slot in self.slots:
+            if slot.is_branch:
+                points[slot.branch_name] = slot.choice_values
+        return points
 
     def count_designs(self) -> int:
         count = 1
@@ -633,8 +656,6 @@ def load_design_space(
 
     slots = _resolve_steps(data, space, output, registry, ctx_for, err)
     kernels = _resolve_kernels(space.get("kernels"), registry, err)
-    expect = _resolve_expect(data.get("expect"), err)
-
     result = DesignSpace(
         path=path,
         name=name,
@@ -645,10 +666,11 @@ def load_design_space(
         slots=slots,
         kernels=kernels,
         sweeps=sweeps,
-        expect=expect,
+        expect=[],
         registry=registry,
         sources=merged.sources,
     )
+    result.expect = _resolve_expect(data.get("expect"), result.variation_points(), err)
     _check_readers(result, err)
     count = result.count_designs()
     if count > max_designs:
@@ -825,7 +847,9 @@ def _resolve_kernels(raw: Any, registry: Registry, err: Any) -> list[KernelChoic
     return choices
 
 
-def _resolve_expect(raw: Any, err: Any) -> list[Expectation]:
+def _resolve_expect(raw: Any, points: dict[str, list[Any]], err: Any) -> list[Expectation]:
+    """``expect:`` -- metric: "<op> <number>" for every design, and ``when:`` entries
+    that hold the designs with some choices to other bounds."""
     if raw is None:
         return []
     if not isinstance(raw, dict):
@@ -834,10 +858,47 @@ def _resolve_expect(raw: Any, err: Any) -> list[Expectation]:
         )
     result = []
     for metric, text in raw.items():
+        if metric == "when":
+            continue
         try:
             result.append(parse_expectation(str(metric), text))
         except ValueError as exc:
             raise err(("expect", metric), str(exc)) from None
+    narrowed = raw.get("when", [])
+    if not isinstance(narrowed, list):
+        raise err(
+            ("expect", "when"),
+            'expected a list of {choices: {name: value}, <metric>: "<op> <number>"}, '
+            f"got {_typename(narrowed)}",
+        )
+    for n, entry in enumerate(narrowed):
+        where = ("expect", "when", n)
+        if not isinstance(entry, dict) or not isinstance(entry.get("choices"), dict):
+            raise err(where, "expected a mapping with 'choices: {name: value}' and metrics")
+        when = []
+        for name, value in entry["choices"].items():
+            if name not in points:
+                hint = did_you_mean(str(name), points)
+                known = ", ".join(points) or "none: this blueprint has no branch point"
+                raise err(
+                    (*where, "choices", name),
+                    f"{name!r} is not a branch point of this blueprint"
+                    + (f"; {hint}" if hint else f"; branch points: {known}"),
+                )
+            if value not in points[name]:
+                raise err(
+                    (*where, "choices", name),
+                    f"{name} explores {', '.join(map(str, points[name]))}; got {value!r}",
+                )
+            when.append((str(name), value))
+        metrics = {k: v for k, v in entry.items() if k != "choices"}
+        if not metrics:
+            raise err(where, 'expected at least one metric: "<op> <number>" besides choices')
+        for metric, text in metrics.items():
+            try:
+                result.append(parse_expectation(str(metric), text, tuple(when)))
+            except ValueError as exc:
+                raise err((*where, metric), str(exc)) from None
     return result
 
 

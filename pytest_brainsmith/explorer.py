@@ -107,7 +107,7 @@ class Explorer:
             result = parent  # the original cause, for every design below it
         elif not segment.steps:
             result = SegmentResult(
-                _label(segment),
+                segment_label(segment),
                 self.key(segment),
                 "passthrough",
                 entry=parent.entry if parent else None,
@@ -169,7 +169,7 @@ class Explorer:
             manifest = {
                 "key": key,
                 "components": components,
-                "segment": _label(segment),
+                "segment": segment_label(segment),
                 "steps": [s.qualified for s in segment.steps],
                 "seconds": seconds,
                 "step_seconds": outcome.step_seconds,
@@ -186,7 +186,7 @@ class Explorer:
                 os.link(outcome.output_model, staged / "output.onnx")
                 entry = self.cache.publish(key, staged, manifest)
                 result = SegmentResult(
-                    _label(segment),
+                    segment_label(segment),
                     key,
                     "built",
                     seconds=seconds,
@@ -200,7 +200,7 @@ class Explorer:
                 if outcome.failure.errno in ENVIRONMENT_ERRNOS:
                     # the machine's fault, not the design's: never record it as a failure
                     raise CacheError(
-                        f"{outcome.failure.error} while building segment {_label(segment)} "
+                        f"{outcome.failure.error} while building segment {segment_label(segment)} "
                         f"in {self.cache.root}; nothing was recorded, earlier entries are intact"
                     )
                 manifest.update(
@@ -211,7 +211,7 @@ class Explorer:
                 )
                 failure = self.cache.record_failure(key, staged, manifest)
                 result = SegmentResult(
-                    _label(segment),
+                    segment_label(segment),
                     key,
                     "failed",
                     seconds=seconds,
@@ -250,14 +250,15 @@ def read_estimates(report_dir: Path) -> dict[str, Any]:
     return estimates
 
 
-def _label(segment: Segment) -> str:
+def segment_label(segment: Segment) -> str:
+    """The segment as a readable path, e.g. ``tfc.blueprint.yaml::first..last::MVAU[rtl]``."""
     return "::".join([segment.tree.space.path.name, *segment.nodeid_parts()])
 
 
 def _reused(segment: Segment, entry: Entry) -> SegmentResult:
     manifest = entry.manifest
     return SegmentResult(
-        _label(segment),
+        segment_label(segment),
         entry.key,
         "reused",
         seconds=manifest.get("seconds", 0.0),
@@ -271,7 +272,7 @@ def _reused(segment: Segment, entry: Entry) -> SegmentResult:
 def _failed_before(segment: Segment, failure: Failure) -> SegmentResult:
     record = failure.record
     return SegmentResult(
-        _label(segment),
+        segment_label(segment),
         failure.key,
         "failed-before",
         seconds=record.get("seconds", 0.0),
@@ -282,4 +283,4 @@ def _failed_before(segment: Segment, failure: Failure) -> SegmentResult:
     )
 
 
-__all__ = ["CacheError", "Explorer", "SegmentResult", "read_estimates"]
+__all__ = ["CacheError", "Explorer", "SegmentResult", "read_estimates", "segment_label"]

@@ -17,9 +17,10 @@ from _pytest.fixtures import TopRequest
 from .blueprint import load_design_space
 from .cache import CacheError
 from .errors import BlueprintError, RegistryError
-from .expectations import Expectation
-from .explorer import Explorer, SegmentResult
+from .expectations import Expectation, for_design
+from .explorer import Explorer, SegmentResult, segment_label
 from .finn_runner import FinnUnavailable
+from .records import KEY_METRICS, jsonable
 from .tree import ExecutionTree, Segment, build_execution_tree
 
 explorer_key = pytest.StashKey[Explorer]()
@@ -93,6 +94,7 @@ class DesignItem(pytest.Item):
         self.segment = segment
         self.results: list[SegmentResult] = []
         self.estimates: dict[str, Any] = {}
+        self.checked: list[tuple[Expectation, Any]] = []  # every expectation and its value
         # autouse and usefixtures fixtures, as pytest's own DoctestItem does
         self.fixturenames: list[str] = []
         self.funcargs: dict[str, Any] = {}
@@ -108,6 +110,8 @@ class DesignItem(pytest.Item):
 
     def setup(self) -> None:
         self._request._fillfixtures()
+        for name, value in self.choices.items():
+            self.user_properties.append((f"brainsmith.choice.{name}", value))
         tools = self.config.stash[tools_key]
         for step in self.segment.path_steps():
             missing = [tools[tool] for tool in sorted(step.needs) if tools.get(tool)]
@@ -122,11 +126,14 @@ class DesignItem(pytest.Item):
             failing = next(s for s in self.segment.chain() if explorer.result(s) is result)
             raise DesignBuildFailed(result, failing.designs)
         self.estimates = explorer.estimates(self.segment)
-        misses = []
-        for expectation in self.segment.tree.space.expect:
-            value = self.estimates.get(expectation.metric)
-            if value is None or not expectation.holds(value):
-                misses.append((expectation, value))
+        for metric, _title, _better in KEY_METRICS:
+            if metric in self.estimates:
+                self.user_properties.append((f"brainsmith.{metric}", self.estimates[metric]))
+        self.checked = [
+            (expectation, self.estimates.get(expectation.metric))
+            for expectation in for_design(self.segment.tree.space.expect, self.choices)
+        ]
+        misses = [(e, v) for e, v in self.checked if v is None or not e.holds(v)]
         if misses:
             raise ExpectationsFailed(misses)
 
@@ -153,6 +160,63 @@ class DesignItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int | None, str]:
         choices = ", ".join(f"{k}={v}" for k, v in self.choices.items()) or "single design"
         return self.path, None, f"design {choices}"
+
+    def record(self) -> dict[str, Any]:
+        """This design as JSON data for the reports and the results store (see records.py)."""
+        explorer = self.config.stash[explorer_key]
+        space = self.segment.tree.space
+        segments = []
+        for segment in self.segment.chain():
+            result = explorer.result(segment)
+            label = segment_label(segment)
+            if result is None:
+                status = "not-run"
+            elif result.segment != label:
+                status = "blocked"  # below a failed segment
+            else:
+                status = result.status
+            own = result is not None and result.segment == label
+            segments.append(
+                {
+                    "path": label,
+                    "name": segment.name,
+                    "choice": dict([segment.choice.describe()]) if segment.choice else None,
+                    "steps": len(segment.steps),
+                    "step_names": [s.qualified for s in segment.steps],
+                    "status": status,
+                    "key": explorer.key(segment),
+                    "seconds": result.seconds if own and result else 0.0,
+                    "log": result.log if own and result else None,
+                    "step_seconds": result.step_seconds if own and result else {},
+                }
+            )
+        failing = next((r for r in self.results if not r.ok), None)
+        estimates = {k: v for k, v in self.estimates.items() if k not in ("layers", "report_dir")}
+        return jsonable(
+            {
+                "nodeid": self.nodeid,
+                "order": self.segment.index,  # the leaf's place in the tree
+                "blueprint": self.nodeid.split("::", 1)[0],
+                "blueprint_name": space.name,
+                "choices": self.choices,
+                "config": self.segment.config(),
+                "estimates": estimates,
+                "layers": self.estimates.get("layers", {}),
+                "report_dir": self.estimates.get("report_dir"),
+                "expectations": [
+                    {"expect": str(e), "value": v, "met": v is not None and e.holds(v)}
+                    for e, v in self.checked
+                ],
+                "segments": segments,
+                "finn_seconds": round(sum(s["seconds"] for s in segments), 3),
+                "cache_key": explorer.key(self.segment),
+                "final_model": self.results[-1].output_model
+                if self.results and self.results[-1].ok
+                else None,
+                "error": failing.error if failing else None,
+                "failed_step": failing.step if failing else None,
+            }
+        )
 
 
 def _describe_build_failure(exc: DesignBuildFailed) -> str:

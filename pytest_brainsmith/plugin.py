@@ -26,10 +26,13 @@ from .nodes import (
     tools_key,
 )
 from .registry import finn_registry
+from .reporting import RunRecorder
+from .results_store import ResultsStore
 
 DEFAULT_PATTERNS = ["*.blueprint.yaml", "*.blueprint.yml"]
 #: (status, seconds) of the segments xdist workers built, gathered by the controller.
 worker_builds_key = pytest.StashKey[list[tuple[str, float]]]()
+recorder_key = pytest.StashKey[RunRecorder]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -68,6 +71,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="remove cache entries no segment of the collected blueprints uses, then exit "
         "(--brainsmith-prune=dry-run only lists them)",
     )
+    group.addoption(
+        "--brainsmith-results",
+        metavar="DB",
+        help="SQLite results store every run appends its designs to "
+        "(default: <build dir>/results.sqlite; 'none' to not write one)",
+    )
+    group.addoption(
+        "--brainsmith-tree",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="write each blueprint's execution tree with this run's segment states as "
+        "<name>.tree.json and .tree.dot (default DIR: next to --html's report, else the build dir)",
+    )
     parser.addini(
         "brainsmith_blueprints",
         type="linelist",
@@ -83,6 +100,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "brainsmith_cache", default="", help="segment cache directory (overrides <build dir>/cache)"
     )
     parser.addini("brainsmith_max_designs", default="", help="cap on designs per blueprint")
+    parser.addini(
+        "brainsmith_results", default="", help="results store path ('none': do not write one)"
+    )
 
 
 def cache_dir(config: pytest.Config) -> Path:
@@ -93,7 +113,32 @@ def cache_dir(config: pytest.Config) -> Path:
     )
     if chosen:
         return Path(chosen).expanduser().absolute()
-    return config.rootpath / config.getini("brainsmith_build_dir") / "cache"
+    return build_dir(config) / "cache"
+
+
+def build_dir(config: pytest.Config) -> Path:
+    return config.rootpath / config.getini("brainsmith_build_dir")
+
+
+def _results_path(config: pytest.Config) -> Path | None:
+    chosen = config.getoption("brainsmith_results") or config.getini("brainsmith_results")
+    if chosen and chosen.lower() == "none":
+        return None
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    return build_dir(config) / "results.sqlite"
+
+
+def _tree_dir(config: pytest.Config) -> Path | None:
+    chosen = config.getoption("brainsmith_tree")
+    if chosen is None:
+        return None
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    html_path = config.getoption("htmlpath", None)
+    if html_path:
+        return Path(html_path).expanduser().absolute().parent
+    return build_dir(config) / "trees"
 
 
 def _max_designs(config: pytest.Config) -> int:
@@ -130,6 +175,36 @@ def pytest_configure(config: pytest.Config) -> None:
         rebuild=config.getoption("brainsmith_rebuild"),
         run_id=config._brainsmith_run_id,  # type: ignore[attr-defined]
     )
+    if workerinput is None and not config.getoption("collectonly"):
+        # the controller (or the only process) reports; workers send it their records
+        results = _results_path(config)
+        recorder = RunRecorder(
+            config,
+            config._brainsmith_run_id,  # type: ignore[attr-defined]
+            ResultsStore(results) if results else None,
+            _tree_dir(config),
+        )
+        config.stash[recorder_key] = recorder
+        config.pluginmanager.register(recorder, "brainsmith-recorder")
+        if config.getoption("htmlpath", None) and config.pluginmanager.hasplugin("html"):
+            from .html_report import HtmlReportPlugin
+
+            config.pluginmanager.register(HtmlReportPlugin(recorder), "brainsmith-html")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the design's record (and pytest-html extras) to the report that ends it."""
+    report = yield
+    if isinstance(item, DesignItem) and (
+        call.when == "call" or (call.when == "setup" and report.outcome != "passed")
+    ):
+        report.brainsmith = item.record()
+        if item.config.getoption("htmlpath", None):
+            from .html_report import design_extras
+
+            report.extras = [*getattr(report, "extras", []), *design_extras(report.brainsmith)]
+    return report
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -205,12 +280,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     builds = [(r.status, r.seconds) for r in explorer.built]
     builds += config.stash.get(worker_builds_key, [])
-    if not builds:
+    recorder = config.stash.get(recorder_key, None)
+    lines = recorder.summary_lines() if recorder is not None else []
+    if not builds and not lines:
         return
     built = sum(1 for status, _ in builds if status == "built")
     failed = sum(1 for status, _ in builds if status == "failed")
     terminalreporter.write_sep("-", "brainsmith")
+    for line in lines:
+        terminalreporter.write_line(line)
     terminalreporter.write_line(
-        f"segments built {built}, failed {failed} "
-        f"({sum(seconds for _, seconds in builds):.1f} s of FINN) in cache {explorer.cache.root}"
+        f"this run built {built} segments, {failed} failed "
+        f"({sum(seconds for _, seconds in builds):.1f} s of FINN); cache {explorer.cache.root}"
     )

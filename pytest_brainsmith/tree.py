@@ -29,14 +29,14 @@ class Choice:
     """One alternative at a variation point."""
 
     kind: str  # "step" | "kernel" | "config"
-    key: str  # slot / kernel name / config field
+    key: str  # the branch point's steps ("a|b") / kernel name / config field
     value: Any  # Step or None (skip) / backend / config value
     label: str  # readable, -k friendly: "streamline", "MVAU[rtl]", "target_fps[100000]"
 
     def describe(self) -> tuple[str, Any]:
         """(name, value) as a user reads it, e.g. ("target_fps", 100000)."""
         if self.kind == "step":
-            return (self.key, None if self.value is None else self.value.name)
+            return (self.key, "skip" if self.value is None else self.value.name)
         return (self.key, self.value)
 
 
@@ -95,13 +95,12 @@ def build_levels(space: DesignSpace) -> list[Level]:
     for index, slot in enumerate(space.slots):
         if not slot.is_branch:
             continue
-        named = [s.name for s in slot.options if s is not None]
-        skipped = "|".join(named)
-        labels = [s.name if s is not None else f"skip[{skipped}]" for s in slot.options]
+        name = slot.branch_name  # a design's choices say {"minimize_bit_width": "skip"}
+        labels = [s.name if s is not None else f"skip[{name}]" for s in slot.options]
         choices = tuple(
-            Choice("step", slot.key, s, lb) for s, lb in zip(slot.options, labels, strict=True)
+            Choice("step", name, s, lb) for s, lb in zip(slot.options, labels, strict=True)
         )
-        order.append((index, 2, index, Level(index, "step", slot.key, choices)))
+        order.append((index, 2, index, Level(index, "step", name, choices)))
     order.sort(key=lambda item: item[:3])
     return [item[3] for item in order]
 
@@ -304,33 +303,56 @@ class ExecutionTree:
         return json.dumps(self.to_dict(status), indent=2, default=str)
 
     def to_dot(self, status: dict[int, str] | None = None) -> str:
-        colors = {
-            "built": "palegreen",
-            "reused": "lightblue",
-            "failed": "salmon",
-            "skipped": "lightgrey",
-        }
-        lines = [
-            f"digraph {json.dumps(self.space.name)} {{",
-            "  rankdir=LR;",
-            '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica"];',
-        ]
-        for segment in self.root.walk():
-            steps = "\\n".join(s.name for s in segment.steps) or "(no steps)"
-            label = f"{segment.name}\\n—\\n{steps}" if segment.choice else steps
-            attrs = f'label="{label}"'
-            state = (status or {}).get(segment.index)
-            if state in colors:
-                attrs += f", fillcolor={colors[state]}, tooltip={json.dumps(state)}"
-            lines.append(f"  s{segment.index} [{attrs}];")
-            if segment.parent is not None:
-                lines.append(
-                    f"  s{segment.parent.index} -> s{segment.index} "
-                    f"[label={json.dumps(segment.choice.label if segment.choice else '')}];"
-                )
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        return dot_from_dict(self.to_dict(status))
 
 
 def build_execution_tree(space: DesignSpace) -> ExecutionTree:
     return ExecutionTree(space)
+
+
+#: Fill colours of segment states, shared by the DOT and html views.
+STATUS_COLORS = {
+    "built": "palegreen",
+    "reused": "lightblue",
+    "failed": "salmon",
+    "failed-before": "lightsalmon",
+    "blocked": "mistyrose",
+    "skipped": "lightgrey",
+    "not-run": "white",
+    "passthrough": "white",
+}
+
+
+def _dot_string(lines: list[str]) -> str:
+    """A quoted DOT string whose lines are joined by DOT's own newline escape."""
+    escaped = [line.replace("\\", "\\\\").replace('"', '\\"') for line in lines]
+    return '"' + "\\n".join(escaped) + '"'
+
+
+def dot_from_dict(tree: dict[str, Any]) -> str:
+    """Graphviz DOT of a tree in ``to_dict`` shape (also the shape records.py builds)."""
+    lines = [
+        f"digraph {_dot_string([tree['name']])} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica"];',
+    ]
+    counter = 0
+
+    def visit(node: dict[str, Any], parent: int | None) -> None:
+        nonlocal counter
+        ident, counter = counter, counter + 1
+        steps = [s.rsplit(":", 1)[-1] for s in node["steps"]] or ["(no steps)"]
+        label = [node["name"], "—", *steps] if node.get("choice") else steps
+        attrs = f"label={_dot_string(label)}"
+        state = node.get("status")
+        if state in STATUS_COLORS:
+            attrs += f", fillcolor={STATUS_COLORS[state]}, tooltip={_dot_string([state])}"
+        lines.append(f"  s{ident} [{attrs}];")
+        if parent is not None:
+            lines.append(f"  s{parent} -> s{ident} [label={_dot_string([node['name']])}];")
+        for child in node.get("children", []):
+            visit(child, ident)
+
+    visit(tree["root"], None)
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -19,6 +19,19 @@ finn_config:
   target_fps: 1000
 """
 
+#: A small real-FINN design space of the bundled model: 4 designs, 7 segments
+#: (front end, 2 MVAU backends, 4 target_fps leaves).
+TFC_BLUEPRINT = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+design_space:
+  kernels:
+    - MVAU: [hls, rtl]
+  finn_config:
+    target_fps: [100000, 400000]
+"""
+
 
 @pytest.fixture
 def write(tmp_path: Path):

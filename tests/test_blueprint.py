@@ -264,6 +264,30 @@ def test_abstract_blueprint_has_no_designs_but_children_do(write, model_file):
             "not in the inherited steps",
             8,
         ),
+        (
+            HEAD
+            + "design_space:\n  finn_config:\n    target_fps: [1, 2]\n"
+            + "expect:\n  when:\n    - choices: {MVAU: rtl}\n      LUT: '< 1'\n",
+            "expect.when[0].choices.MVAU",
+            "'MVAU' is not a branch point of this blueprint; branch points: target_fps",
+            11,
+        ),
+        (
+            HEAD
+            + "design_space:\n  finn_config:\n    target_fps: [1, 2]\n"
+            + "expect:\n  when:\n    - choices: {target_fps: 3}\n      LUT: '< 1'\n",
+            "expect.when[0].choices.target_fps",
+            "target_fps explores 1, 2; got 3",
+            11,
+        ),
+        (
+            HEAD
+            + "design_space:\n  finn_config:\n    target_fps: [1, 2]\n"
+            + "expect:\n  when:\n    - choices: {target_fps: 2}\n",
+            "expect.when[0]",
+            "expected at least one metric",
+            11,
+        ),
         ("fpga_part: x\nclock_ns: 1\n", "", "missing required key 'model'", None),
         (HEAD.replace("clock_ns: 10\n", ""), "", "missing required key 'clock_ns'", None),
     ],
@@ -308,3 +332,46 @@ def test_operation_inserting_an_unknown_step_names_it(write, model_file):
     err = error(child)
     assert err.file == child and err.line == 5
     assert "unknown step 'streamlin'; did you mean 'streamline'" in str(err)
+
+
+def test_expectations_narrow_per_branch_choice(write, model_file):
+    from pytest_brainsmith.expectations import for_design
+
+    space = load(
+        write(
+            "a.blueprint.yaml",
+            HEAD
+            + """
+design_space:
+  kernels:
+    - MVAU: [hls, rtl]
+  steps:
+    - replace: minimize_bit_width
+      with: [[minimize_bit_width, ~]]
+expect:
+  LUT: "<= 30000"
+  DSP: "<= 10"
+  when:
+    - choices: {MVAU: rtl}
+      LUT: "<= 20000"
+    - choices: {MVAU: rtl, minimize_bit_width: skip}
+      LUT: "<= 25000"
+""",
+        )
+    )
+
+    def held(**choices):
+        return sorted(str(e) for e in for_design(space.expect, choices))
+
+    assert held(MVAU="hls", minimize_bit_width="minimize_bit_width") == [
+        "DSP <= 10",
+        "LUT <= 30000",
+    ]
+    assert held(MVAU="rtl", minimize_bit_width="minimize_bit_width") == [
+        "DSP <= 10",
+        "LUT <= 20000 (when MVAU=rtl)",
+    ]
+    assert held(MVAU="rtl", minimize_bit_width="skip") == [
+        "DSP <= 10",
+        "LUT <= 25000 (when MVAU=rtl, minimize_bit_width=skip)",
+    ]

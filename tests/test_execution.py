@@ -6,21 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 from conftest import MODEL
-
-BLUEPRINT = """
-model: tfc.onnx
-fpga_part: xc7z020clg400-1
-clock_ns: 10
-design_space:
-  kernels:
-    - MVAU: [hls, rtl]
-  finn_config:
-    target_fps: [100000, 400000]
-"""
+from conftest import TFC_BLUEPRINT as BLUEPRINT
 
 #: Records every segment this process builds, one JSON line each.
 RECORDING_CONFTEST = """
@@ -73,7 +64,7 @@ def test_tree_builds_each_segment_once_and_a_second_run_builds_nothing(project):
     assert len(first) == 7
     assert {b["status"] for b in first} == {"built"}
     assert len({b["key"] for b in first}) == 7
-    result.stdout.fnmatch_lines(["*segments built 7, failed 0*"])
+    result.stdout.fnmatch_lines(["*this run built 7 segments, 0 failed*"])
 
     again = project.runpytest_subprocess("-p", "no:cacheprovider")
     again.assert_outcomes(passed=4)
@@ -187,6 +178,18 @@ def test_expectations_gate_designs(project):
         ]
     )
 
+    assert len(builds(project)) == 7
+    # narrowed per choice: the target_fps=100000 designs are held to their own floor
+    project.makefile(
+        ".blueprint.yaml",
+        tfc=BLUEPRINT
+        + 'expect:\n  estimated_throughput_fps: ">= 200000"\n'
+        + "  when:\n    - choices: {target_fps: 100000}\n"
+        + '      estimated_throughput_fps: ">= 120000"\n',
+    )
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert builds(project) == []  # expectations are not part of any cache key
+
 
 def test_vivado_steps_are_skipped_with_the_reason(project):
     project.makefile(
@@ -201,6 +204,10 @@ def test_vivado_steps_are_skipped_with_the_reason(project):
         ]
     )
     assert builds(project) == []
+    with sqlite3.connect(project.path / "build" / "brainsmith" / "results.sqlite") as db:
+        stored = db.execute("SELECT outcome, error FROM designs").fetchall()
+    assert len(stored) == 4
+    assert all(outcome == "skipped" and "Vivado is not installed" in why for outcome, why in stored)
 
 
 def test_rebuild_and_prune_keep_the_cache_bounded(project):
@@ -236,7 +243,9 @@ def test_rebuild_and_prune_keep_the_cache_bounded(project):
 def test_xdist_workers_share_the_cache_and_build_each_segment_once(project):
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*segments built 7, failed 0 *"])  # summed over the workers
+    result.stdout.fnmatch_lines(
+        ["*this run built 7 segments, 0 failed *"]
+    )  # summed over the workers
     rows = builds(project)
     assert len(rows) == len({r["key"] for r in rows}) == 7
 

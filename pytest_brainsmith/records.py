@@ -1,0 +1,150 @@
+"""What one design reports: a JSON-friendly record that rides on its pytest report.
+
+Reports are the one channel that reaches the pytest controller from every
+xdist worker, so everything the html report, the junit properties, the terminal
+summary, the tree export and the results store show about a design is in this
+record; none of them needs the worker's Explorer or the execution tree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+#: The estimates every view shows, in order: (record key, column title, better).
+KEY_METRICS: list[tuple[str, str, str]] = [
+    ("estimated_throughput_fps", "fps", "max"),
+    ("estimated_latency_ns", "latency ns", "min"),
+    ("LUT", "LUT", "min"),
+    ("BRAM_18K", "BRAM", "min"),
+    ("DSP", "DSP", "min"),
+]
+
+#: When workers disagree on a segment (one built it, another reused it), show the
+#: most informative state.
+_STATUS_RANK = [
+    "failed",
+    "built",
+    "failed-before",
+    "reused",
+    "passthrough",
+    "blocked",
+    "skipped",
+    "not-run",
+]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (paths and other objects become strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def merge_status(a: str | None, b: str) -> str:
+    if a is None:
+        return b
+    rank = {s: i for i, s in enumerate(_STATUS_RANK)}
+    return a if rank.get(a, len(rank)) <= rank.get(b, len(rank)) else b
+
+
+def segment_counts(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """How many distinct segments ended in each state across ``records``."""
+    states: dict[tuple[str, str], str] = {}
+    for record in records:
+        for seg in record.get("segments", []):
+            if not seg["steps"]:
+                continue
+            ident = (record["blueprint"], seg["path"])
+            states[ident] = merge_status(states.get(ident), seg["status"])
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def sharing(records: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """(steps in the distinct segments, steps if each design were built alone)."""
+    unique: dict[tuple[str, str], int] = {}
+    naive = 0
+    for record in records:
+        for seg in record.get("segments", []):
+            unique[(record["blueprint"], seg["path"])] = seg["steps"]
+            naive += seg["steps"]
+    return sum(unique.values()), naive
+
+
+def best_designs(records: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any], Any]]:
+    """The best passing design per key metric: [(metric, record, value)]."""
+    passed = [r for r in records if r.get("outcome") == "passed" and r.get("estimates")]
+    best = []
+    for metric, _title, better in KEY_METRICS:
+        candidates = [r for r in passed if isinstance(r["estimates"].get(metric), (int, float))]
+        if not candidates:
+            continue
+        pick = max if better == "max" else min
+        winner = pick(candidates, key=lambda r: r["estimates"][metric])
+        best.append((metric, winner, winner["estimates"][metric]))
+    return best
+
+
+def tree_from_records(blueprint: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The execution tree of the designs in ``records``, in ExecutionTree.to_dict's
+    shape, each segment with its state in this run."""
+    root: dict[str, Any] | None = None
+    index: dict[str, dict[str, Any]] = {}
+    name = blueprint
+    for record in sorted(records, key=lambda r: r.get("order", 0)):  # tree order
+        name = record.get("blueprint_name", name)
+        parent: dict[str, Any] | None = None
+        for seg in record["segments"]:
+            node = index.get(seg["path"])
+            if node is None:
+                node = {
+                    "name": seg["name"],
+                    "steps": seg["step_names"],
+                    "designs": 0,
+                    "status": seg["status"],
+                    "key": seg["key"],
+                    "seconds": seg["seconds"],
+                }
+                if seg.get("choice"):
+                    node["choice"] = seg["choice"]
+                index[seg["path"]] = node
+                if parent is None:
+                    root = node
+                else:
+                    parent.setdefault("children", []).append(node)
+            else:
+                node["status"] = merge_status(node["status"], seg["status"])
+            node["designs"] += 1
+            parent = node
+        if parent is not None:
+            parent["outcome"] = record.get("outcome")
+            parent["design"] = record["nodeid"]
+    executed, naive = sharing(records)
+    return {
+        "blueprint": blueprint,
+        "name": name,
+        "stats": {
+            "designs": len(records),
+            "segments": len(index),
+            "steps_executed": executed,
+            "steps_naive": naive,
+            "saving_percent": round(100.0 * (1 - executed / naive), 1) if naive else 0.0,
+        },
+        "root": root or {"name": "(no designs)", "steps": [], "designs": 0},
+    }
+
+
+def group_by_blueprint(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in sorted(records, key=lambda r: r.get("order", 0)):
+        groups.setdefault(record["blueprint"], []).append(record)
+    return dict(sorted(groups.items()))
+
+
+def short_id(record: dict[str, Any]) -> str:
+    """The design's choices as a user reads them, e.g. ``MVAU=rtl, target_fps=100000``."""
+    choices = record.get("choices") or {}
+    text = ", ".join(f"{k}={v}" for k, v in choices.items()) or "single design"
+    return f"{record.get('blueprint_name', record['blueprint'])}: {text}"

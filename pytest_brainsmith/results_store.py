@@ -1,0 +1,347 @@
+"""The results store: every run's designs in an SQLite database, and the
+``brainsmith-results`` command to query it (best designs, compare two runs,
+export to CSV/JSON).
+
+Only the pytest controller writes (xdist workers never open it); each design is
+committed as its report arrives, so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .records import KEY_METRICS
+
+SCHEMA_VERSION = 1
+#: SQL column of each key metric.
+METRIC_COLUMNS: dict[str, str] = {
+    "estimated_throughput_fps": "throughput_fps",
+    "estimated_latency_ns": "latency_ns",
+    "LUT": "lut",
+    "BRAM_18K": "bram_18k",
+    "DSP": "dsp",
+}
+_BETTER = {metric: better for metric, _title, better in KEY_METRICS}
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started TEXT NOT NULL,
+    finished TEXT,
+    host TEXT,
+    args TEXT,
+    finn_version TEXT,
+    exitstatus INTEGER
+);
+CREATE TABLE IF NOT EXISTS designs (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    design TEXT NOT NULL,          -- the pytest node id
+    blueprint TEXT NOT NULL,
+    blueprint_name TEXT,
+    choices TEXT NOT NULL,         -- JSON
+    config TEXT NOT NULL,          -- JSON: the effective FINN config
+    outcome TEXT NOT NULL,         -- passed | failed | skipped | error
+    {", ".join(f"{column} REAL" for column in METRIC_COLUMNS.values())},
+    estimates TEXT NOT NULL,       -- JSON: every reported estimate
+    finn_seconds REAL,             -- FINN time of the design's segments (built now or before)
+    wall_seconds REAL,             -- this test item's time in this run
+    segments_built INTEGER,
+    segments_reused INTEGER,
+    cache_key TEXT,
+    error TEXT,
+    recorded TEXT NOT NULL,
+    PRIMARY KEY (run_id, design)
+);
+CREATE INDEX IF NOT EXISTS designs_by_design ON designs (design);
+"""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class ResultsStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    def connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=60)
+            db.row_factory = sqlite3.Row
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise RuntimeError(
+                    f"{self.path}: results store has schema version {version}, "
+                    f"this pytest-brainsmith writes version {SCHEMA_VERSION}; move the file away"
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.commit()
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- writing (pytest controller) -----------------------------------------------
+    def start_run(self, run_id: str, args: Sequence[str], finn_version: str) -> None:
+        db = self.connect()
+        with db:
+            db.execute(
+                "INSERT OR IGNORE INTO runs (run_id, started, host, args, finn_version) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run_id, _now(), _host(), json.dumps(list(args)), finn_version),
+            )
+
+    def add_design(self, run_id: str, record: dict[str, Any], wall_seconds: float) -> None:
+        estimates = record.get("estimates") or {}
+        states = [s["status"] for s in record["segments"] if s["steps"]]
+        values = {
+            "run_id": run_id,
+            "design": record["nodeid"],
+            "blueprint": record["blueprint"],
+            "blueprint_name": record.get("blueprint_name"),
+            "choices": json.dumps(record.get("choices") or {}),
+            "config": json.dumps(record.get("config") or {}, sort_keys=True),
+            "outcome": record["outcome"],
+            "estimates": json.dumps(estimates, sort_keys=True),
+            "finn_seconds": record.get("finn_seconds"),
+            "wall_seconds": round(wall_seconds, 3),
+            "segments_built": states.count("built"),
+            "segments_reused": states.count("reused"),
+            "cache_key": record.get("cache_key"),
+            "error": record.get("error"),
+            "recorded": _now(),
+        }
+        for metric, column in METRIC_COLUMNS.items():
+            value = estimates.get(metric)
+            values[column] = value if isinstance(value, (int, float)) else None
+        names = ", ".join(values)
+        marks = ", ".join(f":{name}" for name in values)
+        db = self.connect()
+        with db:
+            db.execute(f"INSERT OR REPLACE INTO designs ({names}) VALUES ({marks})", values)
+
+    def finish_run(self, run_id: str, exitstatus: int) -> None:
+        db = self.connect()
+        with db:
+            db.execute(
+                "UPDATE runs SET finished = ?, exitstatus = ? WHERE run_id = ?",
+                (_now(), int(exitstatus), run_id),
+            )
+
+    # -- reading -------------------------------------------------------------------
+    def runs(self) -> list[sqlite3.Row]:
+        return (
+            self.connect()
+            .execute(
+                "SELECT r.*, COUNT(d.design) AS designs, "
+                "SUM(d.outcome = 'passed') AS passed, SUM(d.outcome = 'failed') AS failed "
+                "FROM runs r LEFT JOIN designs d USING (run_id) "
+                "GROUP BY r.run_id ORDER BY r.started, r.rowid"
+            )
+            .fetchall()
+        )
+
+    def resolve_run(self, ref: str | None, *, offset: int = 0) -> str:
+        """A run id from a prefix, or the latest run (``offset`` 1: the one before)."""
+        runs = [r["run_id"] for r in self.runs() if r["designs"]]
+        if ref:
+            matches = [r for r in runs if r.startswith(ref)]
+            if len(matches) != 1:
+                raise LookupError(
+                    f"run {ref!r}: {'no run' if not matches else 'several runs'} match"
+                )
+            return matches[0]
+        if len(runs) <= offset:
+            raise LookupError(f"{self.path} holds {len(runs)} run(s) with designs")
+        return runs[-1 - offset]
+
+    def designs(self, run_id: str, blueprint: str | None = None) -> list[sqlite3.Row]:
+        query = "SELECT * FROM designs WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if blueprint:
+            query += " AND (blueprint = ? OR blueprint_name = ?)"
+            params += [blueprint, blueprint]
+        return self.connect().execute(query + " ORDER BY design", params).fetchall()
+
+    def best(
+        self, run_id: str, metric: str, limit: int = 5, blueprint: str | None = None
+    ) -> list[sqlite3.Row]:
+        column = METRIC_COLUMNS[metric]
+        order = "DESC" if _BETTER[metric] == "max" else "ASC"
+        query = (
+            f"SELECT * FROM designs WHERE run_id = ? AND outcome = 'passed' "
+            f"AND {column} IS NOT NULL"
+        )
+        params: list[Any] = [run_id]
+        if blueprint:
+            query += " AND (blueprint = ? OR blueprint_name = ?)"
+            params += [blueprint, blueprint]
+        query += f" ORDER BY {column} {order}, design LIMIT ?"
+        return self.connect().execute(query, [*params, limit]).fetchall()
+
+    def compare(self, old: str, new: str) -> Iterator[tuple[str, str, str]]:
+        """(design, what changed, how) for every design that differs between two runs."""
+        before = {row["design"]: row for row in self.designs(old)}
+        after = {row["design"]: row for row in self.designs(new)}
+        for design in sorted(before.keys() | after.keys()):
+            a, b = before.get(design), after.get(design)
+            if a is None:
+                yield design, "new", b["outcome"]  # type: ignore[index]
+                continue
+            if b is None:
+                yield design, "gone", a["outcome"]
+                continue
+            if a["outcome"] != b["outcome"]:
+                yield design, "outcome", f"{a['outcome']} -> {b['outcome']}"
+            for metric, column in METRIC_COLUMNS.items():
+                x, y = a[column], b[column]
+                if x == y or x is None or y is None:
+                    continue
+                improved = (y > x) == (_BETTER[metric] == "max")
+                change = f"{x:,.4g} -> {y:,.4g} ({(y - x) / x * 100 if x else 0:+.1f}%)"
+                yield design, metric, f"{'better' if improved else 'worse'}: {change}"
+
+
+def _host() -> str:
+    import os
+
+    return os.uname().nodename
+
+
+def row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    for name in ("choices", "config", "estimates"):
+        data[name] = json.loads(data[name])
+    return data
+
+
+# -- the brainsmith-results command ----------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brainsmith-results",
+        description="Query the results store that `pytest blueprints/` writes.",
+    )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=Path("build/brainsmith/results.sqlite"),
+        help="the store (default: build/brainsmith/results.sqlite, as pytest writes it)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("runs", help="list the runs")
+    best = sub.add_parser("best", help="the best designs of a run per objective")
+    best.add_argument("--run", help="run id or prefix (default: the latest)")
+    best.add_argument("--metric", choices=list(METRIC_COLUMNS), help="one objective (default: all)")
+    best.add_argument("--blueprint", help="only this blueprint (path or name)")
+    best.add_argument("-n", "--limit", type=int, default=3)
+    compare = sub.add_parser("compare", help="what got better or worse between two runs")
+    compare.add_argument(
+        "old", nargs="?", help="run id or prefix (default: the one before the latest)"
+    )
+    compare.add_argument("new", nargs="?", help="run id or prefix (default: the latest)")
+    export = sub.add_parser("export", help="a run's designs as CSV or JSON")
+    export.add_argument("--run", help="run id or prefix (default: the latest)")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("-o", "--output", type=Path, help="file (default: standard output)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.db.is_file():
+        print(
+            f"brainsmith-results: no results store at {args.db} (run pytest first, or --db)",
+            file=sys.stderr,
+        )
+        return 2
+    store = ResultsStore(args.db)
+    try:
+        return _run(store, args)
+    except LookupError as exc:
+        print(f"brainsmith-results: {exc.args[0]}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
+def _run(store: ResultsStore, args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.command == "runs":
+        for run in store.runs():
+            out.write(
+                f"{run['run_id'][:12]}  {run['started']}  {run['designs']:>5} designs  "
+                f"{run['passed'] or 0} passed  {run['failed'] or 0} failed  "
+                f"exit {run['exitstatus'] if run['exitstatus'] is not None else '?'}\n"
+            )
+    elif args.command == "best":
+        run_id = store.resolve_run(args.run)
+        for metric in [args.metric] if args.metric else list(METRIC_COLUMNS):
+            rows = store.best(run_id, metric, args.limit, args.blueprint)
+            out.write(f"{metric} ({'higher' if _BETTER[metric] == 'max' else 'lower'} is better)\n")
+            for row in rows:
+                out.write(f"  {row[METRIC_COLUMNS[metric]]:>14,.6g}  {row['design']}\n")
+    elif args.command == "compare":
+        new = store.resolve_run(args.new) if args.new else store.resolve_run(None)
+        old = store.resolve_run(args.old) if args.old else store.resolve_run(None, offset=1)
+        out.write(f"comparing run {old[:12]} -> {new[:12]}\n")
+        changes = list(store.compare(old, new))
+        for design, what, how in changes:
+            out.write(f"  {design}\n      {what}: {how}\n")
+        out.write(f"{len(changes)} change(s)\n")
+    elif args.command == "export":
+        run_id = store.resolve_run(args.run)
+        rows = [row_dict(row) for row in store.designs(run_id)]
+        target = args.output.open("w", newline="") if args.output else out
+        try:
+            if args.format == "json":
+                json.dump(rows, target, indent=2)
+                target.write("\n")
+            else:
+                _write_csv(rows, target)
+        finally:
+            if args.output:
+                target.close()
+    return 0
+
+
+def _write_csv(rows: list[dict[str, Any]], target: Any) -> None:
+    choice_names = sorted({name for row in rows for name in row["choices"]})
+    fixed = [
+        "design",
+        "blueprint",
+        "outcome",
+        *METRIC_COLUMNS.values(),
+        "finn_seconds",
+        "wall_seconds",
+        "segments_built",
+        "segments_reused",
+        "cache_key",
+    ]
+    writer = csv.writer(target)
+    writer.writerow([*fixed, *(f"choice.{name}" for name in choice_names)])
+    for row in rows:
+        writer.writerow(
+            [
+                *(row[name] for name in fixed),
+                *(row["choices"].get(name, "") for name in choice_names),
+            ]
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
