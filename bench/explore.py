@@ -1,18 +1,27 @@
-"""Wall time of exploring the bundled blueprints, against building every design
-from scratch.
+"""Exploration on real FINN: the execution tree against one build per design,
+sequential against pytest-xdist, cold against cached. Prints a markdown table.
 
-    .venv/bin/python bench/explore.py [BLUEPRINT_DIR]
+    .venv/bin/python bench/explore.py [--fps N] [BLUEPRINT_DIR]
 
-(a) every design built from scratch by FINN's builder, one after another in one
-    process (FINN imported once, not counted);
-(b) `pytest blueprints/` on an empty cache (a new process: includes FINN's import);
-(c) the same with `-n 2` (pytest-xdist, two workers sharing the cache);
-(d) `pytest blueprints/` again, everything cached.
-Also counts designs, segments built and FINN steps run.
+Without BLUEPRINT_DIR it explores a sweep of the bundled model (MVAU hls|rtl x
+standalone_thresholds x --fps target_fps values x mvau_wwidth_max 36|72; 48 designs
+with the default --fps 6). Each pytest run is a new process on an empty cache unless
+said otherwise:
+
+(a) every design built from scratch by FINN's builder, one after another, in one
+    process (FINN imported before the clock starts);
+(b) the tree, sequentially (`pytest DIR`), FINN's import included;
+(c) the tree with `-n 2` (subtree scheduling, the default), and (c') with xdist's own
+    load scheduling (`--brainsmith-schedule=xdist`);
+(d) (b) again, fully cached;
+(e) the floor: the unique FINN work (the segments' build times in (b)) over 2 cores,
+    or the critical path if longer.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 import subprocess
 import sys
@@ -27,6 +36,27 @@ from pytest_brainsmith import finn_runner  # noqa: E402
 from pytest_brainsmith.blueprint import load_design_space  # noqa: E402
 from pytest_brainsmith.registry import finn_registry  # noqa: E402
 from pytest_brainsmith.tree import build_execution_tree  # noqa: E402
+
+CORES = 2
+
+
+def sweep_blueprint(folder: Path, fps_values: int) -> None:
+    fps = ", ".join(str(25_000 * (i + 1)) for i in range(fps_values))
+    (folder / "sweep.blueprint.yaml").write_text(
+        f"""
+name: tfc-parallel
+model: {ROOT / "models" / "tfc_w2a2.onnx"}
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+design_space:
+  kernels:
+    - MVAU: [hls, rtl]
+  finn_config:
+    standalone_thresholds: [false, true]
+    target_fps: [{fps}]
+    mvau_wwidth_max: [36, 72]
+"""
+    )
 
 
 def trees(folder: Path) -> list:
@@ -72,9 +102,11 @@ def run_pytest(folder: Path, cache: Path, *extra: str) -> tuple[float, str]:
             "no:cacheprovider",
             "--brainsmith-cache",
             str(cache),
+            "--brainsmith-results",
+            "none",
             *extra,
         ],
-        cwd=ROOT,
+        cwd=folder,
         capture_output=True,
         text=True,
     )
@@ -84,42 +116,113 @@ def run_pytest(folder: Path, cache: Path, *extra: str) -> tuple[float, str]:
     return seconds, done.stdout
 
 
-def built_count(out: str) -> str:
-    match = re.search(r"this run built (\d+) segments", out)
-    return match.group(1) if match else "0"
+def summary_number(pattern: str, out: str) -> float:
+    match = re.search(pattern, out)
+    return float(match.group(1)) if match else 0.0
+
+
+def manifests(cache: Path) -> list[dict]:
+    found = []
+    for path in (cache / "v1" / "entries").glob("*/*/manifest.json"):
+        manifest = json.loads(path.read_text())
+        manifest["bytes"] = sum(f.stat().st_size for f in path.parent.rglob("*") if f.is_file())
+        found.append(manifest)
+    return found
+
+
+def critical_path(found: list[dict]) -> float:
+    seconds = {m["segment"]: m["seconds"] for m in found}
+    longest = 0.0
+    for label in seconds:
+        parts = label.split("::")
+        chain = ["::".join(parts[:n]) for n in range(2, len(parts) + 1)]
+        longest = max(longest, sum(seconds.get(c, 0.0) for c in chain))
+    return longest
 
 
 def main() -> None:
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "blueprints"
-    all_trees = trees(folder)
-    designs = sum(t.stats().designs for t in all_trees)
-    segments = sum(1 for t in all_trees for s in t.segments() if s.steps)
-    executed = sum(t.stats().steps_executed for t in all_trees)
-    naive = sum(t.stats().steps_naive for t in all_trees)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder", nargs="?", type=Path)
+    parser.add_argument("--fps", type=int, default=6, help="target_fps values in the sweep")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        folder = args.folder.resolve() if args.folder else tmp_path / "blueprints"
+        if args.folder is None:
+            folder.mkdir()
+            sweep_blueprint(folder, args.fps)
+        all_trees = trees(folder)
+        designs = sum(t.stats().designs for t in all_trees)
+        segments = sum(1 for t in all_trees for s in t.segments() if s.steps)
+        executed = sum(t.stats().steps_executed for t in all_trees)
+        naive = sum(t.stats().steps_naive for t in all_trees)
+
         scratch_s, _ = from_scratch(all_trees, tmp_path / "scratch")
-        cold_s, cold_out = run_pytest(folder, tmp_path / "cache")
-        warm_s, warm_out = run_pytest(folder, tmp_path / "cache")
-        par_s, par_out = run_pytest(folder, tmp_path / "cache-n2", "-n", "2")
+        seq_s, seq_out = run_pytest(folder, tmp_path / "seq")
+        warm_s, warm_out = run_pytest(folder, tmp_path / "seq")
+        par_s, par_out = run_pytest(folder, tmp_path / "par", "-n", str(CORES))
+        xd_s, xd_out = run_pytest(
+            folder, tmp_path / "xdist", "-n", str(CORES), "--brainsmith-schedule=xdist"
+        )
+        found = manifests(tmp_path / "seq")
+        unique = sum(m["seconds"] for m in found)
+        path_s = critical_path(found)
+        floor = max(unique / CORES, path_s)
+        by_depth: dict[int, list[int]] = {}
+        for m in found:
+            by_depth.setdefault(m["segment"].count("::") - 1, []).append(m["bytes"])
+
+    def built(out: str) -> int:
+        return int(summary_number(r"this run built (\d+) segments", out))
+
+    def imports(out: str) -> int:
+        return int(summary_number(r"FINN imported by (\d+) process", out))
+
+    def waited(out: str) -> float:
+        return summary_number(r"; ([\d.]+) s waited", out)
+
     rows = [
-        ("designs", designs),
-        ("segments with steps (built once each)", segments),
+        ("designs / segments with steps", f"{designs} / {segments}"),
         (
-            "FINN steps run: tree / one build per design",
+            "FINN steps: tree / one build per design",
             f"{executed} / {naive} ({100 * (1 - executed / naive):.0f}% saved)",
         ),
-        ("(a) every design from scratch, FINN builder, one process [s]", f"{scratch_s:.1f}"),
-        ("(b) pytest blueprints/, empty cache [s] (incl. FINN import)", f"{cold_s:.1f}"),
-        ("    segments built in (b)", built_count(cold_out)),
-        ("(c) pytest blueprints/ -n 2, empty cache [s]", f"{par_s:.1f}"),
-        ("(d) pytest blueprints/, fully cached [s]", f"{warm_s:.2f}"),
-        ("    segments built in (d)", built_count(warm_out)),
-        ("(a) / (b)", f"{scratch_s / cold_s:.2f}x"),
+        ("(a) every design from scratch, one process [s]", f"{scratch_s:.1f}"),
+        ("(b) tree, sequential, cold [s]", f"{seq_s:.1f}"),
+        ("(c) tree, -n 2, cold, subtree scheduling [s]", f"{par_s:.1f}"),
+        ("(c') tree, -n 2, cold, xdist load scheduling [s]", f"{xd_s:.1f}"),
+        ("(d) fully cached re-run [s]", f"{warm_s:.2f}"),
+        (
+            "(e) floor: max(unique FINN work / 2, critical path) [s]",
+            f"{floor:.1f} (unique {unique:.1f}, critical path {path_s:.1f})",
+        ),
+        ("(a)/(b)", f"{scratch_s / seq_s:.2f}x"),
+        ("(b)/(c)", f"{seq_s / par_s:.2f}x"),
+        ("(b)/(c')", f"{seq_s / xd_s:.2f}x"),
+        (
+            "segments built: (b) / (c) / (c') / (d)",
+            f"{built(seq_out)} / {built(par_out)} / {built(xd_out)} / {built(warm_out)}",
+        ),
+        (
+            "FINN imports: (b) / (c) / (d)",
+            f"{imports(seq_out)} / {imports(par_out)} / {imports(warm_out)}",
+        ),
+        (
+            "waited on another worker's segment: (c) / (c') [s]",
+            f"{waited(par_out):.1f} / {waited(xd_out):.1f}",
+        ),
     ]
+    for depth, sizes in sorted(by_depth.items()):
+        rows.append(
+            (
+                f"disk per segment at depth {depth} ({len(sizes)} segments)",
+                f"{sum(sizes) / len(sizes) / 1e6:.2f} MB avg, {sum(sizes) / 1e6:.1f} MB total",
+            )
+        )
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+    assert built(par_out) == built(seq_out) == segments, "a segment was built twice or not at all"
 
 
 if __name__ == "__main__":

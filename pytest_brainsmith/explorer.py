@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import finn_runner
+from . import finn_runner, status
 from .cache import CacheError, Entry, Failure, SegmentCache
 from .keys import segment_key
 from .registry import Step
@@ -66,6 +66,7 @@ class Explorer:
         self._results: dict[Segment, SegmentResult] = {}
         self._keys: dict[Segment, tuple[str | None, dict[str, Any] | None]] = {}
         self.built: list[SegmentResult] = []  # segments this process built (or failed to)
+        self.waited = 0.0  # seconds spent waiting for another process's build of a segment
 
     # -- keys --------------------------------------------------------------------
     def key(self, segment: Segment) -> str | None:
@@ -124,13 +125,24 @@ class Explorer:
         entry = self.cache.lookup(key)
         if entry is not None and self._fresh(entry):
             return _reused(segment, entry)
+        failure = self.cache.failure(key)
+        if failure is not None and (
+            not self.retry_failed or failure.record.get("run_id") == self.run_id
+        ):
+            return _failed_before(segment, failure)
+        # import FINN before queueing for the lock: a process waiting for another's
+        # build then imports meanwhile instead of after (seconds per process)
+        finn_runner.import_finn()
+        asked = time.perf_counter()
         with self.cache.lock(key):
+            self.waited += time.perf_counter() - asked  # another process was building it
             entry = self.cache.lookup(key)  # someone else may have built it meanwhile
             if entry is not None and self._fresh(entry):
                 return _reused(segment, entry)
             failure = self.cache.failure(key)
             if failure is not None:
-                if not self.retry_failed:
+                # retried already in this run (by another worker): once is enough
+                if not self.retry_failed or failure.record.get("run_id") == self.run_id:
                     return _failed_before(segment, failure)
                 self.cache.forget_failure(key)
             return self._build(segment, parent, key, components)
@@ -156,15 +168,20 @@ class Explorer:
                     segment=segment, config=config, build_dir=str(out_dir)
                 )
             started = time.time()
-            outcome = finn_runner.run_segment(
-                path_steps=path_steps,
-                first=first,
-                input_model=input_model,
-                config=config,
-                generate_outputs=space.generate_outputs,
-                out_dir=out_dir,
-                work_dir=work_dir,
-            )
+            steps = [s.name for s in segment.steps]
+            with status.building(
+                self.cache.base / "running", key, segment_label(segment), steps
+            ) as live:
+                outcome = finn_runner.run_segment(
+                    path_steps=path_steps,
+                    first=first,
+                    input_model=input_model,
+                    config=config,
+                    generate_outputs=space.generate_outputs,
+                    out_dir=out_dir,
+                    work_dir=work_dir,
+                    on_step=live.step,
+                )
             seconds = round(time.time() - started, 3)
             manifest = {
                 "key": key,

@@ -164,13 +164,19 @@ def checkpoint_name(step: Step) -> str:
 
 
 def _wrap(
-    step: Step, finn_steps: ModuleType, timings: dict[str, float], failures: list[StepFailure]
+    step: Step,
+    finn_steps: ModuleType,
+    timings: dict[str, float],
+    failures: list[StepFailure],
+    on_step: Callable[[str], None] | None = None,
 ) -> Callable[..., Any]:
     name = checkpoint_name(step)
     func = finn_steps.build_dataflow_step_lookup[name] if step.is_finn else step.func
 
     def run(model: Any, cfg: Any) -> Any:
         random.seed(name)  # deterministic tensor names: identical checkpoints when resumed
+        if on_step is not None:
+            on_step(step.name)
         start = time.perf_counter()
         try:
             return func(model, cfg)
@@ -221,6 +227,7 @@ def run_segment(
     generate_outputs: list[str],
     out_dir: Path,
     work_dir: Path,
+    on_step: Callable[[str], None] | None = None,
 ) -> BuildOutcome:
     """Build ``path_steps[first:]`` in ``out_dir``, resuming from ``input_model``
     (the output of ``path_steps[:first]``, or the blueprint's model if first == 0)."""
@@ -229,7 +236,7 @@ def run_segment(
     work_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     failures: list[StepFailure] = []
-    steps = [_wrap(s, finn["steps"], timings, failures) for s in path_steps]
+    steps = [_wrap(s, finn["steps"], timings, failures, on_step) for s in path_steps]
     names = [s.__name__ for s in steps]
     log_path = out_dir / "build_dataflow.log"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from . import finn_catalog, hookspecs
+from . import designs, finn_catalog, finn_runner, hookspecs
 from .blueprint import DEFAULT_MAX_DESIGNS
 from .cache import SegmentCache
 from .explorer import Explorer
@@ -33,6 +33,8 @@ DEFAULT_PATTERNS = ["*.blueprint.yaml", "*.blueprint.yml"]
 #: (status, seconds) of the segments xdist workers built, gathered by the controller.
 worker_builds_key = pytest.StashKey[list[tuple[str, float]]]()
 recorder_key = pytest.StashKey[RunRecorder]()
+#: per xdist worker: seconds waited on other workers' builds, FINN imports.
+worker_stats_key = pytest.StashKey[list[dict[str, float]]]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -84,6 +86,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="write each blueprint's execution tree with this run's segment states as "
         "<name>.tree.json and .tree.dot (default DIR: next to --html's report, else the build dir)",
+    )
+    group.addoption(
+        "--brainsmith-status",
+        choices=["auto", "off"],
+        default="auto",
+        help="a live status line while segments build (auto: only on a terminal)",
+    )
+    group.addoption(
+        "--brainsmith-schedule",
+        choices=["tree", "xdist"],
+        default="tree",
+        help="with -n and xdist's default --dist load: 'tree' (default) starts each worker on "
+        "its own subtrees and lets idle workers steal; 'xdist' keeps xdist's load scheduling. "
+        "Other --dist modes are left as they are",
     )
     parser.addini(
         "brainsmith_blueprints",
@@ -162,6 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
             # the xdist controller collects nothing, so it cannot tell what is in use
             raise pytest.UsageError("--brainsmith-prune needs a run without -n (pytest-xdist)")
+    config.pluginmanager.register(designs, "brainsmith-designs")  # marker + design fixture
     config.stash[registry_key] = finn_registry()
     config.stash[max_designs_key] = _max_designs(config)
     config.stash[tools_key] = available_tools()
@@ -192,6 +209,30 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(HtmlReportPlugin(recorder), "brainsmith-html")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Controller at a terminal: show builds in progress (any process's) on one line."""
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if (
+        getattr(config, "workerinput", None) is not None
+        or config.getoption("brainsmith_status") == "off"
+        or reporter is None
+        or not reporter.isatty
+        or config.getoption("collectonly")
+    ):
+        return
+    try:
+        tty = open("/dev/tty", "w")  # noqa: SIM115 -- the terminal, past pytest's capture
+    except OSError:
+        return
+    from .status import StatusLine
+
+    line = StatusLine(config.stash[explorer_key].cache.base / "running", tty, reporter)
+    config.pluginmanager.register(line, "brainsmith-status")
+    line.start()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the design's record (and pytest-html extras) to the report that ends it."""
@@ -205,6 +246,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
             report.extras = [*getattr(report, "extras", []), *design_extras(report.brainsmith)]
     return report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist controller: replace the default load scheduling with subtree scheduling."""
+    if config.getvalue("dist") == "load" and config.getoption("brainsmith_schedule") == "tree":
+        from .scheduler import TreeScheduling
+
+        return TreeScheduling(config, log)
+    return None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -265,13 +316,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     explorer = session.config.stash.get(explorer_key, None)
     if workeroutput is not None and explorer is not None:
         workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in explorer.built]
+        workeroutput["brainsmith_process"] = _process_stats(explorer)
+
+
+def _process_stats(explorer: Explorer) -> dict[str, float]:
+    return {"waited": round(explorer.waited, 3), "finn_imports": finn_runner.import_count}
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect what each worker built."""
-    built = getattr(node, "workeroutput", {}).get("brainsmith_built", [])
-    node.config.stash.setdefault(worker_builds_key, []).extend(built)
+    output = getattr(node, "workeroutput", {})
+    node.config.stash.setdefault(worker_builds_key, []).extend(output.get("brainsmith_built", []))
+    if "brainsmith_process" in output:
+        node.config.stash.setdefault(worker_stats_key, []).append(output["brainsmith_process"])
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -289,7 +347,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("-", "brainsmith")
     for line in lines:
         terminalreporter.write_line(line)
+    stats = config.stash.get(worker_stats_key, []) or [_process_stats(explorer)]
+    imports = sum(int(s["finn_imports"]) for s in stats)
+    waited = sum(s["waited"] for s in stats)
     terminalreporter.write_line(
         f"this run built {built} segments, {failed} failed "
         f"({sum(seconds for _, seconds in builds):.1f} s of FINN); cache {explorer.cache.root}"
+    )
+    terminalreporter.write_line(
+        f"FINN imported by {imports} process(es); {waited:.1f} s waited on segments "
+        "another process was building"
     )

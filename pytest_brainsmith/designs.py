@@ -1,0 +1,173 @@
+"""Python tests over a blueprint's designs: ``@pytest.mark.brainsmith(...)`` and the
+``design`` fixture.
+
+    @pytest.mark.brainsmith("tfc_sweep.blueprint.yaml", where={"MVAU": "rtl"})
+    def test_my_check(design):
+        assert design.estimates["LUT"] < 20000
+
+One test per design (ids are the design's branch labels, as in the YAML items,
+so ``-k`` selects the same designs), built lazily through the session's Explorer
+and the shared cache: a design a YAML item and a Python test both need is built
+once, also across xdist workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .blueprint import load_design_space
+from .errors import BlueprintError, RegistryError
+from .explorer import Explorer, SegmentResult
+from .nodes import explorer_key, registry_key, tools_key
+from .tree import Segment, build_execution_tree
+
+MARKER = "brainsmith"
+
+
+@dataclass
+class Design:
+    """A built design, read-only from the cache."""
+
+    choices: dict[str, Any]
+    config: dict[str, Any]  # the effective FINN config
+    estimates: dict[str, Any]  # FINN's estimate reports (totals, per layer under "layers")
+    final_model: Path  # the last segment's output model (read-only)
+    report_dir: Path | None
+    logs: list[Path]  # one build log per segment, root first
+    results: list[SegmentResult] = field(repr=False)
+
+    def load_model(self) -> Any:
+        """The final model as a qonnx ModelWrapper."""
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        return ModelWrapper(str(self.final_model))
+
+
+def design_leaves(
+    config: pytest.Config, ihook: Any, path: Path, where: dict[str, Any]
+) -> list[Segment]:
+    registry = config.stash[registry_key].copy()
+    ihook.pytest_brainsmith_register(registry=registry)
+    space = load_design_space(path, registry)
+    if space is None:
+        raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
+    tree = build_execution_tree(space)
+    leaves = []
+    for leaf in tree.designs():
+        choices = dict(c.describe() for c in leaf.choices())
+        if all(choices.get(k) == v for k, v in where.items()):
+            leaves.append(leaf)
+    unknown = set(where) - set(space.variation_points())
+    if unknown:
+        raise BlueprintError(
+            path,
+            "where",
+            f"{', '.join(sorted(unknown))} is not a branch point; "
+            f"branch points: {', '.join(space.variation_points()) or 'none'}",
+        )
+    return leaves
+
+
+def design_id(leaf: Segment) -> str:
+    labels = [s.name for s in leaf.chain()[1:]]
+    return "-".join(labels) or leaf.name
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "brainsmith(blueprint, where=None): run this test once per design of the blueprint "
+        "(path relative to the test file; where={choice: value} narrows), with the built "
+        "design in the `design` fixture",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker(MARKER)
+    if marker is None:
+        return
+    if "design" not in metafunc.fixturenames:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: @pytest.mark.brainsmith needs the `design` fixture"
+        )
+    if not marker.args:
+        pytest.fail("@pytest.mark.brainsmith needs a blueprint path", pytrace=False)
+    path = (metafunc.definition.path.parent / marker.args[0]).resolve()
+    where = marker.kwargs.get("where") or {}
+    try:
+        leaves = design_leaves(metafunc.config, metafunc.definition.ihook, path, where)
+    except (BlueprintError, RegistryError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    metafunc.parametrize("design", leaves, ids=[design_id(leaf) for leaf in leaves], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def brainsmith_explorer(pytestconfig: pytest.Config) -> Explorer:
+    """The run's Explorer: the one cache every YAML item and Python test builds through."""
+    return pytestconfig.stash[explorer_key]
+
+
+def build_design(explorer: Explorer, tools: dict[str, str | None], leaf: Segment) -> Design:
+    """Build (or reuse) a design; skip where a tool is missing, fail with a recorded cause."""
+    for step in leaf.path_steps():
+        missing = [tools[tool] for tool in sorted(step.needs) if tools.get(tool)]
+        if missing:
+            pytest.skip(f"step {step.name} cannot run here: {'; '.join(missing)}")
+    result = explorer.ensure(leaf)
+    if not result.ok:
+        pytest.fail(
+            f"design {design_id(leaf)} was not built: segment {result.segment} failed at step "
+            f"{result.step}: {result.error}\n  log: {result.log}",
+            pytrace=False,
+        )
+    results = explorer.chain_results(leaf)
+    estimates = explorer.estimates(leaf)
+    return Design(
+        choices=dict(c.describe() for c in leaf.choices()),
+        config=leaf.config(),
+        estimates=estimates,
+        final_model=Path(str(result.output_model)),
+        report_dir=Path(estimates["report_dir"]) if estimates.get("report_dir") else None,
+        logs=[Path(r.log) for r in results if r.log and r.status != "passthrough"],
+        results=results,
+    )
+
+
+@pytest.fixture
+def design(request: pytest.FixtureRequest, brainsmith_explorer: Explorer) -> Design:
+    """The built design of this test's parameter (see @pytest.mark.brainsmith)."""
+    leaf = getattr(request, "param", None)
+    if not isinstance(leaf, Segment):
+        pytest.fail("the `design` fixture needs @pytest.mark.brainsmith(blueprint)", pytrace=False)
+    return build_design(brainsmith_explorer, request.config.stash[tools_key], leaf)
+
+
+class DesignLookup:
+    """``brainsmith.design("x.blueprint.yaml", MVAU="hls", target_fps=100000)``: any one
+    design, e.g. the sibling to compare with; built the same way as ``design``."""
+
+    def __init__(self, request: pytest.FixtureRequest, explorer: Explorer) -> None:
+        self._request = request
+        self._explorer = explorer
+
+    def design(self, blueprint: str | Path, **choices: Any) -> Design:
+        path = (self._request.path.parent / blueprint).resolve()
+        try:
+            leaves = design_leaves(self._request.config, self._request.node.ihook, path, choices)
+        except (BlueprintError, RegistryError) as exc:
+            pytest.fail(str(exc), pytrace=False)
+        if len(leaves) != 1:
+            pytest.fail(
+                f"{path.name}: {len(leaves)} designs have the choices {choices}; name one",
+                pytrace=False,
+            )
+        return build_design(self._explorer, self._request.config.stash[tools_key], leaves[0])
+
+
+@pytest.fixture
+def brainsmith(request: pytest.FixtureRequest, brainsmith_explorer: Explorer) -> DesignLookup:
+    return DesignLookup(request, brainsmith_explorer)
