@@ -218,7 +218,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         getattr(config, "workerinput", None) is not None
         or config.getoption("brainsmith_status") == "off"
         or reporter is None
-        or not reporter.isatty
+        or not reporter.isatty()
         or config.getoption("collectonly")
     ):
         return
