@@ -22,7 +22,7 @@ import pytest
 from .blueprint import load_design_space
 from .errors import BlueprintError, RegistryError
 from .explorer import Explorer, SegmentResult
-from .nodes import explorer_key, registry_key, tools_key
+from .nodes import explorer_key, registry_key, skip_without_tools, tools_key
 from .tree import Segment, build_execution_tree
 
 MARKER = "brainsmith"
@@ -113,10 +113,7 @@ def brainsmith_explorer(pytestconfig: pytest.Config) -> Explorer:
 
 def build_design(explorer: Explorer, tools: dict[str, str | None], leaf: Segment) -> Design:
     """Build (or reuse) a design; skip where a tool is missing, fail with a recorded cause."""
-    for step in leaf.path_steps():
-        missing = [tools[tool] for tool in sorted(step.needs) if tools.get(tool)]
-        if missing:
-            pytest.skip(f"step {step.name} cannot run here: {'; '.join(missing)}")
+    skip_without_tools(leaf, tools)
     result = explorer.ensure(leaf)
     if not result.ok:
         pytest.fail(

@@ -126,9 +126,7 @@ class Explorer:
         if entry is not None and self._fresh(entry):
             return _reused(segment, entry)
         failure = self.cache.failure(key)
-        if failure is not None and (
-            not self.retry_failed or failure.record.get("run_id") == self.run_id
-        ):
+        if failure is not None and self._stands(failure):
             return _failed_before(segment, failure)
         # import FINN before queueing for the lock: a process waiting for another's
         # build then imports meanwhile instead of after (seconds per process)
@@ -141,11 +139,15 @@ class Explorer:
                 return _reused(segment, entry)
             failure = self.cache.failure(key)
             if failure is not None:
-                # retried already in this run (by another worker): once is enough
-                if not self.retry_failed or failure.record.get("run_id") == self.run_id:
+                if self._stands(failure):
                     return _failed_before(segment, failure)
                 self.cache.forget_failure(key)
             return self._build(segment, parent, key, components)
+
+    def _stands(self, failure: Failure) -> bool:
+        """A recorded failure is the answer unless retrying, and is retried once per run
+        (another worker may have retried it already)."""
+        return not self.retry_failed or failure.record.get("run_id") == self.run_id
 
     def _fresh(self, entry: Entry) -> bool:
         if not self.rebuild:

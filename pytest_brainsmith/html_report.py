@@ -15,6 +15,7 @@ from .records import (
     KEY_METRICS,
     best_designs,
     group_by_blueprint,
+    outcomes_line,
     segment_counts,
     sharing,
     short_id,
@@ -192,7 +193,6 @@ def summary_html(records: list[dict[str, Any]]) -> list[str]:
     """The report's brainsmith section: counts, best designs, Pareto plot, trees."""
     if not records:
         return []
-    outcomes = [r.get("outcome") for r in records]
     counts = segment_counts(records)
     executed, naive = sharing(records)
     legend = "".join(
@@ -202,8 +202,7 @@ def summary_html(records: list[dict[str, Any]]) -> list[str]:
     parts = [
         STYLE,
         '<div class="bs-section"><h2>Design-space exploration (pytest-brainsmith)</h2>',
-        f"<p>designs: {outcomes.count('passed')} passed, {outcomes.count('failed')} failed, "
-        f"{outcomes.count('skipped')} skipped, {outcomes.count('error')} errors. "
+        f"<p>{html.escape(outcomes_line(records))}. "
         "Segments: "
         + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         + f". FINN steps: {executed} run for {len(records)} designs instead of {naive}.</p>",

@@ -29,6 +29,14 @@ max_designs_key = pytest.StashKey[int]()
 tools_key = pytest.StashKey[dict[str, str | None]]()
 
 
+def skip_without_tools(leaf: Segment, tools: dict[str, str | None]) -> None:
+    """Skip a design whose steps need a tool (Vivado, Vitis HLS) this machine lacks."""
+    for step in leaf.path_steps():
+        missing = [tools[tool] for tool in sorted(step.needs) if tools.get(tool)]
+        if missing:
+            pytest.skip(f"step {step.name} cannot run here: {'; '.join(missing)}")
+
+
 class BlueprintFile(pytest.File):
     """A blueprint YAML file; collects its execution tree."""
 
@@ -112,11 +120,7 @@ class DesignItem(pytest.Item):
         self._request._fillfixtures()
         for name, value in self.choices.items():
             self.user_properties.append((f"brainsmith.choice.{name}", value))
-        tools = self.config.stash[tools_key]
-        for step in self.segment.path_steps():
-            missing = [tools[tool] for tool in sorted(step.needs) if tools.get(tool)]
-            if missing:
-                pytest.skip(f"step {step.name} cannot run here: {'; '.join(missing)}")
+        skip_without_tools(self.segment, self.config.stash[tools_key])
 
     def runtest(self) -> None:
         explorer = self.config.stash[explorer_key]

@@ -62,6 +62,15 @@ def segment_counts(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def outcomes_line(records: Iterable[dict[str, Any]]) -> str:
+    """``designs: 2 passed, 1 failed, 0 skipped, 0 errors``"""
+    outcomes = [r.get("outcome") for r in records]
+    return (
+        f"designs: {outcomes.count('passed')} passed, {outcomes.count('failed')} failed, "
+        f"{outcomes.count('skipped')} skipped, {outcomes.count('error')} errors"
+    )
+
+
 def sharing(records: Iterable[dict[str, Any]]) -> tuple[int, int]:
     """(steps in the distinct segments, steps if each design were built alone)."""
     unique: dict[tuple[str, str], int] = {}

@@ -15,6 +15,7 @@ from .records import (
     KEY_METRICS,
     best_designs,
     group_by_blueprint,
+    outcomes_line,
     segment_counts,
     sharing,
     short_id,
@@ -50,6 +51,7 @@ class RunRecorder:
         self.records: dict[str, dict[str, Any]] = {}
         self._run_started = False
         self.store_error: str | None = None
+        self.trees_written: list[Path] = []
 
     def ordered_records(self) -> list[dict[str, Any]]:
         """The designs in tree order (xdist delivers them in completion order)."""
@@ -111,13 +113,11 @@ class RunRecorder:
         records = self.ordered_records()
         if not records:
             return []
-        outcomes = [r["outcome"] for r in records]
         counts = segment_counts(records)
         executed, naive = sharing(records)
         saved = f" ({100 * (1 - executed / naive):.0f}% saved by sharing)" if naive else ""
         lines = [
-            f"designs: {outcomes.count('passed')} passed, {outcomes.count('failed')} failed, "
-            f"{outcomes.count('skipped')} skipped, {outcomes.count('error')} errors",
+            outcomes_line(records),
             "segments: "
             + ", ".join(
                 f"{counts.get(state, 0)} {state}"
@@ -136,7 +136,7 @@ class RunRecorder:
                     f"results: {self.store.path} (run {self.run_id[:12]}; "
                     "`brainsmith-results best|compare|export`)"
                 )
-        for path in getattr(self, "trees_written", []):
+        for path in self.trees_written:
             if path.suffix == ".dot":
                 lines.append(f"tree: {path} (+ .json)")
         return lines

@@ -32,6 +32,19 @@ design_space:
     target_fps: [100000, 400000]
 """
 
+#: Conftest text registering two user steps: one that always fails, one that does nothing.
+FAILING_STEPS = """
+def explode(model, cfg):
+    raise ValueError("explode was asked to fail")
+
+def pass_through(model, cfg):
+    return model
+
+def pytest_brainsmith_register(registry):
+    registry.register_step(explode, reads=())
+    registry.register_step(pass_through, reads=())
+"""
+
 
 @pytest.fixture
 def write(tmp_path: Path):

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import MODEL, TFC_BLUEPRINT
+from conftest import FAILING_STEPS, MODEL, TFC_BLUEPRINT
 
 from pytest_brainsmith.status import describe
 
@@ -86,16 +86,7 @@ def test_design_fixture_shares_builds_with_the_yaml_items(project):
 
 
 def test_a_failed_design_errors_with_its_recorded_cause_and_vivado_skips(project):
-    project.makeconftest(
-        RECORDING_CONFTEST
-        + """
-def explode(model, cfg):
-    raise ValueError("explode was asked to fail")
-
-def pytest_brainsmith_register(registry):
-    registry.register_step(explode, reads=())
-"""
-    )
+    project.makeconftest(RECORDING_CONFTEST + FAILING_STEPS)
     project.makefile(
         ".blueprint.yaml",
         tfc=TFC_BLUEPRINT + "  steps:\n    - after: convert_to_hw\n      insert: explode\n",

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import MODEL
+from conftest import FAILING_STEPS, MODEL
 from conftest import TFC_BLUEPRINT as BLUEPRINT
 
 #: Records every segment this process builds, one JSON line each.
@@ -23,20 +23,7 @@ def pytest_brainsmith_segment_finish(segment, result):
                               "key": result.key, "pid": os.getpid()}) + "\\n")
 """
 
-FAILING_STEP_CONFTEST = (
-    RECORDING_CONFTEST
-    + """
-def explode(model, cfg):
-    raise ValueError("explode was asked to fail")
-
-def pass_through(model, cfg):
-    return model
-
-def pytest_brainsmith_register(registry):
-    registry.register_step(explode, reads=())
-    registry.register_step(pass_through, reads=())
-"""
-)
+FAILING_STEP_CONFTEST = RECORDING_CONFTEST + FAILING_STEPS
 
 
 def builds(pytester: pytest.Pytester) -> list[dict]:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, TFC_BLUEPRINT
+from conftest import FAILING_STEPS, MODEL, TFC_BLUEPRINT
 
 from pytest_brainsmith.scheduler import partition
 
@@ -95,18 +95,7 @@ def test_each_segment_is_built_once_and_results_equal_the_sequential_run(
 def test_a_failure_propagates_once_under_xdist(tmp_path: Path):
     folder = make_project(
         tmp_path / "project",
-        RECORDING_CONFTEST
-        + """
-def explode(model, cfg):
-    raise ValueError("explode was asked to fail")
-
-def pass_through(model, cfg):
-    return model
-
-def pytest_brainsmith_register(registry):
-    registry.register_step(explode, reads=())
-    registry.register_step(pass_through, reads=())
-""",
+        RECORDING_CONFTEST + FAILING_STEPS,
     )
     (folder / "tfc.blueprint.yaml").write_text(
         TFC_BLUEPRINT
