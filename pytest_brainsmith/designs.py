@@ -72,6 +72,17 @@ def design_leaves(
     return leaves
 
 
+def _leaves_or_fail(
+    config: pytest.Config, ihook: Any, path: Path, where: dict[str, Any]
+) -> list[Segment]:
+    """design_leaves, with bad input reported as our message alone (no chained traceback)."""
+    try:
+        return design_leaves(config, ihook, path, where)
+    except (BlueprintError, RegistryError) as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+
+
 def design_id(leaf: Segment) -> str:
     labels = [s.name for s in leaf.chain()[1:]]
     return "-".join(labels) or leaf.name
@@ -98,10 +109,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         pytest.fail("@pytest.mark.brainsmith needs a blueprint path", pytrace=False)
     path = (metafunc.definition.path.parent / marker.args[0]).resolve()
     where = marker.kwargs.get("where") or {}
-    try:
-        leaves = design_leaves(metafunc.config, metafunc.definition.ihook, path, where)
-    except (BlueprintError, RegistryError) as exc:
-        pytest.fail(str(exc), pytrace=False)
+    leaves = _leaves_or_fail(metafunc.config, metafunc.definition.ihook, path, where)
     metafunc.parametrize("design", leaves, ids=[design_id(leaf) for leaf in leaves], indirect=True)
 
 
@@ -153,10 +161,7 @@ class DesignLookup:
 
     def design(self, blueprint: str | Path, **choices: Any) -> Design:
         path = (self._request.path.parent / blueprint).resolve()
-        try:
-            leaves = design_leaves(self._request.config, self._request.node.ihook, path, choices)
-        except (BlueprintError, RegistryError) as exc:
-            pytest.fail(str(exc), pytrace=False)
+        leaves = _leaves_or_fail(self._request.config, self._request.node.ihook, path, choices)
         if len(leaves) != 1:
             pytest.fail(
                 f"{path.name}: {len(leaves)} designs have the choices {choices}; name one",
