@@ -7,11 +7,13 @@ and are the same in every xdist worker (the tree is built deterministically).
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest._code.code import ExceptionChainRepr, ReprFileLocation, ReprTracebackNative
 from _pytest.fixtures import TopRequest
 
 from .blueprint import load_design_space
@@ -149,17 +151,23 @@ class DesignItem(pytest.Item):
         if isinstance(excinfo.value, FinnUnavailable):
             return f"brainsmith: {excinfo.value}"
         if isinstance(excinfo.value, ExpectationsFailed):
-            lines = ["design does not meet the blueprint's expectations:"]
-            for expectation, value in excinfo.value.misses:
-                got = "not reported" if value is None else f"{value:g}"
-                lines.append(
-                    f"  {expectation}: got {expectation.metric} = {got}  (from {expectation.source})"
-                )
-            report_dir = self.estimates.get("report_dir")
-            if report_dir:
-                lines.append(f"  reports: {report_dir}")
-            return "\n".join(lines)
+            return self._describe_misses(excinfo.value)
         return super().repr_failure(excinfo, style=style)
+
+    def _describe_misses(self, exc: ExpectationsFailed) -> ExceptionChainRepr:
+        lines = ["design does not meet the blueprint's expectations:"]
+        short = []
+        for expectation, value in exc.misses:
+            got = "not reported" if value is None else f"{value:g}"
+            lines.append(
+                f"  {expectation}: got {expectation.metric} = {got}  (from {expectation.source})"
+            )
+            short.append(f"{expectation}: got {got}")
+        report_dir = self.estimates.get("report_dir")
+        if report_dir:
+            lines.append(f"  reports: {report_dir}")
+        summary = "expectations not met: " + "; ".join(short)
+        return failure_repr(summary, lines, Path(report_dir) if report_dir else self.path)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         choices = ", ".join(f"{k}={v}" for k, v in self.choices.items()) or "single design"
@@ -223,7 +231,30 @@ class DesignItem(pytest.Item):
         )
 
 
-def _describe_build_failure(exc: DesignBuildFailed) -> str:
+def failure_repr(summary: str, lines: list[str], location: Path) -> ExceptionChainRepr:
+    """A failure that reads as ``lines`` in the FAILURES section and as the one-line
+    ``summary`` wherever pytest shows one message: the short test summary, junit's
+    ``message``, ``--tb=line``. With a plain string that message would be the whole text,
+    and on CI (where pytest does not trim the summary) every design below a failed segment
+    would repeat the full cause a second time. ``location`` is the file to open (a failed
+    segment's build log, at its end where the cause is written). Made of pytest's own
+    repr classes so that it travels through xdist as it is."""
+    lineno = 1
+    if location.is_file():
+        with contextlib.suppress(OSError), open(location, errors="replace") as text:
+            lineno = max(1, sum(1 for _ in text))
+    return ExceptionChainRepr(
+        [
+            (
+                ReprTracebackNative([line + "\n" for line in lines]),
+                ReprFileLocation(str(location), lineno, summary),
+                None,
+            )
+        ]
+    )
+
+
+def _describe_build_failure(exc: DesignBuildFailed) -> ExceptionChainRepr:
     result = exc.result
     when = (
         "in an earlier run (recorded; --brainsmith-retry-failed rebuilds it)"
@@ -241,4 +272,6 @@ def _describe_build_failure(exc: DesignBuildFailed) -> str:
         tail = result.traceback.strip().splitlines()[-12:]
         lines.append("  traceback (last lines):")
         lines.extend(textwrap.indent("\n".join(tail), "    ").splitlines())
-    return "\n".join(lines)
+    earlier = " in an earlier run" if result.status == "failed-before" else ""
+    summary = f"segment {result.segment} failed{earlier} at step {result.step}: {result.error}"
+    return failure_repr(summary, lines, Path(result.log) if result.log else Path(result.segment))

@@ -151,18 +151,29 @@ def test_failing_step_fails_only_the_designs_below_it_once(project):
     assert [b["status"] for b in builds(project)] == ["failed"]
 
 
-def test_expectations_gate_designs(project):
+def test_expectations_gate_designs(project, monkeypatch):
     project.makefile(
         ".blueprint.yaml",
         tfc=BLUEPRINT + 'expect:\n  estimated_throughput_fps: ">= 200000"\n  LUT: "<= 100000"\n',
     )
-    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    monkeypatch.setenv("CI", "1")  # pytest prints the summary lines untrimmed
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--junitxml=junit.xml")
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(
         [
             "*design does not meet the blueprint's expectations:",
             "*estimated_throughput_fps >= 200000: got estimated_throughput_fps = 127551 *(from estimate_network_performance.json)",
         ]
+    )
+    # one line per design in the short summary and in junit's message
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED *target_fps[[]100000] - expectations not met: estimated_throughput_fps >= 200000: got 127551"
+        ]
+    )
+    junit = (project.path / "junit.xml").read_text()
+    assert (
+        'message="expectations not met: estimated_throughput_fps &gt;= 200000: got 127551"' in junit
     )
 
     assert len(builds(project)) == 7

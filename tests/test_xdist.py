@@ -102,9 +102,16 @@ def test_a_failure_propagates_once_under_xdist(tmp_path: Path):
         + "  steps:\n    - after: convert_to_hw\n      insert: [[pass_through, explode]]\n"
     )
     log = tmp_path / "builds.jsonl"
-    done = pytest_run(folder, log, "-n", "2")
+    # CI set: pytest then prints each failure's whole message in the short summary too
+    done = pytest_run(folder, log, "-n", "2", env={"CI": "1"})
     assert "4 failed, 4 passed" in done.stdout
     assert done.stdout.count("error: ValueError: explode was asked to fail") == 4
+    summary = [line for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(summary) == 4
+    assert all(
+        line.endswith("explode failed at step user_explode: ValueError: explode was asked to fail")
+        for line in summary
+    ), summary
     failed = [r for r in read_log(log) if r["status"] == "failed"]
     assert len(failed) == 1  # built once, by one worker
     log.unlink()
