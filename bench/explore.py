@@ -1,12 +1,14 @@
 """Exploration on real FINN: the execution tree against one build per design,
 sequential against pytest-xdist, cold against cached. Prints a markdown table.
 
-    .venv/bin/python bench/explore.py [--fps N] [BLUEPRINT_DIR]
+    .venv/bin/python bench/explore.py [--model tfc|cnv] [--fps N] [BLUEPRINT_DIR]
 
-Without BLUEPRINT_DIR it explores a sweep of the bundled model (MVAU hls|rtl x
+Without BLUEPRINT_DIR it explores a sweep of the model (MVAU hls|rtl x
 standalone_thresholds x --fps target_fps values x mvau_wwidth_max 36|72; 48 designs
-with the default --fps 6). Each pytest run is a new process on an empty cache unless
-said otherwise:
+with the default --fps 6): the bundled TFC, or with ``--model cnv`` FINN's CNV
+(built by scripts/make_models.py into build/models on first use; its shared prefix is
+about 2.7 s of FINN work against the TFC's 0.5 s). Each pytest run is a new process on
+an empty cache unless said otherwise:
 
 (a) every design built from scratch by FINN's builder, one after another, in one
     process (FINN imported before the clock starts);
@@ -40,12 +42,33 @@ from pytest_brainsmith.tree import build_execution_tree  # noqa: E402
 CORES = 2
 
 
-def sweep_blueprint(folder: Path, fps_values: int) -> None:
-    fps = ", ".join(str(25_000 * (i + 1)) for i in range(fps_values))
+#: model -> (file, lowest target_fps of the sweep: each next value doubles it for the
+#: CNV, adds it for the TFC)
+MODELS = {"tfc": (ROOT / "models" / "tfc_w2a2.onnx", 25_000), "cnv": (None, 250)}
+
+
+def model_file(name: str) -> Path:
+    bundled, _ = MODELS[name]
+    if bundled is not None:
+        return bundled
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_models import MODELS as BUILDS
+    from make_models import make_model
+
+    target = ROOT / "build" / "models" / BUILDS[name][2]
+    if not target.is_file():
+        make_model(name, target.parent)
+    return target
+
+
+def sweep_blueprint(folder: Path, fps_values: int, model: str = "tfc") -> None:
+    low = MODELS[model][1]
+    values = [low * (i + 1) if model == "tfc" else low * 2**i for i in range(fps_values)]
+    fps = ", ".join(str(v) for v in values)
     (folder / "sweep.blueprint.yaml").write_text(
         f"""
-name: tfc-parallel
-model: {ROOT / "models" / "tfc_w2a2.onnx"}
+name: {model}-parallel
+model: {model_file(model)}
 fpga_part: xc7z020clg400-1
 clock_ns: 10
 design_space:
@@ -125,7 +148,8 @@ def manifests(cache: Path) -> list[dict]:
     found = []
     for path in (cache / "v1" / "entries").glob("*/*/manifest.json"):
         manifest = json.loads(path.read_text())
-        manifest["bytes"] = sum(f.stat().st_size for f in path.parent.rglob("*") if f.is_file())
+        inodes = {f.stat().st_ino: f.stat().st_size for f in path.parent.rglob("*") if f.is_file()}
+        manifest["bytes"] = sum(inodes.values())  # output.onnx is a hard link: count it once
         found.append(manifest)
     return found
 
@@ -143,6 +167,7 @@ def critical_path(found: list[dict]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", nargs="?", type=Path)
+    parser.add_argument("--model", choices=sorted(MODELS), default="tfc")
     parser.add_argument("--fps", type=int, default=6, help="target_fps values in the sweep")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +175,7 @@ def main() -> None:
         folder = args.folder.resolve() if args.folder else tmp_path / "blueprints"
         if args.folder is None:
             folder.mkdir()
-            sweep_blueprint(folder, args.fps)
+            sweep_blueprint(folder, args.fps, args.model)
         all_trees = trees(folder)
         designs = sum(t.stats().designs for t in all_trees)
         segments = sum(1 for t in all_trees for s in t.segments() if s.steps)

@@ -57,12 +57,14 @@ class Explorer:
         retry_failed: bool = False,
         rebuild: bool = False,
         run_id: str = "",
+        keep_step_models: bool = False,
     ) -> None:
         self.cache = cache
         self.hook = hook
         self.retry_failed = retry_failed
         self.rebuild = rebuild
         self.run_id = run_id
+        self.keep_step_models = keep_step_models
         self._results: dict[Segment, SegmentResult] = {}
         self._keys: dict[Segment, tuple[str | None, dict[str, Any] | None]] = {}
         self.built: list[SegmentResult] = []  # segments this process built (or failed to)
@@ -199,9 +201,16 @@ class Explorer:
             }
             if outcome.ok and outcome.output_model is not None:
                 manifest["status"] = "ok"
+                checkpoints = out_dir / "intermediate_models"
                 if first > 0:  # the copy of the parent's checkpoint is the parent's, not ours
                     given = finn_runner.checkpoint_name(path_steps[first - 1])
-                    (out_dir / "intermediate_models" / f"{given}.onnx").unlink(missing_ok=True)
+                    (checkpoints / f"{given}.onnx").unlink(missing_ok=True)
+                if not self.keep_step_models:
+                    # the children resume from the last one; the others are a model per step
+                    # (6 MB each for CNV), rebuilt by --brainsmith-keep-step-models if wanted
+                    for step in path_steps[first:-1]:
+                        name = finn_runner.checkpoint_name(step)
+                        (checkpoints / f"{name}.onnx").unlink(missing_ok=True)
                 os.link(outcome.output_model, staged / "output.onnx")
                 entry = self.cache.publish(key, staged, manifest)
                 result = SegmentResult(

@@ -74,6 +74,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(--brainsmith-prune=dry-run only lists them)",
     )
     group.addoption(
+        "--brainsmith-keep-step-models",
+        action="store_true",
+        help="keep FINN's model after every step of a segment in the cache, not only the "
+        "segment's last (which later segments resume from); applies to segments built now",
+    )
+    group.addoption(
         "--brainsmith-results",
         metavar="DB",
         help="SQLite results store every run appends its designs to "
@@ -191,6 +197,7 @@ def pytest_configure(config: pytest.Config) -> None:
         retry_failed=config.getoption("brainsmith_retry_failed"),
         rebuild=config.getoption("brainsmith_rebuild"),
         run_id=config._brainsmith_run_id,  # type: ignore[attr-defined]
+        keep_step_models=config.getoption("brainsmith_keep_step_models"),
     )
     if workerinput is None and not config.getoption("collectonly"):
         # the controller (or the only process) reports; workers send it their records

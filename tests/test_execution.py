@@ -58,6 +58,34 @@ def test_tree_builds_each_segment_once_and_a_second_run_builds_nothing(project):
     assert builds(project) == []
 
 
+def step_models(cache: Path) -> list[tuple[list[str], list[str]]]:
+    """Each entry's steps, and the models after a step it holds (FINN's ``step_<name>.onnx``)."""
+    found = []
+    for manifest in (cache / "v1" / "entries").glob("*/*/manifest.json"):
+        steps = [s.split(":")[1] for s in json.loads(manifest.read_text())["steps"]]
+        models = manifest.parent / "build" / "intermediate_models"
+        found.append((steps, sorted(p.name for p in models.glob("step_*.onnx"))))
+        assert (manifest.parent / "output.onnx").samefile(models / f"step_{steps[-1]}.onnx")
+    return found
+
+
+def test_an_entry_keeps_its_last_model_unless_asked_for_every_step(project):
+    cache = project.path / "build" / "brainsmith" / "cache"
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=4)
+    kept = step_models(cache)
+    assert len(kept) == 7
+    for steps, models in kept:
+        assert models == [f"step_{steps[-1]}.onnx"], steps
+
+    project.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--brainsmith-rebuild", "--brainsmith-keep-step-models"
+    ).assert_outcomes(passed=4)
+    every = step_models(cache)
+    assert len(every) == 7 and max(len(steps) for steps, _ in every) > 3
+    for steps, models in every:
+        assert models == sorted(f"step_{s}.onnx" for s in steps), steps
+
+
 def test_leaf_estimates_equal_a_from_scratch_finn_build(project, tmp_path: Path):
     project.makeconftest(
         RECORDING_CONFTEST
