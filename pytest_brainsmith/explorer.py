@@ -207,7 +207,7 @@ class Explorer:
                     (checkpoints / f"{given}.onnx").unlink(missing_ok=True)
                 if not self.keep_step_models:
                     # the children resume from the last one; the others are a model per step
-                    # (6 MB each for CNV), rebuilt by --brainsmith-keep-step-models if wanted
+                    # (6 MB each for CNV) that only --brainsmith-keep-step-models keeps
                     for step in path_steps[first:-1]:
                         name = finn_runner.checkpoint_name(step)
                         (checkpoints / f"{name}.onnx").unlink(missing_ok=True)
