@@ -7,7 +7,6 @@ and are the same in every xdist worker (the tree is built deterministically).
 
 from __future__ import annotations
 
-import contextlib
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -237,17 +236,13 @@ def failure_repr(summary: str, lines: list[str], location: Path) -> ExceptionCha
     ``message``, ``--tb=line``. With a plain string that message would be the whole text,
     and on CI (where pytest does not trim the summary) every design below a failed segment
     would repeat the full cause a second time. ``location`` is the file to open (a failed
-    segment's build log, at its end where the cause is written). Made of pytest's own
-    repr classes so that it travels through xdist as it is."""
-    lineno = 1
-    if location.is_file():
-        with contextlib.suppress(OSError), open(location, errors="replace") as text:
-            lineno = max(1, sum(1 for _ in text))
+    segment's build log). Made of pytest's own repr classes so that it travels through
+    xdist as it is."""
     return ExceptionChainRepr(
         [
             (
                 ReprTracebackNative([line + "\n" for line in lines]),
-                ReprFileLocation(str(location), lineno, summary),
+                ReprFileLocation(str(location), 1, summary),
                 None,
             )
         ]
