@@ -65,7 +65,9 @@ class Explorer:
         self.rebuild = rebuild
         self.run_id = run_id
         self.keep_step_models = keep_step_models
-        self._results: dict[Segment, SegmentResult] = {}
+        # by label and key, not by Segment: a Python test's tree of a blueprint (the
+        # ``design`` fixture) and the YAML items' tree hold equal segments, one result
+        self._results: dict[tuple[str, str | None], SegmentResult] = {}
         self._keys: dict[Segment, tuple[str | None, dict[str, Any] | None]] = {}
         self.built: list[SegmentResult] = []  # segments this process built (or failed to)
         self.waited = 0.0  # seconds spent waiting for another process's build of a segment
@@ -95,16 +97,20 @@ class Explorer:
         return value
 
     # -- building ----------------------------------------------------------------------
+    def _slot(self, segment: Segment) -> tuple[str, str | None]:
+        return segment_label(segment), self.key(segment)
+
     def result(self, segment: Segment) -> SegmentResult | None:
-        return self._results.get(segment)
+        return self._results.get(self._slot(segment))
 
     def chain_results(self, segment: Segment) -> list[SegmentResult]:
         return [self.ensure(s) for s in segment.chain()]
 
     def ensure(self, segment: Segment) -> SegmentResult:
         """Make sure ``segment`` and all its ancestors are built; return its result."""
-        if segment in self._results:
-            return self._results[segment]
+        slot = self._slot(segment)
+        if slot in self._results:
+            return self._results[slot]
         parent = self.ensure(segment.parent) if segment.parent else None
         if parent is not None and not parent.ok:
             result = parent  # the original cause, for every design below it
@@ -118,7 +124,7 @@ class Explorer:
             )
         else:
             result = self._obtain(segment, parent)
-        self._results[segment] = result
+        self._results[slot] = result
         return result
 
     def _obtain(self, segment: Segment, parent: SegmentResult | None) -> SegmentResult:
@@ -258,7 +264,7 @@ class Explorer:
     def estimates(self, leaf: Segment) -> dict[str, Any]:
         """The design's FINN estimate reports, from the last segment that wrote them."""
         for segment in reversed(leaf.chain()):
-            result = self._results.get(segment)
+            result = self.result(segment)
             if result is None or result.entry is None:
                 continue
             report_dir = Path(result.entry) / "build" / "report"

@@ -85,6 +85,18 @@ def test_design_fixture_shares_builds_with_the_yaml_items(project):
     assert builds(project) == []
 
 
+def test_designs_built_for_python_tests_count_as_built_for_the_yaml_items(project):
+    # one process, cold: test_checks.py runs first and builds; the YAML items of the same
+    # blueprint then get those same results (built in this run, not "reused")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=10)
+    assert len(builds(project)) == 7
+    result.stdout.fnmatch_lines(
+        ["segments: 7 built, 0 reused, 0 failed, 0 failed-before", "*this run built 7 segments*"],
+        consecutive=False,
+    )
+
+
 def test_a_failed_design_errors_with_its_recorded_cause_and_vivado_skips(project):
     project.makeconftest(RECORDING_CONFTEST + FAILING_STEPS)
     project.makefile(
