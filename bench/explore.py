@@ -42,29 +42,25 @@ from pytest_brainsmith.tree import build_execution_tree  # noqa: E402
 CORES = 2
 
 
-#: model -> (file, lowest target_fps of the sweep: each next value doubles it for the
-#: CNV, adds it for the TFC)
-MODELS = {"tfc": (ROOT / "models" / "tfc_w2a2.onnx", 25_000), "cnv": (None, 250)}
+#: the sweep's target_fps values per model: the CNV is slower, its values double
+FPS = {"tfc": lambda i: 25_000 * (i + 1), "cnv": lambda i: 250 * 2**i}
 
 
 def model_file(name: str) -> Path:
-    bundled, _ = MODELS[name]
-    if bundled is not None:
-        return bundled
+    """The bundled TFC, or the CNV built once into build/models."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    from make_models import MODELS as BUILDS
-    from make_models import make_model
+    from make_models import MODELS, make_model
 
-    target = ROOT / "build" / "models" / BUILDS[name][2]
+    if name == "tfc":
+        return ROOT / "models" / MODELS[name][2]
+    target = ROOT / "build" / "models" / MODELS[name][2]
     if not target.is_file():
         make_model(name, target.parent)
     return target
 
 
 def sweep_blueprint(folder: Path, fps_values: int, model: str = "tfc") -> None:
-    low = MODELS[model][1]
-    values = [low * (i + 1) if model == "tfc" else low * 2**i for i in range(fps_values)]
-    fps = ", ".join(str(v) for v in values)
+    fps = ", ".join(str(FPS[model](i)) for i in range(fps_values))
     (folder / "sweep.blueprint.yaml").write_text(
         f"""
 name: {model}-parallel
@@ -167,7 +163,7 @@ def critical_path(found: list[dict]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", nargs="?", type=Path)
-    parser.add_argument("--model", choices=sorted(MODELS), default="tfc")
+    parser.add_argument("--model", choices=sorted(FPS), default="tfc")
     parser.add_argument("--fps", type=int, default=6, help="target_fps values in the sweep")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
