@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_brainsmith import finn_runner  # noqa: E402
-from pytest_brainsmith.blueprint import load_design_space  # noqa: E402
-from pytest_brainsmith.registry import finn_registry  # noqa: E402
-from pytest_brainsmith.tree import build_execution_tree  # noqa: E402
+from pytest_brainsmith.core.blueprint import load_design_space  # noqa: E402
+from pytest_brainsmith.core.registry import finn_registry  # noqa: E402
+from pytest_brainsmith.core.tree import build_execution_tree  # noqa: E402
 
 CORES = 2
 

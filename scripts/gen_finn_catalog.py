@@ -1,4 +1,4 @@
-"""Regenerate pytest_brainsmith/finn_catalog.py from the installed FINN.
+"""Regenerate pytest_brainsmith/finn/catalog.py from the installed FINN.
 
 Collection must not import FINN (about 6 s), so the names a blueprint may use
 (steps, DataflowBuildConfig fields, kernels and their backends) are stored as
@@ -159,4 +159,8 @@ KERNEL_BACKENDS: dict[str, list[str]] = {pprint.pformat(kernels, width=96)}
 
 if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else root / "pytest_brainsmith" / "finn_catalog.py")
+    main(
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else root / "pytest_brainsmith" / "finn" / "catalog.py"
+    )

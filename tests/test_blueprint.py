@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import HEAD
 
-from pytest_brainsmith.blueprint import load_design_space
-from pytest_brainsmith.errors import BlueprintError
-from pytest_brainsmith.registry import finn_registry
+from pytest_brainsmith.core.blueprint import load_design_space
+from pytest_brainsmith.core.errors import BlueprintError
+from pytest_brainsmith.core.registry import finn_registry
 
 
 def load(path: Path, **kwargs):
@@ -335,7 +335,7 @@ def test_operation_inserting_an_unknown_step_names_it(write, model_file):
 
 
 def test_expectations_narrow_per_branch_choice(write, model_file):
-    from pytest_brainsmith.expectations import for_design
+    from pytest_brainsmith.core.expectations import for_design
 
     space = load(
         write(

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import FAILING_STEPS, MODEL, TFC_BLUEPRINT
 
-from pytest_brainsmith.status import describe
+from pytest_brainsmith.views.status import describe
 
 RECORDING_CONFTEST = """
 import json, os

@@ -108,7 +108,7 @@ def pytest_runtest_call(item):
     leaf = next(r for r in rows if r["id"].endswith("MVAU[rtl]::target_fps[400000]"))
 
     # the oracle: one from-scratch FINN build of the same design, written by hand
-    from pytest_brainsmith.finn_runner import _isolated_process_state, import_finn
+    from pytest_brainsmith.finn.runner import _isolated_process_state, import_finn
 
     finn = import_finn()
     special = tmp_path / "special.json"

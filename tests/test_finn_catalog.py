@@ -18,7 +18,7 @@ def test_catalog_matches_installed_finn(tmp_path: Path):
         capture_output=True,
     )
     subprocess.run([sys.executable, "-m", "ruff", "format", "-q", str(target)], check=True)
-    current = (ROOT / "pytest_brainsmith" / "finn_catalog.py").read_text()
+    current = (ROOT / "pytest_brainsmith" / "finn" / "catalog.py").read_text()
     assert target.read_text() == current, (
-        "pytest_brainsmith/finn_catalog.py is stale: run scripts/gen_finn_catalog.py"
+        "pytest_brainsmith/finn/catalog.py is stale: run scripts/gen_finn_catalog.py"
     )

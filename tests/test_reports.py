@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import MODEL, TFC_BLUEPRINT
 
-from pytest_brainsmith.pareto import pareto_front
-from pytest_brainsmith.records import segment_counts, tree_from_records
+from pytest_brainsmith.views.pareto import pareto_front
+from pytest_brainsmith.views.records import segment_counts, tree_from_records
 
 #: Two of the four designs (target_fps 100000) miss the throughput floor.
 EXPECTING = TFC_BLUEPRINT + 'expect:\n  estimated_throughput_fps: ">= 200000"\n'
@@ -124,7 +124,14 @@ def test_results_store_holds_every_run_and_compares_them(project):
 
     def results(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "pytest_brainsmith.results_store", "--db", str(db_path), *args],
+            [
+                sys.executable,
+                "-m",
+                "pytest_brainsmith.views.results_store",
+                "--db",
+                str(db_path),
+                *args,
+            ],
             capture_output=True,
             text=True,
             check=True,

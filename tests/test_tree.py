@@ -6,9 +6,9 @@ import json
 
 from conftest import HEAD
 
-from pytest_brainsmith.blueprint import load_design_space
-from pytest_brainsmith.registry import finn_registry
-from pytest_brainsmith.tree import KERNEL_BACKENDS, build_execution_tree
+from pytest_brainsmith.core.blueprint import load_design_space
+from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.tree import KERNEL_BACKENDS, build_execution_tree
 
 
 def tree_of(write, text: str, registry=None):

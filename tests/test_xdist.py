@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import FAILING_STEPS, MODEL, TFC_BLUEPRINT
 
-from pytest_brainsmith.scheduler import partition
+from pytest_brainsmith.plugin.xdist_scheduling import partition
 
 #: Every build, with the process and directory that ran it.
 RECORDING_CONFTEST = """

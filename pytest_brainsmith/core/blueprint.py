@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from . import finn_catalog
+from ..finn import catalog as finn_catalog
 from .errors import BlueprintError, RegistryError, did_you_mean
 from .expectations import Expectation, parse_expectation
 from .registry import Kernel, Registry, Step

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import finn_catalog
+from ..finn import catalog as finn_catalog
 from .errors import RegistryError, did_you_mean
 
 #: External tools a step needs. A design that needs a missing tool is skipped.

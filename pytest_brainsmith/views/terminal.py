@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from . import finn_catalog
+from ..core.tree import dot_from_dict
+from ..finn import catalog as finn_catalog
 from .records import (
     KEY_METRICS,
     best_designs,
@@ -22,7 +23,6 @@ from .records import (
     tree_from_records,
 )
 from .results_store import ResultsStore
-from .tree import dot_from_dict
 
 
 def _outcome(report: pytest.TestReport) -> str | None:

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from .blueprint import load_design_space
-from .errors import BlueprintError, RegistryError
-from .explorer import Explorer, SegmentResult
+from ..core.blueprint import load_design_space
+from ..core.errors import BlueprintError, RegistryError
+from ..core.explorer import Explorer, SegmentResult
+from ..core.tree import Segment, build_execution_tree
 from .nodes import explorer_key, registry_key, skip_without_tools, tools_key
-from .tree import Segment, build_execution_tree
 
 MARKER = "brainsmith"
 

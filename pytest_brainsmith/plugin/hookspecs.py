@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .explorer import SegmentResult
-    from .registry import Registry
-    from .tree import Segment
+    from ..core.explorer import SegmentResult
+    from ..core.registry import Registry
+    from ..core.tree import Segment
 
 
 @pytest.hookspec

@@ -12,11 +12,16 @@ from typing import Any
 
 import pytest
 
-from . import designs, finn_catalog, finn_runner, hookspecs
-from .blueprint import DEFAULT_MAX_DESIGNS
-from .cache import SegmentCache
-from .explorer import Explorer
-from .finn_runner import available_tools
+from ..core.blueprint import DEFAULT_MAX_DESIGNS
+from ..core.cache import SegmentCache
+from ..core.explorer import Explorer
+from ..core.registry import finn_registry
+from ..finn import catalog as finn_catalog
+from ..finn import runner as finn_runner
+from ..finn.runner import available_tools
+from ..views.results_store import ResultsStore
+from ..views.terminal import RunRecorder
+from . import designs, hookspecs
 from .nodes import (
     BlueprintFile,
     DesignItem,
@@ -25,9 +30,6 @@ from .nodes import (
     registry_key,
     tools_key,
 )
-from .registry import finn_registry
-from .reporting import RunRecorder
-from .results_store import ResultsStore
 
 DEFAULT_PATTERNS = ["*.blueprint.yaml", "*.blueprint.yml"]
 #: (status, seconds) of the segments xdist workers built, gathered by the controller.
@@ -211,7 +213,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[recorder_key] = recorder
         config.pluginmanager.register(recorder, "brainsmith-recorder")
         if config.getoption("htmlpath", None) and config.pluginmanager.hasplugin("html"):
-            from .html_report import HtmlReportPlugin
+            from ..views.html_report import HtmlReportPlugin
 
             config.pluginmanager.register(HtmlReportPlugin(recorder), "brainsmith-html")
 
@@ -233,7 +235,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         tty = open("/dev/tty", "w")  # noqa: SIM115 -- the terminal, past pytest's capture
     except OSError:
         return
-    from .status import StatusLine
+    from ..views.status import StatusLine
 
     line = StatusLine(config.stash[explorer_key].cache.base / "running", tty, reporter)
     config.pluginmanager.register(line, "brainsmith-status")
@@ -249,7 +251,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     ):
         report.brainsmith = item.record()
         if item.config.getoption("htmlpath", None):
-            from .html_report import design_extras
+            from ..views.html_report import design_extras
 
             report.extras = [*getattr(report, "extras", []), *design_extras(report.brainsmith)]
     return report
@@ -259,7 +261,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist controller: replace the default load scheduling with subtree scheduling."""
     if config.getvalue("dist") == "load" and config.getoption("brainsmith_schedule") == "tree":
-        from .scheduler import TreeScheduling
+        from .xdist_scheduling import TreeScheduling
 
         return TreeScheduling(config, log)
     return None

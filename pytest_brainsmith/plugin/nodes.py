@@ -15,14 +15,14 @@ import pytest
 from _pytest._code.code import ExceptionChainRepr, ReprFileLocation, ReprTracebackNative
 from _pytest.fixtures import TopRequest
 
-from .blueprint import load_design_space
-from .cache import CacheError
-from .errors import BlueprintError, RegistryError
-from .expectations import Expectation, for_design
-from .explorer import Explorer, SegmentResult, segment_label
-from .finn_runner import FinnUnavailable
-from .records import KEY_METRICS, jsonable
-from .tree import ExecutionTree, Segment, build_execution_tree
+from ..core.blueprint import load_design_space
+from ..core.cache import CacheError
+from ..core.errors import BlueprintError, RegistryError
+from ..core.expectations import Expectation, for_design
+from ..core.explorer import Explorer, SegmentResult, segment_label
+from ..core.tree import ExecutionTree, Segment, build_execution_tree
+from ..finn.runner import FinnUnavailable
+from ..views.records import KEY_METRICS, jsonable
 
 explorer_key = pytest.StashKey[Explorer]()
 registry_key = pytest.StashKey[Any]()

@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from ..core.tree import STATUS_COLORS
 from . import pareto
 from .records import (
     KEY_METRICS,
@@ -21,7 +22,6 @@ from .records import (
     short_id,
     tree_from_records,
 )
-from .tree import STATUS_COLORS
 
 #: (column id, title) inserted after pytest-html's "Test" column.
 COLUMNS: list[tuple[str, str]] = [

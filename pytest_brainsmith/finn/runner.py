@@ -26,8 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .registry import VITIS_HLS, VIVADO, Step
-from .tree import KERNEL_BACKENDS
+from ..core.registry import VITIS_HLS, VIVADO, Step
+from ..core.tree import KERNEL_BACKENDS
 
 _DUMMY_VIVADO = "/nonexistent/Vivado/none"
 _finn: dict[str, ModuleType] = {}

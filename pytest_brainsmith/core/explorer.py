@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import finn_runner, status
+from ..finn import runner as finn_runner
+from ..views import status
 from .cache import CacheError, Entry, Failure, SegmentCache
 from .keys import segment_key
 from .registry import Step
