@@ -122,23 +122,33 @@ class SegmentCache:
                 yield Failure(path.name, path)
 
     # -- writing ----------------------------------------------------------------
-    @contextlib.contextmanager
-    def staging(self, key: str) -> Iterator[Path]:
-        """A fresh temporary directory for building ``key``; removed unless published."""
+    def new_staging(self, key: str) -> Path:
+        """A fresh temporary directory for building ``key`` (call with its lock held)."""
         for stale in (self.base / "tmp").glob(f"{key}.*"):
             # a build of this key that died (we hold the key's lock, so it is not running)
             _remove_tree(stale)
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.base / "tmp"))
+            (self.base / "tmp").mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.base / "tmp"))
         except OSError as exc:
             raise CacheError(
                 f"cannot create a build directory in {self.base / 'tmp'}: {exc}"
             ) from exc
+
+    def discard_staging(self, staged: Path) -> None:
+        """Remove a staging directory that was not published (nothing if it was)."""
+        if staged.exists():
+            with contextlib.suppress(OSError):
+                _remove_tree(staged)
+
+    @contextlib.contextmanager
+    def staging(self, key: str) -> Iterator[Path]:
+        """A fresh temporary directory for building ``key``; removed unless published."""
+        tmp = self.new_staging(key)
         try:
             yield tmp
         finally:
-            if tmp.exists():
-                _remove_tree(tmp)
+            self.discard_staging(tmp)
 
     def publish(self, key: str, staged: Path, manifest: dict[str, Any]) -> Entry:
         """Write the manifest and marker into ``staged`` and move it into place."""

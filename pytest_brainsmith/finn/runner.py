@@ -141,12 +141,27 @@ class StepFailure:
     error: str
     traceback: str
     errno: int | None = None  # set for OSErrors: a full disk is not the design's fault
+    #: set for BaseExceptions that are not errors (pytest.skip, KeyboardInterrupt):
+    #: {"type", "module", "message"}
+    control: dict[str, str] | None = None
+    memory: bool = False  # a MemoryError: the step ran out of its memory limit
 
     @classmethod
-    def of(cls, step: str, exc: BaseException) -> StepFailure:
+    def of(cls, step: str, exc: BaseException, *, control: bool = False) -> StepFailure:
         """Record the exception being handled (call from an except block)."""
         code = exc.errno if isinstance(exc, OSError) else None
-        return cls(step, f"{type(exc).__name__}: {exc}", traceback.format_exc(), code)
+        what = None
+        if control:
+            kind = type(exc)
+            what = {"type": kind.__name__, "module": kind.__module__, "message": str(exc)}
+        return cls(
+            step,
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+            code,
+            what,
+            isinstance(exc, MemoryError),
+        )
 
 
 @dataclass
@@ -180,8 +195,13 @@ def _wrap(
         start = time.perf_counter()
         try:
             return func(model, cfg)
-        except BaseException as exc:
+        except Exception as exc:
             failures.append(StepFailure.of(name, exc))
+            raise
+        except BaseException as exc:
+            # Ctrl-C, SystemExit, pytest.skip()/fail() in a user step: the run's or the
+            # test's control flow, never the design's failure
+            failures.append(StepFailure.of(name, exc, control=True))
             raise
         finally:
             timings[name] = round(time.perf_counter() - start, 4)
@@ -261,12 +281,19 @@ def run_segment(
     with _isolated_process_state(work_dir):
         try:
             code = finn["build_dataflow"].build_dataflow_cfg(model_arg, cfg)
+        except KeyboardInterrupt:
+            raise  # the run stops; nothing is recorded
         except BaseException as exc:  # FINN re-raises when it sees PYTEST_CURRENT_TEST
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
             if not failures:
-                failures.append(StepFailure.of("builder", exc))
+                failures.append(
+                    StepFailure.of("builder", exc, control=not isinstance(exc, Exception))
+                )
             code = -1
+    control = next((f for f in failures if f.control), None)
+    if control is not None:
+        if control.control and control.control["type"] == "KeyboardInterrupt":
+            raise KeyboardInterrupt  # FINN caught it: the run stops all the same
+        return BuildOutcome(False, None, log_path, timings, control)
     output = out_dir / "intermediate_models" / f"{names[-1]}.onnx"
     if code == 0 and output.is_file() and not failures:
         return BuildOutcome(True, output, log_path, timings)
@@ -280,3 +307,76 @@ def run_segment(
             f"\n[pytest-brainsmith] {failure.step} failed: {failure.error}\n{failure.traceback}"
         )
     return BuildOutcome(False, None, log_path, timings, failure)
+
+
+# -- what the engine asks of FINN: a segment into a staging directory, its reports ------
+#: FINN's estimate reports, in ``build/report/`` of an entry.
+ESTIMATE_FILES = ("estimate_network_performance.json", "estimate_layer_resources.json")
+#: The model the segments below resume from, at the top of an entry.
+OUTPUT_MODEL = "output.onnx"
+
+
+def build_log(entry_dir: Path) -> Path:
+    """Where a segment's FINN build log is, in an entry (or a staging directory)."""
+    return entry_dir / "build" / "build_dataflow.log"
+
+
+def report_dir(entry_dir: Path) -> Path:
+    return entry_dir / "build" / "report"
+
+
+def build_into(
+    staged: Path,
+    *,
+    path_steps: list[Step],
+    first: int,
+    input_model: Path,
+    config: dict[str, Any],
+    generate_outputs: list[str],
+    work_dir: Path,
+    keep_step_models: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> BuildOutcome:
+    """Build ``path_steps[first:]`` into ``staged/build`` and leave what an entry keeps:
+    ``output.onnx`` (the last checkpoint, hard-linked), the log and the reports. FINN's
+    model after each other step of the segment is dropped unless ``keep_step_models``
+    (6 MB a step for CNV); the copy of the parent's checkpoint is the parent's."""
+    out_dir = staged / "build"
+    outcome = run_segment(
+        path_steps=path_steps,
+        first=first,
+        input_model=input_model,
+        config=config,
+        generate_outputs=generate_outputs,
+        out_dir=out_dir,
+        work_dir=work_dir,
+        on_step=on_step,
+    )
+    if not outcome.ok or outcome.output_model is None:
+        return outcome
+    checkpoints = out_dir / "intermediate_models"
+    if first > 0:
+        given = checkpoint_name(path_steps[first - 1])
+        (checkpoints / f"{given}.onnx").unlink(missing_ok=True)
+    if not keep_step_models:
+        for step in path_steps[first:-1]:
+            (checkpoints / f"{checkpoint_name(step)}.onnx").unlink(missing_ok=True)
+    os.link(outcome.output_model, staged / OUTPUT_MODEL)
+    outcome.output_model = staged / OUTPUT_MODEL
+    return outcome
+
+
+def read_estimates(entry_dir: Path) -> dict[str, Any] | None:
+    """FINN's estimate totals and per-layer figures of an entry, or None if the segment
+    wrote no estimate reports."""
+    reports = report_dir(entry_dir)
+    if not all((reports / name).is_file() for name in ESTIMATE_FILES):
+        return None
+    performance = json.loads((reports / ESTIMATE_FILES[0]).read_text())
+    resources = json.loads((reports / ESTIMATE_FILES[1]).read_text())
+    totals = resources.get("total", {})
+    estimates: dict[str, Any] = dict(performance)
+    estimates.update(totals)
+    estimates["layers"] = {k: v for k, v in resources.items() if k != "total"}
+    estimates["report_dir"] = str(reports)
+    return estimates

@@ -6,7 +6,7 @@
         assert design.estimates["LUT"] < 20000
 
 One test per design (ids are the design's branch labels, as in the YAML items,
-so ``-k`` selects the same designs), built lazily through the session's Explorer
+so ``-k`` selects the same designs), built through the session's engine
 and the shared cache: a design a YAML item and a Python test both need is built
 once, also across xdist workers.
 """
@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from ..core.blueprint import load_design_space
+from ..core.engine import Engine
 from ..core.errors import BlueprintError, RegistryError
-from ..core.explorer import Explorer, SegmentResult
-from ..core.tree import Segment, build_execution_tree
-from .nodes import explorer_key, registry_key, skip_without_tools, tools_key
+from ..core.outcomes import DesignOutcome, SegmentOutcome
+from ..core.tree import Segment
+from .nodes import control_flow, design_outcome
+from .run_context import run_context
 
 MARKER = "brainsmith"
 
@@ -38,7 +39,8 @@ class Design:
     final_model: Path  # the last segment's output model (read-only)
     report_dir: Path | None
     logs: list[Path]  # one build log per segment, root first
-    results: list[SegmentResult] = field(repr=False)
+    results: list[SegmentOutcome] = field(repr=False)
+    outcome: DesignOutcome | None = field(default=None, repr=False)
 
     def load_model(self) -> Any:
         """The final model as a qonnx ModelWrapper."""
@@ -50,25 +52,24 @@ class Design:
 def design_leaves(
     config: pytest.Config, ihook: Any, path: Path, where: dict[str, Any]
 ) -> list[Segment]:
-    registry = config.stash[registry_key].copy()
-    ihook.pytest_brainsmith_register(registry=registry)
-    space = load_design_space(path, registry)
-    if space is None:
+    """The designs of a blueprint with the choices ``where``, from the run's one loader
+    (the same trees, design cap and segments as the YAML items)."""
+    tree = run_context(config).tree(path, ihook)
+    if tree is None:
         raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
-    tree = build_execution_tree(space)
-    leaves = []
-    for leaf in tree.designs():
-        choices = dict(c.describe() for c in leaf.choices())
-        if all(choices.get(k) == v for k, v in where.items()):
-            leaves.append(leaf)
-    unknown = set(where) - set(space.variation_points())
+    unknown = set(where) - set(tree.space.variation_points())
     if unknown:
         raise BlueprintError(
             path,
             "where",
             f"{', '.join(sorted(unknown))} is not a branch point; "
-            f"branch points: {', '.join(space.variation_points()) or 'none'}",
+            f"branch points: {', '.join(tree.space.variation_points()) or 'none'}",
         )
+    leaves = []
+    for leaf in tree.designs():
+        choices = dict(c.describe() for c in leaf.choices())
+        if all(choices.get(k) == v for k, v in where.items()):
+            leaves.append(leaf)
     return leaves
 
 
@@ -114,50 +115,55 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def brainsmith_explorer(pytestconfig: pytest.Config) -> Explorer:
-    """The run's Explorer: the one cache every YAML item and Python test builds through."""
-    return pytestconfig.stash[explorer_key]
+def brainsmith_engine(pytestconfig: pytest.Config) -> Engine:
+    """The run's engine: the one cache every YAML item and Python test builds through."""
+    return run_context(pytestconfig).engine
 
 
-def build_design(explorer: Explorer, tools: dict[str, str | None], leaf: Segment) -> Design:
+@pytest.fixture(scope="session")
+def brainsmith_explorer(brainsmith_engine: Engine) -> Engine:
+    """The fixture's earlier name, kept for conftest.py files that use it."""
+    return brainsmith_engine
+
+
+def build_design(config: pytest.Config, leaf: Segment) -> Design:
     """Build (or reuse) a design; skip where a tool is missing, fail with a recorded cause."""
-    skip_without_tools(leaf, tools)
-    result = explorer.ensure(leaf)
-    if not result.ok:
+    outcome = design_outcome(config, leaf)
+    control_flow(outcome)
+    cause = outcome.failure
+    if cause is not None:
         pytest.fail(
-            f"design {design_id(leaf)} was not built: segment {result.segment} failed at step "
-            f"{result.step}: {result.error}\n  log: {result.log}",
+            f"design {design_id(leaf)} was not built: {outcome.reason}\n  log: {cause.log}",
             pytrace=False,
         )
-    results = explorer.chain_results(leaf)
-    estimates = explorer.estimates(leaf)
+    results = outcome.segments
     return Design(
-        choices=dict(c.describe() for c in leaf.choices()),
-        config=leaf.config(),
-        estimates=estimates,
-        final_model=Path(str(result.output_model)),
-        report_dir=Path(estimates["report_dir"]) if estimates.get("report_dir") else None,
+        choices=outcome.choices,
+        config=outcome.config,
+        estimates=outcome.estimates,
+        final_model=Path(str(outcome.final_model)),
+        report_dir=Path(outcome.report_dir) if outcome.report_dir else None,
         logs=[Path(r.log) for r in results if r.log and r.status != "passthrough"],
         results=results,
+        outcome=outcome,
     )
 
 
 @pytest.fixture
-def design(request: pytest.FixtureRequest, brainsmith_explorer: Explorer) -> Design:
+def design(request: pytest.FixtureRequest) -> Design:
     """The built design of this test's parameter (see @pytest.mark.brainsmith)."""
     leaf = getattr(request, "param", None)
     if not isinstance(leaf, Segment):
         pytest.fail("the `design` fixture needs @pytest.mark.brainsmith(blueprint)", pytrace=False)
-    return build_design(brainsmith_explorer, request.config.stash[tools_key], leaf)
+    return build_design(request.config, leaf)
 
 
 class DesignLookup:
     """``brainsmith.design("x.blueprint.yaml", MVAU="hls", target_fps=100000)``: any one
     design, e.g. the sibling to compare with; built the same way as ``design``."""
 
-    def __init__(self, request: pytest.FixtureRequest, explorer: Explorer) -> None:
+    def __init__(self, request: pytest.FixtureRequest) -> None:
         self._request = request
-        self._explorer = explorer
 
     def design(self, blueprint: str | Path, **choices: Any) -> Design:
         path = (self._request.path.parent / blueprint).resolve()
@@ -167,9 +173,9 @@ class DesignLookup:
                 f"{path.name}: {len(leaves)} designs have the choices {choices}; name one",
                 pytrace=False,
             )
-        return build_design(self._explorer, self._request.config.stash[tools_key], leaves[0])
+        return build_design(self._request.config, leaves[0])
 
 
 @pytest.fixture
-def brainsmith(request: pytest.FixtureRequest, brainsmith_explorer: Explorer) -> DesignLookup:
-    return DesignLookup(request, brainsmith_explorer)
+def brainsmith(request: pytest.FixtureRequest) -> DesignLookup:
+    return DesignLookup(request)

@@ -1,41 +1,39 @@
-"""The pytest plugin: options, blueprint collection, the per-process Explorer,
-cache maintenance and the terminal summary. Registered as the ``brainsmith``
-pytest11 entry point."""
+"""The pytest plugin (the ``brainsmith`` pytest11 entry point): options, collection of
+blueprints, and the plugin objects of each role a pytest process plays:
+
+- every process: a ``RunContext`` in the stash (registry, design cap, tools, engine);
+- a process that runs tests (no xdist, or each xdist worker): ``EngineSession`` hands the
+  selected designs to the engine after collection and ends its workers at the end;
+- the process that reports (no xdist, or the xdist controller): ``RunRecorder`` (records,
+  results store, tree export, summary), the html report, the live status line.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-import os
-import uuid
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..core.blueprint import DEFAULT_MAX_DESIGNS
-from ..core.cache import SegmentCache
-from ..core.explorer import Explorer
-from ..core.registry import finn_registry
+from ..core.engine import Engine
+from ..core.tree import Segment
 from ..finn import catalog as finn_catalog
 from ..finn import runner as finn_runner
-from ..finn.runner import available_tools
 from ..views.results_store import ResultsStore
 from ..views.terminal import RunRecorder
 from . import designs, hookspecs
-from .nodes import (
-    BlueprintFile,
-    DesignItem,
-    explorer_key,
-    max_designs_key,
-    registry_key,
-    tools_key,
-)
+from .nodes import BlueprintFile, DesignItem
+from .run_context import build_dir, cache_dir, make_run_context, run_context, run_key
 
 DEFAULT_PATTERNS = ["*.blueprint.yaml", "*.blueprint.yml"]
 #: (status, seconds) of the segments xdist workers built, gathered by the controller.
 worker_builds_key = pytest.StashKey[list[tuple[str, float]]]()
 recorder_key = pytest.StashKey[RunRecorder]()
-#: per xdist worker: seconds waited on other workers' builds, FINN imports.
+#: per xdist worker: seconds waited on other workers' builds, FINN imports, processes.
 worker_stats_key = pytest.StashKey[list[dict[str, float]]]()
 
 
@@ -109,6 +107,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "its own subtrees and lets idle workers steal; 'xdist' keeps xdist's load scheduling. "
         "Other --dist modes are left as they are",
     )
+    group.addoption(
+        "--brainsmith-workers",
+        metavar="N",
+        help="worker processes that build segments (default 'auto': the cores this process "
+        "may use, shared among xdist workers; 0 builds inline in the pytest process, for pdb)",
+    )
+    group.addoption(
+        "--brainsmith-timeout",
+        metavar="SECONDS",
+        help="end a segment's build after this long (e.g. 600, 90s, 2h) and fail its designs; "
+        "a blueprint's own `timeout:` wins",
+    )
+    group.addoption(
+        "--brainsmith-max-memory",
+        metavar="SIZE",
+        help="memory a segment's build may allocate (e.g. 4G); past it the build fails",
+    )
+    parser.addini(
+        "brainsmith_workers", default="", help="worker processes (default auto; 0 = inline)"
+    )
+    parser.addini("brainsmith_timeout", default="", help="per-segment build timeout")
+    parser.addini("brainsmith_max_memory", default="", help="per-segment memory limit")
     parser.addini(
         "brainsmith_blueprints",
         type="linelist",
@@ -127,21 +147,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "brainsmith_results", default="", help="results store path ('none': do not write one)"
     )
-
-
-def cache_dir(config: pytest.Config) -> Path:
-    chosen = (
-        config.getoption("brainsmith_cache")
-        or os.environ.get("BRAINSMITH_CACHE")
-        or config.getini("brainsmith_cache")
-    )
-    if chosen:
-        return Path(chosen).expanduser().absolute()
-    return build_dir(config) / "cache"
-
-
-def build_dir(config: pytest.Config) -> Path:
-    return config.rootpath / config.getini("brainsmith_build_dir")
 
 
 def _results_path(config: pytest.Config) -> Path | None:
@@ -165,48 +170,29 @@ def _tree_dir(config: pytest.Config) -> Path | None:
     return build_dir(config) / "trees"
 
 
-def _max_designs(config: pytest.Config) -> int:
-    for value in (
-        config.getoption("brainsmith_max_designs"),
-        os.environ.get("BRAINSMITH_MAX_COMBINATIONS"),
-        config.getini("brainsmith_max_designs"),
-    ):
-        if value not in (None, ""):
-            try:
-                return int(value)
-            except ValueError:
-                raise pytest.UsageError(
-                    f"brainsmith max designs: expected an integer, got {value!r}"
-                ) from None
-    return DEFAULT_MAX_DESIGNS
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return bool(
+        config.pluginmanager.hasplugin("xdist")
+        and config.getoption("numprocesses", None)
+        and not hasattr(config, "workerinput")
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("brainsmith_prune") and config.pluginmanager.hasplugin("xdist"):
-        if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
-            # the xdist controller collects nothing, so it cannot tell what is in use
-            raise pytest.UsageError("--brainsmith-prune needs a run without -n (pytest-xdist)")
+    if config.getoption("brainsmith_prune") and _is_xdist_controller(config):
+        # the xdist controller collects nothing, so it cannot tell what is in use
+        raise pytest.UsageError("--brainsmith-prune needs a run without -n (pytest-xdist)")
     config.pluginmanager.register(designs, "brainsmith-designs")  # marker + design fixture
-    config.stash[registry_key] = finn_registry()
-    config.stash[max_designs_key] = _max_designs(config)
-    config.stash[tools_key] = available_tools()
-    workerinput = getattr(config, "workerinput", None)
-    run_id = workerinput.get("brainsmith_run_id") if workerinput else None
-    config._brainsmith_run_id = run_id or uuid.uuid4().hex  # type: ignore[attr-defined]
-    config.stash[explorer_key] = Explorer(
-        SegmentCache(cache_dir(config)),
-        hook=config.hook,
-        retry_failed=config.getoption("brainsmith_retry_failed"),
-        rebuild=config.getoption("brainsmith_rebuild"),
-        run_id=config._brainsmith_run_id,  # type: ignore[attr-defined]
-        keep_step_models=config.getoption("brainsmith_keep_step_models"),
-    )
-    if workerinput is None and not config.getoption("collectonly"):
+    config.stash[run_key] = make_run_context(config)
+    collect_only = config.getoption("collectonly")
+    if not _is_xdist_controller(config) and not collect_only:
+        config.pluginmanager.register(EngineSession(config), "brainsmith-engine")
+    if getattr(config, "workerinput", None) is None and not collect_only:
         # the controller (or the only process) reports; workers send it their records
         results = _results_path(config)
         recorder = RunRecorder(
             config,
-            config._brainsmith_run_id,  # type: ignore[attr-defined]
+            run_context(config).run_id,
             ResultsStore(results) if results else None,
             _tree_dir(config),
         )
@@ -216,6 +202,64 @@ def pytest_configure(config: pytest.Config) -> None:
             from ..views.html_report import HtmlReportPlugin
 
             config.pluginmanager.register(HtmlReportPlugin(recorder), "brainsmith-html")
+
+
+class EngineSession:
+    """The role of a process that runs tests: after collection the engine gets every
+    design the selected items need (``-k``, ``-m``, ``--lf`` and ``--deselect`` have
+    already narrowed them) and starts building as items wait; at the end it stops
+    its workers. SIGTERM ends the run as Ctrl-C does, with a summary and the store."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._previous_sigterm: Any = None
+
+    @property
+    def engine(self) -> Engine:
+        return run_context(self.config).engine
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.config.getoption("brainsmith_prune"):
+            return
+        leaves: list[Segment] = []
+        for item in session.items:
+            if isinstance(item, DesignItem):
+                leaves.append(item.segment)
+                continue
+            callspec = getattr(item, "callspec", None)
+            param = callspec.params.get("design") if callspec is not None else None
+            if isinstance(param, Segment):  # a @pytest.mark.brainsmith test
+                leaves.append(param)
+        self.engine.submit(leaves)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        stopped = (
+            exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail
+        )
+        # an xdist worker that ran out of items lets its running builds finish: another
+        # worker may be waiting for them
+        drain = hasattr(self.config, "workerinput") and not stopped
+        self.engine.shutdown(cancel=not drain)
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in self.engine.built]
+            workeroutput["brainsmith_process"] = _process_stats(self.engine)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if not self.engine.closed:  # the session ended early (an error before sessionfinish)
+            self.engine.shutdown(cancel=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 @pytest.hookimpl(trylast=True)
@@ -237,7 +281,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     from ..views.status import StatusLine
 
-    line = StatusLine(config.stash[explorer_key].cache.base / "running", tty, reporter)
+    engine = run_context(config).engine
+    progress = None if _is_xdist_controller(config) else engine.progress
+    line = StatusLine(engine.cache.base / "running", tty, reporter, progress=progress)
     config.pluginmanager.register(line, "brainsmith-status")
     line.start()
 
@@ -249,7 +295,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if isinstance(item, DesignItem) and (
         call.when == "call" or (call.when == "setup" and report.outcome != "passed")
     ):
-        report.brainsmith = item.record()
+        try:
+            report.brainsmith = item.record()
+        except Exception as exc:  # a record must never cost the run its session
+            report.brainsmith = {
+                "nodeid": item.nodeid,
+                "blueprint": item.nodeid.split("::", 1)[0],
+                "choices": item.choices,
+                "segments": [],
+                "error": f"brainsmith could not build this design's record: {exc!r}",
+            }
         if item.config.getoption("htmlpath", None):
             from ..views.html_report import design_extras
 
@@ -270,7 +325,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist controller: every worker shares this run's id (for --brainsmith-rebuild)."""
-    node.workerinput["brainsmith_run_id"] = node.config._brainsmith_run_id
+    node.workerinput["brainsmith_run_id"] = run_context(node.config).run_id
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> BlueprintFile | None:
@@ -281,11 +336,15 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> BlueprintF
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    tools = config.stash[tools_key]
-    missing = ", ".join(sorted(t for t, why in tools.items() if why)) or "none"
+    context = run_context(config)
+    missing = ", ".join(sorted(t for t, why in context.tools.items() if why)) or "none"
+    workers = context.engine.workers
+    pool = (
+        f"{workers} worker process(es)" if workers else "building inline (--brainsmith-workers 0)"
+    )
     return [
         f"brainsmith: FINN {finn_catalog.FINN_VERSION} (finn-plus), cache {cache_dir(config)}, "
-        f"missing tools: {missing}"
+        f"{pool}, missing tools: {missing}"
     ]
 
 
@@ -295,12 +354,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if getattr(session.config, "workerinput", None) is not None:
         return
-    explorer = session.config.stash[explorer_key]
+    engine = run_context(session.config).engine
     keep: set[str] = set()
     for item in session.items:
         if isinstance(item, DesignItem):
-            keep.update(k for k in (explorer.key(s) for s in item.segment.chain()) if k)
-    cache = explorer.cache
+            keep.update(k for k in (engine.key(s) for s in item.segment.chain()) if k)
+    cache = engine.cache
     unused = [e.key for e in cache.entries() if e.key not in keep]
     unused += [f.key for f in cache.failures() if f.key not in keep]
     size = sum(cache.size_bytes(k) for k in unused)
@@ -319,17 +378,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     )
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """xdist worker: hand what this worker built to the controller for the summary."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    explorer = session.config.stash.get(explorer_key, None)
-    if workeroutput is not None and explorer is not None:
-        workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in explorer.built]
-        workeroutput["brainsmith_process"] = _process_stats(explorer)
-
-
-def _process_stats(explorer: Explorer) -> dict[str, float]:
-    return {"waited": round(explorer.waited, 3), "finn_imports": finn_runner.import_count}
+def _process_stats(engine: Engine) -> dict[str, float]:
+    return {
+        "waited": round(engine.waited, 3),
+        "finn_imports": finn_runner.import_count,
+        "processes": engine.processes,
+    }
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -342,10 +396,11 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    explorer = config.stash.get(explorer_key, None)
-    if explorer is None:
+    context = config.stash.get(run_key, None)
+    if context is None:
         return
-    builds = [(r.status, r.seconds) for r in explorer.built]
+    engine = context.engine
+    builds = [(r.status, r.seconds) for r in engine.built]
     builds += config.stash.get(worker_builds_key, [])
     recorder = config.stash.get(recorder_key, None)
     lines = recorder.summary_lines() if recorder is not None else []
@@ -356,14 +411,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("-", "brainsmith")
     for line in lines:
         terminalreporter.write_line(line)
-    stats = config.stash.get(worker_stats_key, []) or [_process_stats(explorer)]
+    stats = config.stash.get(worker_stats_key, []) or [_process_stats(engine)]
     imports = sum(int(s["finn_imports"]) for s in stats)
+    processes = sum(int(s.get("processes", 0)) for s in stats)
     waited = sum(s["waited"] for s in stats)
     terminalreporter.write_line(
         f"this run built {built} segments, {failed} failed "
-        f"({sum(seconds for _, seconds in builds):.1f} s of FINN); cache {explorer.cache.root}"
+        f"({sum(seconds for _, seconds in builds):.1f} s of FINN); cache {engine.cache.root}"
     )
     terminalreporter.write_line(
-        f"FINN imported by {imports} process(es); {waited:.1f} s waited on segments "
-        "another process was building"
+        f"FINN imported by {imports} process(es); {processes} worker process(es) started; "
+        f"{waited:.1f} s waited on segments another process was building"
     )

@@ -15,47 +15,25 @@ import pytest
 from _pytest._code.code import ExceptionChainRepr, ReprFileLocation, ReprTracebackNative
 from _pytest.fixtures import TopRequest
 
-from ..core.blueprint import load_design_space
-from ..core.cache import CacheError
+from ..core.engine import EngineClosed, segment_label
 from ..core.errors import BlueprintError, RegistryError
-from ..core.expectations import Expectation, for_design
-from ..core.explorer import Explorer, SegmentResult, segment_label
-from ..core.tree import ExecutionTree, Segment, build_execution_tree
-from ..finn.runner import FinnUnavailable
-from ..views.records import KEY_METRICS, jsonable
-
-explorer_key = pytest.StashKey[Explorer]()
-registry_key = pytest.StashKey[Any]()
-max_designs_key = pytest.StashKey[int]()
-tools_key = pytest.StashKey[dict[str, str | None]]()
-
-
-def skip_without_tools(leaf: Segment, tools: dict[str, str | None]) -> None:
-    """Skip a design whose steps need a tool (Vivado, Vitis HLS) this machine lacks."""
-    for step in leaf.path_steps():
-        missing = [tools[tool] for tool in sorted(step.needs) if tools.get(tool)]
-        if missing:
-            pytest.skip(f"step {step.name} cannot run here: {'; '.join(missing)}")
+from ..core.outcomes import DesignOutcome, SegmentOutcome
+from ..core.tree import Segment
+from ..views.records import KEY_METRICS
+from .run_context import run_context
 
 
 class BlueprintFile(pytest.File):
     """A blueprint YAML file; collects its execution tree."""
 
-    tree: ExecutionTree | None = None
-
     def collect(self) -> list[pytest.Item | pytest.Collector]:
-        registry = self.config.stash[registry_key].copy()
         try:
-            self.ihook.pytest_brainsmith_register(registry=registry)
-            space = load_design_space(
-                self.path, registry, max_designs=self.config.stash[max_designs_key]
-            )
+            tree = run_context(self.config).tree(self.path, self.ihook)
         except (BlueprintError, RegistryError) as exc:
             raise self.CollectError(str(exc)) from None
-        if space is None:  # abstract: only a parent for others to extend
+        if tree is None:  # abstract: only a parent for others to extend
             return []
-        self.tree = build_execution_tree(space)
-        return [_node(self, self.tree.root)]
+        return [_node(self, tree.root)]
 
 
 def _node(parent: pytest.Collector, segment: Segment) -> pytest.Item | pytest.Collector:
@@ -82,28 +60,52 @@ class SegmentCollector(pytest.Collector):
         )
 
 
-class DesignBuildFailed(Exception):
-    def __init__(self, result: SegmentResult, designs_below: int) -> None:
-        super().__init__(result.error)
-        self.result = result
-        self.designs_below = designs_below
+class DesignNotBuilt(Exception):
+    """A segment on the design's path failed (now or in an earlier run) or could not run."""
+
+    def __init__(self, outcome: DesignOutcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
 
 
 class ExpectationsFailed(Exception):
-    def __init__(self, misses: list[tuple[Expectation, Any]]) -> None:
-        super().__init__(f"{len(misses)} expectation(s) not met")
-        self.misses = misses
+    def __init__(self, outcome: DesignOutcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+def control_flow(outcome: DesignOutcome) -> None:
+    """Skip or fail the test as the run decided: a tool is missing, a step called
+    pytest.skip()/pytest.fail(), or the run stopped before the design was built."""
+    if outcome.status == "skipped":
+        pytest.skip(outcome.reason or "skipped")
+    if outcome.status == "cancelled":
+        pytest.skip(outcome.reason or "not built: the run stopped first")
+    if outcome.status == "aborted":
+        cause = outcome.failure
+        control = (cause.control if cause else None) or {}
+        message = control.get("message") or (outcome.reason or "")
+        if control.get("type") == "Skipped":
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+
+
+def design_outcome(config: pytest.Config, leaf: Segment) -> DesignOutcome:
+    """The design's outcome from the engine (building it if needed)."""
+    try:
+        return run_context(config).engine.design(leaf)
+    except EngineClosed as exc:
+        pytest.skip(f"not built: {exc}")
 
 
 class DesignItem(pytest.Item):
-    """One design: a root-to-leaf path of the execution tree."""
+    """One design: a root-to-leaf path of the execution tree. Its test is one call into
+    the engine; the verdict and the record come from the design's outcome."""
 
     def __init__(self, *, segment: Segment, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.segment = segment
-        self.results: list[SegmentResult] = []
-        self.estimates: dict[str, Any] = {}
-        self.checked: list[tuple[Expectation, Any]] = []  # every expectation and its value
+        self.outcome: DesignOutcome | None = None
         # autouse and usefixtures fixtures, as pytest's own DoctestItem does
         self.fixturenames: list[str] = []
         self.funcargs: dict[str, Any] = {}
@@ -121,113 +123,59 @@ class DesignItem(pytest.Item):
         self._request._fillfixtures()
         for name, value in self.choices.items():
             self.user_properties.append((f"brainsmith.choice.{name}", value))
-        skip_without_tools(self.segment, self.config.stash[tools_key])
+        engine = run_context(self.config).engine
+        if engine.unrunnable(self.segment):
+            self.outcome = engine.design(self.segment)  # skipped, nothing built
+            control_flow(self.outcome)
 
     def runtest(self) -> None:
-        explorer = self.config.stash[explorer_key]
-        result = explorer.ensure(self.segment)
-        self.results = explorer.chain_results(self.segment)
-        if not result.ok:
-            failing = next(s for s in self.segment.chain() if explorer.result(s) is result)
-            raise DesignBuildFailed(result, failing.designs)
-        self.estimates = explorer.estimates(self.segment)
+        self.outcome = outcome = design_outcome(self.config, self.segment)
+        control_flow(outcome)
+        if outcome.failure is not None:
+            raise DesignNotBuilt(outcome)
         for metric, _title, _better in KEY_METRICS:
-            if metric in self.estimates:
-                self.user_properties.append((f"brainsmith.{metric}", self.estimates[metric]))
-        self.checked = [
-            (expectation, self.estimates.get(expectation.metric))
-            for expectation in for_design(self.segment.tree.space.expect, self.choices)
-        ]
-        misses = [(e, v) for e, v in self.checked if v is None or not e.holds(v)]
-        if misses:
-            raise ExpectationsFailed(misses)
+            if metric in outcome.estimates:
+                self.user_properties.append((f"brainsmith.{metric}", outcome.estimates[metric]))
+        if outcome.status != "passed":
+            raise ExpectationsFailed(outcome)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, DesignBuildFailed):
-            return _describe_build_failure(excinfo.value)
-        if isinstance(excinfo.value, CacheError):
-            return f"brainsmith cache error: {excinfo.value}"
-        if isinstance(excinfo.value, FinnUnavailable):
-            return f"brainsmith: {excinfo.value}"
+        if isinstance(excinfo.value, DesignNotBuilt):
+            return describe_not_built(excinfo.value.outcome)
         if isinstance(excinfo.value, ExpectationsFailed):
-            return self._describe_misses(excinfo.value)
+            return self._describe_misses(excinfo.value.outcome)
         return super().repr_failure(excinfo, style=style)
 
-    def _describe_misses(self, exc: ExpectationsFailed) -> ExceptionChainRepr:
+    def _describe_misses(self, outcome: DesignOutcome) -> ExceptionChainRepr:
         lines = ["design does not meet the blueprint's expectations:"]
-        short = []
-        for expectation, value in exc.misses:
+        for expectation, value in outcome.misses:
             got = "not reported" if value is None else f"{value:g}"
             lines.append(
                 f"  {expectation}: got {expectation.metric} = {got}  (from {expectation.source})"
             )
-            short.append(f"{expectation}: got {got}")
-        report_dir = self.estimates.get("report_dir")
+        report_dir = outcome.report_dir
         if report_dir:
             lines.append(f"  reports: {report_dir}")
-        summary = "expectations not met: " + "; ".join(short)
-        return failure_repr(summary, lines, Path(report_dir) if report_dir else self.path)
+        location = Path(report_dir) if report_dir else self.path
+        return failure_repr(outcome.reason or "expectations not met", lines, location)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         choices = ", ".join(f"{k}={v}" for k, v in self.choices.items()) or "single design"
         return self.path, None, f"design {choices}"
 
     def record(self) -> dict[str, Any]:
-        """This design as JSON data for the reports and the results store (see records.py)."""
-        explorer = self.config.stash[explorer_key]
-        space = self.segment.tree.space
-        segments = []
-        for segment in self.segment.chain():
-            result = explorer.result(segment)
-            label = segment_label(segment)
-            if result is None:
-                status = "not-run"
-            elif result.segment != label:
-                status = "blocked"  # below a failed segment
-            else:
-                status = result.status
-            own = result is not None and result.segment == label
-            segments.append(
-                {
-                    "path": label,
-                    "name": segment.name,
-                    "choice": dict([segment.choice.describe()]) if segment.choice else None,
-                    "steps": len(segment.steps),
-                    "step_names": [s.qualified for s in segment.steps],
-                    "status": status,
-                    "key": explorer.key(segment),
-                    "seconds": result.seconds if own and result else 0.0,
-                    "log": result.log if own and result else None,
-                    "step_seconds": result.step_seconds if own and result else {},
-                }
+        """This design as JSON data for the reports and the results store."""
+        outcome = self.outcome
+        if outcome is None:  # setup failed before the engine was asked: nothing built
+            engine = run_context(self.config).engine
+            chain = self.segment.chain()
+            outcome = DesignOutcome(
+                self.segment,
+                "error",
+                [SegmentOutcome(segment_label(s), engine.key(s), "not-run") for s in chain],
+                [engine.key(s) for s in chain],
             )
-        failing = next((r for r in self.results if not r.ok), None)
-        estimates = {k: v for k, v in self.estimates.items() if k not in ("layers", "report_dir")}
-        return jsonable(
-            {
-                "nodeid": self.nodeid,
-                "order": self.segment.index,  # the leaf's place in the tree
-                "blueprint": self.nodeid.split("::", 1)[0],
-                "blueprint_name": space.name,
-                "choices": self.choices,
-                "config": self.segment.config(),
-                "estimates": estimates,
-                "layers": self.estimates.get("layers", {}),
-                "report_dir": self.estimates.get("report_dir"),
-                "expectations": [
-                    {"expect": str(e), "value": v, "met": v is not None and e.holds(v)}
-                    for e, v in self.checked
-                ],
-                "segments": segments,
-                "finn_seconds": round(sum(s["seconds"] for s in segments), 3),
-                "cache_key": explorer.key(self.segment),
-                "final_model": self.results[-1].output_model
-                if self.results and self.results[-1].ok
-                else None,
-                "error": failing.error if failing else None,
-                "failed_step": failing.step if failing else None,
-            }
-        )
+        return outcome.record(self.nodeid)
 
 
 def failure_repr(summary: str, lines: list[str], location: Path) -> ExceptionChainRepr:
@@ -249,24 +197,45 @@ def failure_repr(summary: str, lines: list[str], location: Path) -> ExceptionCha
     )
 
 
-def _describe_build_failure(exc: DesignBuildFailed) -> ExceptionChainRepr:
-    result = exc.result
+def describe_not_built(outcome: DesignOutcome) -> ExceptionChainRepr:
+    """Why the design was not built: the failing segment, its step, error, log."""
+    cause = outcome.failure
+    assert cause is not None
+    if cause.status == "error":
+        lines = [f"brainsmith could not build segment {cause.segment}: {cause.error}"]
+        lines += [f"  (not recorded: the machine's fault, not the design's; {cause.kind})"]
+        if cause.traceback:
+            lines += textwrap.indent(cause.traceback.strip(), "    ").splitlines()[-15:]
+        summary = f"brainsmith: {cause.error}".splitlines()[0]
+        return failure_repr(summary, lines, Path(cause.log) if cause.log else Path(cause.segment))
+    leaf = outcome.leaf
+    below = next(
+        (
+            s.designs
+            for s, o in zip(leaf.chain(), outcome.segments, strict=True)
+            if o is cause or o.root_cause is cause
+        ),
+        1,
+    )
     when = (
         "in an earlier run (recorded; --brainsmith-retry-failed rebuilds it)"
-        if result.status == "failed-before"
+        if cause.status == "failed-before"
         else "in this run"
     )
     lines = [
-        f"segment {result.segment} failed {when}",
-        f"  step:  {result.step}",
-        f"  error: {result.error}",
-        f"  log:   {result.log}",
-        f"  every design below this segment ({exc.designs_below}) fails with this cause; it was built once",
+        f"segment {cause.segment} failed {when}",
+        f"  step:  {cause.step}",
+        f"  error: {cause.error}",
+        f"  log:   {cause.log}",
+        f"  every design below this segment ({below}) fails with this cause; it was built once",
     ]
-    if result.traceback:
-        tail = result.traceback.strip().splitlines()[-12:]
-        lines.append("  traceback (last lines):")
+    if cause.traceback:
+        tail = cause.traceback.strip().splitlines()[-12:]
+        lines.append(
+            "  traceback (last lines):" if cause.kind == "exception" else "  output (last lines):"
+        )
         lines.extend(textwrap.indent("\n".join(tail), "    ").splitlines())
-    earlier = " in an earlier run" if result.status == "failed-before" else ""
-    summary = f"segment {result.segment} failed{earlier} at step {result.step}: {result.error}"
-    return failure_repr(summary, lines, Path(result.log) if result.log else Path(result.segment))
+    earlier = " in an earlier run" if cause.status == "failed-before" else ""
+    error = (cause.error or "").splitlines()[0] if cause.error else ""
+    summary = f"segment {cause.segment} failed{earlier} at step {cause.step}: {error}"
+    return failure_repr(summary, lines, Path(cause.log) if cause.log else Path(cause.segment))

@@ -3,7 +3,7 @@
 Reports are the one channel that reaches the pytest controller from every
 xdist worker, so everything the html report, the junit properties, the terminal
 summary, the tree export and the results store show about a design is in this
-record; none of them needs the worker's Explorer or the execution tree.
+record; none of them needs the worker's engine or the execution tree.
 """
 
 from __future__ import annotations

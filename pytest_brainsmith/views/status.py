@@ -1,98 +1,44 @@
-"""Live status of long builds.
+"""The live status line: builds in progress and the engine's pool, on one line.
 
-Whoever builds a segment (this process, an xdist worker, another session, another
-host on the shared cache) keeps a small JSON file in ``<cache>/v1/running/`` up
-to date: which segment, which step, since when. A second terminal can watch it
-(``watch cat build/brainsmith/cache/v1/running/*.json``), and the pytest process
-at the terminal shows it as one status line, refreshed every second, that it
-clears before pytest prints anything. Nothing is shown when output is not a
-terminal, so CI logs stay clean.
+The pytest process at a terminal shows the oldest build in progress (from the status
+files of ``core.progress``, whoever builds it) and its own pool (done / running /
+queued, time left), refreshed every second and cleared before pytest prints anything.
+Nothing is shown when output is not a terminal, so CI logs stay clean.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import pytest
 
-
-class StatusFile:
-    """The running/<key>.json file of one segment build."""
-
-    def __init__(self, running_dir: Path, key: str, segment: str, steps: list[str]) -> None:
-        self.path = running_dir / f"{key}.json"
-        self.data: dict[str, Any] = {
-            "segment": segment,
-            "key": key,
-            "steps": steps,
-            "step": None,
-            "step_index": 0,
-            "started": time.time(),
-            "step_started": time.time(),
-            "pid": os.getpid(),
-            "host": os.uname().nodename,
-        }
-
-    def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.data))
-        os.replace(tmp, self.path)  # readers never see half a file
-
-    def step(self, name: str) -> None:
-        self.data.update(
-            step=name, step_index=self.data["step_index"] + 1, step_started=time.time()
-        )
-        with contextlib.suppress(OSError):  # status must never fail a build
-            self.write()
+from ..core.progress import running
 
 
-@contextlib.contextmanager
-def building(running_dir: Path, key: str, segment: str, steps: list[str]) -> Iterator[StatusFile]:
-    status = StatusFile(running_dir, key, segment, steps)
-    with contextlib.suppress(OSError):
-        status.write()
-    try:
-        yield status
-    finally:
-        with contextlib.suppress(OSError):
-            status.path.unlink()
-
-
-def _alive(entry: dict[str, Any]) -> bool:
-    if entry.get("host") != os.uname().nodename:
-        return True  # another host: trust the file
-    try:
-        os.kill(int(entry["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        return False
-    return True
-
-
-def running(running_dir: Path) -> list[dict[str, Any]]:
-    """The builds in progress, oldest first (files of dead local processes skipped)."""
-    found = []
-    for path in running_dir.glob("*.json"):
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if _alive(entry):
-            found.append(entry)
-    return sorted(found, key=lambda e: e.get("started", 0))
-
-
-def describe(entries: list[dict[str, Any]], now: float | None = None) -> str:
-    """One line: the oldest build in progress, and how many more."""
-    if not entries:
+def describe_pool(progress: dict[str, Any]) -> str:
+    """``5/55 segments done, 2 running, 48 queued, ~40 s left``, or "" when idle."""
+    running, queued = len(progress.get("running", [])), progress.get("queued", 0)
+    if not running and not queued:
         return ""
+    done = progress.get("done", 0)
+    left = progress.get("seconds_left", 0.0)
+    return (
+        f"{done}/{done + running + queued} segments done, {running} running, {queued} queued, "
+        f"~{left:.0f} s left"
+    )
+
+
+def describe(
+    entries: list[dict[str, Any]], now: float | None = None, pool: dict[str, Any] | None = None
+) -> str:
+    """One line: the pool's progress, the oldest build in progress and how many more."""
+    head = describe_pool(pool) if pool else ""
+    if not entries:
+        return f"brainsmith: {head}" if head else ""
     now = time.time() if now is None else now
     first = entries[0]
     segment = first["segment"].split("::", 1)[-1]
@@ -103,14 +49,22 @@ def describe(entries: list[dict[str, Any]], now: float | None = None) -> str:
     )
     if len(entries) > 1:
         line += f" +{len(entries) - 1} more"
-    return line
+    return line.replace("brainsmith: ", f"brainsmith: {head} | ", 1) if head else line
 
 
 class StatusLine:
     """A one-line live display on the terminal while segments build."""
 
-    def __init__(self, running_dir: Path, tty: TextIO, reporter: Any, interval: float = 1.0):
+    def __init__(
+        self,
+        running_dir: Path,
+        tty: TextIO,
+        reporter: Any,
+        interval: float = 1.0,
+        progress: Callable[[], dict[str, Any]] | None = None,
+    ):
         self.running_dir = running_dir
+        self.progress = progress
         self.tty = tty
         self.reporter = reporter
         self.interval = interval
@@ -124,7 +78,11 @@ class StatusLine:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            line = describe(running(self.running_dir))
+            try:
+                pool = self.progress() if self.progress is not None else None
+            except Exception:  # the engine changed under us: show the next tick
+                pool = None
+            line = describe(running(self.running_dir), pool=pool)
             with self._lock:
                 if line:
                     self._show(line)

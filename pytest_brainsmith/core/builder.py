@@ -1,0 +1,142 @@
+"""One segment into the cache: what a worker process (or, inline, the caller) runs.
+
+The caller holds the key's lock and has made the staging directory. The segment is
+built there through the FINN adapter, then published as an entry by one rename, or
+recorded as a failure if its own steps failed. The answer is a small dict, sent
+back through a pipe: artifacts stay in the cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..finn import runner as finn_runner
+from . import progress
+from .cache import CacheError, SegmentCache
+from .registry import Step
+from .units import format_size
+
+#: OSErrors that say the disk or quota is full: not recorded as a design's failure.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+@dataclass
+class BuildSpec:
+    """Everything needed to build one segment (plain data and registered steps)."""
+
+    key: str
+    label: str
+    components: dict[str, Any]
+    path_steps: list[Step]
+    first: int  # index in path_steps of the segment's first step
+    input_model: Path
+    config: dict[str, Any]
+    generate_outputs: list[str]
+    staged: Path
+    work_dir: Path
+    run_id: str
+    keep_step_models: bool = False
+    limits: dict[str, float] = field(default_factory=dict)  # timeout, max_memory in force
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.path_steps[self.first :]
+
+
+def manifest_for(spec: BuildSpec, seconds: float, step_seconds: dict[str, float]) -> dict[str, Any]:
+    return {
+        "key": spec.key,
+        "components": spec.components,
+        "segment": spec.label,
+        "steps": [s.qualified for s in spec.steps],
+        "seconds": seconds,
+        "step_seconds": step_seconds,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_id": spec.run_id,
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+    }
+
+
+def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
+    """Build, then publish or record; returns the outcome as a small dict."""
+    started = time.time()
+    with progress.building(
+        cache.base / "running", spec.key, spec.label, [s.name for s in spec.steps]
+    ) as live:
+        outcome = finn_runner.build_into(
+            spec.staged,
+            path_steps=spec.path_steps,
+            first=spec.first,
+            input_model=spec.input_model,
+            config=spec.config,
+            generate_outputs=spec.generate_outputs,
+            work_dir=spec.work_dir,
+            keep_step_models=spec.keep_step_models,
+            on_step=live.step,
+        )
+    seconds = round(time.time() - started, 3)
+    manifest = manifest_for(spec, seconds, outcome.step_seconds)
+    answer: dict[str, Any] = {"seconds": seconds, "step_seconds": outcome.step_seconds}
+    if outcome.ok:
+        manifest["status"] = "ok"
+        try:
+            entry = cache.publish(spec.key, spec.staged, manifest)
+        except CacheError as exc:
+            return {**answer, "status": "error", "kind": "environment", "error": str(exc)}
+        return {**answer, "status": "built", "entry": str(entry.path)}
+    failure = outcome.failure
+    assert failure is not None
+    answer.update(step=failure.step, error=failure.error, traceback=failure.traceback)
+    if failure.control:
+        return {**answer, "status": "aborted", "kind": "control", "control": failure.control}
+    if failure.errno in ENVIRONMENT_ERRNOS:
+        # the machine's fault, not the design's: never recorded as a failure
+        return {
+            **answer,
+            "status": "error",
+            "kind": "environment",
+            "error": f"{failure.error} while building segment {spec.label} in {cache.root}; "
+            "nothing was recorded, earlier entries are intact",
+        }
+    kind = "exception"
+    if failure.memory and "max_memory" in spec.limits:
+        kind = "memory"
+        answer["error"] = (
+            f"exceeded the memory limit of {format_size(int(spec.limits['max_memory']))} "
+            f"({failure.error})"
+        )
+    return record_failure(spec, cache, manifest, answer, kind)
+
+
+def record_failure(
+    spec: BuildSpec,
+    cache: SegmentCache,
+    manifest: dict[str, Any],
+    answer: dict[str, Any],
+    kind: str,
+) -> dict[str, Any]:
+    """Record a lasting failure (the staging directory, with its logs, becomes it)."""
+    manifest.update(
+        status="failed",
+        kind=kind,
+        step=answer.get("step"),
+        error=answer.get("error"),
+        traceback=answer.get("traceback"),
+        limits=spec.limits,
+    )
+    try:
+        failure = cache.record_failure(spec.key, spec.staged, manifest)
+    except CacheError as exc:
+        return {**answer, "status": "error", "kind": "environment", "error": str(exc)}
+    return {
+        **answer,
+        "status": "failed",
+        "kind": kind,
+        "log": str(finn_runner.build_log(failure.path)),
+    }

@@ -1,0 +1,844 @@
+"""The engine: builds the segments designs need, as a task graph on worker processes.
+
+Every segment a submitted design needs is one task, keyed like its cache entry. A
+task waits for its parent, is then queued with the longest remaining work first (its
+own expected duration plus the longest chain below it, from the durations earlier
+builds recorded), and runs on a worker process (``workers``) when one is free. Task
+states follow Dask's scheduler: waiting -> ready -> running -> done, plus ``held``
+while another process (an xdist worker, another session) holds the key's lock: it is
+tried again shortly, without taking a worker.
+
+The engine has no thread of its own: it advances whenever its caller waits for a
+design (``design``, ``chain``, ``run``), so every worker is forked from the caller's
+main thread and a Ctrl-C reaches the caller, which ends the workers (``shutdown``).
+With ``workers=0`` segments are built inline, in the caller, in the order they are
+asked for (for pdb).
+
+What ends a segment, and whether it is recorded in the cache as the segment's lasting
+failure (a later run reports it without building again):
+
+- a step raised, the worker crashed (exit code, SIGSEGV...), ran past its timeout or
+  its memory limit: recorded (a timeout or memory failure stands only while the limit
+  is not raised);
+- the worker was killed from outside (SIGKILL: the OOM killer, a person), the disk
+  filled up, FINN cannot be imported: the machine's fault, not recorded;
+- a step called pytest.skip()/fail(): that run's verdict, not recorded;
+- Ctrl-C, SIGTERM, -x, the end of the run: the worker is killed, nothing recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from filelock import Timeout as LockTimeout
+
+from ..finn import runner as finn_runner
+from .builder import BuildSpec, build_segment, manifest_for, record_failure
+from .cache import Entry, Failure, SegmentCache
+from .expectations import for_design
+from .keys import segment_key
+from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
+from .tree import Segment
+from .workers import Worker, available_cores
+
+#: Seconds a step is assumed to take before any build of it was timed.
+DEFAULT_STEP_SECONDS = 1.0
+#: How often held tasks are tried again and running workers looked at, at most.
+POLL_SECONDS = 0.25
+DURATIONS_FILE = "durations.json"
+
+
+class EngineEvents(Protocol):
+    """Told around every segment this engine builds (not when reused)."""
+
+    def segment_start(self, segment: Segment, config: dict[str, Any], build_dir: str) -> None: ...
+
+    def segment_finish(self, segment: Segment, result: SegmentOutcome) -> None: ...
+
+
+class EngineClosed(RuntimeError):
+    """The engine was shut down (the run was interrupted) while a design was waited for."""
+
+
+class Task:
+    """One segment to build, keyed like its cache entry."""
+
+    __slots__ = (
+        "slot",
+        "segment",
+        "key",
+        "components",
+        "parent",
+        "children",
+        "state",
+        "outcome",
+        "priority",
+        "estimate",
+        "order",
+        "retry_at",
+        "held_since",
+        "worker",
+        "lock",
+        "spec",
+        "deadline",
+        "started",
+    )
+
+    def __init__(
+        self,
+        slot: tuple[str, str | None],
+        segment: Segment,
+        key: str | None,
+        components: dict[str, Any] | None,
+        parent: Task | None,
+        order: int,
+    ) -> None:
+        self.slot = slot
+        self.segment = segment
+        self.key = key
+        self.components = components
+        self.parent = parent
+        self.children: list[Task] = []
+        self.state = "new"  # new | waiting | ready | held | running | done
+        self.outcome: SegmentOutcome | None = None
+        self.priority = 0.0
+        self.estimate = 0.0
+        self.order = order
+        self.retry_at = 0.0
+        self.held_since: float | None = None
+        self.worker: Worker | None = None
+        self.lock: Any = None
+        self.spec: BuildSpec | None = None
+        self.deadline: float | None = None
+        self.started = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.slot[0]
+
+
+class Engine:
+    """Builds what designs need, each segment once, through the cache."""
+
+    def __init__(
+        self,
+        cache: SegmentCache,
+        *,
+        workers: int | None = None,
+        timeout: float | None = None,
+        max_memory: int | None = None,
+        retry_failed: bool = False,
+        rebuild: bool = False,
+        run_id: str = "",
+        keep_step_models: bool = False,
+        tools: dict[str, str | None] | None = None,
+        events: EngineEvents | None = None,
+    ) -> None:
+        self.cache = cache
+        self.workers = available_cores() if workers is None else max(0, workers)
+        self.timeout = timeout
+        self.max_memory = max_memory
+        self.retry_failed = retry_failed
+        self.rebuild = rebuild
+        self.run_id = run_id
+        self.keep_step_models = keep_step_models
+        self.tools = tools or {}
+        self.events = events
+        self._tasks: dict[tuple[str, str | None], Task] = {}
+        self._by_segment: dict[Segment, Task] = {}
+        self._keys: dict[Segment, tuple[str | None, dict[str, Any] | None]] = {}
+        self._ready: list[tuple[float, int, Task]] = []
+        self._held: list[Task] = []
+        self._running: list[Task] = []
+        self._order = itertools.count()
+        self._estimates: dict[str, dict[str, Any] | None] = {}
+        self._durations = self._load_durations()
+        self._finn_error: str | None = None
+        self._draining = False
+        self.closed = False
+        #: what this engine built (or failed to build) in this run
+        self.built: list[SegmentOutcome] = []
+        self.waited = 0.0  # seconds tasks were held by another process's build
+        self.processes = 0  # worker processes started
+
+    # -- keys ------------------------------------------------------------------------
+    def key(self, segment: Segment) -> str | None:
+        """The segment's cache key (a segment without steps has its parent's)."""
+        return self._key(segment)[0]
+
+    def _key(self, segment: Segment) -> tuple[str | None, dict[str, Any] | None]:
+        if segment in self._keys:
+            return self._keys[segment]
+        if not segment.steps:
+            value = self._key(segment.parent) if segment.parent else (None, None)
+        else:
+            parent_key = self.key(segment.parent) if segment.parent else None
+            space = segment.tree.space
+            config = segment.config()
+            config["generate_outputs"] = space.generate_outputs
+            value = segment_key(
+                segment.steps,
+                config,
+                parent_key=parent_key,
+                model=None if parent_key else space.model,
+            )
+        self._keys[segment] = value
+        return value
+
+    # -- limits ----------------------------------------------------------------------
+    def segment_timeout(self, segment: Segment) -> float | None:
+        """Seconds the segment may take: the blueprint's ``timeout`` (else the engine's)
+        plus the ``step_timeouts`` of its steps that have one; None if unbounded."""
+        space = segment.tree.space
+        default = getattr(space, "timeout", None) or self.timeout
+        per_step: dict[str, float] = getattr(space, "step_timeouts", None) or {}
+        specific = [per_step[s.name] for s in segment.steps if s.name in per_step]
+        rest = any(s.name not in per_step for s in segment.steps)
+        if rest and default is None:
+            return None
+        return sum(specific) + (default if rest and default else 0.0) or None
+
+    def segment_max_memory(self, segment: Segment) -> int | None:
+        return getattr(segment.tree.space, "max_memory", None) or self.max_memory
+
+    def _limits(self, segment: Segment) -> dict[str, float]:
+        limits: dict[str, float] = {}
+        timeout = self.segment_timeout(segment)
+        if timeout:
+            limits["timeout"] = timeout
+        memory = self.segment_max_memory(segment)
+        if memory:
+            limits["max_memory"] = memory
+        return limits
+
+    def unrunnable(self, leaf: Segment) -> str | None:
+        """Why the design cannot run on this machine (a step needs a missing tool)."""
+        for step in leaf.path_steps():
+            missing = [self.tools[t] for t in sorted(step.needs) if self.tools.get(t)]
+            if missing:
+                return f"step {step.name} cannot run here: {'; '.join(missing)}"
+        return None
+
+    # -- the task graph --------------------------------------------------------------
+    def _task(self, segment: Segment) -> Task:
+        task = self._by_segment.get(segment)
+        if task is not None:
+            return task
+        parent = self._task(segment.parent) if segment.parent is not None else None
+        key, components = self._key(segment)
+        slot = (segment_label(segment), key)
+        # a Python test's tree of a blueprint and the YAML items' tree hold equal
+        # segments: one task for both
+        task = self._tasks.get(slot)
+        if task is None:
+            task = Task(slot, segment, key, components, parent, next(self._order))
+            self._tasks[slot] = task
+            if parent is not None:
+                parent.children.append(task)
+        self._by_segment[segment] = task
+        return task
+
+    def submit(self, leaves: Iterable[Segment]) -> None:
+        """Schedule everything these designs need; work starts as the caller waits."""
+        new: list[Task] = []
+        for leaf in leaves:
+            if self.closed or self.unrunnable(leaf):
+                continue
+            for segment in leaf.chain():
+                task = self._task(segment)
+                if task.state == "new":
+                    task.state = "waiting"
+                    new.append(task)
+        if not new:
+            return
+        self._prioritize()
+        for task in new:
+            if task.state == "waiting" and (task.parent is None or task.parent.state == "done"):
+                self._make_ready(task)
+
+    def _estimate(self, task: Task) -> float:
+        return sum(
+            self._durations.get(finn_runner.checkpoint_name(s), DEFAULT_STEP_SECONDS)
+            for s in task.segment.steps
+        )
+
+    def _prioritize(self) -> None:
+        """Longest remaining work first: a task's own estimate plus the longest chain of
+        needed work below it (the critical path through it)."""
+        needed = [t for t in self._tasks.values() if t.state != "new"]
+        for task in sorted(needed, key=lambda t: -t.segment.depth):
+            task.estimate = self._estimate(task)
+            below = [c.priority for c in task.children if c.state != "new"]
+            task.priority = task.estimate + max(below, default=0.0)
+        self._ready = [(-t.priority, t.order, t) for t in needed if t.state == "ready"]
+        heapq.heapify(self._ready)
+
+    def _make_ready(self, task: Task) -> None:
+        parent = task.parent
+        if parent is not None and parent.outcome is not None and not parent.outcome.ok:
+            cause = parent.outcome.root_cause
+            self._finish(task, SegmentOutcome(task.label, task.key, "blocked", cause=cause))
+            return
+        if not task.segment.steps:
+            self._finish(
+                task,
+                SegmentOutcome(
+                    task.label,
+                    task.key,
+                    "passthrough",
+                    entry=parent.outcome.entry if parent and parent.outcome else None,
+                    output_model=parent.outcome.output_model
+                    if parent and parent.outcome
+                    else str(task.segment.tree.space.model),
+                ),
+            )
+            return
+        task.state = "ready"
+        heapq.heappush(self._ready, (-task.priority, task.order, task))
+
+    def _finish(self, task: Task, outcome: SegmentOutcome) -> None:
+        task.outcome = outcome
+        task.state = "done"
+        if outcome.status in ("built", "failed"):
+            self.built.append(outcome)
+            if self.events is not None:
+                self.events.segment_finish(task.segment, outcome)
+        for child in task.children:
+            if child.state == "waiting":
+                self._make_ready(child)
+
+    # -- waiting for designs ---------------------------------------------------------
+    def chain(self, leaf: Segment) -> list[SegmentOutcome]:
+        """Every segment outcome of the design, root first; builds what is missing."""
+        self.submit([leaf])
+        tasks = [self._task(s) for s in leaf.chain()]
+        if tasks[-1].state == "new":  # not submitted: the engine is closed
+            raise EngineClosed("the run was stopped before this design was built")
+        while tasks[-1].state != "done":
+            if self.closed:
+                raise EngineClosed("the run was stopped before this design was built")
+            self._advance(tasks)
+        return [t.outcome for t in tasks if t.outcome is not None]
+
+    def design(self, leaf: Segment) -> DesignOutcome:
+        """The design's outcome: built (or not), its estimates, its expectations."""
+        keys = [self.key(s) for s in leaf.chain()]
+        reason = self.unrunnable(leaf)
+        if reason:
+            skipped = [
+                SegmentOutcome(segment_label(s), self.key(s), "skipped") for s in leaf.chain()
+            ]
+            return DesignOutcome(leaf, "skipped", skipped, keys, reason=reason)
+        chain = self.chain(leaf)
+        failing = next((o for o in chain if not o.ok), None)
+        if failing is not None:
+            cause = failing.root_cause
+            status = {"aborted": "aborted", "cancelled": "cancelled", "error": "error"}.get(
+                cause.status, "failed"
+            )
+            return DesignOutcome(leaf, status, chain, keys, reason=describe_failure(cause))
+        estimates = self.estimates(leaf)
+        space = leaf.tree.space
+        choices = dict(c.describe() for c in leaf.choices())
+        checked = [(e, estimates.get(e.metric)) for e in for_design(space.expect, choices)]
+        outcome = DesignOutcome(leaf, "passed", chain, keys, estimates, checked)
+        if outcome.misses:
+            outcome.status = "failed"
+            outcome.reason = "expectations not met: " + "; ".join(
+                f"{e}: got {_number(v)}" for e, v in outcome.misses
+            )
+        return outcome
+
+    def run(self) -> None:
+        """Build everything submitted."""
+        while not self.closed and any(t.state not in ("new", "done") for t in self._tasks.values()):
+            self._advance(None)
+
+    def estimates(self, leaf: Segment) -> dict[str, Any]:
+        """The design's FINN estimates, from the last segment that wrote reports."""
+        for segment in reversed(leaf.chain()):
+            outcome = self._task(segment).outcome
+            if outcome is None or outcome.entry is None:
+                continue
+            if outcome.entry not in self._estimates:
+                try:
+                    self._estimates[outcome.entry] = finn_runner.read_estimates(Path(outcome.entry))
+                except (OSError, ValueError):
+                    self._estimates[outcome.entry] = None
+            found = self._estimates[outcome.entry]
+            if found is not None:
+                return found
+        return {}
+
+    # -- one turn of the scheduler -----------------------------------------------------
+    def _advance(self, target: list[Task] | None) -> None:
+        if self.workers == 0:
+            self._advance_inline(target)
+            return
+        self._start_ready()
+        if not (self._running or self._held or self._ready):
+            if target is not None and target[-1].state != "done":
+                raise RuntimeError(f"brainsmith engine stalled waiting for {target[-1].label}")
+            return
+        self._wait_for_workers()
+        self._collect()
+        self._enforce_deadlines()
+        self._retry_held()
+
+    def _advance_inline(self, target: list[Task] | None) -> None:
+        pending = (
+            target
+            if target is not None
+            else sorted(
+                (t for t in self._tasks.values() if t.state in ("ready", "held")),
+                key=lambda t: (-t.priority, t.order),
+            )
+        )
+        task = next((t for t in pending if t.state in ("ready", "held")), None)
+        if task is None:
+            if target is not None and target[-1].state != "done":
+                raise RuntimeError(f"brainsmith engine stalled waiting for {target[-1].label}")
+            return
+        self._start(task, inline=True)
+
+    def _start_ready(self) -> None:
+        while self._ready and not self._draining and len(self._running) < self.workers:
+            _, _, task = heapq.heappop(self._ready)
+            if task.state == "ready":
+                self._start(task, inline=False)
+
+    def _start(self, task: Task, *, inline: bool) -> None:
+        found = self._from_cache(task)
+        if found is not None:
+            self._finish(task, found)
+            return
+        assert task.key is not None
+        lock = self.cache.lock(task.key)
+        try:
+            if inline:
+                asked = time.perf_counter()
+                lock.acquire()
+                self.waited += time.perf_counter() - asked
+            else:
+                lock.acquire(timeout=0)
+        except LockTimeout:
+            self._hold(task)
+            return
+        except OSError as exc:
+            self._finish(
+                task, self._error(task, f"cannot lock {task.key} in {self.cache.root}: {exc}")
+            )
+            return
+        self._unhold(task)
+        try:
+            found = self._from_cache(task)  # another process may have built it meanwhile
+            if found is None:
+                if self.cache.failure(task.key) is not None:
+                    self.cache.forget_failure(task.key)
+                spec = self._spec(task)
+        except BaseException:
+            lock.release()
+            raise
+        if found is not None:
+            lock.release()
+            self._finish(task, found)
+            return
+        task.lock, task.spec = lock, spec
+        if self.events is not None:
+            self.events.segment_start(task.segment, spec.config, str(spec.staged / "build"))
+        if inline:
+            try:
+                result = build_segment(spec, self.cache)
+            except BaseException:
+                self._release(task)
+                raise
+            self._complete(task, result)
+            return
+        error = self._import_finn()
+        if error is not None:
+            self._release(task)
+            self._finish(task, self._error(task, error))
+            return
+        held = (_lock_fd(t.lock) for t in self._running)
+        task.worker = Worker(
+            partial(build_segment, spec, self.cache),
+            output=spec.staged / "worker.log",
+            max_memory=int(spec.limits["max_memory"]) if "max_memory" in spec.limits else None,
+            close_fds=tuple(fd for fd in held if fd is not None),
+        )
+        self.processes += 1
+        task.state = "running"
+        task.started = time.monotonic()
+        timeout = spec.limits.get("timeout")
+        task.deadline = task.started + timeout if timeout else None
+        self._running.append(task)
+
+    def _import_finn(self) -> str | None:
+        """FINN once in this process, before the first fork: every worker has it."""
+        if self._finn_error is None:
+            try:
+                finn_runner.import_finn()
+            except finn_runner.FinnUnavailable as exc:
+                self._finn_error = str(exc)
+        return self._finn_error
+
+    def _spec(self, task: Task) -> BuildSpec:
+        segment = task.segment
+        space = segment.tree.space
+        path_steps = segment.path_steps()
+        parent = task.parent.outcome if task.parent is not None else None
+        input_model = Path(parent.output_model) if parent and parent.output_model else space.model
+        assert task.key is not None and task.components is not None
+        return BuildSpec(
+            key=task.key,
+            label=task.label,
+            components=task.components,
+            path_steps=path_steps,
+            first=len(path_steps) - len(segment.steps),
+            input_model=input_model,
+            config=segment.config(),
+            generate_outputs=list(space.generate_outputs),
+            staged=self.cache.new_staging(task.key),
+            work_dir=self.cache.fresh_work_dir(task.key),
+            run_id=self.run_id,
+            keep_step_models=self.keep_step_models,
+            limits=self._limits(segment),
+        )
+
+    def _hold(self, task: Task) -> None:
+        """Another process builds this key: try again shortly, without a worker."""
+        now = time.monotonic()
+        if task.held_since is None:
+            task.held_since = now
+        task.state = "held"
+        task.retry_at = now + POLL_SECONDS
+        if task not in self._held:
+            self._held.append(task)
+
+    def _unhold(self, task: Task) -> None:
+        if task.held_since is not None:
+            self.waited += time.monotonic() - task.held_since
+            task.held_since = None
+        if task in self._held:
+            self._held.remove(task)
+
+    def _retry_held(self) -> None:
+        now = time.monotonic()
+        for task in list(self._held):
+            if task.retry_at > now:
+                continue
+            timeout = self.segment_timeout(task.segment)
+            if timeout and task.held_since is not None and now - task.held_since > timeout:
+                self._unhold(task)
+                self._finish(
+                    task,
+                    self._error(
+                        task,
+                        f"waited {timeout:g} s (its timeout) for another process building "
+                        f"it; {_holder(self.cache, task.key)}",
+                        kind="timeout",
+                    ),
+                )
+                continue
+            self._held.remove(task)
+            task.state = "ready"
+            heapq.heappush(self._ready, (-task.priority, task.order, task))
+
+    def _wait_for_workers(self) -> None:
+        now = time.monotonic()
+        wake = [now + POLL_SECONDS]
+        wake += [t.deadline for t in self._running if t.deadline is not None]
+        wake += [t.retry_at for t in self._held]
+        if self._ready and len(self._running) < self.workers and not self._draining:
+            return  # more to start right away
+        timeout = max(0.0, min(wake) - now)
+        waitables = [w for t in self._running if t.worker for w in t.worker.waitables()]
+        if waitables:
+            from multiprocessing.connection import wait
+
+            wait(waitables, timeout=timeout)
+        else:
+            time.sleep(timeout)
+
+    def _collect(self) -> None:
+        for task in list(self._running):
+            assert task.worker is not None
+            if task.worker.poll():
+                self._running.remove(task)
+                self._complete(task, task.worker.result)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for task in list(self._running):
+            if task.deadline is not None and now > task.deadline and task.worker is not None:
+                task.worker.kill("timeout")
+                self._running.remove(task)
+                self._complete(task, None)
+
+    def _complete(self, task: Task, result: dict[str, Any] | None) -> None:
+        """A build ended (with ``result``, or its worker without one): finish the task."""
+        spec = task.spec
+        assert spec is not None and task.key is not None
+        try:
+            if result is None:
+                result = self._result_of_dead_worker(task, spec)
+            outcome = self._outcome(task, result)
+        finally:
+            self._release(task)
+        if outcome.status == "built":
+            for name, seconds in outcome.step_seconds.items():
+                self._durations[name] = seconds
+        self._finish(task, outcome)
+
+    def _result_of_dead_worker(self, task: Task, spec: BuildSpec) -> dict[str, Any]:
+        worker = task.worker
+        assert worker is not None and task.key is not None
+        if worker.killed_by_us == "cancel":
+            return {"status": "cancelled", "error": "the run stopped before it finished"}
+        entry = self.cache.lookup(task.key)
+        if entry is not None:  # it published, then died before it could say so
+            return {"status": "built", "entry": str(entry.path), **_timing(entry.manifest)}
+        seconds = round(time.monotonic() - task.started, 3)
+        step = _current_step(self.cache, task.key)
+        if worker.killed_by_us == "timeout":
+            kind, error = "timeout", f"timed out after {spec.limits['timeout']:g} s (its timeout)"
+        else:
+            kind, error = worker.exit_cause()
+        tail = worker.output_tail()
+        log = finn_runner.build_log(spec.staged)
+        with contextlib.suppress(OSError):
+            lines = log.read_text(errors="replace").strip().splitlines()[-20:]
+            if lines:
+                tail = "\n".join(lines) + ("\n" + tail if tail else "")
+        answer = {"seconds": seconds, "step": step, "error": error, "traceback": tail}
+        if kind in LASTING_KINDS:
+            manifest = manifest_for(spec, seconds, {})
+            return record_failure(spec, self.cache, manifest, answer, kind)
+        return {**answer, "status": "error", "kind": kind}
+
+    def _outcome(self, task: Task, result: dict[str, Any]) -> SegmentOutcome:
+        status = result.get("status", "error")
+        if status == "built":
+            entry = Path(result["entry"])
+            return SegmentOutcome(
+                task.label,
+                task.key,
+                "built",
+                seconds=result.get("seconds", 0.0),
+                entry=str(entry),
+                log=str(finn_runner.build_log(entry)),
+                output_model=str(entry / finn_runner.OUTPUT_MODEL),
+                step_seconds=result.get("step_seconds", {}),
+            )
+        return SegmentOutcome(
+            task.label,
+            task.key,
+            status,
+            seconds=result.get("seconds", 0.0),
+            log=result.get("log"),
+            step=result.get("step"),
+            error=result.get("error"),
+            traceback=result.get("traceback"),
+            kind=result.get("kind"),
+            control=result.get("control"),
+            step_seconds=result.get("step_seconds", {}),
+        )
+
+    def _release(self, task: Task) -> None:
+        if task.lock is not None:
+            with contextlib.suppress(OSError):
+                task.lock.release()
+            task.lock = None
+        if task.spec is not None:
+            self.cache.discard_staging(task.spec.staged)
+            with contextlib.suppress(OSError):  # a killed worker leaves its status file
+                (self.cache.base / "running" / f"{task.key}.json").unlink(missing_ok=True)
+
+    # -- the cache -------------------------------------------------------------------
+    def _from_cache(self, task: Task) -> SegmentOutcome | None:
+        assert task.key is not None
+        entry = self.cache.lookup(task.key)
+        if entry is not None and self._fresh(entry):
+            return _reused(task, entry)
+        failure = self.cache.failure(task.key)
+        if failure is not None and self._stands(failure, task):
+            return _failed_before(task, failure)
+        return None
+
+    def _fresh(self, entry: Entry) -> bool:
+        if not self.rebuild:
+            return True
+        return entry.manifest.get("run_id") == self.run_id  # rebuilt earlier in this run
+
+    def _stands(self, failure: Failure, task: Task) -> bool:
+        """A recorded failure is the answer unless retrying (once per run: another worker
+        may have retried it already), or unless it ran out of a limit now raised."""
+        record = failure.record
+        if self.retry_failed and record.get("run_id") != self.run_id:
+            return False
+        recorded = record.get("limits") or {}
+        kind = record.get("kind")
+        if kind == "timeout":
+            now = self.segment_timeout(task.segment)
+            return now is not None and now <= recorded.get("timeout", math.inf)
+        if kind == "memory":
+            memory = self.segment_max_memory(task.segment)
+            return memory is not None and memory <= recorded.get("max_memory", math.inf)
+        return True
+
+    def _error(self, task: Task, message: str, kind: str = "environment") -> SegmentOutcome:
+        return SegmentOutcome(task.label, task.key, "error", error=message, kind=kind)
+
+    # -- durations ---------------------------------------------------------------------
+    def _load_durations(self) -> dict[str, float]:
+        try:
+            data = json.loads((self.cache.base / DURATIONS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+    def _save_durations(self) -> None:
+        if not self.built:
+            return
+        path = self.cache.base / DURATIONS_FILE
+        tmp = path.with_name(f"{DURATIONS_FILE}.{os.getpid()}.tmp")
+        with contextlib.suppress(OSError):
+            merged = {**self._load_durations(), **self._durations}
+            tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+
+    # -- progress and the end ------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        """Counts of needed segments (done, running, queued), what runs, time left."""
+        needed = [t for t in self._tasks.values() if t.state != "new"]
+        running = list(self._running)
+        queued = [t for t in needed if t.state in ("waiting", "ready", "held")]
+        now = time.monotonic()
+        left = sum(t.estimate for t in queued)
+        left += sum(max(0.0, t.estimate - (now - t.started)) for t in running)
+        return {
+            "done": sum(1 for t in needed if t.state == "done"),
+            "running": [t.label for t in running],
+            "queued": len(queued),
+            "seconds_left": left / max(1, self.workers) if (queued or running) else 0.0,
+        }
+
+    def shutdown(self, *, cancel: bool = True) -> None:
+        """End the run: kill the workers (``cancel``), or let running builds finish
+        first (their results may be what another process waits for); nothing queued
+        starts any more, and nothing is recorded for what was stopped."""
+        self._draining = True
+        try:
+            while self._running and not cancel:
+                self._wait_for_workers()
+                self._collect()
+                self._enforce_deadlines()
+        finally:
+            for task in list(self._running):
+                assert task.worker is not None
+                task.worker.kill("cancel")
+                self._running.remove(task)
+                self._complete(task, None)
+            for task in self._tasks.values():
+                if task.state in ("waiting", "ready", "held"):
+                    task.state = "done"
+                    task.outcome = SegmentOutcome(
+                        task.label, task.key, "cancelled", error="the run stopped first"
+                    )
+            self._ready.clear()
+            self._held.clear()
+            self.closed = True
+            self._save_durations()
+
+
+def segment_label(segment: Segment) -> str:
+    """The segment as a readable path, e.g. ``tfc.blueprint.yaml::first..last::MVAU[rtl]``."""
+    return "::".join([segment.tree.space.path.name, *segment.nodeid_parts()])
+
+
+def describe_failure(outcome: SegmentOutcome) -> str:
+    """One line: which segment, where, why."""
+    if outcome.status == "cancelled":
+        return f"not built: {outcome.error}"
+    earlier = " in an earlier run" if outcome.status == "failed-before" else ""
+    where = f" at step {outcome.step}" if outcome.step else ""
+    return f"segment {outcome.segment} failed{earlier}{where}: {outcome.error}"
+
+
+def _reused(task: Task, entry: Entry) -> SegmentOutcome:
+    manifest = entry.manifest
+    return SegmentOutcome(
+        task.label,
+        entry.key,
+        "reused",
+        seconds=manifest.get("seconds", 0.0),
+        entry=str(entry.path),
+        log=str(finn_runner.build_log(entry.path)),
+        output_model=str(entry.path / finn_runner.OUTPUT_MODEL),
+        step_seconds=manifest.get("step_seconds", {}),
+    )
+
+
+def _failed_before(task: Task, failure: Failure) -> SegmentOutcome:
+    record = failure.record
+    return SegmentOutcome(
+        task.label,
+        failure.key,
+        "failed-before",
+        seconds=record.get("seconds", 0.0),
+        log=str(finn_runner.build_log(failure.path)),
+        step=record.get("step"),
+        error=record.get("error"),
+        traceback=record.get("traceback"),
+        kind=record.get("kind", "exception"),
+    )
+
+
+def _timing(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "seconds": manifest.get("seconds", 0.0),
+        "step_seconds": manifest.get("step_seconds", {}),
+    }
+
+
+def _current_step(cache: SegmentCache, key: str) -> str | None:
+    """The step a dead worker was in, from its status file."""
+    try:
+        return json.loads((cache.base / "running" / f"{key}.json").read_text()).get("step")
+    except (OSError, ValueError):
+        return None
+
+
+def _holder(cache: SegmentCache, key: str | None) -> str:
+    try:
+        data = json.loads((cache.base / "running" / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return "its builder is unknown"
+    return f"pid {data.get('pid')} on {data.get('host')} is building it"
+
+
+def _lock_fd(lock: Any) -> int | None:
+    """The file descriptor of a held FileLock (filelock keeps it in its context)."""
+    context = getattr(lock, "_context", lock)
+    fd = getattr(context, "lock_file_fd", None)
+    return fd if isinstance(fd, int) else None
+
+
+def _number(value: Any) -> str:
+    return (
+        "not reported"
+        if value is None
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )

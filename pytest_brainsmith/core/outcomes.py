@@ -1,0 +1,167 @@
+"""What the engine answers: each segment's outcome and each design's outcome.
+
+A design's record (the JSON data every view shows: terminal, html, junit, tree
+export, results store) is built here and nowhere else, from its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .expectations import Expectation
+    from .tree import Segment
+
+#: Segment states. ``built``/``reused``/``passthrough`` are usable; the others are not.
+#: ``failed``: its own steps failed in this run; ``failed-before``: a recorded failure
+#: reused; ``blocked``: an ancestor did not build; ``error``: the machine's fault (full
+#: disk, FINN missing, a worker killed from outside), never recorded; ``aborted``: a
+#: step asked to skip or fail the test (pytest.skip / pytest.fail), never recorded;
+#: ``cancelled``: the run stopped first (Ctrl-C, -x, a budget); ``not-run``: not needed.
+OK_STATES = ("built", "reused", "passthrough")
+
+#: Why a segment failed: ``exception`` (a step raised), ``crash`` (its worker died:
+#: exit code, signal), ``timeout``, ``memory``, ``killed`` (SIGKILL from outside: the
+#: OOM killer or a person), ``environment`` (disk full, FINN missing), ``control``.
+LASTING_KINDS = ("exception", "crash", "timeout", "memory")
+
+
+@dataclass
+class SegmentOutcome:
+    """What happened to one segment in this run."""
+
+    segment: str  # readable path, e.g. "tfc.blueprint.yaml::qonnx_to_finn..streamline::MVAU[rtl]"
+    key: str | None
+    status: str
+    seconds: float = 0.0  # build time (for reused entries: the time it took when built)
+    entry: str | None = None
+    log: str | None = None
+    output_model: str | None = None
+    step: str | None = None  # the failing step
+    error: str | None = None
+    traceback: str | None = None
+    kind: str | None = None  # why it failed (LASTING_KINDS and others, see above)
+    control: dict[str, str] | None = None  # for ``aborted``: {"type", "module", "message"}
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    cause: SegmentOutcome | None = field(default=None, repr=False)  # for ``blocked``
+
+    @property
+    def ok(self) -> bool:
+        return self.status in OK_STATES
+
+    @property
+    def root_cause(self) -> SegmentOutcome:
+        """The outcome that explains this one (itself unless blocked)."""
+        return self.cause.root_cause if self.cause is not None else self
+
+
+#: Backwards-compatible name (hooks receive it as ``result``).
+SegmentResult = SegmentOutcome
+
+
+@dataclass
+class DesignOutcome:
+    """One design: its choices, effective config, segments, estimates and verdict."""
+
+    leaf: Segment = field(repr=False)
+    status: str  # "passed" | "failed" | "skipped" | "error"
+    segments: list[SegmentOutcome]
+    keys: list[str | None]
+    estimates: dict[str, Any] = field(default_factory=dict)
+    checked: list[tuple[Expectation, Any]] = field(default_factory=list)
+    reason: str | None = None  # for skipped / failed / error: one line
+
+    @property
+    def choices(self) -> dict[str, Any]:
+        return dict(c.describe() for c in self.leaf.choices())
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.leaf.config()
+
+    @property
+    def blueprint(self) -> Path:
+        return self.leaf.tree.space.path
+
+    @property
+    def misses(self) -> list[tuple[Expectation, Any]]:
+        return [(e, v) for e, v in self.checked if v is None or not e.holds(v)]
+
+    @property
+    def failure(self) -> SegmentOutcome | None:
+        """The segment outcome that stopped this design, if any (its root cause)."""
+        for outcome in self.segments:
+            if not outcome.ok:
+                return outcome.root_cause
+        return None
+
+    @property
+    def final_model(self) -> str | None:
+        last = self.segments[-1] if self.segments else None
+        return last.output_model if last is not None and last.ok else None
+
+    @property
+    def report_dir(self) -> str | None:
+        return self.estimates.get("report_dir")
+
+    def record(self, nodeid: str | None = None) -> dict[str, Any]:
+        """This design as JSON data for the reports and the results store."""
+        space = self.leaf.tree.space
+        chain = self.leaf.chain()
+        segments = []
+        for segment, outcome, key in zip(chain, self.segments, self.keys, strict=True):
+            own = outcome.status not in ("blocked", "cancelled", "not-run", "skipped")
+            segments.append(
+                {
+                    "path": outcome.segment,
+                    "name": segment.name,
+                    "choice": dict([segment.choice.describe()]) if segment.choice else None,
+                    "steps": len(segment.steps),
+                    "step_names": [s.qualified for s in segment.steps],
+                    "status": outcome.status,
+                    "key": key,
+                    "seconds": outcome.seconds if own else 0.0,
+                    "log": outcome.log if own else None,
+                    "step_seconds": outcome.step_seconds if own else {},
+                }
+            )
+        failing = self.failure
+        estimates = {k: v for k, v in self.estimates.items() if k not in ("layers", "report_dir")}
+        nodeid = nodeid or f"{space.path.name}::{'::'.join(self.leaf.nodeid_parts())}"
+        return jsonable(
+            {
+                "nodeid": nodeid,
+                "order": self.leaf.index,  # the leaf's place in the tree
+                "blueprint": nodeid.split("::", 1)[0],
+                "blueprint_name": space.name,
+                "choices": self.choices,
+                "config": self.config,
+                "estimates": estimates,
+                "layers": self.estimates.get("layers", {}),
+                "report_dir": self.report_dir,
+                "expectations": [
+                    {"expect": str(e), "value": v, "met": v is not None and e.holds(v)}
+                    for e, v in self.checked
+                ],
+                "segments": segments,
+                "finn_seconds": round(sum(s["seconds"] for s in segments), 3),
+                "cache_key": self.keys[-1] if self.keys else None,
+                "final_model": self.final_model,
+                "error": failing.error if failing else self.reason,
+                "failed_step": failing.step if failing else None,
+                "engine_outcome": self.status,
+            }
+        )
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (paths and other objects become strings; NaN and
+    infinities become null, so that no record can fail to serialize)."""
+    text = json.dumps(value, default=str)
+    try:
+        return json.loads(text, parse_constant=lambda _: None)
+    except ValueError:  # pragma: no cover - json.dumps output always parses
+        return {}

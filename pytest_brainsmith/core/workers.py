@@ -1,0 +1,204 @@
+"""Worker processes: each segment is built in a process of its own.
+
+The process is forked from the calling process once FINN is imported there, so the
+caller is a fork server preloaded with FINN: a fork costs milliseconds, FINN's import
+seconds, and user steps registered from a ``conftest.py`` are simply there. A process
+per segment is what isolation needs: a crash, a hang or a memory blow-up ends that
+process only, and the parent sees its exit or kills it at its deadline.
+(``concurrent.futures.ProcessPoolExecutor`` breaks on the first crash, with every
+pending future, and has no per-task timeout.)
+
+Each worker runs in a process group of its own, so a Ctrl-C at the terminal reaches
+only the parent, which decides; killing the group also ends what the build started
+(e.g. Vivado). The kernel kills a worker whose parent dies (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import multiprocessing
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+_FORK = multiprocessing.get_context("fork")
+_PR_SET_PDEATHSIG = 1
+
+#: Signals that say the process itself crashed (its code's fault, so it is recorded).
+CRASH_SIGNALS = {
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGABRT,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGSYS,
+    signal.SIGTRAP,
+}
+
+
+def available_cores() -> int:
+    """The cores this process may use (its CPU affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class Worker:
+    """One segment build running in a forked process."""
+
+    def __init__(
+        self,
+        job: Callable[[], dict[str, Any]],
+        *,
+        output: Path,
+        max_memory: int | None = None,
+        close_fds: tuple[int, ...] = (),
+    ) -> None:
+        receive, send = _FORK.Pipe(duplex=False)
+        self.output = output
+        self.process = _FORK.Process(
+            target=_worker_main,
+            args=(job, send, output, max_memory, close_fds, os.getpid()),
+            name="brainsmith-worker",
+        )
+        self.process.start()
+        send.close()
+        self.conn: Connection = receive
+        self.started = time.monotonic()
+        self.result: dict[str, Any] | None = None
+        self.killed_by_us: str | None = None  # why we killed it ("timeout", "cancel")
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def waitables(self) -> list[Any]:
+        return [self.conn, self.process.sentinel]
+
+    def poll(self) -> bool:
+        """Read a result if one arrived; True once the process has ended."""
+        if self.result is None:
+            with contextlib.suppress(EOFError, OSError):
+                while self.conn.poll():
+                    self.result = self.conn.recv()
+        if self.process.is_alive():
+            return False
+        self.process.join()
+        if self.result is None:  # sent just before it ended
+            with contextlib.suppress(EOFError, OSError):
+                if self.conn.poll():
+                    self.result = self.conn.recv()
+        self.conn.close()
+        return True
+
+    def kill(self, why: str) -> None:
+        """End the worker and everything it started, now."""
+        self.killed_by_us = why
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)  # not yet in its own group
+        self.process.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+    def exit_cause(self) -> tuple[str, str]:
+        """(kind, message) for a worker that ended without a result."""
+        code = self.process.exitcode
+        if code is None:
+            return "crash", "the worker did not end"
+        if code > 0:
+            return "crash", f"the worker process exited with code {code}"
+        if code == 0:
+            return "environment", "the worker process ended without a result"
+        sig = signal.Signals(-code)
+        if sig in CRASH_SIGNALS:
+            return "crash", f"the worker process crashed ({sig.name})"
+        if sig == signal.SIGKILL:
+            return (
+                "killed",
+                "the worker process was killed (SIGKILL) from outside; the kernel's "
+                "out-of-memory killer sends it when the machine runs out of memory",
+            )
+        return "killed", f"the worker process was ended by {sig.name}"
+
+    def output_tail(self, lines: int = 30) -> str:
+        """The last lines the worker printed (its stdout, stderr, a fatal error's trace)."""
+        try:
+            text = self.output.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _worker_main(
+    job: Callable[[], dict[str, Any]],
+    conn: Connection,
+    output: Path,
+    max_memory: int | None,
+    close_fds: tuple[int, ...],
+    parent: int,
+) -> None:
+    os.setpgid(0, 0)
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for fd in close_fds:  # other builds' lock files: closing never releases them
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _redirect_output(output)
+    if max_memory:
+        _limit_memory(max_memory)
+    try:
+        result = job()
+    except BaseException:  # a bug of ours, not the design's: say so, never hang
+        result = {"status": "error", "kind": "environment", "error": traceback.format_exc()}
+    conn.send(result)
+    conn.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _redirect_output(output: Path) -> None:
+    """Everything the build prints (and a fatal error's traceback) goes to a file in its
+    staging directory, never into the parent's terminal or pytest's capture."""
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    faulthandler.enable(file=sys.stderr)
+
+
+def _limit_memory(max_memory: int) -> None:
+    """Let the build allocate ``max_memory`` bytes beyond what the fork inherited:
+    past it an allocation fails with MemoryError inside the step."""
+    inherited = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                inherited = int(line.split()[1]) * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = inherited + max_memory
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))

@@ -1,0 +1,158 @@
+"""One object per pytest process for the run: what every hook, item and fixture needs.
+
+It lives in the config's stash (as pytest-mypy keeps its run state) and holds the
+registry of FINN's steps, the design cap, the missing tools, the engine (which owns
+the cache) and one blueprint loader shared by YAML items and
+``@pytest.mark.brainsmith`` tests, so both see the same trees, the same cap and the
+same segments.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..core.blueprint import DEFAULT_MAX_DESIGNS, load_design_space
+from ..core.cache import SegmentCache
+from ..core.engine import Engine
+from ..core.outcomes import SegmentOutcome
+from ..core.registry import Registry, finn_registry
+from ..core.tree import ExecutionTree, Segment, build_execution_tree
+from ..core.units import parse_duration, parse_size
+from ..core.workers import available_cores
+from ..finn.runner import available_tools
+
+
+@dataclass
+class RunContext:
+    """The run as one pytest process sees it."""
+
+    config: pytest.Config
+    run_id: str
+    registry: Registry
+    max_designs: int
+    tools: dict[str, str | None]
+    engine: Engine
+    _trees: dict[Path, ExecutionTree | None] = field(default_factory=dict)
+
+    @property
+    def cache(self) -> SegmentCache:
+        return self.engine.cache
+
+    def tree(self, path: Path, ihook: Any) -> ExecutionTree | None:
+        """The blueprint's execution tree, loaded once per run (None: abstract).
+        Raises BlueprintError / RegistryError for a bad blueprint."""
+        path = path.resolve()
+        if path not in self._trees:
+            registry = self.registry.copy()
+            ihook.pytest_brainsmith_register(registry=registry)
+            space = load_design_space(path, registry, max_designs=self.max_designs)
+            self._trees[path] = build_execution_tree(space) if space is not None else None
+        return self._trees[path]
+
+
+run_key = pytest.StashKey[RunContext]()
+
+
+def run_context(config: pytest.Config) -> RunContext:
+    return config.stash[run_key]
+
+
+class HookEvents:
+    """The engine's events as this plugin's hooks (conftest.py files see them)."""
+
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+
+    def segment_start(self, segment: Segment, config: dict[str, Any], build_dir: str) -> None:
+        self.hook.pytest_brainsmith_segment_start(
+            segment=segment, config=config, build_dir=build_dir
+        )
+
+    def segment_finish(self, segment: Segment, result: SegmentOutcome) -> None:
+        self.hook.pytest_brainsmith_segment_finish(segment=segment, result=result)
+
+
+def make_run_context(config: pytest.Config) -> RunContext:
+    workerinput = getattr(config, "workerinput", None)
+    run_id = (workerinput or {}).get("brainsmith_run_id") or uuid.uuid4().hex
+    tools = available_tools()
+    engine = Engine(
+        SegmentCache(cache_dir(config)),
+        workers=worker_count(config),
+        timeout=_option(config, "brainsmith_timeout", parse_duration, "a duration such as 90s"),
+        max_memory=_option(config, "brainsmith_max_memory", parse_size, "a size such as 4G"),
+        retry_failed=config.getoption("brainsmith_retry_failed"),
+        rebuild=config.getoption("brainsmith_rebuild"),
+        run_id=run_id,
+        keep_step_models=config.getoption("brainsmith_keep_step_models"),
+        tools=tools,
+        events=HookEvents(config.hook),
+    )
+    return RunContext(config, run_id, finn_registry(), max_designs(config), tools, engine)
+
+
+def cache_dir(config: pytest.Config) -> Path:
+    chosen = (
+        config.getoption("brainsmith_cache")
+        or os.environ.get("BRAINSMITH_CACHE")
+        or config.getini("brainsmith_cache")
+    )
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    return build_dir(config) / "cache"
+
+
+def build_dir(config: pytest.Config) -> Path:
+    return config.rootpath / config.getini("brainsmith_build_dir")
+
+
+def max_designs(config: pytest.Config) -> int:
+    for value in (
+        config.getoption("brainsmith_max_designs"),
+        os.environ.get("BRAINSMITH_MAX_COMBINATIONS"),
+        config.getini("brainsmith_max_designs"),
+    ):
+        if value not in (None, ""):
+            try:
+                return int(value)
+            except ValueError:
+                raise pytest.UsageError(
+                    f"brainsmith max designs: expected an integer, got {value!r}"
+                ) from None
+    return DEFAULT_MAX_DESIGNS
+
+
+def worker_count(config: pytest.Config) -> int:
+    """``--brainsmith-workers``: a number, or ``auto`` = this process's cores, shared
+    among pytest-xdist's workers so that workers x pool stays within the cores."""
+    value = config.getoption("brainsmith_workers") or config.getini("brainsmith_workers") or "auto"
+    if str(value).strip().lower() == "auto":
+        xdist_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+        return max(1, available_cores() // max(1, xdist_workers))
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise pytest.UsageError(
+            f"--brainsmith-workers: expected 'auto' or a number of worker processes "
+            f"(0 builds inline, for pdb), got {value!r}"
+        )
+    return count
+
+
+def _option(config: pytest.Config, name: str, parse: Any, what: str) -> Any:
+    value = config.getoption(name) or config.getini(name)
+    if value in (None, ""):
+        return None
+    try:
+        return parse(value)
+    except ValueError:
+        flag = "--" + name.replace("_", "-")
+        raise pytest.UsageError(f"{flag}: expected {what}, got {value!r}") from None
