@@ -208,6 +208,7 @@ def test_the_status_line_shows_on_a_terminal(pytester):
         "BRAINSMITH_CACHE": str(pytester.path / "cache"),
         "SEEN": str(pytester.path / "seen.json"),
         "SLOW_SECONDS": "3",
+        "COLUMNS": "200",  # room for the pool's progress and the build on one line
     }
     pid, fd = pty.fork()
     if pid == 0:  # the child: pytest on a pseudo-terminal
@@ -227,7 +228,9 @@ def test_the_status_line_shows_on_a_terminal(pytester):
         output += chunk
     os.waitpid(pid, 0)
     text = output.decode(errors="replace")
-    assert "brainsmith: building qonnx_to_finn..streamline: step 3/4 slow (" in text
+    # the pool's progress, then the build in progress
+    assert "brainsmith: 0/1 segments done, 1 running, 0 queued, ~" in text
+    assert " | building qonnx_to_finn..streamline: step 3/4 slow (" in text
     assert "1 passed" in text
 
 
@@ -254,3 +257,9 @@ def test_describe_is_one_line_with_the_oldest_build_first():
         "brainsmith: building a..b::x[1]: step 2/2 b (30 s; segment 60 s) +1 more"
     )
     assert describe([], now=0) == ""
+    pool = {"done": 3, "running": ["x", "y"], "queued": 5, "seconds_left": 41.6}
+    assert describe(entries[:1], now=160.0, pool=pool) == (
+        "brainsmith: 3/10 segments done, 2 running, 5 queued, ~42 s left | "
+        "building a..b::x[1]: step 2/2 b (30 s; segment 60 s)"
+    )
+    assert describe([], now=0, pool=pool).startswith("brainsmith: 3/10 segments done")

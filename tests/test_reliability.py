@@ -126,7 +126,8 @@ def test_build_killed_mid_segment_leaves_no_torn_entry_and_rerun_completes(
     cache = project / "build" / "brainsmith" / "cache"
     state = cache_state(cache)
     assert len(state["entries"]) == 1  # only the front end was published before the kill
-    assert len(state["tmp"]) == 1  # the killed build's staging directory, never published
+    # the killed builds' staging directories (one per busy worker), never published
+    assert 1 <= len(state["tmp"]) <= 2
     assert state["failures"] == []  # a kill is not the design's failure
     first_builds = builds(project)
     assert [b["status"] for b in first_builds] == ["built"]
@@ -177,7 +178,8 @@ def test_full_disk_gives_a_clear_error_and_keeps_earlier_entries(project: Path, 
         code, out = run_pytest(project, "--brainsmith-cache", str(disk))
         assert code == 1, out
         assert "no space left on device" in out.lower() or "No space left on device" in out
-        assert "brainsmith cache error:" in out
+        assert "brainsmith could not build segment" in out
+        assert "not recorded: the machine's fault" in out
         state = cache_state(disk)  # whatever was published is complete
         assert state["failures"] == []  # a full disk is not recorded as the design's failure
         assert state["tmp"] == []  # nothing half-written left behind

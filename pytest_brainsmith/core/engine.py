@@ -166,6 +166,7 @@ class Engine:
         self._finn_error: str | None = None
         self._draining = False
         self.closed = False
+        self.phase = ""  # what the engine itself is doing, for the status line
         #: what this engine built (or failed to build) in this run
         self.built: list[SegmentOutcome] = []
         self.waited = 0.0  # seconds tasks were held by another process's build
@@ -486,10 +487,13 @@ class Engine:
     def _import_finn(self) -> str | None:
         """FINN once in this process, before the first fork: every worker has it."""
         if self._finn_error is None:
+            self.phase = "importing FINN"
             try:
                 finn_runner.import_finn()
             except finn_runner.FinnUnavailable as exc:
                 self._finn_error = str(exc)
+            finally:
+                self.phase = ""
         return self._finn_error
 
     def _spec(self, task: Task) -> BuildSpec:
@@ -672,7 +676,7 @@ class Engine:
             return _reused(task, entry)
         failure = self.cache.failure(task.key)
         if failure is not None and self._stands(failure, task):
-            return _failed_before(task, failure)
+            return _failed_before(task, failure, self.run_id)
         return None
 
     def _fresh(self, entry: Entry) -> bool:
@@ -731,6 +735,7 @@ class Engine:
             "running": [t.label for t in running],
             "queued": len(queued),
             "seconds_left": left / max(1, self.workers) if (queued or running) else 0.0,
+            "phase": self.phase,
         }
 
     def shutdown(self, *, cancel: bool = True) -> None:
@@ -770,7 +775,7 @@ def describe_failure(outcome: SegmentOutcome) -> str:
     """One line: which segment, where, why."""
     if outcome.status == "cancelled":
         return f"not built: {outcome.error}"
-    earlier = " in an earlier run" if outcome.status == "failed-before" else ""
+    earlier = " in an earlier run" if outcome.status == "failed-before" and outcome.earlier else ""
     where = f" at step {outcome.step}" if outcome.step else ""
     return f"segment {outcome.segment} failed{earlier}{where}: {outcome.error}"
 
@@ -789,7 +794,7 @@ def _reused(task: Task, entry: Entry) -> SegmentOutcome:
     )
 
 
-def _failed_before(task: Task, failure: Failure) -> SegmentOutcome:
+def _failed_before(task: Task, failure: Failure, run_id: str) -> SegmentOutcome:
     record = failure.record
     return SegmentOutcome(
         task.label,
@@ -801,6 +806,7 @@ def _failed_before(task: Task, failure: Failure) -> SegmentOutcome:
         error=record.get("error"),
         traceback=record.get("traceback"),
         kind=record.get("kind", "exception"),
+        earlier=record.get("run_id") != run_id,
     )
 
 

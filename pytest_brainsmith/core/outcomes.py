@@ -47,6 +47,8 @@ class SegmentOutcome:
     control: dict[str, str] | None = None  # for ``aborted``: {"type", "module", "message"}
     step_seconds: dict[str, float] = field(default_factory=dict)
     cause: SegmentOutcome | None = field(default=None, repr=False)  # for ``blocked``
+    #: for ``failed-before``: recorded by an earlier run (not by another process of this one)
+    earlier: bool = True
 
     @property
     def ok(self) -> bool:

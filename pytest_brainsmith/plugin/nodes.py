@@ -119,6 +119,11 @@ class DesignItem(pytest.Item):
     def choices(self) -> dict[str, Any]:
         return dict(c.describe() for c in self.segment.choices())
 
+    @property
+    def estimates(self) -> dict[str, Any]:
+        """FINN's estimates of the design once built (totals, per layer, report_dir)."""
+        return self.outcome.estimates if self.outcome is not None else {}
+
     def setup(self) -> None:
         self._request._fillfixtures()
         for name, value in self.choices.items():
@@ -217,9 +222,10 @@ def describe_not_built(outcome: DesignOutcome) -> ExceptionChainRepr:
         ),
         1,
     )
+    earlier = cause.status == "failed-before" and cause.earlier
     when = (
         "in an earlier run (recorded; --brainsmith-retry-failed rebuilds it)"
-        if cause.status == "failed-before"
+        if earlier
         else "in this run"
     )
     lines = [
@@ -235,7 +241,6 @@ def describe_not_built(outcome: DesignOutcome) -> ExceptionChainRepr:
             "  traceback (last lines):" if cause.kind == "exception" else "  output (last lines):"
         )
         lines.extend(textwrap.indent("\n".join(tail), "    ").splitlines())
-    earlier = " in an earlier run" if cause.status == "failed-before" else ""
     error = (cause.error or "").splitlines()[0] if cause.error else ""
-    summary = f"segment {cause.segment} failed{earlier} at step {cause.step}: {error}"
+    summary = f"segment {cause.segment} failed{' in an earlier run' if earlier else ''} at step {cause.step}: {error}"
     return failure_repr(summary, lines, Path(cause.log) if cause.log else Path(cause.segment))

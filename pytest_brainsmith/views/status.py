@@ -26,9 +26,10 @@ def describe_pool(progress: dict[str, Any]) -> str:
         return ""
     done = progress.get("done", 0)
     left = progress.get("seconds_left", 0.0)
+    phase = f" ({progress['phase']})" if progress.get("phase") else ""
     return (
         f"{done}/{done + running + queued} segments done, {running} running, {queued} queued, "
-        f"~{left:.0f} s left"
+        f"~{left:.0f} s left{phase}"
     )
 
 
