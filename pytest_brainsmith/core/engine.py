@@ -618,12 +618,13 @@ class Engine:
             kind, error = "timeout", f"timed out after {spec.limits['timeout']:g} s (its timeout)"
         else:
             kind, error = worker.exit_cause()
-        tail = worker.output_tail()
+        # what it printed (a crash's own report first), then where the build log ends
+        tail = worker.output_tail(lines=12)
         log = finn_runner.build_log(spec.staged)
         with contextlib.suppress(OSError):
-            lines = log.read_text(errors="replace").strip().splitlines()[-20:]
+            lines = log.read_text(errors="replace").strip().splitlines()[-8:]
             if lines:
-                tail = "\n".join(lines) + ("\n" + tail if tail else "")
+                tail = (tail + "\n" if tail else "") + "build log ends:\n" + "\n".join(lines)
         answer = {"seconds": seconds, "step": step, "error": error, "traceback": tail}
         if kind in LASTING_KINDS:
             manifest = manifest_for(spec, seconds, {})

@@ -135,12 +135,21 @@ class Worker:
         return "killed", f"the worker process was ended by {sig.name}"
 
     def output_tail(self, lines: int = 30) -> str:
-        """The last lines the worker printed (its stdout, stderr, a fatal error's trace)."""
+        """What the worker printed last (its stdout and stderr); for a fatal error the
+        start of faulthandler's report, which names the frame that crashed."""
         try:
             text = self.output.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        found = [
+            line for line in text.strip().splitlines() if not line.startswith("Extension modules:")
+        ]
+        fatal = next(
+            (i for i, line in enumerate(found) if line.startswith("Fatal Python error")), None
+        )
+        if fatal is not None:
+            return "\n".join(found[fatal : fatal + lines])
+        return "\n".join(found[-lines:])
 
 
 def _worker_main(

@@ -78,16 +78,21 @@ def control_flow(outcome: DesignOutcome) -> None:
     """Skip or fail the test as the run decided: a tool is missing, a step called
     pytest.skip()/pytest.fail(), or the run stopped before the design was built."""
     if outcome.status == "skipped":
-        pytest.skip(outcome.reason or "skipped")
+        _skip(outcome.reason or "skipped")
     if outcome.status == "cancelled":
-        pytest.skip(outcome.reason or "not built: the run stopped first")
+        _skip(outcome.reason or "not built: the run stopped first")
     if outcome.status == "aborted":
         cause = outcome.failure
         control = (cause.control if cause else None) or {}
         message = control.get("message") or (outcome.reason or "")
         if control.get("type") == "Skipped":
-            pytest.skip(message)
+            _skip(message)
         pytest.fail(message, pytrace=False)
+
+
+def _skip(reason: str) -> None:
+    """Skip, reported at the design (the blueprint), not at this plugin's line."""
+    raise pytest.skip.Exception(reason, _use_item_location=True)
 
 
 def design_outcome(config: pytest.Config, leaf: Segment) -> DesignOutcome:
@@ -166,7 +171,7 @@ class DesignItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         choices = ", ".join(f"{k}={v}" for k, v in self.choices.items()) or "single design"
-        return self.path, None, f"design {choices}"
+        return self.path, 0, f"design {choices}"  # a line: skips are reported at the design
 
     def record(self) -> dict[str, Any]:
         """This design as JSON data for the reports and the results store."""
@@ -236,10 +241,12 @@ def describe_not_built(outcome: DesignOutcome) -> ExceptionChainRepr:
         f"  every design below this segment ({below}) fails with this cause; it was built once",
     ]
     if cause.traceback:
-        tail = cause.traceback.strip().splitlines()[-12:]
-        lines.append(
-            "  traceback (last lines):" if cause.kind == "exception" else "  output (last lines):"
-        )
+        if cause.kind == "exception":
+            tail = cause.traceback.strip().splitlines()[-12:]
+            lines.append("  traceback (last lines):")
+        else:  # a dead worker: what it printed, then where its build log ends
+            tail = cause.traceback.strip().splitlines()[:24]
+            lines.append("  worker output:")
         lines.extend(textwrap.indent("\n".join(tail), "    ").splitlines())
     error = (cause.error or "").splitlines()[0] if cause.error else ""
     summary = f"segment {cause.segment} failed{' in an earlier run' if earlier else ''} at step {cause.step}: {error}"

@@ -1,0 +1,283 @@
+"""The engine's isolation: steps that raise, exit, crash, hang, eat memory or skip each
+end their own design with the cause named, their siblings pass and the session ends
+normally; Ctrl-C and SIGTERM leave nothing behind. Real FINN builder, registered
+pure-Python steps on the bundled model (each step is a fraction of a second)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MODEL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Steps that misbehave on purpose; each writes its pid where the test can see it.
+MISBEHAVING = """
+import ctypes, json, os, time
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+def _pid(name):
+    with open(os.path.join(HERE, name + ".pid"), "w") as f:
+        f.write(str(os.getpid()))
+
+def pass_through(model, cfg):
+    return model
+
+def fine(model, cfg):
+    return model
+
+def raises(model, cfg):
+    raise ValueError("raises was asked to fail")
+
+def exits(model, cfg):
+    os._exit(3)
+
+def segfaults(model, cfg):
+    ctypes.string_at(0)
+
+def hangs(model, cfg):
+    _pid("hangs")
+    time.sleep(600)
+
+def hogs(model, cfg):
+    hog = bytearray(8 << 30)  # 8 GiB, past the 1 GiB limit
+    return model
+
+def skips(model, cfg):
+    pytest.skip("skips needs a board that is not here")
+
+def slow(model, cfg):
+    _pid("slow")
+    open(os.path.join(HERE, "slow.started"), "w").close()
+    time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+    return model
+
+def tail_a(model, cfg):
+    return model
+
+def tail_b(model, cfg):
+    return model
+
+def pytest_brainsmith_register(registry):
+    steps = (pass_through, fine, raises, exits, segfaults, hangs, hogs, skips, slow, tail_a, tail_b)
+    for step in steps:
+        registry.register_step(step, reads=())
+
+def pytest_brainsmith_segment_finish(segment, result):
+    with open(os.path.join(HERE, "builds.jsonl"), "a") as log:
+        log.write(json.dumps({"segment": result.segment, "status": result.status,
+                              "kind": result.kind}) + "\\n")
+"""
+
+HEAD = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+finn_config:
+  target_fps: 1000
+design_space:
+  steps:
+"""
+
+
+def make_project(folder: Path, steps: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    (folder / "conftest.py").write_text(MISBEHAVING)
+    (folder / "e.blueprint.yaml").write_text(HEAD + steps)
+    return folder
+
+
+def run(folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfs", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "CI": "1", **(env or {})},
+    )
+
+
+def builds(folder: Path, full: bool = False) -> dict[str, dict]:
+    """The segments built since the last call, by name (``full``: path below the file)."""
+    log = folder / "builds.jsonl"
+    if not log.exists():
+        return {}
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    log.unlink()
+    cut = (lambda s: s.split("::", 1)[1]) if full else (lambda s: s.rsplit("::", 1)[-1])
+    return {cut(row["segment"]): row for row in rows}
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def cache_state(cache: Path) -> dict[str, list[str]]:
+    base = cache / "v1"
+    listing = {}
+    for sub in ("tmp", "failures", "running"):
+        folder = base / sub
+        listing[sub] = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    for entry in (base / "entries").glob("*/*"):
+        assert (entry / "COMPLETE").is_file(), f"torn entry {entry}"
+    return listing
+
+
+ISOLATION = """    - pass_through
+    - [fine, raises, exits, segfaults, hangs, hogs, skips]
+"""
+
+
+def test_each_misbehaving_step_fails_only_its_design_and_the_session_ends_normally(
+    tmp_path: Path,
+):
+    folder = make_project(tmp_path / "p", ISOLATION)
+    limits = ("--brainsmith-timeout", "3", "--brainsmith-max-memory", "1G")
+    done = run(folder, *limits)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr  # pytest's "tests failed", not a crash
+    assert "1 passed, 5 failed, 1 skipped" in out, out
+    assert "designs: 1 passed, 5 failed, 1 skipped, 0 errors" in out
+    expected = {
+        "raises": "ValueError: raises was asked to fail",
+        "exits": "the worker process exited with code 3",
+        "segfaults": "the worker process crashed (SIGSEGV)",
+        "hangs": "timed out after 3 s (its timeout)",
+        "hogs": "exceeded the memory limit of 1G (MemoryError",
+    }
+    for step, cause in expected.items():
+        lines = [
+            line for line in out.splitlines() if line.startswith("FAILED ") and f"::{step} " in line
+        ]
+        assert len(lines) == 1 and cause in lines[0], (step, lines)
+    assert "SKIPPED" in out and "skips needs a board that is not here" in out
+    # the crash left its traceback where the cause shows it (faulthandler in the worker)
+    assert "Fatal Python error: Segmentation fault" in out
+    first = builds(folder)
+    assert first["pass_through"]["status"] == "built" and first["fine"]["status"] == "built"
+    assert {first[s]["kind"] for s in expected} == {"exception", "crash", "timeout", "memory"}
+    assert not alive(int((folder / "hangs.pid").read_text()))  # killed at its deadline
+    state = cache_state(folder / "build" / "brainsmith" / "cache")
+    assert len(state["failures"]) == 5  # the skip is not recorded
+    assert state["tmp"] == [] and state["running"] == []
+    with sqlite3.connect(folder / "build" / "brainsmith" / "results.sqlite") as db:
+        outcomes = dict(db.execute("SELECT design, outcome FROM designs").fetchall())
+    assert sorted(outcomes.values()) == ["failed"] * 5 + ["passed", "skipped"]
+
+    # next run: recorded failures are reported without building; the skip runs again
+    again = run(folder, *limits)
+    assert "1 passed, 5 failed, 1 skipped" in again.stdout
+    assert set(builds(folder)) == set()  # skips is not a build: pytest.skip ends it
+    summary = [line for line in again.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(summary) == 5 and all("failed in an earlier run" in line for line in summary)
+    # a raised timeout is not held against the segment: it is built again
+    longer = run(
+        folder, "--brainsmith-timeout", "4", "--brainsmith-max-memory", "1G", "-k", "hangs"
+    )
+    assert "timed out after 4 s" in longer.stdout
+    assert list(builds(folder)) == ["hangs"]
+
+
+def test_inline_builds_give_the_same_outcomes_without_worker_processes(tmp_path: Path):
+    folder = make_project(tmp_path / "p", "    - pass_through\n    - [fine, raises, skips]\n")
+    done = run(folder, "--brainsmith-workers", "0")
+    assert "1 passed, 1 failed, 1 skipped" in done.stdout, done.stdout
+    assert "raises was asked to fail" in done.stdout
+    assert "0 worker process(es) started" in done.stdout
+
+
+def test_k_builds_only_what_the_selected_designs_need(tmp_path: Path):
+    folder = make_project(
+        tmp_path / "p", "    - pass_through\n    - [fine, slow]\n    - [tail_a, tail_b]\n"
+    )
+    done = run(folder, "-k", "slow")
+    assert "2 passed, 2 deselected" in done.stdout, done.stdout
+    assert sorted(builds(folder, full=True)) == [
+        "pass_through",
+        "pass_through::slow",
+        "pass_through::slow::tail_a",
+        "pass_through::slow::tail_b",
+    ]
+    done = run(folder)
+    assert "4 passed" in done.stdout
+    assert sorted(builds(folder, full=True)) == [
+        "pass_through::fine",
+        "pass_through::fine::tail_a",
+        "pass_through::fine::tail_b",
+    ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_a_build_leaves_nothing_behind_and_the_rerun_builds_it(
+    tmp_path: Path, sig: signal.Signals
+):
+    folder = make_project(tmp_path / "p", "    - pass_through\n    - [slow, fine]\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "SLOW_SECONDS": "600"},
+        start_new_session=True,  # its own process group, as a shell's foreground job
+    )
+    deadline = time.time() + 120
+    while not (folder / "slow.started").exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() < deadline, "the slow step never started"
+        time.sleep(0.1)
+    os.killpg(proc.pid, sig)  # what a terminal does on Ctrl-C: the whole foreground group
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out  # pytest's "interrupted"
+    assert "brainsmith" in out  # the summary was printed
+    worker = int((folder / "slow.pid").read_text())
+    deadline = time.time() + 10
+    while alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker), "the worker outlived the session"
+    state = cache_state(folder / "build" / "brainsmith" / "cache")
+    assert state["failures"] == []  # an interrupt is nobody's failure
+    assert state["tmp"] == [] and state["running"] == []
+    assert all(row["status"] == "built" for row in builds(folder).values())
+
+    (folder / "slow.started").unlink()
+    done = run(folder)
+    assert "2 passed" in done.stdout, done.stdout
+    assert "slow" in builds(folder)  # built now, never "failed in an earlier run"
+
+
+def test_explore_api_example_from_the_readme_runs(tmp_path: Path):
+    text = (ROOT / "README.md").read_text()
+    start = text.index("<!-- example: explore -->")
+    code = text.index("```python", start) + len("```python")
+    block = text[code : text.index("```", code)]
+    for name in ("blueprints", "models"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("4 designs, 4 passed")
+    luts = [float(line.rsplit("LUT ", 1)[1].split()[0]) for line in lines[1:]]
+    assert len(luts) == 3 and luts == sorted(luts)
+    assert (tmp_path / "build" / "brainsmith" / "cache" / "v1" / "entries").is_dir()
