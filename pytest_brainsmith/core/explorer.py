@@ -92,7 +92,7 @@ class Explorer:
                 segment.steps,
                 config,
                 parent_key=parent_key,
-                model=None if parent_key else space.model,
+                model=None if parent_key else segment.model(),
             )
         self._keys[segment] = value
         return value
@@ -121,7 +121,7 @@ class Explorer:
                 self.key(segment),
                 "passthrough",
                 entry=parent.entry if parent else None,
-                output_model=parent.output_model if parent else str(segment.tree.space.model),
+                output_model=parent.output_model if parent and parent.key else str(segment.model()),
             )
         else:
             result = self._obtain(segment, parent)
@@ -171,7 +171,11 @@ class Explorer:
         first = len(path_steps) - len(segment.steps)
         config = segment.config()
         work_dir = self.cache.fresh_work_dir(key)
-        input_model = Path(parent.output_model) if parent and parent.output_model else space.model
+        input_model = (
+            Path(parent.output_model)
+            if parent and parent.key and parent.output_model
+            else segment.model()
+        )
         with self.cache.staging(key) as staged:
             out_dir = staged / "build"
             if self.hook is not None:

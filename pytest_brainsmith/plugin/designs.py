@@ -23,6 +23,7 @@ from ..core.blueprint import load_design_space
 from ..core.errors import BlueprintError, RegistryError
 from ..core.explorer import Explorer, SegmentResult
 from ..core.tree import Segment, build_execution_tree
+from .blueprint_options import blueprint_options
 from .nodes import explorer_key, registry_key, skip_without_tools, tools_key
 
 MARKER = "brainsmith"
@@ -52,7 +53,7 @@ def design_leaves(
 ) -> list[Segment]:
     registry = config.stash[registry_key].copy()
     ihook.pytest_brainsmith_register(registry=registry)
-    space = load_design_space(path, registry)
+    space = load_design_space(path, registry, **blueprint_options(config))
     if space is None:
         raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
     tree = build_execution_tree(space)

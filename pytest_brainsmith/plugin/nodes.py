@@ -23,6 +23,7 @@ from ..core.explorer import Explorer, SegmentResult, segment_label
 from ..core.tree import ExecutionTree, Segment, build_execution_tree
 from ..finn.runner import FinnUnavailable
 from ..views.records import KEY_METRICS, jsonable
+from .blueprint_options import blueprint_options
 
 explorer_key = pytest.StashKey[Explorer]()
 registry_key = pytest.StashKey[Any]()
@@ -48,7 +49,10 @@ class BlueprintFile(pytest.File):
         try:
             self.ihook.pytest_brainsmith_register(registry=registry)
             space = load_design_space(
-                self.path, registry, max_designs=self.config.stash[max_designs_key]
+                self.path,
+                registry,
+                max_designs=self.config.stash[max_designs_key],
+                **blueprint_options(self.config),
             )
         except (BlueprintError, RegistryError) as exc:
             raise self.CollectError(str(exc)) from None
