@@ -172,7 +172,7 @@ def _check_required(
     if "synth_clk_period_ns" not in config and "synth_clk_period_ns" not in sweeps:
         raise report.error((), "missing required key 'clock_ns' (target clock period in ns)")
     has_device = any(k in config or k in sweeps for k in ("fpga_part", "board"))
-    needs = sorted({s.name for s in steps if s.is_finn and s.name in _NEEDS_DEVICE})
+    needs = [s.name for s in steps if s.is_finn and s.name in _NEEDS_DEVICE]
     if not has_device and needs:
         raise report.error(
             (),

@@ -4,8 +4,8 @@ A step listed more than once (user blueprints run ``specialize_layers`` twice) g
 an occurrence number, which gives each time its own FINN checkpoint name and cache
 key; a branch point over the same steps as an earlier one is named ``a|b#2`` in a
 design's choices. ``start_step``/``stop_step`` may name a step inside a branch point
-(the cut keeps the branch point) and mean the step's first occurrence, as FINN reads
-them.
+(the cut keeps the branch point); a repeated step means its first occurrence (for
+``stop_step``, the first at or after ``start_step``).
 """
 
 from __future__ import annotations
@@ -37,10 +37,8 @@ def resolve_pipeline(
     for where, op, file in spec.operations:
         slots = apply_operation(slots, op, where, registry, file)
     resolved = _numbered(slots)
-    start = _position(resolved, "start_step", data, registry, report)
-    stop = _position(resolved, "stop_step", data, registry, report)
-    if start is not None and stop is not None and stop < start:
-        raise report.error(("stop_step",), f"comes before start_step {data['start_step']!r}")
+    start = _position(resolved, "start_step", data, registry, report, 0)
+    stop = _position(resolved, "stop_step", data, registry, report, start or 0)
     resolved = resolved[start or 0 : None if stop is None else stop + 1]
     if not resolved:
         raise report.error(key, "the pipeline has no steps")
@@ -70,9 +68,15 @@ def _numbered(slots: list[SlotSpec]) -> list[StepSlot]:
 
 
 def _position(
-    slots: list[StepSlot], bound: str, data: dict[Any, Any], registry: Registry, report: Reporter
+    slots: list[StepSlot],
+    bound: str,
+    data: dict[Any, Any],
+    registry: Registry,
+    report: Reporter,
+    after: int,
 ) -> int | None:
-    """Where ``start_step``/``stop_step`` cuts: the first slot holding the step."""
+    """Where ``start_step``/``stop_step`` cuts: the first slot from ``after`` on that
+    holds the step (for stop_step, the first at or after start_step)."""
     if bound not in data:
         return None
     name = data[bound]
@@ -82,7 +86,8 @@ def _position(
         step = registry.step(name)
     except RegistryError as exc:
         raise report.error((bound,), str(exc)) from None
-    for index, slot in enumerate(slots):
-        if any(s is not None and s.qualified == step.qualified for s in slot.options):
+    for index in range(after, len(slots)):
+        if any(s is not None and s.qualified == step.qualified for s in slots[index].options):
             return index
-    raise report.error((bound,), f"{name!r} is not a step of the pipeline")
+    where = " after start_step" if after else ""
+    raise report.error((bound,), f"{name!r} is not a step of the pipeline{where}")
