@@ -20,7 +20,7 @@ from ..errors import BlueprintError
 from .report import KeyPath, dotted, typename
 
 #: Larger files are refused before they are read (blueprints are a few KB).
-MAX_BYTES = 4 << 20
+MAX_BYTES = 1 << 20
 #: Deeper nesting is refused (PyYAML composes and constructs recursively).
 MAX_DEPTH = 64
 #: Values a document may expand to, counting every alias as a copy of its anchor.
@@ -40,10 +40,11 @@ class Document:
 
 
 class _Refused(Exception):
-    def __init__(self, mark: Any, message: str) -> None:
+    def __init__(self, mark: Any, message: str, key: KeyPath = ()) -> None:
         super().__init__(message)
         self.line = mark.line + 1 if mark is not None else None
         self.message = message
+        self.key = key
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -51,11 +52,18 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
-        self._depth = 0
+        self._path: list[Any] = []  # the key path being composed (None: a key itself)
         self._open_anchors: list[str] = []
         self._sizes: dict[int, int] = {}
+        self.node_keys: dict[int, KeyPath] = {}  # filled by _key_lines, for messages
+
+    def _key(self, *more: Any) -> KeyPath:
+        return tuple(p for p in (*self._path, *more) if p is not None)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        # PyYAML passes a mapping value's key node, or a sequence item's position
+        part = index.value if isinstance(index, yaml.ScalarNode) else index
+        part = part if isinstance(part, str | int) else None
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open_anchors:
@@ -63,18 +71,21 @@ class _BoundedLoader(yaml.SafeLoader):
                     event.start_mark,
                     f"alias *{event.anchor} is inside the value it refers to "
                     "(a self-referencing anchor)",
+                    self._key(part),
                 )
             return super().compose_node(parent, index)
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise _Refused(event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
+        self._path.append(part)
+        if len(self._path) > MAX_DEPTH:
+            raise _Refused(
+                event.start_mark, f"nested more than {MAX_DEPTH} levels deep", self._key()[:4]
+            )
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
             self._open_anchors.append(anchor)
         try:
             node = super().compose_node(parent, index)
         finally:
-            self._depth -= 1
+            self._path.pop()
             if anchor is not None:
                 self._open_anchors.pop()
         size = 1
@@ -89,6 +100,7 @@ class _BoundedLoader(yaml.SafeLoader):
             raise _Refused(
                 node.start_mark,
                 f"expands to more than {MAX_VALUES:,} values through aliases (a YAML alias bomb?)",
+                self._key(part),
             )
         return node
 
@@ -98,7 +110,8 @@ class _BoundedLoader(yaml.SafeLoader):
         except _Refused:
             raise
         except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
-            raise _Refused(node.start_mark, _unbuildable(node, exc)) from None
+            key = self.node_keys.get(id(node), ())
+            raise _Refused(node.start_mark, _unbuildable(node, exc), key) from None
 
 
 def _unbuildable(node: Any, exc: Exception) -> str:
@@ -124,10 +137,10 @@ def read_document(path: Path) -> Document:
     try:
         loader = _BoundedLoader(text)  # checks every character is one YAML allows
         node = loader.get_single_node()
-        lines = _key_lines(path, node) if node is not None else {}
+        lines = _key_lines(path, node, loader.node_keys) if node is not None else {}
         data = loader.construct_document(node) if node is not None else None
     except _Refused as exc:
-        raise BlueprintError(path, "", exc.message, line=exc.line) from None
+        raise BlueprintError(path, dotted(exc.key), exc.message, line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or str(exc)
@@ -170,9 +183,10 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
-def _key_lines(path: Path, root: Any) -> dict[KeyPath, int]:
-    """The line of every key path. Each node is walked once: the keys under an alias
-    are where its anchor is, and a key path through an alias takes the alias's line."""
+def _key_lines(path: Path, root: Any, node_keys: dict[int, KeyPath]) -> dict[KeyPath, int]:
+    """The line of every key path (and in ``node_keys`` the key path of every node).
+    Each node is walked once: the keys under an alias are where its anchor is, and a
+    key path through an alias takes the alias's line."""
     lines: dict[KeyPath, int] = {}
     seen: set[int] = set()
     stack: list[tuple[Any, KeyPath]] = [(root, ())]
@@ -181,6 +195,7 @@ def _key_lines(path: Path, root: Any) -> dict[KeyPath, int]:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        node_keys[id(node)] = prefix
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}
             for key_node, value_node in node.value:
