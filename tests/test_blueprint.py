@@ -361,3 +361,66 @@ expect:
         "DSP <= 10",
         "LUT <= 25000 (when MVAU=rtl, minimize_bit_width=skip)",
     ]
+
+
+def test_build_limits_timeout_step_timeouts_and_max_memory(write, model_file):
+    write(
+        "p.yaml",
+        HEAD + "timeout: 2h\nmax_memory: 4G\nstep_timeouts:\n  streamline: 90s\n  tidy_up: 10\n",
+    )
+    child = write(
+        "c.yaml",
+        """
+        extends: p.yaml
+        timeout: 1h30m
+        step_timeouts:
+          finn:tidy_up: 1m
+          step_specialize_layers: 2.5
+        """,
+    )
+    space = load(child)
+    assert space.timeout == 5400.0
+    assert space.max_memory == 4 << 30
+    # merged key by key, keyed by the step's short name
+    assert space.step_timeouts == {"streamline": 90.0, "tidy_up": 60.0, "specialize_layers": 2.5}
+    plain = load(write("plain.yaml", HEAD))
+    assert (plain.timeout, plain.step_timeouts, plain.max_memory) == (None, {}, None)
+
+
+@pytest.mark.parametrize(
+    "text, key, message, line",
+    [
+        ("timeout: soon\n", "timeout", "expected a duration such as 90s or 2h, got 'soon'", 6),
+        ("timeout: -3\n", "timeout", "expected a positive duration", 6),
+        ("timeout: [1]\n", "timeout", "expected a duration such as 90s or 2h, got list", 6),
+        ("max_memory: lots\n", "max_memory", "expected a size such as 4G or 512M", 6),
+        ("max_memory: true\n", "max_memory", "got bool", 6),
+        ("step_timeouts: 5\n", "step_timeouts", "expected a mapping of step: duration", 6),
+        (
+            "step_timeouts:\n  streamlin: 5\n",
+            "step_timeouts.streamlin",
+            "'streamlin' is not a step of the pipeline\n  did you mean 'streamline'?",
+            7,
+        ),
+        (
+            "design_space:\n  steps: [qonnx_to_finn]\nstep_timeouts:\n  tidy_up: 5\n",
+            "step_timeouts.tidy_up",
+            "'tidy_up' is not a step of the pipeline",
+            9,
+        ),
+        ("step_timeouts:\n  tidy_up: fast\n", "step_timeouts.tidy_up", "got 'fast'", 7),
+        (
+            "step_timeouts:\n  tidy_up: 5\n  finn:tidy_up: 6\n",
+            "step_timeouts.finn:tidy_up",
+            "step 'tidy_up' is given a timeout twice",
+            8,
+        ),
+    ],
+)
+def test_bad_build_limits_name_file_key_and_expectation(
+    write, model_file, text, key, message, line
+):
+    path = write("bad.yaml", HEAD + text)
+    err = error(path)
+    assert (err.file, err.key, err.line) == (path, key, line)
+    assert message in str(err)

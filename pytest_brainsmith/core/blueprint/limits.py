@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import RegistryError, did_you_mean
 from ..registry import Registry
 from ..units import parse_duration, parse_size
-from .report import Reporter, typename
+from .report import FileReport, MergedReport, Reporter, typename
 from .space import StepSlot
 
 
@@ -43,13 +43,14 @@ def resolve_max_memory(data: dict[Any, Any], report: Reporter) -> int | None:
 
 
 def resolve_step_timeouts(
-    raw: dict[Any, Any] | None, slots: list[StepSlot], registry: Registry, report: Reporter
+    raw: dict[Any, Any] | None, slots: list[StepSlot], registry: Registry, report: MergedReport
 ) -> dict[str, float]:
     """Step name -> seconds, keyed by the step's short name; every step must be in
     the pipeline (``finn:streamline`` and ``step_streamline`` name ``streamline``)."""
     in_pipeline = {s.qualified: s.name for slot in slots for s in slot.options if s is not None}
     names = sorted(set(in_pipeline.values()))
     result: dict[str, float] = {}
+    written_by: dict[str, FileReport] = {}  # who set each step's timeout
     for name, value in (raw or {}).items():
         key = ("step_timeouts", name)
         step = None
@@ -65,7 +66,8 @@ def resolve_step_timeouts(
                 did_you_mean(str(name).split(":")[-1].removeprefix("step_"), names)
                 or f"steps: {', '.join(names)}",
             )
-        if step.name in result:
+        if step.name in written_by and written_by[step.name] is report.at(key):
             raise report.error(key, f"step {step.name!r} is given a timeout twice")
+        written_by[step.name] = report.at(key)  # a child's spelling overrides its parent's
         result[step.name] = _duration(value, key, report)
     return result
