@@ -95,8 +95,8 @@ def test_only_matching_files_are_blueprints_and_abstract_parents_are_skipped(pyt
     [
         ("model: [oops\n", ["*tfc.blueprint.yaml:1: malformed YAML: expected ',' or ']'*"]),
         (
-            BLUEPRINT + "outptu: rtl\n",
-            ["*tfc.blueprint.yaml:11: outptu: unknown key", "*did you mean 'output'?"],
+            BLUEPRINT + "  stepz: []\n",
+            ["*tfc.blueprint.yaml:11: design_space.stepz: unknown key", "*did you mean 'steps'?"],
         ),
         (
             BLUEPRINT.replace("model.onnx", "nope.onnx"),

@@ -191,7 +191,7 @@ class Engine:
                 segment.steps,
                 config,
                 parent_key=parent_key,
-                model=None if parent_key else space.model,
+                model=None if parent_key else segment.model(),
             )
         self._keys[segment] = value
         return value
@@ -299,8 +299,8 @@ class Engine:
                     "passthrough",
                     entry=parent.outcome.entry if parent and parent.outcome else None,
                     output_model=parent.outcome.output_model
-                    if parent and parent.outcome
-                    else str(task.segment.tree.space.model),
+                    if parent and parent.key and parent.outcome
+                    else str(task.segment.model()),
                 ),
             )
             return
@@ -500,8 +500,10 @@ class Engine:
         segment = task.segment
         space = segment.tree.space
         path_steps = segment.path_steps()
-        parent = task.parent.outcome if task.parent is not None else None
-        input_model = Path(parent.output_model) if parent and parent.output_model else space.model
+        parent = task.parent.outcome if task.parent is not None and task.parent.key else None
+        input_model = (
+            Path(parent.output_model) if parent and parent.output_model else segment.model()
+        )
         assert task.key is not None and task.components is not None
         return BuildSpec(
             key=task.key,

@@ -34,6 +34,34 @@ class BlueprintError(Exception):
         return text
 
 
+class BlueprintWarning(UserWarning):
+    """A blueprint that works but likely not as meant (an unknown key, an operation
+    whose target is missing, two settings that disagree). An error under the strict
+    option. Made from one string, like any warning, so it pickles (xdist)."""
+
+    file: Path
+    line: int | None
+    key: str
+    text: str
+    hint: str | None
+
+    @classmethod
+    def at(
+        cls,
+        file: Path | str,
+        key: str,
+        message: str,
+        *,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> BlueprintWarning:
+        text = f"{key}: {message}" if key else message
+        warning = cls(f"{text} ({hint})" if hint else text)
+        warning.file, warning.line, warning.key = Path(file), line, key
+        warning.text, warning.hint = message, hint
+        return warning
+
+
 class RegistryError(Exception):
     """A name is registered twice, or looked up but unknown."""
 

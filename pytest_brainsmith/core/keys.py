@@ -75,6 +75,14 @@ def relevant_config(steps: tuple[Step, ...] | list[Step], config: dict[str, Any]
     return result
 
 
+def _step_component(step: Step) -> dict[str, Any]:
+    """A step in a key; a repeated step also by which time it runs (its checkpoint name)."""
+    component: dict[str, Any] = {"step": step.qualified, "code": step.code_id}
+    if step.occurrence > 1:
+        component["occurrence"] = step.occurrence
+    return component
+
+
 def segment_key(
     steps: tuple[Step, ...] | list[Step],
     config: dict[str, Any],
@@ -87,7 +95,7 @@ def segment_key(
     components: dict[str, Any] = {
         "scheme": KEY_SCHEME,
         "input": {"parent": parent_key} if parent_key else {"model": canonical(model)},
-        "steps": [{"step": s.qualified, "code": s.code_id} for s in steps],
+        "steps": [_step_component(s) for s in steps],
         "config": canonical(relevant_config(steps, config)),
         "toolchain": toolchain(),
     }

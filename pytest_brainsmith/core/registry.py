@@ -3,7 +3,10 @@
 FINN's own steps and kernels are pre-registered from static data (collection never
 imports FINN). Users add their own from a ``conftest.py`` or an installed package
 through the ``pytest_brainsmith_register`` hook. Lookup is a dict lookup by short
-(``streamline``) or qualified (``finn:streamline``) name.
+(``streamline``) or qualified (``finn:streamline``) name; a short name means the
+step of the highest source priority, as in BrainSmith: a project's (``user`` or any
+other namespace) over ``brainsmith`` over ``finn``, so a ``conftest.py`` can shadow
+one of FINN's steps while ``finn:NAME`` still reaches FINN's.
 """
 
 from __future__ import annotations
@@ -36,7 +39,12 @@ FINN_STEP_NEEDS: dict[str, frozenset[str]] = {
 }
 
 FINN_NAMESPACE = "finn"
+BRAINSMITH_NAMESPACE = "brainsmith"
 USER_NAMESPACE = "user"
+#: Which namespace a short name resolves to when several register it (higher wins);
+#: every other namespace is a project's and ranks above these.
+_SOURCE_PRIORITY = {FINN_NAMESPACE: 0, BRAINSMITH_NAMESPACE: 1}
+_PROJECT_PRIORITY = 2
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,9 @@ class Step:
 
     ``reads`` lists the DataflowBuildConfig fields the step can read (None: any);
     it decides where a config sweep branches and which fields key the cache.
-    ``code_id`` identifies the step's code for the cache key.
+    ``code_id`` identifies the step's code for the cache key. ``occurrence`` counts
+    the same step listed again in one pipeline (2 for the second time), so each time
+    gets its own checkpoint and cache key.
     """
 
     name: str
@@ -54,6 +64,7 @@ class Step:
     reads: frozenset[str] | None = None
     needs: frozenset[str] = frozenset()
     code_id: str = ""
+    occurrence: int = 1
 
     @property
     def qualified(self) -> str:
@@ -174,9 +185,11 @@ class Registry:
         if qualified in table:
             raise RegistryError(f"{kind} {qualified!r} is registered twice")
         table[qualified] = entry
-        # A short name points at the first registration; a later one with the same
-        # short name in another namespace must be asked for by its qualified name.
-        table.setdefault(short, entry)
+        # A short name points at the registration of the highest source priority
+        # (project > brainsmith > finn); among equals, the first one registered.
+        current = table.get(short)
+        if current is None or _priority(entry.namespace) > _priority(current.namespace):
+            table[short] = entry
 
     # -- lookup --------------------------------------------------------------------
     def step(self, name: str) -> Step:
@@ -216,6 +229,10 @@ class Registry:
         other._kernels = dict(self._kernels)
         other._backends = set(self._backends)
         return other
+
+
+def _priority(namespace: str) -> int:
+    return _SOURCE_PRIORITY.get(namespace, _PROJECT_PRIORITY)
 
 
 def finn_registry() -> Registry:

@@ -1,7 +1,7 @@
 """DesignSpace -> execution tree.
 
-Each variation point (a branch point in the steps, a kernel backend choice, a
-config sweep) becomes a level of the tree, placed right before the first step
+Each variation point (the model when a blueprint names several, a branch point in
+the steps, a kernel backend choice, a config sweep) becomes a level of the tree, placed right before the first step
 that can observe it, so designs that differ only in a late choice share every
 earlier step. A node (segment) runs the steps between two levels; a root-to-leaf
 path is one design.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .blueprint import DesignSpace
+from .blueprint import MODEL_CHOICE, DesignSpace
 from .registry import Step
 
 #: Pseudo-field under which kernel backend choices travel in a segment's config.
@@ -28,15 +28,19 @@ _UNSAFE = re.compile(r"[^\w.+\-]")
 class Choice:
     """One alternative at a variation point."""
 
-    kind: str  # "step" | "kernel" | "config"
-    key: str  # the branch point's steps ("a|b") / kernel name / config field
-    value: Any  # Step or None (skip) / backend / config value
-    label: str  # readable, -k friendly: "streamline", "MVAU[rtl]", "target_fps[100000]"
+    kind: str  # "model" | "step" | "kernel" | "config"
+    key: str  # "model" / the branch point's steps ("a|b") / kernel name / config field
+    value: Any  # ModelChoice / Step or None (skip) / backend / config value
+    label: (
+        str  # readable, -k friendly: "model[tfc]", "streamline", "MVAU[rtl]", "target_fps[100000]"
+    )
 
     def describe(self) -> tuple[str, Any]:
         """(name, value) as a user reads it, e.g. ("target_fps", 100000)."""
         if self.kind == "step":
             return (self.key, "skip" if self.value is None else self.value.name)
+        if self.kind == "model":
+            return (self.key, self.value.name)
         return (self.key, self.value)
 
 
@@ -72,6 +76,12 @@ def build_levels(space: DesignSpace) -> list[Level]:
     def first_reader(config_field: str) -> int:
         return next(i for i, slot in enumerate(space.slots) if slot.may_read(config_field))
 
+    if len(space.models) > 1:  # before everything: each model is its own subtree
+        labels = _unique([f"{MODEL_CHOICE}[{value_label(m.name)}]" for m in space.models])
+        choices = tuple(
+            Choice("model", MODEL_CHOICE, m, lb) for m, lb in zip(space.models, labels, strict=True)
+        )
+        order.append((0, -1, 0, Level(0, "model", MODEL_CHOICE, choices)))
     for n, kernel_choice in enumerate(space.kernels):
         if len(kernel_choice.backends) < 2:
             continue
@@ -157,6 +167,13 @@ class Segment:
     def path_steps(self) -> list[Step]:
         """Every step from the start of the pipeline to the end of this segment."""
         return [step for segment in self.chain() for step in segment.steps]
+
+    def model(self) -> Path:
+        """The input model of this segment's designs (the one chosen on its path)."""
+        for choice in reversed(self.choices()):
+            if choice.kind == "model":
+                return choice.value.path
+        return self.tree.space.model
 
     def config(self) -> dict[str, Any]:
         """The FINN config in force for this segment (fixed values plus choices so far)."""

@@ -174,8 +174,10 @@ class BuildOutcome:
 
 
 def checkpoint_name(step: Step) -> str:
-    """FINN names a checkpoint after the step function's ``__name__``."""
-    return f"step_{step.name}" if step.is_finn else f"{step.namespace}_{step.name}"
+    """FINN names a checkpoint after the step function's ``__name__`` (and finds
+    start/stop steps by it), so a step listed again gets ``#2``, ``#3``: unique names."""
+    name = f"step_{step.name}" if step.is_finn else f"{step.namespace}_{step.name}"
+    return name if step.occurrence == 1 else f"{name}#{step.occurrence}"
 
 
 def _wrap(
@@ -186,7 +188,7 @@ def _wrap(
     on_step: Callable[[str], None] | None = None,
 ) -> Callable[..., Any]:
     name = checkpoint_name(step)
-    func = finn_steps.build_dataflow_step_lookup[name] if step.is_finn else step.func
+    func = finn_steps.build_dataflow_step_lookup[f"step_{step.name}"] if step.is_finn else step.func
 
     def run(model: Any, cfg: Any) -> Any:
         random.seed(name)  # deterministic tensor names: identical checkpoints when resumed

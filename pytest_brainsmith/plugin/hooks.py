@@ -55,6 +55,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"refuse blueprints with more designs than this (default {DEFAULT_MAX_DESIGNS:,})",
     )
     group.addoption(
+        "--brainsmith-model",
+        metavar="PATH",
+        help="the input model of blueprints that name none (BrainSmith takes it from its "
+        "command line); also the ini option brainsmith_model or BRAINSMITH_MODEL",
+    )
+    group.addoption(
+        "--brainsmith-strict",
+        action="store_true",
+        help="blueprint warnings (an unknown key, a step operation whose target is not "
+        "there, settings that disagree) are collection errors; also the ini option "
+        "brainsmith_strict (unset: pytest's strict) or BRAINSMITH_STRICT=1",
+    )
+    group.addoption(
         "--brainsmith-retry-failed",
         action="store_true",
         help="build segments again whose failure is recorded in the cache",
@@ -144,6 +157,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "brainsmith_cache", default="", help="segment cache directory (overrides <build dir>/cache)"
     )
     parser.addini("brainsmith_max_designs", default="", help="cap on designs per blueprint")
+    parser.addini(
+        "brainsmith_model",
+        default="",
+        help="input model of blueprints that name none (relative to the ini file)",
+    )
+    parser.addini(
+        "brainsmith_strict",
+        type="bool",
+        default=None,
+        help="blueprint warnings are errors (unset: follows pytest's strict option)",
+    )
     parser.addini(
         "brainsmith_results", default="", help="results store path ('none': do not write one)"
     )

@@ -26,6 +26,7 @@ from ..core.tree import ExecutionTree, Segment, build_execution_tree
 from ..core.units import parse_duration, parse_size
 from ..core.workers import available_cores
 from ..finn.runner import available_tools
+from .blueprint_options import blueprint_options
 
 
 @dataclass
@@ -51,7 +52,9 @@ class RunContext:
         if path not in self._trees:
             registry = self.registry.copy()
             ihook.pytest_brainsmith_register(registry=registry)
-            space = load_design_space(path, registry, max_designs=self.max_designs)
+            space = load_design_space(
+                path, registry, max_designs=self.max_designs, **blueprint_options(self.config)
+            )
             self._trees[path] = build_execution_tree(space) if space is not None else None
         return self._trees[path]
 

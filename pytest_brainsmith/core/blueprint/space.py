@@ -1,0 +1,136 @@
+"""The result of loading a blueprint: a DesignSpace, every name resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...finn import catalog as finn_catalog
+from ..errors import BlueprintWarning
+from ..expectations import Expectation
+from ..registry import FINN_NAMESPACE, Kernel, Registry, Step
+
+DEFAULT_MAX_DESIGNS = 100_000
+OUTPUTS = ("estimates", "rtl", "bitfile")
+#: generate_outputs per output kind (``finn_config.generate_outputs`` overrides it).
+OUTPUT_PRODUCTS = {
+    "estimates": ["estimate_reports"],
+    "rtl": ["estimate_reports", "stitched_ip"],
+    "bitfile": ["estimate_reports", "stitched_ip", "bitfile", "pynq_driver", "deployment_package"],
+}
+#: The name under which a blueprint's model travels in a design's choices.
+MODEL_CHOICE = "model"
+
+
+def default_steps(output: str) -> list[str]:
+    """FINN's own pipeline for an output kind (used when a blueprint lists no steps),
+    by qualified name: a project step with the same short name does not replace it."""
+    if output == "estimates":
+        steps = list(finn_catalog.ESTIMATE_STEPS)
+    else:
+        steps = list(finn_catalog.DEFAULT_STEPS)
+        if output == "rtl":
+            steps = steps[: steps.index("create_stitched_ip") + 1]
+    return [f"{FINN_NAMESPACE}:{name}" for name in steps]
+
+
+@dataclass(frozen=True)
+class StepSlot:
+    """One position in the pipeline: a fixed step, or a branch point over alternatives
+    (None = skip this step)."""
+
+    options: tuple[Step | None, ...]
+    key: str  # where it came from, for messages
+    name: str = ""  # a branch point as a design's choices name it (see branch_name)
+
+    @property
+    def is_branch(self) -> bool:
+        return len(self.options) > 1
+
+    @property
+    def branch_name(self) -> str:
+        """How a design's choices name this branch point: its steps, ``a|b`` (and
+        ``#2`` for the second branch point over the same steps)."""
+        return self.name or "|".join(s.name for s in self.options if s is not None)
+
+    @property
+    def choice_values(self) -> list[str]:
+        return [s.name if s is not None else "skip" for s in self.options]
+
+    def may_read(self, config_field: str) -> bool:
+        return any(s is not None and s.may_read(config_field) for s in self.options)
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """A kernel and the backends to explore for it (empty: FINN's default choice)."""
+
+    kernel: Kernel
+    backends: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One input model; with several, a design's choices name it (``model: tfc``)."""
+
+    name: str
+    path: Path
+
+
+@dataclass
+class DesignSpace:
+    """A blueprint after inheritance, expansion and name resolution."""
+
+    path: Path
+    name: str
+    description: str
+    model: Path  # the first (usually only) model; see models
+    output: str
+    finn_config: dict[str, Any]  # fixed DataflowBuildConfig fields (paths resolved)
+    slots: list[StepSlot]
+    kernels: list[KernelChoice]
+    sweeps: dict[str, list[Any]]  # field -> alternative values
+    expect: list[Expectation]
+    registry: Registry = field(repr=False)
+    sources: list[Path] = field(default_factory=list)  # the file and its extends parents
+    models: list[ModelChoice] = field(default_factory=list)  # more than one: a branch point
+    outputs: list[str] | None = None  # finn_config.generate_outputs, if given
+    timeout: float | None = None  # seconds per segment build
+    step_timeouts: dict[str, float] = field(default_factory=dict)  # step short name -> s
+    max_memory: int | None = None  # bytes
+    warnings: list[BlueprintWarning] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            self.models = [ModelChoice(self.model.stem, self.model)]
+
+    @property
+    def generate_outputs(self) -> list[str]:
+        return list(self.outputs) if self.outputs is not None else OUTPUT_PRODUCTS[self.output]
+
+    def variation_points(self) -> dict[str, list[Any]]:
+        """Each branch point as a design's choices name it, with its alternatives."""
+        points: dict[str, list[Any]] = {}
+        if len(self.models) > 1:
+            points[MODEL_CHOICE] = [m.name for m in self.models]
+        for choice in self.kernels:
+            if len(choice.backends) > 1:
+                points[choice.kernel.name] = list(choice.backends)
+        for fname, values in self.sweeps.items():
+            if len(values) > 1:
+                points[fname] = list(values)
+        for slot in self.slots:
+            if slot.is_branch:
+                points[slot.branch_name] = slot.choice_values
+        return points
+
+    def count_designs(self) -> int:
+        count = len(self.models)
+        for slot in self.slots:
+            count *= len(slot.options)
+        for choice in self.kernels:
+            count *= max(1, len(choice.backends))
+        for values in self.sweeps.values():
+            count *= len(values)
+        return count
