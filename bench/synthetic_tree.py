@@ -1,11 +1,14 @@
-"""How wall time grows with the size of the tree and the number of workers, on a
+"""How wall time grows with the size of the tree and the engine's worker processes, on a
 synthetic design space: LEVELS branch points of BRANCHES alternative steps each,
 every step a registered pure-Python step that burns COST_MS of CPU (through
 FINN's builder like any step, on the bundled model). Prints a markdown table.
 
     .venv/bin/python bench/synthetic_tree.py [--levels 3] [--branches 10] [--cost-ms 20]
 
-The floor is the unique work over the workers: segments x cost / workers.
+Workers are the engine's (`--brainsmith-workers N`); the issue's target is the default
+pool (2 workers here) at least 1.8x faster than one worker on 3 levels x 10 branches.
+The floor is the step work over the workers: segments x cost / workers (each segment
+also pays FINN's builder loading and saving the model, and a fork).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def project(folder: Path, levels: int, branches: int, cost_ms: float) -> None:
 
 
 def run(folder: Path, workers: int) -> tuple[float, str]:
-    extra = ["-n", str(workers)] if workers > 1 else []
+    extra = ["--brainsmith-workers", str(workers)]
     start = time.perf_counter()
     done = subprocess.run(
         [
@@ -91,23 +94,23 @@ def main() -> None:
     print(
         f"steps burn {args.cost_ms:g} ms of CPU each; {args.branches} alternatives per branch point\n"
     )
-    print("| levels | designs | segments | workers | wall [s] | built | waited [s] | floor [s] |")
+    print("| levels | designs | segments | workers | wall [s] | built | speed-up | floor [s] |")
     print("|---|---|---|---|---|---|---|---|")
     for levels in range(1, args.levels + 1):
         designs = args.branches**levels
         segments = sum(args.branches**n for n in range(1, levels + 1))
+        first = None
         for workers in args.workers:
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp) / "p"
                 project(folder, levels, args.branches, args.cost_ms)
                 seconds, out = run(folder, workers)
+            first = first or seconds
             built = re.search(r"this run built (\d+) segments", out)
-            waited = re.search(r"; ([\d.]+) s waited", out)
             floor = segments * args.cost_ms / 1000 / workers
             print(
                 f"| {levels} | {designs} | {segments} | {workers} | {seconds:.1f} | "
-                f"{built.group(1) if built else '?'} | {waited.group(1) if waited else '?'} | "
-                f"{floor:.1f} |"
+                f"{built.group(1) if built else '?'} | {first / seconds:.2f}x | {floor:.1f} |"
             )
 
 

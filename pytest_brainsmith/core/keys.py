@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ..finn.backends import field_read
 from .registry import Step
-from .tree import KERNEL_BACKENDS
 
 #: Bump when the meaning of a key or of an entry's layout changes.
 KEY_SCHEME = 1
@@ -69,8 +69,7 @@ def relevant_config(steps: tuple[Step, ...] | list[Step], config: dict[str, Any]
     """The part of ``config`` that ``steps`` can read."""
     result = {}
     for name, value in config.items():
-        reader = "specialize_layers_config_file" if name == KERNEL_BACKENDS else name
-        if any(step.may_read(reader) for step in steps):
+        if any(step.may_read(field_read(name)) for step in steps):
             result[name] = value
     return result
 

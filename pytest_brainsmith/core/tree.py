@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..finn.backends import KERNEL_BACKENDS, field_read
 from .blueprint import MODEL_CHOICE, DesignSpace
 from .registry import Step
 
-#: Pseudo-field under which kernel backend choices travel in a segment's config.
-KERNEL_BACKENDS = "kernel_backends"
 _UNSAFE = re.compile(r"[^\w.+\-]")
 
 
@@ -91,7 +90,7 @@ def build_levels(space: DesignSpace) -> list[Level]:
             Choice("kernel", name, b, lb)
             for b, lb in zip(kernel_choice.backends, labels, strict=True)
         )
-        position = first_reader("specialize_layers_config_file")
+        position = first_reader(field_read(KERNEL_BACKENDS))
         order.append((position, 0, n, Level(position, "kernel", name, choices)))
     for n, (fname, values) in enumerate(space.sweeps.items()):
         if len(values) < 2:

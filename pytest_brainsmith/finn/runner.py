@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from ..core.registry import VITIS_HLS, VIVADO, Step
-from ..core.tree import KERNEL_BACKENDS
+from .backends import KERNEL_BACKENDS
 
 _DUMMY_VIVADO = "/nonexistent/Vivado/none"
 _finn: dict[str, ModuleType] = {}
