@@ -160,6 +160,7 @@ class Engine:
         self._ready: list[tuple[float, int, Task]] = []
         self._held: list[Task] = []
         self._running: list[Task] = []
+        self._exiting: list[Worker] = []  # workers that answered and are still exiting
         self._order = itertools.count()
         self._estimates: dict[str, dict[str, Any] | None] = {}
         self._durations = self._load_durations()
@@ -322,6 +323,7 @@ class Engine:
     def chain(self, leaf: Segment) -> list[SegmentOutcome]:
         """Every segment outcome of the design, root first; builds what is missing."""
         self.submit([leaf])
+        self._pump()  # whatever finished while the caller was busy frees its worker now
         tasks = [self._task(s) for s in leaf.chain()]
         if tasks[-1].state == "new":  # not submitted: the engine is closed
             raise EngineClosed("the run was stopped before this design was built")
@@ -395,6 +397,15 @@ class Engine:
         self._collect()
         self._enforce_deadlines()
         self._retry_held()
+
+    def _pump(self) -> None:
+        """Collect finished workers and start what is ready, without waiting."""
+        if self.workers == 0 or self.closed:
+            return
+        self._collect()
+        self._enforce_deadlines()
+        self._retry_held()
+        self._start_ready()
 
     def _advance_inline(self, target: list[Task] | None) -> None:
         pending = (
@@ -581,7 +592,10 @@ class Engine:
             assert task.worker is not None
             if task.worker.poll():
                 self._running.remove(task)
+                if task.worker.result is not None and task.worker.process.is_alive():
+                    self._exiting.append(task.worker)  # answered: its exit is not waited for
                 self._complete(task, task.worker.result)
+        self._exiting = [w for w in self._exiting if not w.reap()]
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -763,6 +777,9 @@ class Engine:
                     task.outcome = SegmentOutcome(
                         task.label, task.key, "cancelled", error="the run stopped first"
                     )
+            for worker in self._exiting:
+                worker.reap(timeout=5.0)
+            self._exiting.clear()
             self._ready.clear()
             self._held.clear()
             self.closed = True

@@ -76,6 +76,7 @@ class Worker:
         self.conn: Connection = receive
         self.started = time.monotonic()
         self.result: dict[str, Any] | None = None
+        self._eof = False
         self.killed_by_us: str | None = None  # why we killed it ("timeout", "cancel")
 
     @property
@@ -84,14 +85,22 @@ class Worker:
         return self.process.pid
 
     def waitables(self) -> list[Any]:
-        return [self.conn, self.process.sentinel]
+        """What to wait on: the pipe until it has said its piece, and the process."""
+        if self.result is None and not self._eof:
+            return [self.conn, self.process.sentinel]
+        return [self.process.sentinel]
 
     def poll(self) -> bool:
-        """Read a result if one arrived; True once the process has ended."""
-        if self.result is None:
-            with contextlib.suppress(EOFError, OSError):
+        """Read a result if one arrived; True once there is a result (the process is
+        then on its way out: ``reap`` collects it) or the process has ended."""
+        if self.result is None and not self._eof:
+            try:
                 while self.conn.poll():
                     self.result = self.conn.recv()
+            except (EOFError, OSError):
+                self._eof = True  # it ended (or is ending) without a word
+        if self.result is not None:
+            return True
         if self.process.is_alive():
             return False
         self.process.join()
@@ -100,6 +109,18 @@ class Worker:
                 if self.conn.poll():
                     self.result = self.conn.recv()
         self.conn.close()
+        return True
+
+    def reap(self, timeout: float = 0.0) -> bool:
+        """Collect the process once it has exited (True), killing it after ``timeout``
+        if given and it lingers; a worker that has answered owes nothing more."""
+        self.process.join(timeout=timeout)
+        if self.process.is_alive():
+            if not timeout:
+                return False
+            self.kill(self.killed_by_us or "lingered")
+        with contextlib.suppress(OSError):
+            self.conn.close()
         return True
 
     def kill(self, why: str) -> None:
