@@ -35,7 +35,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +64,22 @@ class EngineEvents(Protocol):
     def segment_start(self, segment: Segment, config: dict[str, Any], build_dir: str) -> None: ...
 
     def segment_finish(self, segment: Segment, result: SegmentOutcome) -> None: ...
+
+
+class Launcher(Protocol):
+    """Starts ``job`` (a segment's build, returning its answer as a small dict) and
+    returns a handle with ``Worker``'s methods: ``poll``, ``waitables``, ``kill``,
+    ``reap``, ``exit_cause``, ``output_tail`` and the attributes ``result`` and
+    ``killed_by_us``. ``Worker`` forks a process on this machine."""
+
+    def __call__(
+        self,
+        job: Callable[[], dict[str, Any]],
+        *,
+        output: Path,
+        max_memory: int | None = None,
+        close_fds: tuple[int, ...] = (),
+    ) -> Worker: ...
 
 
 class EngineClosed(RuntimeError):
@@ -143,8 +159,11 @@ class Engine:
         keep_step_models: bool = False,
         tools: dict[str, str | None] | None = None,
         events: EngineEvents | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.cache = cache
+        #: starts one segment's build somewhere: a forked process here (``Worker``)
+        self.launcher: Launcher = launcher or Worker
         self.workers = available_cores() if workers is None else max(0, workers)
         self.timeout = timeout
         self.max_memory = max_memory
@@ -482,7 +501,7 @@ class Engine:
             self._finish(task, self._error(task, error))
             return
         held = (_lock_fd(t.lock) for t in self._running)
-        task.worker = Worker(
+        task.worker = self.launcher(
             partial(build_segment, spec, self.cache),
             output=spec.staged / "worker.log",
             max_memory=int(spec.limits["max_memory"]) if "max_memory" in spec.limits else None,
@@ -592,7 +611,7 @@ class Engine:
             assert task.worker is not None
             if task.worker.poll():
                 self._running.remove(task)
-                if task.worker.result is not None and task.worker.process.is_alive():
+                if task.worker.result is not None and not task.worker.reap():
                     self._exiting.append(task.worker)  # answered: its exit is not waited for
                 self._complete(task, task.worker.result)
         self._exiting = [w for w in self._exiting if not w.reap()]
@@ -741,8 +760,9 @@ class Engine:
     # -- progress and the end ------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
         """Counts of needed segments (done, running, queued), what runs, time left."""
-        needed = [t for t in self._tasks.values() if t.state != "new"]
-        running = list(self._running)
+        # called from the status line's thread: take copies first (atomic in CPython)
+        tasks, running = list(self._tasks.values()), list(self._running)
+        needed = [t for t in tasks if t.state != "new"]
         queued = [t for t in needed if t.state in ("waiting", "ready", "held")]
         now = time.monotonic()
         left = sum(t.estimate for t in queued)
