@@ -63,6 +63,12 @@ def slow(model, cfg):
     time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
     return model
 
+def raises_once_slow_runs(model, cfg):
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(HERE, "slow.started")) and time.time() < deadline:
+        time.sleep(0.05)
+    raise ValueError("raises_once_slow_runs was asked to fail")
+
 def tail_a(model, cfg):
     return model
 
@@ -70,7 +76,8 @@ def tail_b(model, cfg):
     return model
 
 def pytest_brainsmith_register(registry):
-    steps = (pass_through, fine, raises, exits, segfaults, hangs, hogs, skips, slow, tail_a, tail_b)
+    steps = (pass_through, fine, raises, exits, segfaults, hangs, hogs, skips, slow, tail_a, tail_b,
+             raises_once_slow_runs)
     for step in steps:
         registry.register_step(step, reads=())
 
@@ -301,3 +308,19 @@ def test_the_core_and_the_finn_adapter_import_neither_pytest_nor_xdist():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(modules) > 20
+
+
+def test_x_stops_the_workers_and_records_nothing_for_what_it_stopped(tmp_path: Path):
+    folder = make_project(
+        tmp_path / "p", "    - pass_through\n    - [raises_once_slow_runs, slow]\n"
+    )
+    started = time.monotonic()
+    done = run(folder, "-x", env={"SLOW_SECONDS": "600"})
+    assert time.monotonic() - started < 120
+    assert done.returncode == 1, done.stdout
+    assert "1 failed" in done.stdout and "stopping after 1 failures" in done.stdout
+    worker = int((folder / "slow.pid").read_text())  # it had started, eagerly
+    assert not alive(worker)
+    state = cache_state(folder / "build" / "brainsmith" / "cache")
+    assert len(state["failures"]) == 1  # raises; the stopped build is nobody's failure
+    assert state["tmp"] == [] and state["running"] == []
