@@ -51,17 +51,8 @@ PATH_CONFIG_FIELDS = frozenset(
 )
 #: Top-level shorthands and the FINN field each stands for.
 SHORTHANDS = {"board": "board", "fpga_part": "fpga_part", "clock_ns": "synth_clk_period_ns"}
-#: FINN 1.6.1's DataflowOutputType values (what generate_outputs may list).
-OUTPUT_TYPES = (
-    "stitched_ip",
-    "estimate_reports",
-    "out_of_context_synth",
-    "rtlsim_performance",
-    "bitfile",
-    "pynq_driver",
-    "cpp_driver",
-    "deployment_package",
-)
+#: FINN's DataflowOutputType values (what generate_outputs may list): its default lists them all.
+OUTPUT_TYPES: tuple[str, ...] = tuple(finn_catalog.CONFIG_FIELDS["generate_outputs"]["default"])
 _TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "float": (int, float),
