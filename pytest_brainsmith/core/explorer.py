@@ -151,7 +151,26 @@ class Explorer:
                 if self._stands(failure):
                     return _failed_before(segment, failure)
                 self.cache.forget_failure(key)
+            # integrity (issue 11): check the checkpoint this build resumes from right before
+            # using it; the cache moves a damaged parent entry aside and it is rebuilt first
+            parent = self._checked_parent(segment, parent)
+            if parent is not None and not parent.ok:
+                return parent
             return self._build(segment, parent, key, components)
+
+    def _checked_parent(
+        self, segment: Segment, parent: SegmentResult | None
+    ) -> SegmentResult | None:
+        """integrity (issue 11): the parent's result once its output.onnx is verified,
+        rebuilt first if the cache found it damaged (a child is never built from, nor
+        charged for, a corrupt input)."""
+        if parent is None or parent.key is None or parent.entry is None:
+            return parent
+        if self.cache.verify_file(parent.key, "output.onnx") is None:
+            return parent
+        self._results = {slot: r for slot, r in self._results.items() if r.key != parent.key}
+        assert segment.parent is not None
+        return self.ensure(segment.parent)
 
     def _stands(self, failure: Failure) -> bool:
         """A recorded failure is the answer unless retrying, and is retried once per run

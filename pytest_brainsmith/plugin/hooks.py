@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ..core.blueprint import DEFAULT_MAX_DESIGNS
-from ..core.cache import SegmentCache
+from ..core.cache import CacheError, SegmentCache
 from ..core.explorer import Explorer
 from ..core.registry import finn_registry
 from ..finn import catalog as finn_catalog
@@ -193,8 +193,14 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     run_id = workerinput.get("brainsmith_run_id") if workerinput else None
     config._brainsmith_run_id = run_id or uuid.uuid4().hex  # type: ignore[attr-defined]
+    cache = SegmentCache(cache_dir(config))
+    if not config.getoption("collectonly") and not config.getoption("brainsmith_prune"):
+        try:  # integrity (issue 11): an empty cache that cannot be written is a usage error
+            cache.check_writable()
+        except CacheError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[explorer_key] = Explorer(
-        SegmentCache(cache_dir(config)),
+        cache,
         hook=config.hook,
         retry_failed=config.getoption("brainsmith_retry_failed"),
         rebuild=config.getoption("brainsmith_rebuild"),
@@ -246,11 +252,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the design's record (and pytest-html extras) to the report that ends it."""
     report = yield
-    if isinstance(item, DesignItem) and (
-        call.when == "call" or (call.when == "setup" and report.outcome != "passed")
-    ):
+    # integrity (issue 11): a passed setup carries the record too, so the controller
+    # knows the design even if its worker dies before the call report
+    if isinstance(item, DesignItem) and call.when in ("setup", "call"):
         report.brainsmith = item.record()
-        if item.config.getoption("htmlpath", None):
+        if item.config.getoption("htmlpath", None) and (
+            call.when == "call" or report.outcome != "passed"
+        ):
             from ..views.html_report import design_extras
 
             report.extras = [*getattr(report, "extras", []), *design_extras(report.brainsmith)]
@@ -301,8 +309,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if isinstance(item, DesignItem):
             keep.update(k for k in (explorer.key(s) for s in item.segment.chain()) if k)
     cache = explorer.cache
-    unused = [e.key for e in cache.entries() if e.key not in keep]
-    unused += [f.key for f in cache.failures() if f.key not in keep]
+    unused = cache.prunable(keep)  # integrity (issue 11): also damaged and quarantined entries
     size = sum(cache.size_bytes(k) for k in unused)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     verb = "would remove" if mode == "dry-run" else "removed"

@@ -89,6 +89,25 @@ def running(running_dir: Path) -> list[dict[str, Any]]:
     return sorted(found, key=lambda e: e.get("started", 0))
 
 
+def abandoned(running_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
+    """Builds started on this host since ``since`` whose process died without finishing
+    (their status file is left behind): what a crashed worker was doing, oldest first."""
+    found = []
+    for path in running_dir.glob("*.json"):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(entry, dict)
+            and entry.get("host") == os.uname().nodename
+            and entry.get("started", 0) >= since
+            and not _alive(entry)
+        ):
+            found.append(entry)
+    return sorted(found, key=lambda e: e.get("started", 0))
+
+
 def describe(entries: list[dict[str, Any]], now: float | None = None) -> str:
     """One line: the oldest build in progress, and how many more."""
     if not entries:

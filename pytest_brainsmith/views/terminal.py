@@ -4,7 +4,9 @@ exports the execution trees and prints the terminal summary."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from .records import (
     KEY_METRICS,
     best_designs,
     group_by_blueprint,
+    lost_record,
     outcomes_line,
     segment_counts,
     sharing,
@@ -23,6 +26,7 @@ from .records import (
     tree_from_records,
 )
 from .results_store import ResultsStore
+from .status import abandoned
 
 
 def _outcome(report: pytest.TestReport) -> str | None:
@@ -49,9 +53,14 @@ class RunRecorder:
         self.store = store
         self.tree_dir = tree_dir
         self.records: dict[str, dict[str, Any]] = {}
+        #: records sent with a design's setup, until its outcome arrives: all that is
+        #: known of a design whose worker dies while it runs
+        self.started: dict[str, dict[str, Any]] = {}
+        self.run_started = time.time()
         self._run_started = False
         self.store_error: str | None = None
         self.trees_written: list[Path] = []
+        self.tree_error: str | None = None
 
     def ordered_records(self) -> list[dict[str, Any]]:
         """The designs in tree order (xdist delivers them in completion order)."""
@@ -60,14 +69,72 @@ class RunRecorder:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = getattr(report, "brainsmith", None)
+        if report.when == "setup" and report.passed:
+            if record is not None:
+                self.started[report.nodeid] = record
+            return
         outcome = _outcome(report)
         if record is None or outcome is None:
-            return
+            record = self._lost(report)
+            if record is None:
+                return
+            report.brainsmith = record  # for the html row (html_report.py)
+            outcome = record["outcome"]
+        self.started.pop(report.nodeid, None)
         record["outcome"] = outcome
         if outcome == "skipped" and isinstance(report.longrepr, tuple):
             record["error"] = str(report.longrepr[2]).removeprefix("Skipped: ")
         self.records[report.nodeid] = record
         self._store(record, report.duration)
+
+    def _lost(self, report: pytest.TestReport) -> dict[str, Any] | None:
+        """A failure pytest counts for a design that sent no record with it: its worker
+        died mid-design (xdist reports ``when='???'``), or its teardown failed. The design
+        keeps its place in every view, with what is known of the cause."""
+        if not report.failed or not self._is_design(report.nodeid):
+            return None
+        cause = (report.longreprtext or "no report").strip().splitlines()[-1]
+        earlier = self.records.get(report.nodeid)
+        if earlier is not None:  # a teardown error or a crash after the design reported
+            if earlier.get("outcome") != "passed":
+                return None
+            return {**earlier, "outcome": "error", "error": cause}
+        known = self.started.get(report.nodeid)
+        outcome = "error" if report.when in ("setup", "teardown") else "failed"
+        return lost_record(report.nodeid, outcome, cause, known, self._building(report, known))
+
+    def _is_design(self, nodeid: str) -> bool:
+        if nodeid in self.started:
+            return True
+        path, sep, _ = nodeid.partition("::")
+        patterns = self.config.getini("brainsmith_blueprints")
+        return bool(sep) and any(fnmatch.fnmatch(Path(path).name, p) for p in patterns)
+
+    def _building(
+        self, report: pytest.TestReport, known: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The segment of this design whose build was abandoned in this run (the status
+        file a dead process left behind), deepest first."""
+        if report.when != "???":  # only a process that died leaves one behind
+            return None
+        from ..core.cache import LAYOUT
+        from ..plugin.hooks import cache_dir  # the views need the cache only here
+
+        try:
+            left = abandoned(cache_dir(self.config) / LAYOUT / "running", self.run_started)
+        except OSError:
+            return None
+        paths = {seg["path"] for seg in (known or {}).get("segments", [])}
+        blueprint, _, rest = report.nodeid.partition("::")
+        label = "::".join([Path(blueprint).name, rest])
+        mine = [
+            e
+            for e in left
+            if e.get("segment") in paths
+            or label.startswith(f"{e.get('segment')}::")
+            or label == e.get("segment")
+        ]
+        return max(mine, key=lambda e: len(str(e.get("segment")))) if mine else None
 
     def _store(self, record: dict[str, Any], seconds: float) -> None:
         if self.store is None or self.store_error:
@@ -91,7 +158,10 @@ class RunRecorder:
         if self.store is not None:
             self.store.close()
         if self.tree_dir is not None and self.records:
-            self.export_trees(self.tree_dir)
+            try:
+                self.export_trees(self.tree_dir)
+            except OSError as exc:  # an unwritable directory must not end the session
+                self.tree_error = f"{self.tree_dir}: {exc}"
 
     def export_trees(self, directory: Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -139,4 +209,6 @@ class RunRecorder:
         for path in self.trees_written:
             if path.suffix == ".dot":
                 lines.append(f"tree: {path} (+ .json)")
+        if self.tree_error:
+            lines.append(f"trees NOT written: {self.tree_error}")
         return lines
