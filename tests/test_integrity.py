@@ -402,9 +402,12 @@ def test_a_rewritten_root_is_rebuilt_before_a_new_child_and_never_charged_to_it(
 #: Damages the root's checkpoint when the first child is built from it: the next child
 #: must find out right before it resumes from it (the root was verified long before).
 DAMAGE_AFTER_FIRST_CHILD = """
-import os, pathlib
+import json, os, pathlib
 
 def pytest_brainsmith_segment_finish(segment, result):
+    with open(os.path.join(os.path.dirname(__file__), "builds.jsonl"), "a") as log:
+        log.write(json.dumps({"key": result.key, "status": result.status,
+                              "segment": result.segment}) + "\\n")
     if segment.name == "MVAU[hls]":
         root = pathlib.Path(os.environ["BRAINSMITH_TEST_ROOT"]) / "output.onnx"
         root.chmod(0o644)
@@ -422,7 +425,7 @@ def test_the_checkpoint_a_child_resumes_from_is_checked_right_before_it_builds(
     for label, entry in found.items():
         if label != ROOT:
             shutil.rmtree(entry)
-    (project / "conftest.py").write_text(CONFTEST + DAMAGE_AFTER_FIRST_CHILD)
+    (project / "conftest.py").write_text(DAMAGE_AFTER_FIRST_CHILD)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
         cwd=project,
@@ -609,6 +612,7 @@ def test_a_design_whose_worker_dies_is_in_the_summary_the_html_report_and_the_st
     (folder / "conftest.py").write_text(CRASHING_STEPS)
     (folder / "tfc.blueprint.yaml").write_text(
         "model: tfc.onnx\nfpga_part: xc7z020clg400-1\nclock_ns: 10\n"
+        "finn_config:\n  target_fps: 100000\n"
         "design_space:\n  steps:\n    - at_end:\n        insert: [[pass_through, crash]]\n"
     )
     done = run_pytest(folder, "-n", "2", "--html=report.html", "--self-contained-html")
@@ -622,7 +626,10 @@ def test_a_design_whose_worker_dies_is_in_the_summary_the_html_report_and_the_st
     assert crashed.endswith("crash") and len(designs) == 2
     error = designs[crashed][2]
     assert "crashed while running" in error
-    assert "it was building segment tfc.blueprint.yaml::" in error and "step 1/1 crash" in error
+    assert (
+        "it was building segment tfc.blueprint.yaml::" in error and "step 1/1 crash, when" in error
+    )
+    assert "brainsmith: it was building segment" in done.stdout  # under FAILURES
     page = (folder / "report.html").read_text()
     assert "designs: 1 passed, 1 failed" in page
     blob = re.search(r'data-jsonblob="([^"]*)"', page).group(1)

@@ -228,17 +228,18 @@ def lost_record(
     sent with its setup) or its node id, the ``cause`` pytest gives, and the segment the
     process was ``building`` when it stopped (its live status file), if any."""
     record = json.loads(json.dumps(known)) if known else record_from_nodeid(nodeid)
-    error = cause
+    known_more = ""
     if building is not None:
         for seg in record["segments"]:
             if seg["path"] == building.get("segment"):
                 seg["status"] = "failed"
         step = building.get("step") or "(starting)"
         total = len(building.get("steps") or [])
-        error += (
-            f"; it was building segment {building.get('segment')}, step "
-            f"{building.get('step_index', '?')}/{total} {step}"
+        known_more = (
+            f"it was building segment {building.get('segment')}, step "
+            f"{building.get('step_index', '?')}/{total} {step}, when it stopped"
         )
         record["failed_step"] = step
-    record.update(outcome=outcome, error=error, lost=True)
+    error = f"{cause}; {known_more}" if known_more else cause
+    record.update(outcome=outcome, error=error, lost=known_more or "no record")
     return record

@@ -70,10 +70,21 @@ def _alive(entry: dict[str, Any]) -> bool:
     if entry.get("host") != os.uname().nodename:
         return True  # another host: trust the file
     try:
-        os.kill(int(entry["pid"]), 0)
+        pid = int(entry["pid"])
+        os.kill(pid, 0)
     except (OSError, ValueError, KeyError):
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited but was not reaped yet (a crashed xdist worker, until
+    execnet waits for it) still answers kill(pid, 0)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def running(running_dir: Path) -> list[dict[str, Any]]:

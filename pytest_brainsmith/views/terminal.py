@@ -79,6 +79,8 @@ class RunRecorder:
             if record is None:
                 return
             report.brainsmith = record  # for the html row (html_report.py)
+            if record["lost"] != "no record" and isinstance(report.longrepr, str):
+                report.longrepr += f"\nbrainsmith: {record['lost']}"  # in FAILURES too
             outcome = record["outcome"]
         self.started.pop(report.nodeid, None)
         record["outcome"] = outcome
