@@ -70,21 +70,10 @@ def _alive(entry: dict[str, Any]) -> bool:
     if entry.get("host") != os.uname().nodename:
         return True  # another host: trust the file
     try:
-        pid = int(entry["pid"])
-        os.kill(pid, 0)
+        os.kill(int(entry["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return False
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A process that exited but was not reaped yet (a crashed xdist worker, until
-    execnet waits for it) still answers kill(pid, 0)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return True
 
 
 def running(running_dir: Path) -> list[dict[str, Any]]:
@@ -96,25 +85,6 @@ def running(running_dir: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
         if _alive(entry):
-            found.append(entry)
-    return sorted(found, key=lambda e: e.get("started", 0))
-
-
-def abandoned(running_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
-    """Builds started on this host since ``since`` whose process died without finishing
-    (their status file is left behind): what a crashed worker was doing, oldest first."""
-    found = []
-    for path in running_dir.glob("*.json"):
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if (
-            isinstance(entry, dict)
-            and entry.get("host") == os.uname().nodename
-            and entry.get("started", 0) >= since
-            and not _alive(entry)
-        ):
             found.append(entry)
     return sorted(found, key=lambda e: e.get("started", 0))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,6 @@ from .records import (
     tree_from_records,
 )
 from .results_store import ResultsStore
-from .status import abandoned
 
 
 def _outcome(report: pytest.TestReport) -> str | None:
@@ -214,3 +214,37 @@ class RunRecorder:
         if self.tree_error:
             lines.append(f"trees NOT written: {self.tree_error}")
         return lines
+
+
+def abandoned(running_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
+    """Builds started on this host since ``since`` whose process died without finishing:
+    their live status file (``<cache>/v1/running/<key>.json``) is left behind. What a
+    crashed worker was doing, oldest first."""
+    found = []
+    for path in running_dir.glob("*.json"):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(entry, dict)
+            and entry.get("host") == os.uname().nodename
+            and entry.get("started", 0) >= since
+            and not _alive(entry.get("pid"))
+        ):
+            found.append(entry)
+    return sorted(found, key=lambda e: e.get("started", 0))
+
+
+def _alive(pid: Any) -> bool:
+    """A process that exited but was not reaped yet (a crashed xdist worker, until
+    execnet waits for it) still answers kill(pid, 0): it counts as dead."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
