@@ -9,6 +9,7 @@ root, which runs these tests here, ignores file permissions."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -222,8 +223,9 @@ def test_a_lock_file_replaced_by_a_directory_is_a_clear_error(tmp_path: Path):
     cache = SegmentCache(tmp_path / "c")
     key = "de" * 32
     (cache.base / "locks" / f"{key}.lock").mkdir(parents=True)
-    with pytest.raises(CacheError, match=r"lock file .*\.lock is a directory"), cache.lock(key):
-        pass
+    with pytest.raises(CacheError, match=r"lock file .*\.lock is a directory") as caught:
+        cache.lock(key).acquire()
+    assert isinstance(caught.value, OSError)  # for callers that catch lock failures as such
 
 
 def test_check_writable_names_a_path_that_is_a_file(tmp_path: Path):
@@ -256,7 +258,9 @@ def builds(folder: Path) -> list[dict]:
 
 def stored(folder: Path) -> dict[str, tuple]:
     """The last run's designs in the results store: outcome and estimates."""
-    with sqlite3.connect(folder / "build" / "brainsmith" / "results.sqlite") as db:
+    with contextlib.closing(
+        sqlite3.connect(folder / "build" / "brainsmith" / "results.sqlite")
+    ) as db:
         (run,) = db.execute("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1")
         rows = db.execute(
             "SELECT design, outcome, estimates, error FROM designs WHERE run_id = ?", run
@@ -283,6 +287,10 @@ LEAF = f"{RTL}::target_fps[100000]"
 OTHER_LEAF = f"{HLS}::target_fps[400000]"
 
 
+#: Not copied with a project: each run's results are compared on their own.
+IGNORED = shutil.ignore_patterns("results.sqlite*", "builds.jsonl")
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A project whose cache holds the 4 designs (7 segments), and their stored results."""
@@ -300,8 +308,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def project(pristine: tuple[Path, dict], tmp_path: Path) -> Path:
     """A copy of the pristine project and its cache (new inodes: read once, then trusted)."""
     folder = tmp_path / "project"
-    shutil.copytree(pristine[0], folder, symlinks=True)
-    (folder / "build" / "brainsmith" / "results.sqlite").unlink()
+    shutil.copytree(pristine[0], folder, symlinks=True, ignore=IGNORED)
     return folder
 
 
@@ -529,7 +536,7 @@ def test_collecting_creates_no_cache_directory(tmp_path: Path):
 def read_only_copy(pristine: Path, folder: Path) -> Path:
     """The project with its cache moved out to ``folder/cache`` (to mount read-only)."""
     project = folder / "project"
-    shutil.copytree(pristine, project, symlinks=True)
+    shutil.copytree(pristine, project, symlinks=True, ignore=IGNORED)
     shutil.move(project / "build" / "brainsmith" / "cache", folder / "ro" / "cache")
     (project / "pytest.ini").write_text(f"[pytest]\nbrainsmith_cache = {folder / 'ro' / 'cache'}\n")
     return project
@@ -639,3 +646,19 @@ def test_a_design_whose_worker_dies_is_in_the_summary_the_html_report_and_the_st
     assert row["result"] == "Failed"
     cells = "".join(row["resultsTableRow"])
     assert 'class="col-bs_design"' in cells and "crash" in cells
+
+
+def test_key_locks_are_reentrant_within_one_cache_and_exclusive_between_caches(tmp_path: Path):
+    from filelock import Timeout
+
+    cache, other = SegmentCache(tmp_path / "c"), SegmentCache(tmp_path / "c")
+    key = "f0" * 32
+    outer = cache.lock(key).acquire(timeout=0)
+    with cache.lock(key):  # lookup moving a damaged entry aside while its caller holds it
+        with pytest.raises(Timeout):
+            other.lock(key).acquire(timeout=0)  # another process's view of the cache
+    outer.release()
+    assert not outer.is_locked
+    with other.lock(key):
+        with pytest.raises(Timeout):
+            cache.lock(key).acquire(timeout=0)

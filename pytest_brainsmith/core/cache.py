@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 LAYOUT = "v1"
 MARKER = "COMPLETE"
@@ -122,6 +122,57 @@ class Damage:
         return f"{self.file}: {self.why}"
 
 
+class CacheLockError(CacheError, OSError):
+    """A key's lock cannot be taken (read-only cache, a directory in its place); an
+    OSError too, for callers that treat lock failures as such."""
+
+
+class KeyLock:
+    """The file lock of one key, used like filelock's (``with``, ``acquire``, ``release``).
+    Reentrant across the locks of one SegmentCache, because ``lookup`` takes it to move a
+    damaged entry aside while its caller may hold it already; a failure to take it is a
+    CacheLockError that says what is needed."""
+
+    def __init__(self, cache: SegmentCache, key: str) -> None:
+        self.cache = cache
+        self.key = key
+        self.path = cache.base / "locks" / f"{key}.lock"
+        self._lock = FileLock(str(self.path))
+        self._nested = 0  # acquired while another lock of this cache held the key
+
+    @property
+    def is_locked(self) -> bool:
+        return self._lock.is_locked or self._nested > 0
+
+    def acquire(self, timeout: float = -1) -> KeyLock:
+        if self.key in self.cache._held and not self._lock.is_locked:
+            self._nested += 1
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire(timeout=timeout)
+        except Timeout:
+            raise
+        except OSError as exc:
+            raise CacheLockError(self.cache._lock_error(self.path, self.key, exc)) from exc
+        self.cache._held.add(self.key)
+        return self
+
+    def release(self) -> None:
+        if self._nested:
+            self._nested -= 1
+            return
+        self._lock.release()
+        if not self._lock.is_locked:
+            self.cache._held.discard(self.key)
+
+    def __enter__(self) -> KeyLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class SegmentCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -145,29 +196,11 @@ class SegmentCache:
             _remove_tree(path)
         return path
 
-    @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Hold ``key``'s file lock: whoever holds it builds the key or moves it aside.
-        Reentrant within this object, because ``lookup`` takes it to quarantine a damaged
-        entry and the explorer looks up again while holding it. Only building and
-        repairing lock: reusing a verified entry needs no write, so a read-only cache works.
-        """
-        if key in self._held:
-            yield
-            return
-        path = self.base / "locks" / f"{key}.lock"
-        lock = FileLock(str(path))
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-        except OSError as exc:
-            raise CacheError(self._lock_error(path, key, exc)) from exc
-        self._held.add(key)
-        try:
-            yield
-        finally:
-            self._held.discard(key)
-            lock.release()
+    def lock(self, key: str) -> KeyLock:
+        """``key``'s file lock: whoever holds it builds the key or moves it aside. Only
+        building and repairing lock: reusing a verified entry writes nothing, so a
+        read-only cache works."""
+        return KeyLock(self, key)
 
     def _lock_error(self, path: Path, key: str, exc: OSError) -> str:
         if path.is_dir():
@@ -425,25 +458,34 @@ class SegmentCache:
         return target
 
     # -- writing ----------------------------------------------------------------
-    @contextlib.contextmanager
-    def staging(self, key: str) -> Iterator[Path]:
-        """A fresh temporary directory for building ``key``; removed unless published."""
+    def new_staging(self, key: str) -> Path:
+        """A fresh temporary directory for building ``key`` (call with its lock held)."""
         tmp_root = self.base / "tmp"
         for stale in tmp_root.glob(f"{key}.*"):
             # a build of this key that died (we hold the key's lock, so it is not running)
             _remove_tree(stale)
         try:
             tmp_root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
+            return Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
         except OSError as exc:
             raise CacheError(
                 f"cannot create a build directory in {tmp_root}: {_why(exc, tmp_root)}"
             ) from exc
+
+    def discard_staging(self, staged: Path) -> None:
+        """Remove a staging directory that was not published (nothing if it was)."""
+        if staged.exists():
+            with contextlib.suppress(OSError):
+                _remove_tree(staged)
+
+    @contextlib.contextmanager
+    def staging(self, key: str) -> Iterator[Path]:
+        """A fresh temporary directory for building ``key``; removed unless published."""
+        tmp = self.new_staging(key)
         try:
             yield tmp
         finally:
-            if tmp.exists():
-                _remove_tree(tmp)
+            self.discard_staging(tmp)
 
     def publish(self, key: str, staged: Path, manifest: dict[str, Any]) -> Entry:
         """Record every file's digest in the manifest, write it and the marker into
