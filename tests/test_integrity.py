@@ -45,11 +45,18 @@ def pytest_brainsmith_segment_finish(segment, result):
 # -- unit: the cache alone ---------------------------------------------------------
 
 
-def publish(cache: SegmentCache, key: str, files: dict[str, bytes]) -> Path:
+def publish(
+    cache: SegmentCache, key: str, files: dict[str, bytes], *, written_ago: float = 0.0
+) -> Path:
+    """Publish an entry of ``files``, as if FINN had written them ``written_ago`` seconds
+    before (their mtime)."""
     with cache.staging(key) as staged:
         for name, content in files.items():
             (staged / name).parent.mkdir(parents=True, exist_ok=True)
             (staged / name).write_bytes(content)
+            if written_ago:
+                then = time.time() - written_ago
+                os.utime(staged / name, (then, then))
         return cache.publish(key, staged, {"key": key, "segment": f"bp::{key[:4]}"}).path
 
 
@@ -57,9 +64,12 @@ FILES = {"output.onnx": b"model" * 1000, "build/report/estimate.json": b'{"LUT":
 
 
 @pytest.fixture
-def no_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files written a moment ago count as old enough to vouch for by stat."""
-    monkeypatch.setattr(cache_module, "RACY_NS", -(10**12))
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files the cache reads to hash them."""
+    names: list[str] = []
+    real = cache_module._sha256
+    monkeypatch.setattr(cache_module, "_sha256", lambda p: names.append(p.name) or real(p))
+    return names
 
 
 def test_publish_records_every_file_and_lookup_verifies_it(tmp_path: Path):
@@ -112,60 +122,61 @@ def test_a_damaged_entry_is_moved_aside_and_reported(tmp_path: Path, damage, fil
     assert list(cache.entries()) == []
 
 
-def test_a_rewrite_that_keeps_size_and_mtime_is_caught(tmp_path: Path, no_racy_window):
+def test_a_rewrite_that_keeps_size_and_mtime_is_caught(tmp_path: Path, reads: list[str]):
     cache = SegmentCache(tmp_path / "c")
     key = "ef" * 32
-    path = publish(cache, key, FILES)
-    assert cache.lookup(key) is not None  # vouched for by stat from now on
+    path = publish(cache, key, FILES, written_ago=3600)
+    reads.clear()
+    assert cache.lookup(key) is not None and reads == []  # vouched for by stat
     report = path / "build/report/estimate.json"
     before = report.stat()
-    time.sleep(0.05)  # past the timestamp tick of the stat it was vouched for with
+    time.sleep(0.02)  # a later timestamp tick than the one it was vouched for in
     report.chmod(0o644)
     report.write_bytes(b'{"LUT":    1}')  # same size
-    os.utime(report, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.utime(report, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime
     with pytest.warns(CacheIntegrityWarning, match="estimate.json"):
         assert cache.lookup(key) is None
 
 
-def test_stat_fingerprints_spare_reading_and_a_copied_cache_is_read_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_racy_window
+def test_files_written_a_while_before_publishing_are_never_read_again(
+    tmp_path: Path, reads: list[str]
 ):
     cache = SegmentCache(tmp_path / "c")
     key = "12" * 32
-    publish(cache, key, FILES)
-    reads: list[str] = []
-    real = cache_module._sha256
-    monkeypatch.setattr(cache_module, "_sha256", lambda p: reads.append(p.name) or real(p))
-    assert cache.lookup(key) is not None
-    assert len(reads) == len(FILES)  # first use: every file read once
-    reads.clear()
-    assert cache.lookup(key) is not None
-    assert reads == []  # unchanged since: stat only
-    # another filesystem: new inodes and times, same content; read once, then trusted
+    publish(cache, key, FILES, written_ago=3600)
+    reads.clear()  # publishing reads each file once, to record its digest
+    for _ in range(2):
+        assert cache.lookup(key) is not None
+    assert reads == []  # vouched for by stat since publishing
+    # another filesystem: new inodes and ctimes, the same content: read once, then trusted
     shutil.copytree(tmp_path / "c", tmp_path / "copy")
     copy = SegmentCache(tmp_path / "copy")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert copy.lookup(key) is not None
-    assert len(reads) == len(FILES)
+    assert sorted(reads) == sorted(Path(name).name for name in FILES)
     reads.clear()
     assert copy.lookup(key) is not None and reads == []
 
 
-def test_files_changed_within_the_racy_window_are_read_every_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_files_written_within_a_timestamp_tick_are_read_until_they_settle(
+    tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ):
+    monkeypatch.setattr(cache_module, "TICK_NS", 10**15)  # every file was written just now
     cache = SegmentCache(tmp_path / "c")
     key = "34" * 32
     path = publish(cache, key, FILES)
-    reads: list[str] = []
-    real = cache_module._sha256
-    monkeypatch.setattr(cache_module, "_sha256", lambda p: reads.append(p.name) or real(p))
+    reads.clear()
     for _ in range(2):
         assert cache.lookup(key) is not None
-    # written just now: a change in the same timestamp tick would not show in a stat
+    # a write in the same tick as the stat would show in neither mtime nor ctime
     assert len(reads) == 2 * len(FILES)
     assert not (path / "VERIFIED").exists()
+    monkeypatch.setattr(cache_module, "TICK_NS", 0)  # time passes
+    reads.clear()
+    assert cache.lookup(key) is not None and len(reads) == len(FILES)
+    reads.clear()
+    assert cache.lookup(key) is not None and reads == []
 
 
 def test_verify_file_rechecks_one_file_before_use(tmp_path: Path):

@@ -21,11 +21,15 @@ Nothing found on disk is trusted: the manifest records every file's size and
 sha256 when the entry is published, and ``lookup`` returns an entry only after
 checking them. Like git's index, a file whose stat fingerprint (size, mtime,
 ctime, inode, device) matches the one recorded when it was last found intact is
-not read again; any write changes its ctime, which no one can set back, so a
-truncated or rewritten file is always hashed and caught. A cache copied to
-another filesystem (new inodes, same content) is hashed once and then trusted.
-A damaged entry is moved aside under its key's lock, reported with a
-``CacheIntegrityWarning`` and rebuilt by the caller.
+not read again. A write sets mtime and ctime to the current timestamp tick, so a
+fingerprint is only recorded once the older of the two lies a tick before the
+stat (else a write in that same tick would not show): a truncated or rewritten
+file, even with its mtime set back, is always read and caught. Publishing
+records the fingerprints of the files FINN wrote a while before, so most are
+never read again; a cache copied to another filesystem (new inodes, same
+content) is read once and then trusted. A damaged entry is moved aside under
+its key's lock, reported with a ``CacheIntegrityWarning`` and rebuilt by the
+caller.
 
 Directories are created only when something is written, so collecting, or
 reusing a complete read-only cache, writes nothing.
@@ -59,9 +63,12 @@ VERIFIED = "VERIFIED"
 QUARANTINE_NOTE = "QUARANTINE.json"
 #: Files of an entry that are not its content (written around the content).
 _BOOKKEEPING = {MANIFEST, MARKER, VERIFIED}
-#: A stat fingerprint is recorded only for files last changed this long before it was
-#: taken: a change within the same timestamp tick would not show (git's "racy clean").
-RACY_NS = 2_000_000_000
+#: A stat fingerprint is recorded only for a file whose mtime (or ctime, the older) lies
+#: this far before the stat: a later write then sets a different one. Kernel timestamps
+#: follow a clock that advances in ticks of 1-10 ms; files with whole-second timestamps
+#: live on a filesystem that keeps only seconds (git's "racily clean" entries).
+TICK_NS = 50_000_000
+COARSE_TICK_NS = 2_100_000_000
 
 
 class CacheError(Exception):
@@ -399,9 +406,7 @@ class SegmentCache:
                 return Damage(
                     name, "does not match its sha256 in the manifest (rewritten)", segment
                 )
-            if stamp - st.st_ctime_ns > RACY_NS:
-                # vouch for it by stat from now on; a file changed within a timestamp tick
-                # of this stat would keep its ctime, so recent ones are read every time
+            if _settled(stamp, st):  # vouch for it by stat from now on
                 seen[name] = fingerprint
         if seen:
             kept = {name: value for name, value in memo.items() if name in files}
@@ -493,9 +498,12 @@ class SegmentCache:
         target = self.entry_path(key)
         try:
             _make_read_only(staged)
-            manifest = {**manifest, "files": _digests(staged)}
+            files, seen = _digests(staged)
+            manifest = {**manifest, "files": files}
             _write_json(staged / MANIFEST, manifest)
             os.chmod(staged / MANIFEST, 0o444)
+            if seen:  # files FINN wrote a while ago need no reading at their first reuse
+                _write_memo(staged, seen)
             _write_marker(staged, manifest.get("segment"))
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():  # a forced rebuild replaces the old entry
@@ -578,15 +586,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _digests(root: Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {size, sha256} or {link}} of every file under ``root``."""
+def _digests(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]]]:
+    """({relative path: {size, sha256} or {link}}, stat fingerprints of the settled ones)
+    of every file under ``root``."""
     files: dict[str, dict[str, Any]] = {}
+    seen: dict[str, list[int]] = {}
     hashed: dict[tuple[int, int], str] = {}
+    stamp = time.time_ns()  # before any stat
     for dirpath, _, names in os.walk(root):
         for name in names:
             path = Path(dirpath) / name
             rel = path.relative_to(root).as_posix()
-            if rel in _BOOKKEEPING:
+            if rel in _BOOKKEEPING or rel.startswith(f"{VERIFIED}."):
                 continue
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
@@ -596,7 +607,18 @@ def _digests(root: Path) -> dict[str, dict[str, Any]]:
             if inode not in hashed:
                 hashed[inode] = _sha256(path)
             files[rel] = {"size": st.st_size, "sha256": hashed[inode]}
-    return dict(sorted(files.items()))
+            if _settled(stamp, st):
+                seen[rel] = _fingerprint(st)
+    return dict(sorted(files.items())), seen
+
+
+def _settled(stamp: int, st: os.stat_result) -> bool:
+    """Whether any write after a stat taken at ``stamp`` changes the file's fingerprint:
+    a write sets mtime and ctime to the current tick, so the older of the two must lie a
+    tick before the stat (else a write in that same tick would leave both as they are)."""
+    older = min(st.st_mtime_ns, st.st_ctime_ns)
+    margin = COARSE_TICK_NS if older % 1_000_000_000 == 0 else TICK_NS
+    return stamp - older > margin
 
 
 def _marked_segment(path: Path) -> str | None:
