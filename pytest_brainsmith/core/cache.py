@@ -24,12 +24,12 @@ ctime, inode, device) matches the one recorded when it was last found intact is
 not read again. A write sets mtime and ctime to the current timestamp tick, so a
 fingerprint is only recorded once the older of the two lies a tick before the
 stat (else a write in that same tick would not show): a truncated or rewritten
-file, even with its mtime set back, is always read and caught. Publishing
-records the fingerprints of the files FINN wrote a while before, so most are
-never read again; a cache copied to another filesystem (new inodes, same
-content) is read once and then trusted. A damaged entry is moved aside under
-its key's lock, reported with a ``CacheIntegrityWarning`` and rebuilt by the
-caller.
+file, even with its mtime set back, is always read and caught. Publishing waits
+until FINN's last file is a tick old (at most 20 ms) and records every
+fingerprint, so the first reuse reads nothing; a cache copied to another
+filesystem (new inodes, same content) is read once and then trusted. A damaged
+entry is moved aside under its key's lock, reported with a
+``CacheIntegrityWarning`` and rebuilt by the caller.
 
 Directories are created only when something is written, so collecting, or
 reusing a complete read-only cache, writes nothing.
@@ -67,7 +67,7 @@ _BOOKKEEPING = {MANIFEST, MARKER, VERIFIED}
 #: this far before the stat: a later write then sets a different one. Kernel timestamps
 #: follow a clock that advances in ticks of 1-10 ms; files with whole-second timestamps
 #: live on a filesystem that keeps only seconds (git's "racily clean" entries).
-TICK_NS = 50_000_000
+TICK_NS = 20_000_000
 COARSE_TICK_NS = 2_100_000_000
 
 
@@ -360,12 +360,14 @@ class SegmentCache:
         self, path: Path, manifest: dict[str, Any], only: str | None = None
     ) -> Damage | None:
         """Check the manifest's files (or just ``only``): a stat fingerprint recorded in
-        VERIFIED when the file was last found intact spares reading it again."""
+        VERIFIED (or, for a read-only cache, in the user's cache directory) when the file
+        was last found intact spares reading it again."""
         files: dict[str, dict[str, Any]] = manifest["files"]
         segment = manifest.get("segment")
         # the checkpoint first: the name to report of its hard-linked twin
         names = [only] if only is not None else sorted(files, key=lambda n: (n != "output.onnx", n))
-        memo = _read_memo(path)
+        memo = _read_memo(path / VERIFIED)
+        user_memo: dict[str, Any] | None = None  # read when the entry's own is not enough
         stamp = time.time_ns()  # before any stat: a file changed after it has a later ctime
         seen: dict[str, list[int]] = {}
         hashed: dict[tuple[int, int], str] = {}  # hard links (output.onnx) are read once
@@ -396,6 +398,10 @@ class SegmentCache:
             fingerprint = _fingerprint(st)
             if memo.get(name) == fingerprint:
                 continue  # unchanged since it was last found intact
+            if user_memo is None:
+                user_memo = _read_memo(_user_memo(path))
+            if user_memo.get(name) == fingerprint:
+                continue
             inode = (st.st_dev, st.st_ino)
             try:
                 digest = hashed.get(inode) or _sha256(file)
@@ -410,7 +416,10 @@ class SegmentCache:
                 seen[name] = fingerprint
         if seen:
             kept = {name: value for name, value in memo.items() if name in files}
-            _write_memo(path, {**kept, **seen})
+            if not _write_memo(path / VERIFIED, {**kept, **seen}):
+                # a read-only cache: remember them for this user instead
+                kept = {name: value for name, value in (user_memo or {}).items() if name in files}
+                _write_memo(_user_memo(path), {**kept, **seen})
         return None
 
     def _repair(self, key: str, damage: Damage) -> Entry | None:
@@ -498,12 +507,13 @@ class SegmentCache:
         target = self.entry_path(key)
         try:
             _make_read_only(staged)
+            _settle(staged)
             files, seen = _digests(staged)
             manifest = {**manifest, "files": files}
             _write_json(staged / MANIFEST, manifest)
             os.chmod(staged / MANIFEST, 0o444)
-            if seen:  # files FINN wrote a while ago need no reading at their first reuse
-                _write_memo(staged, seen)
+            if seen:  # then the first reuse reads none of them
+                _write_memo(staged / VERIFIED, seen)
             _write_marker(staged, manifest.get("segment"))
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():  # a forced rebuild replaces the old entry
@@ -612,6 +622,21 @@ def _digests(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]
     return dict(sorted(files.items())), seen
 
 
+def _settle(root: Path) -> None:
+    """Wait (at most TICK_NS, once per published entry) until the files FINN wrote last
+    are a timestamp tick old, so that publishing can record every fingerprint."""
+    newest = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            st = os.lstat(os.path.join(dirpath, name))
+            newest = max(newest, min(st.st_mtime_ns, st.st_ctime_ns))
+    if newest % 1_000_000_000 == 0:
+        return  # whole-second timestamps: a second is too long to wait
+    wait = newest + TICK_NS - time.time_ns()
+    if 0 < wait <= TICK_NS:
+        time.sleep(wait / 1e9 + 0.001)
+
+
 def _settled(stamp: int, st: os.stat_result) -> bool:
     """Whether any write after a stat taken at ``stamp`` changes the file's fingerprint:
     a write sets mtime and ctime to the current tick, so the older of the two must lie a
@@ -629,20 +654,34 @@ def _marked_segment(path: Path) -> str | None:
     return None
 
 
-def _read_memo(path: Path) -> dict[str, Any]:
+def _read_memo(file: Path) -> dict[str, Any]:
     try:
-        memo = json.loads((path / VERIFIED).read_text())
+        memo = json.loads(file.read_text())
     except (OSError, ValueError):
         return {}
     return memo if isinstance(memo, dict) else {}
 
 
-def _write_memo(path: Path, memo: dict[str, list[int]]) -> None:
-    """Best effort: a read-only cache is verified by reading its files every time."""
-    tmp = path / f"{VERIFIED}.{os.getpid()}.tmp"
-    with contextlib.suppress(OSError):
+def _write_memo(file: Path, memo: dict[str, list[int]]) -> bool:
+    """Best effort (whether it was written): without one, files are read to verify them."""
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(memo, sort_keys=True))
-        os.replace(tmp, path / VERIFIED)
+        os.replace(tmp, file)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+    return True
+
+
+def _user_memo(entry: Path) -> Path:
+    """Where this user keeps the fingerprints of an entry in a cache it cannot write (a
+    shared read-only copy), so that it is read once and not on every run."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    name = hashlib.sha256(str(entry.absolute()).encode()).hexdigest()[:32]
+    return Path(root) / "pytest-brainsmith" / "verified" / f"{name}.json"
 
 
 def _listdir(path: Path) -> list[Path]:
