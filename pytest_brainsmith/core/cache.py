@@ -340,16 +340,16 @@ class SegmentCache:
 
     @staticmethod
     def _read_manifest(key: str, path: Path) -> tuple[dict[str, Any] | None, Damage | None]:
-        segment = _marked_segment(path)  # to name the entry when its manifest is unusable
         try:
             manifest = json.loads((path / MANIFEST).read_text())
         except FileNotFoundError:
-            return None, Damage(MANIFEST, "is missing", segment)
+            return None, Damage(MANIFEST, "is missing", _marked_segment(path))
         except (OSError, ValueError) as exc:
-            return None, Damage(MANIFEST, f"is unreadable ({_why(exc, path / MANIFEST)})", segment)
+            why = f"is unreadable ({_why(exc, path / MANIFEST)})"
+            return None, Damage(MANIFEST, why, _marked_segment(path))
         if not isinstance(manifest, dict):
-            return None, Damage(MANIFEST, "is not a JSON object", segment)
-        segment = manifest.get("segment", segment)
+            return None, Damage(MANIFEST, "is not a JSON object", _marked_segment(path))
+        segment = manifest.get("segment") or _marked_segment(path)
         if manifest.get("key") != key:
             return None, Damage(MANIFEST, f"names key {manifest.get('key')!r}", segment)
         if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
@@ -647,6 +647,7 @@ def _settled(stamp: int, st: os.stat_result) -> bool:
 
 
 def _marked_segment(path: Path) -> str | None:
+    """The segment COMPLETE names: what names an entry whose manifest is lost."""
     with contextlib.suppress(OSError, UnicodeDecodeError):
         lines = (path / MARKER).read_text().splitlines()
         if len(lines) > 1 and lines[1]:
