@@ -676,3 +676,45 @@ def test_key_locks_are_reentrant_within_one_cache_and_exclusive_between_caches(t
     with other.lock(key):
         with pytest.raises(Timeout):
             cache.lock(key).acquire(timeout=0)
+
+
+def test_a_failure_after_a_design_reported_is_kept_with_its_record(project: Path):
+    (project / "conftest.py").write_text(
+        CONFTEST
+        + """
+import pytest
+
+@pytest.fixture(autouse=True)
+def breaks_after(request):
+    yield
+    if request.node.nodeid.endswith("MVAU[rtl]::target_fps[400000]"):
+        raise RuntimeError("teardown broke")
+"""
+    )
+    done = run_pytest(project)
+    assert "4 passed, 1 error" in done.stdout, done.stdout
+    assert "designs: 3 passed, 0 failed, 0 skipped, 1 errors" in done.stdout
+    (broken,) = [(d, r) for d, r in stored(project).items() if r[0] == "error"]
+    assert broken[0].endswith("MVAU[rtl]::target_fps[400000]")
+    assert broken[1][2] == "error in teardown: RuntimeError: teardown broke"
+    assert broken[1][1]  # the estimates it reported
+
+
+def test_a_record_from_a_node_id_alone_names_the_choices_and_the_segments():
+    from pytest_brainsmith.views.records import lost_record, record_from_nodeid
+
+    nodeid = "bp/tfc.blueprint.yaml::a..b::MVAU[rtl]::skip[minimize_bit_width]::target_fps[1e5]"
+    record = record_from_nodeid(nodeid)
+    assert record["choices"] == {"MVAU": "rtl", "minimize_bit_width": "skip", "target_fps": 1e5}
+    assert record["blueprint"] == "bp/tfc.blueprint.yaml"
+    assert [s["path"] for s in record["segments"]][-1] == nodeid.removeprefix("bp/")
+    building = {"segment": "tfc.blueprint.yaml::a..b::MVAU[rtl]", "step": "x", "steps": ["x"]}
+    lost = lost_record(
+        nodeid, "failed", "worker 'gw0' crashed", None, {**building, "step_index": 1}
+    )
+    assert lost["outcome"] == "failed" and lost["failed_step"] == "x"
+    assert lost["error"] == (
+        "worker 'gw0' crashed; it was building segment tfc.blueprint.yaml::a..b::MVAU[rtl], "
+        "step 1/1 x, when it stopped"
+    )
+    assert [s["status"] for s in lost["segments"]] == ["not-run", "failed", "not-run", "not-run"]

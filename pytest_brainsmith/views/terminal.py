@@ -38,6 +38,17 @@ def _outcome(report: pytest.TestReport) -> str | None:
     return None
 
 
+def _cause(report: pytest.TestReport) -> str:
+    """A failure in one line: the exception pytest shows, or the first line of its text
+    (xdist's "worker 'gw0' crashed while running ...")."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and crash.message:
+        text = crash.message.strip().splitlines()[0]
+    else:
+        text = (str(report.longrepr or "").strip().splitlines() or ["no report"])[0]
+    return f"error in {report.when}: {text}" if report.when in ("setup", "teardown") else text
+
+
 class RunRecorder:
     """Controller-only plugin (registered once, never in an xdist worker)."""
 
@@ -61,6 +72,7 @@ class RunRecorder:
         self.store_error: str | None = None
         self.trees_written: list[Path] = []
         self.tree_error: str | None = None
+        self.record_errors: list[str] = []  # reports whose design could not be recorded
 
     def ordered_records(self) -> list[dict[str, Any]]:
         """The designs in tree order (xdist delivers them in completion order)."""
@@ -68,6 +80,12 @@ class RunRecorder:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        try:
+            self._record(report)
+        except Exception as exc:  # a view must never end the session
+            self.record_errors.append(f"{report.nodeid}: {type(exc).__name__}: {exc}")
+
+    def _record(self, report: pytest.TestReport) -> None:
         record = getattr(report, "brainsmith", None)
         if report.when == "setup" and report.passed:
             if record is not None:
@@ -79,8 +97,9 @@ class RunRecorder:
             if record is None:
                 return
             report.brainsmith = record  # for the html row (html_report.py)
-            if record["lost"] != "no record" and isinstance(report.longrepr, str):
-                report.longrepr += f"\nbrainsmith: {record['lost']}"  # in FAILURES too
+            lost = record.get("lost")
+            if lost and lost != "no record" and isinstance(report.longrepr, str):
+                report.longrepr += f"\nbrainsmith: {lost}"  # in FAILURES too
             outcome = record["outcome"]
         self.started.pop(report.nodeid, None)
         record["outcome"] = outcome
@@ -95,7 +114,7 @@ class RunRecorder:
         keeps its place in every view, with what is known of the cause."""
         if not report.failed or not self._is_design(report.nodeid):
             return None
-        cause = (report.longreprtext or "no report").strip().splitlines()[-1]
+        cause = _cause(report)
         earlier = self.records.get(report.nodeid)
         if earlier is not None:  # a teardown error or a crash after the design reported
             if earlier.get("outcome") != "passed":
@@ -213,6 +232,8 @@ class RunRecorder:
                 lines.append(f"tree: {path} (+ .json)")
         if self.tree_error:
             lines.append(f"trees NOT written: {self.tree_error}")
+        for error in self.record_errors:
+            lines.append(f"design NOT recorded: {error}")
         return lines
 
 
