@@ -257,6 +257,12 @@ class HtmlReportPlugin:
         design has its row (with its record, set by the RunRecorder)."""
         if report.when != "???" or getattr(report, "brainsmith", None) is None:
             return
+        try:
+            self._add_row(report)
+        except Exception as exc:  # a view must never end the session
+            self.recorder.record_errors.append(f"{report.nodeid}: html row: {exc!r}")
+
+    def _add_row(self, report: pytest.TestReport) -> None:
         html = next(
             (p for p in self.recorder.config.pluginmanager.get_plugins() if _is_html(p)), None
         )
