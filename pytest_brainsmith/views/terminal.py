@@ -5,6 +5,7 @@ exports the execution trees and prints the terminal summary."""
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import json
 import os
 import time
@@ -131,6 +132,19 @@ class RunRecorder:
         patterns = self.config.getini("brainsmith_blueprints")
         return bool(sep) and any(fnmatch.fnmatch(Path(path).name, p) for p in patterns)
 
+    def _running_dir(self) -> Path | None:
+        """``<cache>/v1/running``, as the plugin reads the options (the views need the cache
+        only here; ``cache_dir`` is in plugin/hooks.py, or run_context.py with the engine)."""
+        from ..core.cache import LAYOUT
+
+        for module in ("hooks", "run_context"):
+            try:
+                cache_dir = importlib.import_module(f"..plugin.{module}", __package__).cache_dir
+            except (ImportError, AttributeError):
+                continue
+            return Path(cache_dir(self.config)) / LAYOUT / "running"
+        return None
+
     def _building(
         self, report: pytest.TestReport, known: dict[str, Any] | None
     ) -> dict[str, Any] | None:
@@ -138,12 +152,10 @@ class RunRecorder:
         file a dead process left behind), deepest first."""
         if report.when != "???":  # only a process that died leaves one behind
             return None
-        from ..core.cache import LAYOUT
-        from ..plugin.hooks import cache_dir  # the views need the cache only here
-
         try:
-            left = abandoned(cache_dir(self.config) / LAYOUT / "running", self.run_started)
-        except OSError:
+            running_dir = self._running_dir()
+            left = abandoned(running_dir, self.run_started) if running_dir else []
+        except Exception:  # only a detail of the cause
             return None
         paths = {seg["path"] for seg in (known or {}).get("segments", [])}
         blueprint, _, rest = report.nodeid.partition("::")
