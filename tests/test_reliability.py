@@ -97,8 +97,8 @@ def cache_state(cache: Path) -> dict[str, list[str]]:
         assert (entry / "output.onnx").stat().st_size > 0
     return {
         "entries": [p.name for p in entries],
-        "tmp": [p.name for p in (base / "tmp").iterdir()],
-        "failures": [p.name for p in (base / "failures").iterdir()],
+        "tmp": [p.name for p in (base / "tmp").glob("*")],  # glob: the dirs are made on first write
+        "failures": [p.name for p in (base / "failures").glob("*")],
     }
 
 

@@ -3,54 +3,94 @@
 Layout under the cache root (``v1/`` is the layout version)::
 
     entries/<k[:2]>/<key>/      a built segment: manifest.json, output.onnx,
-                                build/ (FINN's output dir), COMPLETE (written last)
+                                build/ (FINN's output dir), COMPLETE (written last),
+                                VERIFIED (stat fingerprints of files found intact)
     failures/<key>/             a failed segment: failure.json and its build log
     locks/<key>.lock            one filelock per key: whoever holds it builds
     tmp/<key>.<random>/         builds in progress, published by os.rename
     work/<key>/                 FINN_BUILD_DIR of the segment (generated code that
                                 checkpoints refer to by absolute path)
+    quarantine/<key>.<when>/    damaged entries moved aside, kept for inspection
+                                (QUARANTINE.json says why); --brainsmith-prune removes them
 
 An entry only counts once its COMPLETE marker exists, and it is moved into place
 whole by one rename on the same filesystem, so a crash or a full disk never
 leaves a half-written entry that looks complete. Cached files are read-only.
+
+Nothing found on disk is trusted: the manifest records every file's size and
+sha256 when the entry is published, and ``lookup`` returns an entry only after
+checking them. Like git's index, a file whose stat fingerprint (size, mtime,
+ctime, inode, device) matches the one recorded when it was last found intact is
+not read again. A write sets mtime and ctime to the current timestamp tick, so a
+fingerprint is only recorded once the older of the two lies a tick before the
+stat (else a write in that same tick would not show): a truncated or rewritten
+file, even with its mtime set back, is always read and caught. Publishing waits
+until FINN's last file is a tick old (at most 20 ms) and records every
+fingerprint, so the first reuse reads nothing; a cache copied to another
+filesystem (new inodes, same content) is read once and then trusted. A damaged
+entry is moved aside under its key's lock, reported with a
+``CacheIntegrityWarning`` and rebuilt by the caller.
+
+Directories are created only when something is written, so collecting, or
+reusing a complete read-only cache, writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 LAYOUT = "v1"
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
 FAILURE = "failure.json"
+VERIFIED = "VERIFIED"
+QUARANTINE_NOTE = "QUARANTINE.json"
+#: Files of an entry that are not its content (written around the content).
+_BOOKKEEPING = {MANIFEST, MARKER, VERIFIED}
+#: A stat fingerprint is recorded only for a file whose mtime (or ctime, the older) lies
+#: this far before the stat: a later write then sets a different one. Kernel timestamps
+#: follow a clock that advances in ticks of 1-10 ms; files with whole-second timestamps
+#: live on a filesystem that keeps only seconds (git's "racily clean" entries).
+TICK_NS = 20_000_000
+COARSE_TICK_NS = 2_100_000_000
 
 
 class CacheError(Exception):
     """The cache itself failed (disk full, permissions): not the design's fault."""
 
 
+class CacheIntegrityWarning(UserWarning):
+    """A cache entry was damaged (a file truncated, rewritten or missing) and moved aside."""
+
+
 @dataclass(frozen=True)
 class Entry:
-    """A complete, published entry."""
+    """A complete, published entry (as returned by ``lookup``: verified)."""
 
     key: str
     path: Path
+    data: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def manifest(self) -> dict[str, Any]:
+        if self.data is not None:
+            return self.data
         return json.loads((self.path / MANIFEST).read_text())
 
     @property
@@ -68,18 +108,83 @@ class Failure:
 
     key: str
     path: Path
+    data: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def record(self) -> dict[str, Any]:
+        if self.data is not None:
+            return self.data
         return json.loads((self.path / FAILURE).read_text())
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What is wrong with an entry: the file and why."""
+
+    file: str
+    why: str
+    segment: str | None = None  # from the manifest, when it is readable
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.why}"
+
+
+class CacheLockError(CacheError, OSError):
+    """A key's lock cannot be taken (read-only cache, a directory in its place); an
+    OSError too, for callers that treat lock failures as such."""
+
+
+class KeyLock:
+    """The file lock of one key, used like filelock's (``with``, ``acquire``, ``release``).
+    Reentrant across the locks of one SegmentCache, because ``lookup`` takes it to move a
+    damaged entry aside while its caller may hold it already; a failure to take it is a
+    CacheLockError that says what is needed."""
+
+    def __init__(self, cache: SegmentCache, key: str) -> None:
+        self.cache = cache
+        self.key = key
+        self.path = cache.base / "locks" / f"{key}.lock"
+        self._lock = FileLock(str(self.path))
+        self._nested = 0  # acquired while another lock of this cache held the key
+
+    @property
+    def is_locked(self) -> bool:
+        return self._lock.is_locked or self._nested > 0
+
+    def acquire(self, timeout: float = -1) -> KeyLock:
+        if self.key in self.cache._held and not self._lock.is_locked:
+            self._nested += 1
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire(timeout=timeout)
+        except Timeout:
+            raise
+        except OSError as exc:
+            raise CacheLockError(self.cache._lock_error(self.path, self.key, exc)) from exc
+        self.cache._held.add(self.key)
+        return self
+
+    def release(self) -> None:
+        if self._nested:
+            self._nested -= 1
+            return
+        self._lock.release()
+        if not self._lock.is_locked:
+            self.cache._held.discard(self.key)
+
+    def __enter__(self) -> KeyLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class SegmentCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.base = self.root / LAYOUT
-        for sub in ("entries", "failures", "locks", "tmp", "work"):
-            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        self._held: set[str] = set()  # keys whose lock this object holds
 
     # -- paths ------------------------------------------------------------------
     def entry_path(self, key: str) -> Path:
@@ -98,41 +203,287 @@ class SegmentCache:
             _remove_tree(path)
         return path
 
-    def lock(self, key: str) -> FileLock:
-        return FileLock(str(self.base / "locks" / f"{key}.lock"))
+    def lock(self, key: str) -> KeyLock:
+        """``key``'s file lock: whoever holds it builds the key or moves it aside. Only
+        building and repairing lock: reusing a verified entry writes nothing, so a
+        read-only cache works."""
+        return KeyLock(self, key)
+
+    def _lock_error(self, path: Path, key: str, exc: OSError) -> str:
+        if path.is_dir():
+            return (
+                f"the lock file {path} is a directory; it must be a file that pytest-brainsmith "
+                f"creates: remove the directory (nothing else uses it) to build entry {key}"
+            )
+        return (
+            f"cannot lock {path} to build cache entry {key}: {_why(exc, path)}. Building a "
+            f"segment that is not in the cache needs write access to {self.root}; make it "
+            "writable or choose another cache with --brainsmith-cache DIR (or BRAINSMITH_CACHE)"
+        )
+
+    def check_writable(self) -> None:
+        """Raise CacheError unless this cache can be used: a cache that holds entries may
+        be read-only (reusing them writes nothing; a build it cannot do fails that design
+        with a clear message), but a new or empty one is only useful if it can be created
+        and written. Creates nothing."""
+        if self._has_entries():
+            return
+        probe = self.root
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise CacheError(
+                f"brainsmith cache {self.root} cannot be created: {probe} is not a directory; "
+                "choose another cache with --brainsmith-cache DIR (or BRAINSMITH_CACHE)"
+            )
+        if not os.access(probe, os.W_OK | os.X_OK):
+            readonly = _read_only_fs(probe)
+            why = "is on a read-only file system" if readonly else "is not writable by this user"
+            raise CacheError(
+                f"brainsmith cache {self.root} is not writable: {probe} {why}. An empty cache "
+                "must be writable to build segments into (it is only read once it holds every "
+                "needed entry): make it writable or choose another cache with "
+                "--brainsmith-cache DIR (or BRAINSMITH_CACHE)"
+            )
+
+    def _has_entries(self) -> bool:
+        with contextlib.suppress(OSError):
+            for shard in (self.base / "entries").iterdir():
+                if any(shard.iterdir()):
+                    return True
+        return False
 
     # -- reading ----------------------------------------------------------------
     def lookup(self, key: str) -> Entry | None:
+        """The entry of ``key`` if it is published and intact. A damaged one is moved
+        aside (under the key's lock, after checking again), reported with a
+        CacheIntegrityWarning, and None is returned so that the caller rebuilds it."""
         path = self.entry_path(key)
-        return Entry(key, path) if (path / MARKER).is_file() else None
+        if not (path / MARKER).is_file():
+            return None
+        manifest, damage = self._verify(key, path)
+        if damage is None:
+            return Entry(key, path, manifest)
+        return self._repair(key, damage)
+
+    def verify_file(self, key: str, name: str) -> str | None:
+        """Check one file of ``key``'s entry again right before it is used (the checkpoint
+        a child build resumes from): None if intact; else what is wrong, after the entry was
+        moved aside and reported (rebuild it, then use it)."""
+        path = self.entry_path(key)
+        if not (path / MARKER).is_file():
+            return f"entry {key} is gone"
+        manifest, damage = self._read_manifest(key, path)
+        if damage is None:
+            assert manifest is not None
+            damage = self._verify_files(path, manifest, only=name)
+        if damage is None:
+            return None
+        self._repair(key, damage)
+        return str(damage)
 
     def failure(self, key: str) -> Failure | None:
         path = self.failure_path(key)
-        return Failure(key, path) if (path / MARKER).is_file() else None
+        if not (path / MARKER).is_file():
+            return None
+        try:
+            record = json.loads((path / FAILURE).read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            # an unreadable failure record proves nothing: move it aside, build again
+            damage = Damage(FAILURE, f"is unreadable ({_why(exc, path / FAILURE)})")
+            with self.lock(key):
+                if path.exists():
+                    self._quarantine(key, path, damage)
+            return None
+        return Failure(key, path, record)
 
     def entries(self) -> Iterator[Entry]:
-        for shard in sorted((self.base / "entries").iterdir()):
-            for path in sorted(shard.iterdir()):
+        for shard in _listdir(self.base / "entries"):
+            for path in _listdir(shard):
                 if (path / MARKER).is_file():
                     yield Entry(path.name, path)
 
     def failures(self) -> Iterator[Failure]:
-        for path in sorted((self.base / "failures").iterdir()):
+        for path in _listdir(self.base / "failures"):
             if (path / MARKER).is_file():
                 yield Failure(path.name, path)
+
+    def quarantined(self) -> list[Path]:
+        return _listdir(self.base / "quarantine")
+
+    def prunable(self, keep: set[str]) -> list[str]:
+        """What ``--brainsmith-prune`` removes: entries and failures whose key is not in
+        ``keep``, damaged entries (also in use: they would be rebuilt anyway, as
+        ``damaged/<key>``) and everything quarantined (``quarantine/<name>``). Every id is
+        accepted by ``remove`` and ``size_bytes``."""
+        ids: list[str] = []
+        for shard in _listdir(self.base / "entries"):
+            for path in _listdir(shard):
+                damaged = not (path / MARKER).is_file() or self._verify(path.name, path)[1]
+                if path.name not in keep:
+                    ids.append(path.name)
+                elif damaged:
+                    ids.append(f"damaged/{path.name}")
+        ids += [f.key for f in self.failures() if f.key not in keep and f.key not in ids]
+        ids += [f"quarantine/{p.name}" for p in self.quarantined()]
+        return ids
+
+    # -- verification -------------------------------------------------------------
+    def _verify(self, key: str, path: Path) -> tuple[dict[str, Any] | None, Damage | None]:
+        manifest, damage = self._read_manifest(key, path)
+        if damage is None:
+            assert manifest is not None
+            damage = self._verify_files(path, manifest)
+        return manifest, damage
+
+    @staticmethod
+    def _read_manifest(key: str, path: Path) -> tuple[dict[str, Any] | None, Damage | None]:
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            return None, Damage(MANIFEST, "is missing", _marked_segment(path))
+        except (OSError, ValueError) as exc:
+            why = f"is unreadable ({_why(exc, path / MANIFEST)})"
+            return None, Damage(MANIFEST, why, _marked_segment(path))
+        if not isinstance(manifest, dict):
+            return None, Damage(MANIFEST, "is not a JSON object", _marked_segment(path))
+        segment = manifest.get("segment") or _marked_segment(path)
+        if manifest.get("key") != key:
+            return None, Damage(MANIFEST, f"names key {manifest.get('key')!r}", segment)
+        if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+            return None, Damage(MANIFEST, "lists no file digests", segment)
+        return manifest, None
+
+    def _verify_files(
+        self, path: Path, manifest: dict[str, Any], only: str | None = None
+    ) -> Damage | None:
+        """Check the manifest's files (or just ``only``): a stat fingerprint recorded in
+        VERIFIED (or, for a read-only cache, in the user's cache directory) when the file
+        was last found intact spares reading it again."""
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        segment = manifest.get("segment")
+        # the checkpoint first: the name to report of its hard-linked twin
+        names = [only] if only is not None else sorted(files, key=lambda n: (n != "output.onnx", n))
+        memo = _read_memo(path / VERIFIED)
+        user_memo: dict[str, Any] | None = None  # read when the entry's own is not enough
+        stamp = time.time_ns()  # before any stat: a file changed after it has a later ctime
+        seen: dict[str, list[int]] = {}
+        hashed: dict[tuple[int, int], str] = {}  # hard links (output.onnx) are read once
+        for name in names:
+            expected = files.get(name)
+            if expected is None:
+                return Damage(name, "is not listed in the manifest", segment)
+            file = path / name
+            try:
+                st = os.lstat(file)
+            except FileNotFoundError:
+                return Damage(name, "is missing", segment)
+            except OSError as exc:
+                return Damage(name, f"cannot be read ({_why(exc, file)})", segment)
+            if "link" in expected:
+                if not stat.S_ISLNK(st.st_mode) or os.readlink(file) != expected["link"]:
+                    return Damage(name, "is not the symlink the manifest records", segment)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                return Damage(name, "is not a regular file", segment)
+            if st.st_size != expected.get("size"):
+                return Damage(
+                    name,
+                    f"has {st.st_size} bytes where the manifest records {expected.get('size')} "
+                    "(truncated or rewritten)",
+                    segment,
+                )
+            fingerprint = _fingerprint(st)
+            if memo.get(name) == fingerprint:
+                continue  # unchanged since it was last found intact
+            if user_memo is None:
+                user_memo = _read_memo(_user_memo(path))
+            if user_memo.get(name) == fingerprint:
+                continue
+            inode = (st.st_dev, st.st_ino)
+            try:
+                digest = hashed.get(inode) or _sha256(file)
+            except OSError as exc:
+                return Damage(name, f"cannot be read ({_why(exc, file)})", segment)
+            hashed[inode] = digest
+            if digest != expected.get("sha256"):
+                return Damage(
+                    name, "does not match its sha256 in the manifest (rewritten)", segment
+                )
+            if _settled(stamp, st):  # vouch for it by stat from now on
+                seen[name] = fingerprint
+        if seen:
+            kept = {name: value for name, value in memo.items() if name in files}
+            if not _write_memo(path / VERIFIED, {**kept, **seen}):
+                # a read-only cache: remember them for this user instead
+                kept = {name: value for name, value in (user_memo or {}).items() if name in files}
+                _write_memo(_user_memo(path), {**kept, **seen})
+        return None
+
+    def _repair(self, key: str, damage: Damage) -> Entry | None:
+        """Move a damaged entry aside under its lock, unless another process rebuilt it
+        meanwhile (checked again while holding the lock): that entry is returned."""
+        path = self.entry_path(key)
+        try:
+            with self.lock(key):
+                if not (path / MARKER).is_file():
+                    return None
+                manifest, again = self._verify(key, path)
+                if again is None:
+                    return Entry(key, path, manifest)  # rebuilt by another process meanwhile
+                self._quarantine(key, path, again)
+        except CacheError as exc:
+            raise CacheError(
+                f"cache entry {key[:12]}{_of(damage)} is damaged: {damage}; it cannot be moved aside "
+                f"and rebuilt: {exc}"
+            ) from exc
+        return None
+
+    def _quarantine(self, key: str, path: Path, damage: Damage) -> Path:
+        kind = "failure record" if path.parent.name == "failures" else "cache entry"
+        when = time.strftime("%Y%m%dT%H%M%S")
+        suffix = ".failure" if kind == "failure record" else ""
+        target = self.base / "quarantine" / f"{key}{suffix}.{when}.{time.time_ns() % 10**9}"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+        except OSError as exc:
+            raise CacheError(_why(exc, path)) from exc
+        note = {
+            "key": key,
+            "segment": damage.segment,
+            "file": damage.file,
+            "why": damage.why,
+            "from": str(path),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": os.uname().nodename,
+            "pid": os.getpid(),
+        }
+        with contextlib.suppress(OSError):
+            _write_json(target / QUARANTINE_NOTE, note)
+        warnings.warn(
+            f"brainsmith: {kind} {key[:12]}{_of(damage)} is damaged: {damage}; "
+            f"moved aside to {target} and rebuilt",
+            CacheIntegrityWarning,
+            stacklevel=_caller_level(),
+        )
+        return target
 
     # -- writing ----------------------------------------------------------------
     def new_staging(self, key: str) -> Path:
         """A fresh temporary directory for building ``key`` (call with its lock held)."""
-        for stale in (self.base / "tmp").glob(f"{key}.*"):
+        tmp_root = self.base / "tmp"
+        for stale in tmp_root.glob(f"{key}.*"):
             # a build of this key that died (we hold the key's lock, so it is not running)
             _remove_tree(stale)
         try:
-            (self.base / "tmp").mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix=f"{key}.", dir=self.base / "tmp"))
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
         except OSError as exc:
             raise CacheError(
-                f"cannot create a build directory in {self.base / 'tmp'}: {exc}"
+                f"cannot create a build directory in {tmp_root}: {_why(exc, tmp_root)}"
             ) from exc
 
     def discard_staging(self, staged: Path) -> None:
@@ -151,12 +502,19 @@ class SegmentCache:
             self.discard_staging(tmp)
 
     def publish(self, key: str, staged: Path, manifest: dict[str, Any]) -> Entry:
-        """Write the manifest and marker into ``staged`` and move it into place."""
+        """Record every file's digest in the manifest, write it and the marker into
+        ``staged`` and move it into place."""
         target = self.entry_path(key)
         try:
-            _write_json(staged / MANIFEST, manifest)
             _make_read_only(staged)
-            _write_marker(staged)
+            _settle(staged)
+            files, seen = _digests(staged)
+            manifest = {**manifest, "files": files}
+            _write_json(staged / MANIFEST, manifest)
+            os.chmod(staged / MANIFEST, 0o444)
+            if seen:  # then the first reuse reads none of them
+                _write_memo(staged / VERIFIED, seen)
+            _write_marker(staged, manifest.get("segment"))
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():  # a forced rebuild replaces the old entry
                 _remove_tree(target)
@@ -167,13 +525,14 @@ class SegmentCache:
             ) from exc
         with contextlib.suppress(FileNotFoundError):
             _remove_tree(self.failure_path(key))
-        return Entry(key, target)
+        return Entry(key, target, manifest)
 
     def record_failure(self, key: str, staged: Path, record: dict[str, Any]) -> Failure:
         target = self.failure_path(key)
         try:
             _write_json(staged / FAILURE, record)
-            _write_marker(staged)
+            _write_marker(staged, record.get("segment"))
+            target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
                 _remove_tree(target)
             os.rename(staged, target)
@@ -181,20 +540,29 @@ class SegmentCache:
             raise CacheError(
                 _describe_os_error(exc, f"recording the failure of segment {key}")
             ) from exc
-        return Failure(key, target)
+        return Failure(key, target, record)
 
     def forget_failure(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             _remove_tree(self.failure_path(key))
 
     def remove(self, key: str) -> None:
-        for path in (self.entry_path(key), self.failure_path(key), self.work_dir(key)):
+        """Remove a key's entry, failure and work dir, or one id of ``prunable``."""
+        for path in self._paths(key):
             with contextlib.suppress(FileNotFoundError):
                 _remove_tree(path)
 
+    def _paths(self, ident: str) -> list[Path]:
+        kind, _, name = ident.rpartition("/")
+        if kind == "quarantine":
+            return [self.base / "quarantine" / name]
+        if kind == "damaged":
+            return [self.entry_path(name)]
+        return [self.entry_path(ident), self.failure_path(ident), self.work_dir(ident)]
+
     # -- size -------------------------------------------------------------------------
     def size_bytes(self, key: str | None = None) -> int:
-        roots = [self.base] if key is None else [self.entry_path(key), self.work_dir(key)]
+        roots = [self.base] if key is None else self._paths(key)
         total = 0
         for root in roots:
             for dirpath, _, files in os.walk(root):
@@ -204,14 +572,155 @@ class SegmentCache:
         return total
 
 
+def _caller_level() -> int:
+    """warnings.warn's stacklevel that points at the first caller outside this module."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _of(damage: Damage) -> str:
+    return f" (segment {damage.segment})" if damage.segment else ""
+
+
+def _fingerprint(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digests(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]]]:
+    """({relative path: {size, sha256} or {link}}, stat fingerprints of the settled ones)
+    of every file under ``root``."""
+    files: dict[str, dict[str, Any]] = {}
+    seen: dict[str, list[int]] = {}
+    hashed: dict[tuple[int, int], str] = {}
+    stamp = time.time_ns()  # before any stat
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if rel in _BOOKKEEPING or rel.startswith(f"{VERIFIED}."):
+                continue
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                files[rel] = {"link": os.readlink(path)}
+                continue
+            inode = (st.st_dev, st.st_ino)
+            if inode not in hashed:
+                hashed[inode] = _sha256(path)
+            files[rel] = {"size": st.st_size, "sha256": hashed[inode]}
+            if _settled(stamp, st):
+                seen[rel] = _fingerprint(st)
+    return dict(sorted(files.items())), seen
+
+
+def _settle(root: Path) -> None:
+    """Wait (at most TICK_NS, once per published entry) until the files FINN wrote last
+    are a timestamp tick old, so that publishing can record every fingerprint."""
+    newest = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            st = os.lstat(os.path.join(dirpath, name))
+            newest = max(newest, min(st.st_mtime_ns, st.st_ctime_ns))
+    if newest % 1_000_000_000 == 0:
+        return  # whole-second timestamps: a second is too long to wait
+    wait = newest + TICK_NS - time.time_ns()
+    if 0 < wait <= TICK_NS:
+        time.sleep(wait / 1e9 + 0.001)
+
+
+def _settled(stamp: int, st: os.stat_result) -> bool:
+    """Whether any write after a stat taken at ``stamp`` changes the file's fingerprint:
+    a write sets mtime and ctime to the current tick, so the older of the two must lie a
+    tick before the stat (else a write in that same tick would leave both as they are)."""
+    older = min(st.st_mtime_ns, st.st_ctime_ns)
+    margin = COARSE_TICK_NS if older % 1_000_000_000 == 0 else TICK_NS
+    return stamp - older > margin
+
+
+def _marked_segment(path: Path) -> str | None:
+    """The segment COMPLETE names: what names an entry whose manifest is lost."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        lines = (path / MARKER).read_text().splitlines()
+        if len(lines) > 1 and lines[1]:
+            return lines[1][:1000]
+    return None
+
+
+def _read_memo(file: Path) -> dict[str, Any]:
+    try:
+        memo = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _write_memo(file: Path, memo: dict[str, list[int]]) -> bool:
+    """Best effort (whether it was written): without one, files are read to verify them."""
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(memo, sort_keys=True))
+        os.replace(tmp, file)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+    return True
+
+
+def _user_memo(entry: Path) -> Path:
+    """Where this user keeps the fingerprints of an entry in a cache it cannot write (a
+    shared read-only copy), so that it is read once and not on every run."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    name = hashlib.sha256(str(entry.absolute()).encode()).hexdigest()[:32]
+    return Path(root) / "pytest-brainsmith" / "verified" / f"{name}.json"
+
+
+def _listdir(path: Path) -> list[Path]:
+    try:
+        return sorted(path.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _why(exc: BaseException, path: Path) -> str:
+    """An OSError as a reader needs it: what, and on which path."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.EROFS:
+            return f"{path} is on a read-only file system"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"permission denied on {exc.filename or path}"
+        if exc.errno == errno.EISDIR:
+            return f"{exc.filename or path} is a directory"
+        return f"{exc.strerror or exc} ({exc.filename or path})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def _write_marker(directory: Path) -> None:
+def _write_marker(directory: Path, segment: Any = None) -> None:
+    """COMPLETE: when, and the segment (which names the entry if its manifest is lost)."""
     marker = directory / MARKER
     with open(marker, "w") as handle:
-        handle.write(f"{time.time()}\n")
+        handle.write(f"{time.time()}\n{segment or ''}\n")
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -44,7 +44,7 @@ from filelock import Timeout as LockTimeout
 
 from ..finn import runner as finn_runner
 from .builder import BuildSpec, build_segment, manifest_for, record_failure
-from .cache import Entry, Failure, SegmentCache
+from .cache import CacheError, Entry, Failure, SegmentCache
 from .expectations import for_design
 from .keys import segment_key
 from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
@@ -449,6 +449,14 @@ class Engine:
                 self._start(task, inline=False)
 
     def _start(self, task: Task, *, inline: bool) -> None:
+        try:
+            self._start_or_reuse(task, inline=inline)
+        except CacheError as exc:  # the cache cannot be read or written: this task's error
+            self._unhold(task)
+            if task.state != "done":
+                self._finish(task, self._error(task, str(exc), kind="cache"))
+
+    def _start_or_reuse(self, task: Task, *, inline: bool) -> None:
         found = self._from_cache(task)
         if found is not None:
             self._finish(task, found)
@@ -465,6 +473,8 @@ class Engine:
         except LockTimeout:
             self._hold(task)
             return
+        except CacheError:
+            raise
         except OSError as exc:
             self._finish(
                 task, self._error(task, f"cannot lock {task.key} in {self.cache.root}: {exc}")
@@ -472,6 +482,9 @@ class Engine:
             return
         self._unhold(task)
         try:
+            if self._input_damaged(task):
+                lock.release()
+                return
             found = self._from_cache(task)  # another process may have built it meanwhile
             if found is None:
                 if self.cache.failure(task.key) is not None:
@@ -513,6 +526,27 @@ class Engine:
         timeout = spec.limits.get("timeout")
         task.deadline = task.started + timeout if timeout else None
         self._running.append(task)
+
+    def _input_damaged(self, task: Task) -> bool:
+        """Check the checkpoint this build resumes from right before using it. If the cache
+        found it damaged (and moved the entry aside), the segment that made it is built
+        again first and this one waits: a child is never built from, nor charged for, a
+        corrupt input."""
+        owner = task.parent
+        while owner is not None and not owner.segment.steps:  # passthroughs share a key
+            owner = owner.parent
+        if owner is None or owner.key is None or owner.outcome is None or not owner.outcome.entry:
+            return False
+        if self.cache.verify_file(owner.key, finn_runner.OUTPUT_MODEL) is None:
+            return False
+        node: Task | None = task
+        while node is not None and node is not owner:  # the task and passthroughs above it
+            node.state, node.outcome = "waiting", None
+            node = node.parent
+        owner.outcome = None
+        owner.state = "waiting"
+        self._make_ready(owner)
+        return True
 
     def _import_finn(self) -> str | None:
         """FINN once in this process, before the first fork: every worker has it."""
@@ -875,6 +909,7 @@ def _holder(cache: SegmentCache, key: str | None) -> str:
 
 def _lock_fd(lock: Any) -> int | None:
     """The file descriptor of a held FileLock (filelock keeps it in its context)."""
+    lock = getattr(lock, "_lock", lock)  # the cache's KeyLock wraps a FileLock
     context = getattr(lock, "_context", lock)
     fd = getattr(context, "lock_file_fd", None)
     return fd if isinstance(fd, int) else None

@@ -23,16 +23,18 @@ from typing import Any
 from ..finn.backends import field_read
 from .registry import Step
 
-#: Bump when the meaning of a key or of an entry's layout changes.
-KEY_SCHEME = 1
+#: Bump when the meaning of a key or of an entry's layout changes. 2: manifests record
+#: every file's digest (entries without them cannot be verified, so they are not reused).
+KEY_SCHEME = 2
 _TOOLCHAIN = ("finn-plus", "qonnx", "onnx", "onnxruntime", "numpy", "brevitas", "torch")
-_digests: dict[tuple[str, int, int], str] = {}
+_digests: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file's content, memoized by (path, size, mtime)."""
+    """sha256 of a file's content, memoized by (path, size, mtime, ctime, inode): a file
+    rewritten in place, even with its mtime set back, gets a new ctime."""
     st = os.stat(path)
-    memo = (str(path), st.st_size, st.st_mtime_ns)
+    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if memo not in _digests:
         digest = hashlib.sha256()
         with open(path, "rb") as handle:

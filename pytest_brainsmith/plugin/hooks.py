@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from ..core.blueprint import DEFAULT_MAX_DESIGNS
+from ..core.cache import CacheError
 from ..core.engine import Engine
 from ..core.tree import Segment
 from ..finn import catalog as finn_catalog
@@ -209,6 +210,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(designs, "brainsmith-designs")  # marker + design fixture
     config.stash[run_key] = make_run_context(config)
     collect_only = config.getoption("collectonly")
+    if not collect_only and not config.getoption("brainsmith_prune"):
+        try:  # an empty cache that cannot be written is a usage error (--collect-only needs none)
+            run_context(config).cache.check_writable()
+        except CacheError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if not _is_xdist_controller(config) and not collect_only:
         config.pluginmanager.register(EngineSession(config), "brainsmith-engine")
     if getattr(config, "workerinput", None) is None and not collect_only:
@@ -316,9 +322,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the design's record (and pytest-html extras) to the report that ends it."""
     report = yield
-    if isinstance(item, DesignItem) and (
-        call.when == "call" or (call.when == "setup" and report.outcome != "passed")
-    ):
+    # a passed setup carries the record too, so the controller knows the design even if
+    # its xdist worker dies before the call report
+    if isinstance(item, DesignItem) and call.when in ("setup", "call"):
         try:
             report.brainsmith = item.record()
         except Exception as exc:  # a record must never cost the run its session
@@ -329,7 +335,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 "segments": [],
                 "error": f"brainsmith could not build this design's record: {exc!r}",
             }
-        if item.config.getoption("htmlpath", None):
+        if item.config.getoption("htmlpath", None) and (
+            call.when == "call" or report.outcome != "passed"
+        ):
             from ..views.html_report import design_extras
 
             report.extras = [*getattr(report, "extras", []), *design_extras(report.brainsmith)]
@@ -384,8 +392,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if isinstance(item, DesignItem):
             keep.update(k for k in (engine.key(s) for s in item.segment.chain()) if k)
     cache = engine.cache
-    unused = [e.key for e in cache.entries() if e.key not in keep]
-    unused += [f.key for f in cache.failures() if f.key not in keep]
+    unused = cache.prunable(keep)  # also damaged and quarantined entries
     size = sum(cache.size_bytes(k) for k in unused)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     verb = "would remove" if mode == "dry-run" else "removed"

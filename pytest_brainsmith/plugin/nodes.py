@@ -216,7 +216,8 @@ def describe_not_built(outcome: DesignOutcome) -> ExceptionChainRepr:
         lines += [f"  (not recorded: the machine's fault, not the design's; {cause.kind})"]
         if cause.traceback:
             lines += textwrap.indent(cause.traceback.strip(), "    ").splitlines()[-15:]
-        summary = f"brainsmith: {cause.error}".splitlines()[0]
+        prefix = "brainsmith cache error" if cause.kind == "cache" else "brainsmith"
+        summary = f"{prefix}: {cause.error}".splitlines()[0]
         return failure_repr(summary, lines, Path(cause.log) if cause.log else Path(cause.segment))
     leaf = outcome.leaf
     below = next(

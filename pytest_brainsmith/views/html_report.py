@@ -10,6 +10,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ..core.tree import STATUS_COLORS
 from . import pareto
 from .records import (
@@ -247,6 +249,33 @@ class HtmlReportPlugin:
     def __init__(self, recorder: Any) -> None:
         self.recorder = recorder
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """pytest-html makes a design's row from its "call" report once its teardown
+        arrives; a worker that dies mid-design sends neither, only xdist's ``when='???'``
+        failure. Hand pytest-html that failure as the design's call and a teardown, so the
+        design has its row (with its record, set by the RunRecorder)."""
+        if report.when != "???" or getattr(report, "brainsmith", None) is None:
+            return
+        try:
+            self._add_row(report)
+        except Exception as exc:  # a view must never end the session
+            self.recorder.record_errors.append(f"{report.nodeid}: html row: {exc!r}")
+
+    def _add_row(self, report: pytest.TestReport) -> None:
+        html = next(
+            (p for p in self.recorder.config.pluginmanager.get_plugins() if _is_html(p)), None
+        )
+        if html is None:
+            return
+        fields = {"nodeid": report.nodeid, "location": report.location, "keywords": {}}
+        call = pytest.TestReport(**fields, outcome="failed", longrepr=report.longrepr, when="call")
+        call.brainsmith = report.brainsmith  # type: ignore[attr-defined]
+        call.extras = design_extras(report.brainsmith)  # type: ignore[attr-defined]
+        teardown = pytest.TestReport(**fields, outcome="passed", longrepr=None, when="teardown")
+        html.pytest_runtest_logreport(call)
+        html.pytest_runtest_logreport(teardown)
+
     def pytest_html_results_table_header(self, cells: list[str]) -> None:
         cells[_INSERT_AT:_INSERT_AT] = header_cells()
 
@@ -257,3 +286,11 @@ class HtmlReportPlugin:
         self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
     ) -> None:
         prefix.extend(summary_html(self.recorder.ordered_records()))
+
+
+def _is_html(plugin: object) -> bool:
+    try:
+        from pytest_html.basereport import BaseReport
+    except ImportError:
+        return False
+    return isinstance(plugin, BaseReport)

@@ -157,3 +157,89 @@ def short_id(record: dict[str, Any]) -> str:
     choices = record.get("choices") or {}
     text = ", ".join(f"{k}={v}" for k, v in choices.items()) or "single design"
     return f"{record.get('blueprint_name', record['blueprint'])}: {text}"
+
+
+def _choice_value(text: str) -> Any:
+    """A choice value from its node-id label: numbers and booleans as JSON reads them."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int | float | bool) else text
+
+
+def record_from_nodeid(nodeid: str) -> dict[str, Any]:
+    """What a design's node id alone tells (blueprint, segment path, the choices written
+    as ``name[value]``): the record of a design whose own never arrived."""
+    blueprint, *parts = nodeid.split("::")
+    label = blueprint.rsplit("/", 1)[-1]
+    choices: dict[str, Any] = {}
+    segments = []
+    for depth, part in enumerate(parts):
+        name, bracket, rest = part.partition("[")
+        if bracket and rest.endswith("]"):
+            value = rest[:-1]
+            if name == "skip":
+                choices[value] = "skip"
+            else:
+                choices[name] = _choice_value(value)
+        segments.append(
+            {
+                "path": "::".join([label, *parts[: depth + 1]]),
+                "name": part,
+                "choice": None,
+                "steps": 0,  # unknown: counted by the designs that reported it
+                "step_names": [],
+                "status": "not-run",
+                "key": None,
+                "seconds": 0.0,
+                "log": None,
+                "step_seconds": {},
+            }
+        )
+    return {
+        "nodeid": nodeid,
+        "order": 1 << 30,  # after the designs whose place in the tree is known
+        "blueprint": blueprint,
+        "choices": choices,
+        "config": {},
+        "estimates": {},
+        "layers": {},
+        "report_dir": None,
+        "expectations": [],
+        "segments": segments,
+        "finn_seconds": 0.0,
+        "cache_key": None,
+        "final_model": None,
+        "error": None,
+        "failed_step": None,
+    }
+
+
+def lost_record(
+    nodeid: str,
+    outcome: str,
+    cause: str,
+    known: dict[str, Any] | None = None,
+    building: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of a design pytest reports but whose process never sent one (an xdist
+    worker that died mid-design): what was known when it started (``known``, the record
+    sent with its setup) or its node id, the ``cause`` pytest gives, and the segment the
+    process was ``building`` when it stopped (its live status file), if any."""
+    record = json.loads(json.dumps(known)) if known else record_from_nodeid(nodeid)
+    known_more = ""
+    if building is not None:
+        for seg in record["segments"]:
+            if seg["path"] == building.get("segment"):
+                seg["status"] = "failed"
+        step = building.get("step") or "(starting)"
+        total = len(building.get("steps") or [])
+        known_more = (
+            f"it was building segment {building.get('segment')}, step "
+            f"{building.get('step_index', '?')}/{total} {step}, when it stopped"
+        )
+        record["failed_step"] = step
+    error = f"{cause}; {known_more}" if known_more else cause
+    record.update(outcome=outcome, error=error, lost=known_more or "no record")
+    return record

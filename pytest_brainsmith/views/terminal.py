@@ -4,7 +4,11 @@ exports the execution trees and prints the terminal summary."""
 
 from __future__ import annotations
 
+import fnmatch
+import importlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from .records import (
     KEY_METRICS,
     best_designs,
     group_by_blueprint,
+    lost_record,
     outcomes_line,
     segment_counts,
     sharing,
@@ -34,6 +39,17 @@ def _outcome(report: pytest.TestReport) -> str | None:
     return None
 
 
+def _cause(report: pytest.TestReport) -> str:
+    """A failure in one line: the exception pytest shows, or the first line of its text
+    (xdist's "worker 'gw0' crashed while running ...")."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and crash.message:
+        text = crash.message.strip().splitlines()[0]
+    else:
+        text = (str(report.longrepr or "").strip().splitlines() or ["no report"])[0]
+    return f"error in {report.when}: {text}" if report.when in ("setup", "teardown") else text
+
+
 class RunRecorder:
     """Controller-only plugin (registered once, never in an xdist worker)."""
 
@@ -49,9 +65,15 @@ class RunRecorder:
         self.store = store
         self.tree_dir = tree_dir
         self.records: dict[str, dict[str, Any]] = {}
+        #: records sent with a design's setup, until its outcome arrives: all that is
+        #: known of a design whose worker dies while it runs
+        self.started: dict[str, dict[str, Any]] = {}
+        self.run_started = time.time()
         self._run_started = False
         self.store_error: str | None = None
         self.trees_written: list[Path] = []
+        self.tree_error: str | None = None
+        self.record_errors: list[str] = []  # reports whose design could not be recorded
 
     def ordered_records(self) -> list[dict[str, Any]]:
         """The designs in tree order (xdist delivers them in completion order)."""
@@ -59,15 +81,93 @@ class RunRecorder:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        try:
+            self._record(report)
+        except Exception as exc:  # a view must never end the session
+            self.record_errors.append(f"{report.nodeid}: {type(exc).__name__}: {exc}")
+
+    def _record(self, report: pytest.TestReport) -> None:
         record = getattr(report, "brainsmith", None)
+        if report.when == "setup" and report.passed:
+            if record is not None:
+                self.started[report.nodeid] = record
+            return
         outcome = _outcome(report)
         if record is None or outcome is None:
-            return
+            record = self._lost(report)
+            if record is None:
+                return
+            report.brainsmith = record  # for the html row (html_report.py)
+            lost = record.get("lost")
+            if lost and lost != "no record" and isinstance(report.longrepr, str):
+                report.longrepr += f"\nbrainsmith: {lost}"  # in FAILURES too
+            outcome = record["outcome"]
+        self.started.pop(report.nodeid, None)
         record["outcome"] = outcome
         if outcome == "skipped" and isinstance(report.longrepr, tuple):
             record["error"] = str(report.longrepr[2]).removeprefix("Skipped: ")
         self.records[report.nodeid] = record
         self._store(record, report.duration)
+
+    def _lost(self, report: pytest.TestReport) -> dict[str, Any] | None:
+        """A failure pytest counts for a design that sent no record with it: its worker
+        died mid-design (xdist reports ``when='???'``), or its teardown failed. The design
+        keeps its place in every view, with what is known of the cause."""
+        if not report.failed or not self._is_design(report.nodeid):
+            return None
+        cause = _cause(report)
+        earlier = self.records.get(report.nodeid)
+        if earlier is not None:  # a teardown error or a crash after the design reported
+            if earlier.get("outcome") != "passed":
+                return None
+            return {**earlier, "outcome": "error", "error": cause}
+        known = self.started.get(report.nodeid)
+        outcome = "error" if report.when in ("setup", "teardown") else "failed"
+        return lost_record(report.nodeid, outcome, cause, known, self._building(report, known))
+
+    def _is_design(self, nodeid: str) -> bool:
+        if nodeid in self.started:
+            return True
+        path, sep, _ = nodeid.partition("::")
+        patterns = self.config.getini("brainsmith_blueprints")
+        return bool(sep) and any(fnmatch.fnmatch(Path(path).name, p) for p in patterns)
+
+    def _running_dir(self) -> Path | None:
+        """``<cache>/v1/running``, as the plugin reads the options (the views need the cache
+        only here; ``cache_dir`` is in plugin/hooks.py, or run_context.py with the engine)."""
+        from ..core.cache import LAYOUT
+
+        for module in ("hooks", "run_context"):
+            try:
+                cache_dir = importlib.import_module(f"..plugin.{module}", __package__).cache_dir
+            except (ImportError, AttributeError):
+                continue
+            return Path(cache_dir(self.config)) / LAYOUT / "running"
+        return None
+
+    def _building(
+        self, report: pytest.TestReport, known: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The segment of this design whose build was abandoned in this run (the status
+        file a dead process left behind), deepest first."""
+        if report.when != "???":  # only a process that died leaves one behind
+            return None
+        try:
+            running_dir = self._running_dir()
+            left = abandoned(running_dir, self.run_started) if running_dir else []
+        except Exception:  # only a detail of the cause
+            return None
+        paths = {seg["path"] for seg in (known or {}).get("segments", [])}
+        blueprint, _, rest = report.nodeid.partition("::")
+        label = "::".join([Path(blueprint).name, rest])
+        mine = [
+            e
+            for e in left
+            if e.get("segment") in paths
+            or label.startswith(f"{e.get('segment')}::")
+            or label == e.get("segment")
+        ]
+        return max(mine, key=lambda e: len(str(e.get("segment")))) if mine else None
 
     def _store(self, record: dict[str, Any], seconds: float) -> None:
         if self.store is None or self.store_error:
@@ -91,7 +191,10 @@ class RunRecorder:
         if self.store is not None:
             self.store.close()
         if self.tree_dir is not None and self.records:
-            self.export_trees(self.tree_dir)
+            try:
+                self.export_trees(self.tree_dir)
+            except OSError as exc:  # an unwritable directory must not end the session
+                self.tree_error = f"{self.tree_dir}: {exc}"
 
     def export_trees(self, directory: Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -139,4 +242,42 @@ class RunRecorder:
         for path in self.trees_written:
             if path.suffix == ".dot":
                 lines.append(f"tree: {path} (+ .json)")
+        if self.tree_error:
+            lines.append(f"trees NOT written: {self.tree_error}")
+        for error in self.record_errors:
+            lines.append(f"design NOT recorded: {error}")
         return lines
+
+
+def abandoned(running_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
+    """Builds started on this host since ``since`` whose process died without finishing:
+    their live status file (``<cache>/v1/running/<key>.json``) is left behind. What a
+    crashed worker was doing, oldest first."""
+    found = []
+    for path in running_dir.glob("*.json"):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(entry, dict)
+            and entry.get("host") == os.uname().nodename
+            and entry.get("started", 0) >= since
+            and not _alive(entry.get("pid"))
+        ):
+            found.append(entry)
+    return sorted(found, key=lambda e: e.get("started", 0))
+
+
+def _alive(pid: Any) -> bool:
+    """A process that exited but was not reaped yet (a crashed xdist worker, until
+    execnet waits for it) still answers kill(pid, 0): it counts as dead."""
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
