@@ -680,7 +680,7 @@ class Engine:
 
     def _start_ready(self) -> None:
         while self._ready and not self._draining and len(self._running) < self.workers:
-            _, _, task = heapq.heappop(self._ready)
+            task = heapq.heappop(self._ready)[-1]
             if task.state == "ready":
                 self._start(task, inline=False)
 
