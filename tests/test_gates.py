@@ -18,8 +18,8 @@ from conftest import MODEL
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
-from pytest_brainsmith.core.gates import dominated, dominates, miss_text
 from pytest_brainsmith.core.expectations import parse_expectation
+from pytest_brainsmith.core.gates import dominated, dominates, miss_text
 from pytest_brainsmith.core.registry import finn_registry
 from pytest_brainsmith.core.tree import build_execution_tree
 
@@ -225,7 +225,9 @@ def test_a_design_missing_a_bound_on_its_estimates_builds_nothing_further(tmp_pa
 
 def test_a_segment_shared_with_a_design_still_passing_is_built(tmp_path: Path):
     folder = project(tmp_path / "p", "")
-    shared = HEAD.replace("[front, estimate, codegen]", "[front, estimate, codegen, [tail_a, tail_b]]")
+    shared = HEAD.replace(
+        "[front, estimate, codegen]", "[front, estimate, codegen, [tail_a, tail_b]]"
+    )
     bounds = """expect:
   LUT: "<= 40000"
   when:
@@ -344,3 +346,63 @@ def test_a_time_budget_starts_nothing_new_and_a_later_run_continues(tmp_path: Pa
     again = run(folder, "--brainsmith-workers", "1")
     assert "4 passed" in again.stdout
     assert sorted(built(folder)) == [f"front::target_fps[{n}]::codegen" for n in (2, 3, 4)]
+
+
+# -- end to end on FINN ---------------------------------------------------------------------
+#: The bundled TFC through FINN's estimates and on to hw_codegen (HLS and RTL code
+#: generation; no Vivado needed, unlike hw_ipgen and everything after it). Its designs'
+#: estimates: LUT hls 3,528 / 7,019 and rtl 3,211 / 6,662 at 100k / 400k fps target,
+#: the same throughput for both backends.
+FINN_TFC = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+design_space:
+  steps: [qonnx_to_finn, tidy_up, streamline, convert_to_hw, minimize_bit_width_initial,
+          create_dataflow_partition, specialize_layers, target_fps_parallelization,
+          apply_folding_config, minimize_bit_width, generate_estimate_reports, hw_codegen]
+  kernels:
+    - MVAU: [hls, rtl]
+  finn_config:
+    target_fps: [100000, 400000]
+"""
+FINN_GATES = """expect:
+  LUT: "<= 5000"
+explore:
+  pareto: [LUT, estimated_throughput_fps]
+  before: hw_codegen
+"""
+CODEGEN_LOG = """
+import json, os
+
+def pytest_brainsmith_segment_finish(segment, result):
+    with open(os.path.join(os.path.dirname(__file__), "builds.jsonl"), "a") as log:
+        log.write(json.dumps({"steps": [s.name for s in segment.steps],
+                              "status": result.status}) + "\\n")
+"""
+
+
+def test_finn_tfc_with_hw_codegen_builds_codegen_only_for_designs_that_can_matter(
+    tmp_path: Path,
+):
+    codegen = {}
+    for name, gates in (("without", ""), ("with", FINN_GATES)):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copyfile(MODEL, folder / "tfc.onnx")
+        (folder / "conftest.py").write_text(CODEGEN_LOG)
+        (folder / "tfc.blueprint.yaml").write_text(FINN_TFC + gates)
+        done = run(folder)
+        rows = [json.loads(line) for line in (folder / "builds.jsonl").read_text().splitlines()]
+        assert all(row["status"] == "built" for row in rows), rows
+        codegen[name] = sum("hw_codegen" in row["steps"] for row in rows)
+        codegen[name + " out"] = done.stdout
+    assert codegen["without"] == 4, codegen["without out"]
+    assert codegen["with"] == 1, codegen["with out"]
+    out = codegen["with out"]
+    assert "1 passed, 2 failed, 1 skipped" in out, out
+    assert "LUT 7,019 > 5,000 on estimates; stopped before hw_codegen" in out
+    assert "LUT 6,662 > 5,000 on estimates; stopped before hw_codegen" in out
+    assert "dominated by MVAU=rtl, target_fps=100000 (LUT 3,211 vs 3,528;" in out
+    assert "gates saved: expect stopped 2 designs, 2 segments not built" in out
+    assert "pareto skipped 1 design, 1 segments not built" in out

@@ -425,11 +425,16 @@ class Engine:
                 raise EngineClosed("the run was stopped before this design was built")
             self._advance(tasks)
         stop = self._stopped.get(tasks[-1])
+        for task in tasks:  # durations timed since it was pruned say better what it saved
+            if task.outcome is not None and task.outcome.kind in (EXPECT, PARETO, BUDGET):
+                task.outcome.saved_seconds = round(self._estimate(task), 3)
         if stop is None:
             return [t.outcome for t in tasks if t.outcome is not None]
         # a gate stopped it: what is not done yet is pruned for this design (a segment
         # shared with a design still going is built all the same, for that one)
-        return [t.outcome if t.state == "done" and t.outcome else self._pruned(t, stop) for t in tasks]
+        return [
+            t.outcome if t.state == "done" and t.outcome else self._pruned(t, stop) for t in tasks
+        ]
 
     def design(self, leaf: Segment) -> DesignOutcome:
         """The design's outcome: built (or not), its estimates, its expectations."""

@@ -89,9 +89,7 @@ def dominates(a: dict[str, Any], b: dict[str, Any], metrics: Sequence[str]) -> b
     return strictly
 
 
-def dominated(
-    entrants: Sequence[tuple[K, dict[str, Any]]], metrics: Sequence[str]
-) -> dict[K, K]:
+def dominated(entrants: Sequence[tuple[K, dict[str, Any]]], metrics: Sequence[str]) -> dict[K, K]:
     """Each dominated entrant -> one design that dominates it: the first, in the
     entrants' order, of the non-dominated designs that do (one always does)."""
     front = [

@@ -109,7 +109,7 @@ def gates_line(records: Iterable[dict[str, Any]]) -> str | None:
         designs = int(entry["designs"])
         parts.append(
             f"{gate} {verbs.get(gate, 'stopped')} {designs} design{'s' * (designs != 1)}, "
-            f"{int(entry['segments'])} segments not built (~{entry['seconds']:.1f} s recorded)"
+            f"{int(entry['segments'])} segments not built (~{entry['seconds']:.1f} s by recorded step durations)"
         )
     return "gates saved: " + "; ".join(parts)
 
