@@ -72,13 +72,20 @@ def gate_savings(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float
     states: dict[tuple[str, str], str] = {}
     gated: dict[tuple[str, str], tuple[str, float]] = {}
     designs: dict[str, int] = {}
+    timed = _step_times(records)
     for record in records:
         stopped_by = record.get("gate")
         for seg in record.get("segments", []):
             ident = (record["blueprint"], seg["path"])
             states[ident] = merge_status(states.get(ident), seg["status"])
             if seg.get("gate") and seg["steps"]:
-                gated.setdefault(ident, (seg["gate"], seg.get("saved_seconds") or 0.0))
+                names = seg.get("step_names") or []
+                seconds = (
+                    sum(timed[n] for n in names)
+                    if names and all(n in timed for n in names)
+                    else seg.get("saved_seconds") or 0.0  # the engine's estimate
+                )
+                gated.setdefault(ident, (seg["gate"], seconds))
                 stopped_by = stopped_by or seg["gate"]
         if stopped_by:
             designs[stopped_by] = designs.get(stopped_by, 0) + 1
@@ -92,6 +99,20 @@ def gate_savings(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float
         entry["segments"] += 1
         entry["seconds"] += seconds
     return result
+
+
+def _step_times(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Each step's mean seconds over the segments of ``records`` that ran it (built in
+    this run or before): what a segment the gates pruned would have cost."""
+    times: dict[str, list[float]] = {}
+    for record in records:
+        for seg in record.get("segments", []):
+            seconds = list((seg.get("step_seconds") or {}).values())
+            names = seg.get("step_names") or []
+            if seg["status"] in ("built", "reused") and len(seconds) == len(names):
+                for name, value in zip(names, seconds, strict=True):
+                    times.setdefault(name, []).append(float(value))
+    return {name: sum(v) / len(v) for name, v in times.items()}
 
 
 def gates_line(records: Iterable[dict[str, Any]]) -> str | None:
