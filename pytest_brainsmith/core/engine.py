@@ -8,6 +8,15 @@ states follow Dask's scheduler: waiting -> ready -> running -> done, plus ``held
 while another process (an xdist worker, another session) holds the key's lock: it is
 tried again shortly, without taking a worker.
 
+Gates (``gates.py``) stop spending on designs that cannot matter: when a segment
+that wrote FINN's estimate reports is done, every design below it that already
+misses an ``expect:`` bound is stopped (the expect gate); a blueprint's Pareto gate
+parks the segments that start at ``explore.before`` (state ``parked``) until every
+competing design has its estimates, then stops the dominated ones. A segment whose
+designs are all stopped is ``pruned``, never built; one shared with a design still
+going is built as usual. ``explore.order`` puts the most promising designs' work
+first, and after the time budget no new segment starts.
+
 The engine has no thread of its own: it advances whenever its caller waits for a
 design (``design``, ``chain``, ``run``), so every worker is forked from the caller's
 main thread and a Ctrl-C reaches the caller, which ends the workers (``shutdown``).
@@ -36,6 +45,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,9 +53,23 @@ from typing import Any, Protocol
 from filelock import Timeout as LockTimeout
 
 from ..finn import runner as finn_runner
+from .blueprint import ExploreSettings
 from .builder import BuildSpec, build_segment, manifest_for, record_failure
 from .cache import CacheError, Entry, Failure, SegmentCache
 from .expectations import for_design
+from .gates import (
+    BUDGET,
+    EXPECT,
+    PARETO,
+    Stop,
+    comparable,
+    dominance_reason,
+    dominated,
+    dominates,
+    miss_text,
+    misses,
+    order_score,
+)
 from .keys import segment_key
 from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
 from .tree import Segment
@@ -82,6 +106,19 @@ class Launcher(Protocol):
     ) -> Worker: ...
 
 
+@dataclass
+class ParetoGate:
+    """One blueprint's Pareto gate: the designs that compete (those submitted before
+    it decides), the task just above each one's gate segment, and the gate segments
+    parked until every competitor has its estimates."""
+
+    settings: ExploreSettings
+    competitors: dict[Task, Task] = field(default_factory=dict)  # design -> its pre task
+    pending: set[Task] = field(default_factory=set)  # pre tasks not done yet
+    parked: list[Task] = field(default_factory=list)
+    decided: bool = False
+
+
 class EngineClosed(RuntimeError):
     """The engine was shut down (the run was interrupted) while a design was waited for."""
 
@@ -108,6 +145,7 @@ class Task:
         "spec",
         "deadline",
         "started",
+        "designs",
     )
 
     def __init__(
@@ -125,7 +163,7 @@ class Task:
         self.components = components
         self.parent = parent
         self.children: list[Task] = []
-        self.state = "new"  # new | waiting | ready | held | running | done
+        self.state = "new"  # new | waiting | ready | held | parked | running | done
         self.outcome: SegmentOutcome | None = None
         self.priority = 0.0
         self.estimate = 0.0
@@ -137,6 +175,8 @@ class Task:
         self.spec: BuildSpec | None = None
         self.deadline: float | None = None
         self.started = 0.0
+        #: the submitted designs (their leaf tasks) that need this segment
+        self.designs: set[Task] = set()
 
     @property
     def label(self) -> str:
@@ -160,6 +200,7 @@ class Engine:
         tools: dict[str, str | None] | None = None,
         events: EngineEvents | None = None,
         launcher: Launcher | None = None,
+        budget: float | None = None,
     ) -> None:
         self.cache = cache
         #: starts one segment's build somewhere: a forked process here (``Worker``)
@@ -173,6 +214,13 @@ class Engine:
         self.keep_step_models = keep_step_models
         self.tools = tools or {}
         self.events = events
+        #: seconds after which no new segment starts (--brainsmith-budget)
+        self.budget = budget
+        self._deadline = time.monotonic() + budget if budget else None
+        self._stopped: dict[Task, Stop] = {}  # designs a gate stopped
+        self._known: dict[Task, dict[str, Any]] = {}  # designs' estimates, once known
+        self._pareto: dict[Path, ParetoGate] = {}  # per blueprint
+        self._settles: dict[Task, list[ParetoGate]] = {}  # pre task -> gates waiting on it
         self._tasks: dict[tuple[str, str | None], Task] = {}
         self._by_segment: dict[Segment, Task] = {}
         self._keys: dict[Segment, tuple[str | None, dict[str, Any] | None]] = {}
@@ -275,17 +323,22 @@ class Engine:
         for leaf in leaves:
             if self.closed or self.unrunnable(leaf):
                 continue
-            for segment in leaf.chain():
-                task = self._task(segment)
+            tasks = [self._task(segment) for segment in leaf.chain()]
+            for task in tasks:
+                task.designs.add(tasks[-1])
                 if task.state == "new":
                     task.state = "waiting"
                     new.append(task)
+            self._compete(tasks)
         if not new:
             return
         self._prioritize()
         for task in new:
             if task.state == "waiting" and (task.parent is None or task.parent.state == "done"):
                 self._make_ready(task)
+        for gate in self._pareto.values():
+            if not gate.decided and not gate.pending and gate.competitors:
+                self._decide(gate)
 
     def _estimate(self, task: Task) -> float:
         return sum(
@@ -301,14 +354,29 @@ class Engine:
             task.estimate = self._estimate(task)
             below = [c.priority for c in task.children if c.state != "new"]
             task.priority = task.estimate + max(below, default=0.0)
-        self._ready = [(-t.priority, t.order, t) for t in needed if t.state == "ready"]
+        self._ready = [self._entry(t) for t in needed if t.state == "ready"]
         heapq.heapify(self._ready)
+
+    def _entry(self, task: Task) -> tuple[tuple[float, ...], float, int, Task]:
+        return (self._promise(task), -task.priority, task.order, task)
+
+    def _push(self, task: Task) -> None:
+        heapq.heappush(self._ready, self._entry(task))
 
     def _make_ready(self, task: Task) -> None:
         parent = task.parent
         if parent is not None and parent.outcome is not None and not parent.outcome.ok:
             cause = parent.outcome.root_cause
             self._finish(task, SegmentOutcome(task.label, task.key, "blocked", cause=cause))
+            return
+        if task.designs and all(d in self._stopped for d in task.designs):
+            stop = self._stopped[min(task.designs, key=_tree_order)]
+            self._finish(task, self._pruned(task, stop))
+            return
+        gate = self._gate_of(task)
+        if gate is not None:  # a Pareto gate segment: waits for every competitor
+            task.state = "parked"
+            gate.parked.append(task)
             return
         if not task.segment.steps:
             self._finish(
@@ -325,7 +393,7 @@ class Engine:
             )
             return
         task.state = "ready"
-        heapq.heappush(self._ready, (-task.priority, task.order, task))
+        self._push(task)
 
     def _finish(self, task: Task, outcome: SegmentOutcome) -> None:
         task.outcome = outcome
@@ -334,6 +402,12 @@ class Engine:
             self.built.append(outcome)
             if self.events is not None:
                 self.events.segment_finish(task.segment, outcome)
+        if outcome.ok and outcome.entry is not None and task.segment.steps:
+            self._check_estimates(task, outcome.entry)
+        for gate in self._settles.pop(task, ()):
+            gate.pending.discard(task)
+            if not gate.pending and not gate.decided:
+                self._decide(gate)
         for child in task.children:
             if child.state == "waiting":
                 self._make_ready(child)
@@ -346,11 +420,21 @@ class Engine:
         tasks = [self._task(s) for s in leaf.chain()]
         if tasks[-1].state == "new":  # not submitted: the engine is closed
             raise EngineClosed("the run was stopped before this design was built")
-        while tasks[-1].state != "done":
+        while tasks[-1].state != "done" and tasks[-1] not in self._stopped:
             if self.closed:
                 raise EngineClosed("the run was stopped before this design was built")
             self._advance(tasks)
-        return [t.outcome for t in tasks if t.outcome is not None]
+        stop = self._stopped.get(tasks[-1])
+        for task in tasks:  # durations timed since it was pruned say better what it saved
+            if task.outcome is not None and task.outcome.kind in (EXPECT, PARETO, BUDGET):
+                task.outcome.saved_seconds = round(self._estimate(task), 3)
+        if stop is None:
+            return [t.outcome for t in tasks if t.outcome is not None]
+        # a gate stopped it: what is not done yet is pruned for this design (a segment
+        # shared with a design still going is built all the same, for that one)
+        return [
+            t.outcome if t.state == "done" and t.outcome else self._pruned(t, stop) for t in tasks
+        ]
 
     def design(self, leaf: Segment) -> DesignOutcome:
         """The design's outcome: built (or not), its estimates, its expectations."""
@@ -362,6 +446,9 @@ class Engine:
             ]
             return DesignOutcome(leaf, "skipped", skipped, keys, reason=reason)
         chain = self.chain(leaf)
+        stop = self._stopped.get(self._task(leaf))
+        if stop is not None:
+            return self._stopped_outcome(leaf, chain, keys, stop)
         failing = next((o for o in chain if not o.ok), None)
         if failing is not None:
             cause = failing.root_cause
@@ -381,6 +468,20 @@ class Engine:
             )
         return outcome
 
+    def _stopped_outcome(
+        self, leaf: Segment, chain: list[SegmentOutcome], keys: list[str | None], stop: Stop
+    ) -> DesignOutcome:
+        """A design a gate stopped: failed on a missed bound, skipped when dominated."""
+        estimates = self._known.get(self._task(leaf)) or self.estimates(leaf)
+        choices = dict(c.describe() for c in leaf.choices())
+        checked = [
+            (e, estimates.get(e.metric)) for e in for_design(leaf.tree.space.expect, choices)
+        ]
+        status = "failed" if stop.gate == EXPECT else "skipped"
+        return DesignOutcome(
+            leaf, status, chain, keys, estimates, checked, reason=stop.reason, gate=stop.gate
+        )
+
     def run(self) -> None:
         """Build everything submitted."""
         while not self.closed and any(t.state not in ("new", "done") for t in self._tasks.values()):
@@ -392,15 +493,158 @@ class Engine:
             outcome = self._task(segment).outcome
             if outcome is None or outcome.entry is None:
                 continue
-            if outcome.entry not in self._estimates:
-                try:
-                    self._estimates[outcome.entry] = finn_runner.read_estimates(Path(outcome.entry))
-                except (OSError, ValueError):
-                    self._estimates[outcome.entry] = None
-            found = self._estimates[outcome.entry]
+            found = self._read_estimates(outcome.entry)
             if found is not None:
                 return found
         return {}
+
+    def _read_estimates(self, entry: str) -> dict[str, Any] | None:
+        if entry not in self._estimates:
+            try:
+                self._estimates[entry] = finn_runner.read_estimates(Path(entry))
+            except (OSError, ValueError):
+                self._estimates[entry] = None
+        return self._estimates[entry]
+
+    # -- gates (gates.py says what they mean; this is the bookkeeping) -------------------
+    def _compete(self, tasks: list[Task]) -> None:
+        """A submitted design joins its blueprint's Pareto gate, unless the gate has
+        decided already (a design asked for later is not held back by it)."""
+        design = tasks[-1]
+        settings = design.segment.tree.space.explore
+        if settings is None or not settings.pareto:
+            return
+        gate = self._pareto.setdefault(design.segment.tree.space.path, ParetoGate(settings))
+        if gate.decided or design in gate.competitors:
+            return
+        at = next(
+            (i for i, t in enumerate(tasks) if i and t.segment.start == settings.before_slot),
+            len(tasks),
+        )
+        pre = tasks[at - 1]  # the last task before its gate segment
+        gate.competitors[design] = pre
+        if pre.state != "done":
+            gate.pending.add(pre)
+            self._settles.setdefault(pre, []).append(gate)
+
+    def _gate_of(self, task: Task) -> ParetoGate | None:
+        """The undecided Pareto gate this task is a gate segment of, if any."""
+        settings = task.segment.tree.space.explore
+        if settings is None or not settings.pareto or task.parent is None:
+            return None
+        if task.segment.start != settings.before_slot:
+            return None
+        gate = self._pareto.get(task.segment.tree.space.path)
+        return gate if gate is not None and not gate.decided else None
+
+    def _check_estimates(self, task: Task, entry: str) -> None:
+        """The expect gate: this segment wrote estimate reports, so every design below
+        it that still goes on is held to its bounds now; one that misses a bound is
+        stopped before its next step."""
+        estimates = self._read_estimates(entry)
+        if estimates is None:
+            return
+        space = task.segment.tree.space
+        for design in sorted(task.designs, key=_tree_order):
+            if design in self._stopped:
+                continue
+            self._known[design] = estimates
+            below = self._below(design, task)
+            if not below:
+                continue  # the design ends here: judged as every design is
+            choices = dict(c.describe() for c in design.segment.choices())
+            missed = misses(for_design(space.expect, choices), estimates)
+            if missed:
+                text = "; ".join(miss_text(e, estimates[e.metric]) for e in missed)
+                self._stopped[design] = Stop(
+                    EXPECT, f"{text} on estimates; stopped before {below[0].segment.steps[0].name}"
+                )
+
+    def _below(self, design: Task, task: Task) -> list[Task]:
+        """The tasks with steps on the design's path below ``task``."""
+        chain = [self._task(s) for s in design.segment.chain()]
+        return [t for t in chain[chain.index(task) + 1 :] if t.segment.steps]
+
+    def _decide(self, gate: ParetoGate) -> None:
+        """Every competitor has its estimates (or is out): stop the dominated designs,
+        then let the parked gate segments go on (or be pruned)."""
+        gate.decided = True
+        metrics = gate.settings.pareto
+        entrants: list[tuple[Task, dict[str, Any]]] = []
+        for design in sorted(gate.competitors, key=_tree_order):
+            pre = gate.competitors[design]
+            if design in self._stopped or pre.outcome is None or not pre.outcome.ok:
+                continue  # failed, or missed a bound: out of the competition
+            estimates = self._known.get(design)
+            if comparable(estimates, metrics):
+                assert estimates is not None
+                entrants.append((design, estimates))
+        found = dict(entrants)
+        before = gate.settings.before or "?"
+        for design, by in dominated(entrants, metrics).items():
+            reason = dominance_reason(metrics, found[design], found[by], _short(by), before)
+            self._stopped[design] = Stop(PARETO, reason)
+        parked, gate.parked = gate.parked, []
+        for task in parked:
+            task.state = "waiting"
+            self._make_ready(task)
+
+    def _pruned(self, task: Task, stop: Stop) -> SegmentOutcome:
+        return SegmentOutcome(
+            task.label,
+            task.key,
+            "pruned",
+            error=stop.reason,
+            kind=stop.gate,
+            saved_seconds=round(self._estimate(task), 3),
+        )
+
+    def _promise(self, task: Task) -> tuple[float, ...]:
+        """Best first (``explore.order``): work whose designs have no estimates yet
+        comes first (estimates are what tell the promising designs apart), then the
+        work of the most promising design below; without an order, none of this."""
+        settings = task.segment.tree.space.explore
+        if settings is None or settings.order is None:
+            return (0.0, 0.0, 0.0)
+        known = [d for d in task.designs if d in self._known and d not in self._stopped]
+        if not known:
+            return (0.0, 0.0, 0.0)
+        order, pareto = settings.order, settings.pareto
+        best = min(
+            order_score(self._known[d], order, pareto, partial(self._rank, d)) for d in known
+        )
+        return (1.0, *best)
+
+    def _rank(self, design: Task) -> int:
+        """How many designs of its blueprint with estimates dominate this one."""
+        space = design.segment.tree.space
+        metrics = space.explore.pareto if space.explore else ()
+        mine = self._known.get(design)
+        if not metrics or not comparable(mine, metrics):
+            return 0
+        assert mine is not None
+        return sum(
+            1
+            for other, theirs in self._known.items()
+            if other.segment.tree.space.path == space.path
+            and other not in self._stopped
+            and comparable(theirs, metrics)
+            and dominates(theirs, mine, metrics)
+        )
+
+    def _out_of_time(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
+
+    def _over_budget(self, task: Task) -> SegmentOutcome:
+        return SegmentOutcome(
+            task.label,
+            task.key,
+            "cancelled",
+            error=f"the time budget ({_seconds(self.budget)}, --brainsmith-budget) ran out "
+            "before it started; a later run continues from the cache",
+            kind=BUDGET,
+            saved_seconds=round(self._estimate(task), 3),
+        )
 
     # -- one turn of the scheduler -----------------------------------------------------
     def _advance(self, target: list[Task] | None) -> None:
@@ -427,15 +671,12 @@ class Engine:
         self._start_ready()
 
     def _advance_inline(self, target: list[Task] | None) -> None:
-        pending = (
-            target
-            if target is not None
-            else sorted(
-                (t for t in self._tasks.values() if t.state in ("ready", "held")),
-                key=lambda t: (-t.priority, t.order),
-            )
-        )
-        task = next((t for t in pending if t.state in ("ready", "held")), None)
+        task = None
+        if target is not None:
+            task = next((t for t in target if t.state in ("ready", "held")), None)
+        if task is None:  # no target, or it waits for a gate: the best other work
+            runnable = [t for t in self._tasks.values() if t.state in ("ready", "held")]
+            task = min(runnable, key=self._entry, default=None)
         if task is None:
             if target is not None and target[-1].state != "done":
                 raise RuntimeError(f"brainsmith engine stalled waiting for {target[-1].label}")
@@ -444,7 +685,7 @@ class Engine:
 
     def _start_ready(self) -> None:
         while self._ready and not self._draining and len(self._running) < self.workers:
-            _, _, task = heapq.heappop(self._ready)
+            task = heapq.heappop(self._ready)[-1]
             if task.state == "ready":
                 self._start(task, inline=False)
 
@@ -460,6 +701,10 @@ class Engine:
         found = self._from_cache(task)
         if found is not None:
             self._finish(task, found)
+            return
+        if self._out_of_time():  # what is cached is still reused: it costs nothing
+            self._unhold(task)
+            self._finish(task, self._over_budget(task))
             return
         assert task.key is not None
         lock = self.cache.lock(task.key)
@@ -622,7 +867,7 @@ class Engine:
                 continue
             self._held.remove(task)
             task.state = "ready"
-            heapq.heappush(self._ready, (-task.priority, task.order, task))
+            self._push(task)
 
     def _wait_for_workers(self) -> None:
         now = time.monotonic()
@@ -791,13 +1036,21 @@ class Engine:
             tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
             os.replace(tmp, path)
 
+    def pruned(self) -> list[SegmentOutcome]:
+        """The segments no design needed any more once the gates had stopped them."""
+        return [
+            t.outcome
+            for t in self._tasks.values()
+            if t.outcome is not None and t.outcome.status == "pruned"
+        ]
+
     # -- progress and the end ------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
         """Counts of needed segments (done, running, queued), what runs, time left."""
         # called from the status line's thread: take copies first (atomic in CPython)
         tasks, running = list(self._tasks.values()), list(self._running)
         needed = [t for t in tasks if t.state != "new"]
-        queued = [t for t in needed if t.state in ("waiting", "ready", "held")]
+        queued = [t for t in needed if t.state in ("waiting", "ready", "held", "parked")]
         now = time.monotonic()
         left = sum(t.estimate for t in queued)
         left += sum(max(0.0, t.estimate - (now - t.started)) for t in running)
@@ -826,7 +1079,7 @@ class Engine:
                 self._running.remove(task)
                 self._complete(task, None)
             for task in self._tasks.values():
-                if task.state in ("waiting", "ready", "held"):
+                if task.state in ("waiting", "ready", "held", "parked"):
                     task.state = "done"
                     task.outcome = SegmentOutcome(
                         task.label, task.key, "cancelled", error="the run stopped first"
@@ -852,6 +1105,27 @@ def describe_failure(outcome: SegmentOutcome) -> str:
     earlier = " in an earlier run" if outcome.status == "failed-before" and outcome.earlier else ""
     where = f" at step {outcome.step}" if outcome.step else ""
     return f"segment {outcome.segment} failed{earlier}{where}: {outcome.error}"
+
+
+def _tree_order(task: Task) -> tuple[str, int]:
+    """The same order in every process: blueprint, then place in its tree."""
+    return (str(task.segment.tree.space.path), task.segment.index)
+
+
+def _short(design: Task) -> str:
+    """A design as its choices read, e.g. ``MVAU=rtl, target_fps=400000``."""
+    choices = [c.describe() for c in design.segment.choices()]
+    return ", ".join(f"{k}={v}" for k, v in choices) or design.label
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "none"
+    if value >= 3600:
+        return f"{value / 3600:g} h"
+    if value >= 60:
+        return f"{value / 60:g} min"
+    return f"{value:g} s"
 
 
 def _reused(task: Task, entry: Entry) -> SegmentOutcome:

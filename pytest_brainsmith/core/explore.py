@@ -73,11 +73,13 @@ def explore(
     keep_step_models: bool = False,
     max_designs: int = DEFAULT_MAX_DESIGNS,
     tools: dict[str, str | None] | None = None,
+    budget: float | None = None,
 ) -> Exploration:
     """Build every design of ``blueprint`` (those matching ``where``) and judge it.
 
     ``workers``: worker processes (default: the cores this process may use; 0 builds
-    inline). ``register(registry)`` registers your own steps, as a conftest.py's
+    inline). ``budget``: seconds after which no new segment starts (designs not reached
+    are ``cancelled``). ``register(registry)`` registers your own steps, as a conftest.py's
     ``pytest_brainsmith_register`` does. Raises ``BlueprintError`` for a bad blueprint.
     """
     from ..finn.runner import available_tools
@@ -107,6 +109,7 @@ def explore(
         run_id=uuid.uuid4().hex,
         keep_step_models=keep_step_models,
         tools=available_tools() if tools is None else tools,
+        budget=budget,
     )
     try:
         engine.submit(leaves)
@@ -122,5 +125,6 @@ def explore(
         "finn_seconds": round(sum(o.seconds for o in engine.built), 3),
         "worker_processes": engine.processes,
         "waited_seconds": round(engine.waited, 3),
+        "segments_pruned": len(engine.pruned()),
     }
     return Exploration(designs, stats)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .gates import GATES
+
 if TYPE_CHECKING:
     from .expectations import Expectation
     from .tree import Segment
@@ -20,7 +22,9 @@ if TYPE_CHECKING:
 #: reused; ``blocked``: an ancestor did not build; ``error``: the machine's fault (full
 #: disk, FINN missing, a worker killed from outside), never recorded; ``aborted``: a
 #: step asked to skip or fail the test (pytest.skip / pytest.fail), never recorded;
-#: ``cancelled``: the run stopped first (Ctrl-C, -x, a budget); ``not-run``: not needed.
+#: ``cancelled``: the run stopped first (Ctrl-C, -x, the time budget: kind ``budget``);
+#: ``pruned``: not built because every design that needed it was stopped by a gate
+#: (kind ``expect`` or ``pareto``, see gates.py); ``not-run``: not needed.
 OK_STATES = ("built", "reused", "passthrough")
 
 #: Why a segment failed: ``exception`` (a step raised), ``crash`` (its worker died:
@@ -49,6 +53,8 @@ class SegmentOutcome:
     cause: SegmentOutcome | None = field(default=None, repr=False)  # for ``blocked``
     #: for ``failed-before``: recorded by an earlier run (not by another process of this one)
     earlier: bool = True
+    #: for ``pruned`` and a budget's ``cancelled``: the recorded seconds not spent on it
+    saved_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -75,6 +81,7 @@ class DesignOutcome:
     estimates: dict[str, Any] = field(default_factory=dict)
     checked: list[tuple[Expectation, Any]] = field(default_factory=list)
     reason: str | None = None  # for skipped / failed / error: one line
+    gate: str | None = None  # the gate that stopped it early (gates.py), if one did
 
     @property
     def choices(self) -> dict[str, Any]:
@@ -94,9 +101,10 @@ class DesignOutcome:
 
     @property
     def failure(self) -> SegmentOutcome | None:
-        """The segment outcome that stopped this design, if any (its root cause)."""
+        """The segment outcome that stopped this design, if any (its root cause); a
+        gate's ``pruned`` segments are not a failure (the gate is: ``gate``, ``reason``)."""
         for outcome in self.segments:
-            if not outcome.ok:
+            if not outcome.ok and outcome.status != "pruned":
                 return outcome.root_cause
         return None
 
@@ -115,7 +123,8 @@ class DesignOutcome:
         chain = self.leaf.chain()
         segments = []
         for segment, outcome, key in zip(chain, self.segments, self.keys, strict=True):
-            own = outcome.status not in ("blocked", "cancelled", "not-run", "skipped")
+            own = outcome.status not in ("blocked", "cancelled", "not-run", "skipped", "pruned")
+            gated = outcome.status in ("pruned", "cancelled") and outcome.kind in GATES
             segments.append(
                 {
                     "path": outcome.segment,
@@ -128,6 +137,8 @@ class DesignOutcome:
                     "seconds": outcome.seconds if own else 0.0,
                     "log": outcome.log if own else None,
                     "step_seconds": outcome.step_seconds if own else {},
+                    "gate": outcome.kind if gated else None,
+                    "saved_seconds": outcome.saved_seconds if gated else 0.0,
                 }
             )
         failing = self.failure
@@ -155,6 +166,7 @@ class DesignOutcome:
                 "error": failing.error if failing else self.reason,
                 "failed_step": failing.step if failing else None,
                 "engine_outcome": self.status,
+                "gate": self.gate,
             }
         )
 

@@ -38,6 +38,9 @@ FINN_STEP_NEEDS: dict[str, frozenset[str]] = {
     "prepare_nodecontainer": frozenset({VIVADO}),
 }
 
+#: FINN's steps that write the estimate reports (``build/report/estimate_*.json``).
+FINN_ESTIMATE_STEPS = frozenset({"generate_estimate_reports"})
+
 FINN_NAMESPACE = "finn"
 BRAINSMITH_NAMESPACE = "brainsmith"
 USER_NAMESPACE = "user"
@@ -55,7 +58,8 @@ class Step:
     it decides where a config sweep branches and which fields key the cache.
     ``code_id`` identifies the step's code for the cache key. ``occurrence`` counts
     the same step listed again in one pipeline (2 for the second time), so each time
-    gets its own checkpoint and cache key.
+    gets its own checkpoint and cache key. ``estimates``: the step writes FINN's
+    estimate reports, so the engine's gates look at a design right after it.
     """
 
     name: str
@@ -65,6 +69,7 @@ class Step:
     needs: frozenset[str] = frozenset()
     code_id: str = ""
     occurrence: int = 1
+    estimates: bool = field(default=False, compare=False)
 
     @property
     def qualified(self) -> str:
@@ -117,12 +122,15 @@ class Registry:
         namespace: str = USER_NAMESPACE,
         reads: Iterable[str] | None = None,
         needs: Iterable[str] = (),
+        estimates: bool = False,
     ) -> Any:
         """Register ``func(model, cfg) -> model`` as a step; usable as a decorator.
 
         ``reads``: the DataflowBuildConfig fields the step reads. Leave it None if
         unknown (every config sweep then branches before this step); pass ``()``
-        for a step that reads none.
+        for a step that reads none. ``estimates=True``: the step writes FINN's
+        estimate reports (into ``cfg.output_dir/report``), as FINN's
+        ``generate_estimate_reports`` does; gates look at a design right after it.
         """
 
         def add(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -135,6 +143,7 @@ class Registry:
                     reads=None if reads is None else frozenset(reads),
                     needs=frozenset(needs),
                     code_id=source_id(fn),
+                    estimates=estimates,
                 )
             )
             return fn
@@ -248,6 +257,7 @@ def finn_registry() -> Registry:
                 reads=None if reads is None else frozenset(reads),
                 needs=FINN_STEP_NEEDS.get(name, frozenset()),
                 code_id=code_id,
+                estimates=name in FINN_ESTIMATE_STEPS,
             )
         )
     for name, backends in finn_catalog.KERNEL_BACKENDS.items():

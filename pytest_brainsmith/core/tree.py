@@ -4,7 +4,10 @@ Each variation point (the model when a blueprint names several, a branch point i
 the steps, a kernel backend choice, a config sweep) becomes a level of the tree, placed right before the first step
 that can observe it, so designs that differ only in a late choice share every
 earlier step. A node (segment) runs the steps between two levels; a root-to-leaf
-path is one design.
+path is one design. Where a blueprint has gates (``expect:`` bounds or an ``explore:``
+section), a segment also ends, without branching, right after a step that writes
+estimate reports and before the Pareto gate's step: a gate can only stop a design
+between two segments.
 """
 
 from __future__ import annotations
@@ -117,7 +120,17 @@ def build_levels(space: DesignSpace) -> list[Level]:
 class Segment:
     """A node of the execution tree: the steps run between two branch points."""
 
-    __slots__ = ("tree", "parent", "choice", "steps", "children", "designs", "depth", "index")
+    __slots__ = (
+        "tree",
+        "parent",
+        "choice",
+        "steps",
+        "children",
+        "designs",
+        "depth",
+        "index",
+        "start",
+    )
 
     def __init__(
         self,
@@ -126,6 +139,7 @@ class Segment:
         choice: Choice | None,
         steps: tuple[Step, ...],
         depth: int,
+        start: int = 0,
     ) -> None:
         self.tree = tree
         self.parent = parent
@@ -135,6 +149,7 @@ class Segment:
         self.designs = 1
         self.depth = depth
         self.index = 0
+        self.start = start  # the pipeline slot where this segment begins
 
     @property
     def name(self) -> str:
@@ -247,14 +262,45 @@ class ExecutionTree:
                 steps.append(step)
         return tuple(steps)
 
+    def cuts(self) -> list[int]:
+        """Where the tree ends a segment without branching, so that the engine's gates
+        can stop a design there: right after each step that writes estimate reports
+        (when the blueprint has bounds or an ``explore:`` section) and before the
+        Pareto gate's step. Positions are slot indices; none where a level already is."""
+        space = self.space
+        explore = getattr(space, "explore", None)
+        if not (space.expect or explore):
+            return []
+        n_slots = len(space.slots)
+        cuts = {
+            index + 1
+            for index, slot in enumerate(space.slots)
+            if any(s is not None and s.estimates for s in slot.options)
+        }
+        if explore is not None and explore.before_slot is not None:
+            cuts.add(explore.before_slot)
+        taken = {level.position for level in self.levels}
+        return sorted(c for c in cuts if 0 < c < n_slots and c not in taken)
+
     def _build(self) -> Segment:
-        levels = self.levels
         n_slots = len(self.space.slots)
-        first = levels[0].position if levels else n_slots
+        events: list[tuple[int, Level | None]] = [(level.position, level) for level in self.levels]
+        events += [(position, None) for position in self.cuts()]  # None: a cut
+        events.sort(key=lambda e: e[0])  # stable: levels keep their order
+        first = events[0][0] if events else n_slots
         root = Segment(self, None, None, self._segment_steps(0, first), 0)
         frontier = [root]
-        for depth, level in enumerate(levels, start=1):
-            end = levels[depth].position if depth < len(levels) else n_slots
+        for depth, (position, level) in enumerate(events, start=1):
+            end = events[depth][0] if depth < len(events) else n_slots
+            if level is None:
+                steps = self._segment_steps(position, end)
+                next_frontier = []
+                for parent in frontier:
+                    child = Segment(self, parent, None, steps, depth, start=position)
+                    parent.children.append(child)
+                    next_frontier.append(child)
+                frontier = next_frontier
+                continue
             start = level.position + (1 if level.kind == "step" else 0)
             tail = self._segment_steps(start, end)
             per_choice = []
@@ -266,7 +312,7 @@ class ExecutionTree:
             next_frontier = []
             for parent in frontier:
                 for choice, steps in per_choice:
-                    child = Segment(self, parent, choice, steps, depth)
+                    child = Segment(self, parent, choice, steps, depth, start=position)
                     parent.children.append(child)
                     next_frontier.append(child)
             frontier = next_frontier
@@ -333,6 +379,8 @@ STATUS_COLORS = {
     "failed": "salmon",
     "failed-before": "lightsalmon",
     "blocked": "mistyrose",
+    "pruned": "khaki",
+    "cancelled": "lightgrey",
     "skipped": "lightgrey",
     "not-run": "white",
     "passthrough": "white",

@@ -136,6 +136,8 @@ def build_design(config: pytest.Config, leaf: Segment) -> Design:
             f"design {design_id(leaf)} was not built: {outcome.reason}\n  log: {cause.log}",
             pytrace=False,
         )
+    if outcome.gate is not None:  # stopped on its estimates: the rest was never built
+        pytest.fail(f"design {design_id(leaf)} was not built: {outcome.reason}", pytrace=False)
     results = outcome.segments
     return Design(
         choices=outcome.choices,

@@ -138,9 +138,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SIZE",
         help="memory a segment's build may allocate (e.g. 4G); past it the build fails",
     )
+    group.addoption(
+        "--brainsmith-budget",
+        metavar="DURATION",
+        help="time budget of the run (e.g. 90s, 2h), from its start: after it no new "
+        "segment starts, running ones finish, designs not reached are skipped; a later "
+        "run continues from the cache",
+    )
     parser.addini(
         "brainsmith_workers", default="", help="worker processes (default auto; 0 = inline)"
     )
+    parser.addini("brainsmith_budget", default="", help="time budget of the run (e.g. 2h)")
     parser.addini("brainsmith_timeout", default="", help="per-segment build timeout")
     parser.addini("brainsmith_max_memory", default="", help="per-segment memory limit")
     parser.addini(

@@ -158,6 +158,12 @@ class DesignItem(pytest.Item):
 
     def _describe_misses(self, outcome: DesignOutcome) -> ExceptionChainRepr:
         lines = ["design does not meet the blueprint's expectations:"]
+        if outcome.gate:
+            pruned = sum(1 for o in outcome.segments if o.status == "pruned")
+            lines = [
+                f"design missed a bound on its estimates and was stopped there ({outcome.reason});",
+                f"{pruned} segment(s) of its path not built for it (pruned by the {outcome.gate} gate):",
+            ]
         for expectation, value in outcome.misses:
             got = "not reported" if value is None else f"{value:g}"
             lines.append(

@@ -96,6 +96,7 @@ def make_run_context(config: pytest.Config) -> RunContext:
         keep_step_models=config.getoption("brainsmith_keep_step_models"),
         tools=tools,
         events=HookEvents(config.hook),
+        budget=_option(config, "brainsmith_budget", parse_duration, "a duration such as 2h"),
     )
     return RunContext(config, run_id, finn_registry(), max_designs(config), tools, engine)
 

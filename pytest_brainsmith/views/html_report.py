@@ -17,6 +17,7 @@ from . import pareto
 from .records import (
     KEY_METRICS,
     best_designs,
+    gate_savings,
     group_by_blueprint,
     outcomes_line,
     segment_counts,
@@ -62,7 +63,16 @@ def row_cells(record: dict[str, Any] | None) -> list[str]:
     built = states.count("built")
     summary = ", ".join(
         f"{states.count(state)} {state}"
-        for state in ("built", "reused", "failed", "failed-before", "blocked", "not-run")
+        for state in (
+            "built",
+            "reused",
+            "failed",
+            "failed-before",
+            "blocked",
+            "pruned",
+            "cancelled",
+            "not-run",
+        )
         if states.count(state)
     )
     cells.append(_sortable("bs_cache", f"{built:06d}", html.escape(summary)))
@@ -209,6 +219,17 @@ def summary_html(records: list[dict[str, Any]]) -> list[str]:
         + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         + f". FINN steps: {executed} run for {len(records)} designs instead of {naive}.</p>",
     ]
+    savings = gate_savings(records)
+    if savings:
+        parts.append(
+            _table(
+                ["gate", "designs stopped", "segments not built", "recorded seconds not spent"],
+                [
+                    [gate, int(v["designs"]), int(v["segments"]), f"{v['seconds']:.1f}"]
+                    for gate, v in sorted(savings.items())
+                ],
+            )
+        )
     best = best_designs(records)
     if best:
         title = {m: t for m, t, _ in KEY_METRICS}

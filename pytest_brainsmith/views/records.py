@@ -30,6 +30,8 @@ _STATUS_RANK = [
     "reused",
     "passthrough",
     "blocked",
+    "pruned",
+    "cancelled",
     "skipped",
     "not-run",
 ]
@@ -60,6 +62,77 @@ def segment_counts(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     for state in states.values():
         counts[state] = counts.get(state, 0) + 1
     return counts
+
+
+def gate_savings(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per gate (expect, pareto, budget): designs it stopped, and the distinct segments
+    not built because of it with their recorded seconds. A segment pruned for one
+    design and built for another (shared) is not counted: it was built."""
+    records = list(records)
+    states: dict[tuple[str, str], str] = {}
+    gated: dict[tuple[str, str], tuple[str, float]] = {}
+    designs: dict[str, int] = {}
+    timed = _step_times(records)
+    for record in records:
+        stopped_by = record.get("gate")
+        for seg in record.get("segments", []):
+            ident = (record["blueprint"], seg["path"])
+            states[ident] = merge_status(states.get(ident), seg["status"])
+            if seg.get("gate") and seg["steps"]:
+                names = seg.get("step_names") or []
+                seconds = (
+                    sum(timed[n] for n in names)
+                    if names and all(n in timed for n in names)
+                    else seg.get("saved_seconds") or 0.0  # the engine's estimate
+                )
+                gated.setdefault(ident, (seg["gate"], seconds))
+                stopped_by = stopped_by or seg["gate"]
+        if stopped_by:
+            designs[stopped_by] = designs.get(stopped_by, 0) + 1
+    result: dict[str, dict[str, float]] = {}
+    for gate, count in designs.items():
+        result[gate] = {"designs": count, "segments": 0, "seconds": 0.0}
+    for ident, (gate, seconds) in gated.items():
+        if states[ident] not in ("pruned", "cancelled"):
+            continue
+        entry = result.setdefault(gate, {"designs": 0, "segments": 0, "seconds": 0.0})
+        entry["segments"] += 1
+        entry["seconds"] += seconds
+    return result
+
+
+def _step_times(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Each step's mean seconds over the segments of ``records`` that ran it (built in
+    this run or before): what a segment the gates pruned would have cost."""
+    times: dict[str, list[float]] = {}
+    for record in records:
+        for seg in record.get("segments", []):
+            seconds = list((seg.get("step_seconds") or {}).values())
+            names = seg.get("step_names") or []
+            if seg["status"] in ("built", "reused") and len(seconds) == len(names):
+                for name, value in zip(names, seconds, strict=True):
+                    times.setdefault(name, []).append(float(value))
+    return {name: sum(v) / len(v) for name, v in times.items()}
+
+
+def gates_line(records: Iterable[dict[str, Any]]) -> str | None:
+    """``gates saved: expect stopped 2 designs, 3 segments not built (~4.1 s recorded);
+    ...``, or None when no gate stopped anything."""
+    from ..core.gates import GATES
+
+    savings = gate_savings(records)
+    if not savings:
+        return None
+    verbs = {"expect": "stopped", "pareto": "skipped", "budget": "did not reach"}
+    parts = []
+    for gate in sorted(savings, key=lambda g: GATES.index(g) if g in GATES else len(GATES)):
+        entry = savings[gate]
+        designs = int(entry["designs"])
+        parts.append(
+            f"{gate} {verbs.get(gate, 'stopped')} {designs} design{'s' * (designs != 1)}, "
+            f"{int(entry['segments'])} segments not built (~{entry['seconds']:.1f} s by recorded step durations)"
+        )
+    return "gates saved: " + "; ".join(parts)
 
 
 def outcomes_line(records: Iterable[dict[str, Any]]) -> str:

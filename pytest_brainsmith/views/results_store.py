@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS designs (
     wall_seconds REAL,             -- this test item's time in this run
     segments_built INTEGER,
     segments_reused INTEGER,
+    segments_pruned INTEGER,       -- not built because a gate stopped this design
+    gate TEXT,                     -- expect | pareto | budget: the gate that stopped it
     cache_key TEXT,
     error TEXT,
     recorded TEXT NOT NULL,
@@ -62,6 +64,10 @@ CREATE TABLE IF NOT EXISTS designs (
 );
 CREATE INDEX IF NOT EXISTS designs_by_design ON designs (design);
 """
+
+
+#: Columns added since version 1 (added to older stores when opened).
+_ADDED_COLUMNS = {"segments_pruned": "INTEGER", "gate": "TEXT"}
 
 
 def _now() -> str:
@@ -86,6 +92,10 @@ class ResultsStore:
                 )
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(designs)")}
+            for column, kind in _ADDED_COLUMNS.items():  # a store written before them
+                if column not in columns:
+                    db.execute(f"ALTER TABLE designs ADD COLUMN {column} {kind}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.commit()
             self._db = db
@@ -122,6 +132,9 @@ class ResultsStore:
             "wall_seconds": round(wall_seconds, 3),
             "segments_built": states.count("built"),
             "segments_reused": states.count("reused"),
+            "segments_pruned": states.count("pruned"),
+            "gate": record.get("gate")
+            or next((s["gate"] for s in record["segments"] if s.get("gate")), None),
             "cache_key": record.get("cache_key"),
             "error": record.get("error"),
             "recorded": _now(),

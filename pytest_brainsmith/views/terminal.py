@@ -19,6 +19,7 @@ from ..finn import catalog as finn_catalog
 from .records import (
     KEY_METRICS,
     best_designs,
+    gates_line,
     group_by_blueprint,
     lost_record,
     outcomes_line,
@@ -225,9 +226,13 @@ class RunRecorder:
             + ", ".join(
                 f"{counts.get(state, 0)} {state}"
                 for state in ("built", "reused", "failed", "failed-before")
-            ),
+            )
+            + (f", {counts['pruned']} pruned" if counts.get("pruned") else ""),
             f"FINN steps: {executed} for {len(records)} designs instead of {naive}{saved}",
         ]
+        gates = gates_line(records)
+        if gates:
+            lines.append(gates)
         titles = {metric: title for metric, title, _ in KEY_METRICS}
         for metric, record, value in best_designs(records):
             lines.append(f"best {titles[metric]}: {value:,.6g}  {short_id(record)}")

@@ -6,7 +6,7 @@
 - ``extends``: a blueprint and its parents merged; step lists split into base and operations
 - ``step_operations``: step entries, branch points and BrainSmith's step operations
 - ``pipeline``: the resolved, numbered, cut pipeline
-- ``kernels``, ``sweeps``, ``expect``, ``limits``: the design space's other parts
+- ``kernels``, ``sweeps``, ``expect``, ``limits``, ``explore``: the design space's other parts
 - ``space``: the result, ``DesignSpace``; ``load``: the stages in order
 - ``report``: where a problem is (file, line, key), for errors and warnings
 
@@ -21,6 +21,7 @@ from .space import (
     OUTPUT_PRODUCTS,
     OUTPUTS,
     DesignSpace,
+    ExploreSettings,
     KernelChoice,
     ModelChoice,
     StepSlot,
@@ -36,6 +37,7 @@ __all__ = [
     "PATH_CONFIG_FIELDS",
     "RESERVED_CONFIG_FIELDS",
     "DesignSpace",
+    "ExploreSettings",
     "KernelChoice",
     "ModelChoice",
     "StepSlot",

@@ -23,7 +23,7 @@ from .variables import Variables, expand, expand_text
 #: Longer chains of parents are refused (a safety net; cycles are found by identity).
 MAX_PARENTS = 32
 #: Keys whose mappings are merged key by key.
-_MERGED_MAPPINGS = ("finn_config", "expect", "step_timeouts")
+_MERGED_MAPPINGS = ("finn_config", "expect", "step_timeouts", "explore")
 
 StepEntry = tuple[KeyPath, Any, FileReport]  # where, what was written, which file
 

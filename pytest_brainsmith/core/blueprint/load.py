@@ -14,6 +14,7 @@ from ...finn import catalog as finn_catalog
 from ..errors import BlueprintError, BlueprintWarning
 from ..registry import Registry
 from .expect import resolve_expect
+from .explore import resolve_explore
 from .extends import load_chain
 from .kernels import check_backend_reader, resolve_kernels
 from .limits import resolve_max_memory, resolve_step_timeouts, resolve_timeout
@@ -114,6 +115,7 @@ def _load(
         timeout=resolve_timeout(data, report),
         step_timeouts=resolve_step_timeouts(data.get("step_timeouts"), slots, registry, report),
         max_memory=resolve_max_memory(data, report),
+        explore=resolve_explore(data.get("explore"), slots, registry, report),
     )
     result.expect = resolve_expect(data.get("expect"), result.variation_points(), report)
     check_readers(sweeps, slots, report)

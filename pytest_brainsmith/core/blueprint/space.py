@@ -78,6 +78,16 @@ class ModelChoice:
     path: Path
 
 
+@dataclass(frozen=True)
+class ExploreSettings:
+    """``explore:``: the Pareto gate and the best-first order (see core/gates.py)."""
+
+    pareto: tuple[str, ...] = ()  # metrics designs compete on
+    before: str | None = None  # the step a dominated design does not reach (short name)
+    before_slot: int | None = None  # its slot in the pipeline (first occurrence)
+    order: str | None = None  # a metric, or "pareto" (Pareto rank): most promising first
+
+
 @dataclass
 class DesignSpace:
     """A blueprint after inheritance, expansion and name resolution."""
@@ -99,6 +109,7 @@ class DesignSpace:
     timeout: float | None = None  # seconds per segment build
     step_timeouts: dict[str, float] = field(default_factory=dict)  # step short name -> s
     max_memory: int | None = None  # bytes
+    explore: ExploreSettings | None = None
     warnings: list[BlueprintWarning] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:

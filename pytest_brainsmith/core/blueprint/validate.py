@@ -35,6 +35,7 @@ TOP_LEVEL_KEYS = (
     "timeout",
     "step_timeouts",
     "max_memory",
+    "explore",
 )
 #: Top-level keys BrainSmith's blueprints carry and neither BrainSmith nor we read.
 BRAINSMITH_KEYS = ("save_intermediate_models", "verify", "verify_data", "parallel_builds", "debug")
@@ -81,7 +82,7 @@ def check_file(data: dict[Any, Any], report: FileReport) -> dict[Any, Any]:
         result[name] = value
     if "model" in result:
         result["model"] = _models(result["model"], report)
-    for name in ("finn_config", "expect", "step_timeouts"):
+    for name in ("finn_config", "expect", "step_timeouts", "explore"):
         if result.get(name) is None:
             result.pop(name, None)
         elif not isinstance(result[name], dict):
@@ -89,6 +90,7 @@ def check_file(data: dict[Any, Any], report: FileReport) -> dict[Any, Any]:
                 "finn_config": "FINN config fields",
                 "expect": 'metric: "<op> <number>"',
                 "step_timeouts": "step: duration",
+                "explore": "pareto, before, order",
             }[name]
             raise report.error(
                 (name,), f"expected a mapping of {what}, got {typename(result[name])}"
