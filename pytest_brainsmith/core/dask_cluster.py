@@ -26,6 +26,7 @@ directories cannot import the conftest module.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import pickle
 import socket
@@ -33,7 +34,7 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -103,7 +104,8 @@ def run_on_worker(
             "a worker needs pytest-brainsmith, FINN and the installed modules your steps "
             "import (steps from conftest.py files and the project's folder travel by value)"
         )
-    worker = Worker(job, output=Path(output), max_memory=max_memory)
+    with _may_fork():
+        worker = Worker(job, output=Path(output), max_memory=max_memory)
     deadline = time.monotonic() + timeout if timeout else None
     while not worker.poll():
         now = time.monotonic()
@@ -123,6 +125,19 @@ def run_on_worker(
         "dead": [kind, f"{message} (on Dask worker {host})"],
         "killed_by_us": worker.killed_by_us,
     }
+
+
+@contextlib.contextmanager
+def _may_fork() -> Iterator[None]:
+    """A nanny's worker is a daemonic process, which multiprocessing forbids children
+    (they would outlive it): ours die with it (``PR_SET_PDEATHSIG``), so let it fork."""
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    daemon = config.pop("daemon", None)
+    try:
+        yield
+    finally:
+        if daemon is not None:
+            config["daemon"] = daemon
 
 
 def _environment(error: str) -> dict[str, Any]:
