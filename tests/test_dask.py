@@ -47,6 +47,10 @@ def raises(model, cfg):
     _log("raises")
     raise ValueError("raises was asked to fail")
 
+def hangs(model, cfg):
+    _log("hangs")
+    time.sleep(600)
+
 def tail_a(model, cfg):
     _log("tail_a")
     return model
@@ -70,7 +74,7 @@ def kills_its_worker(model, cfg):
     time.sleep(60)
 
 def pytest_brainsmith_register(registry):
-    for step in (pass_through, fine, raises, tail_a, tail_b, slow, kills_its_worker):
+    for step in (pass_through, fine, raises, hangs, tail_a, tail_b, slow, kills_its_worker):
         registry.register_step(step, reads=())
 """
 
@@ -240,7 +244,7 @@ def failed_lines(out: str) -> dict[str, str]:
 
 
 SIBLINGS = """    - pass_through
-    - [fine, raises]
+    - [fine, raises, hangs]
     - [tail_a, tail_b]
 """
 
@@ -248,30 +252,36 @@ SIBLINGS = """    - pass_through
 def test_a_run_on_dask_equals_a_local_run_each_segment_built_once(cluster: Cluster, tmp_path: Path):
     on_dask = make_project(tmp_path / "dask", SIBLINGS)
     local = make_project(tmp_path / "local", SIBLINGS)
-    done = run(on_dask, "--brainsmith-scheduler", cluster.address, "--brainsmith-timeout", "60")
+    limit = ("--brainsmith-timeout", "3")
+    done = run(on_dask, "--brainsmith-scheduler", cluster.address, *limit)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "2 passed, 2 failed" in done.stdout, done.stdout
+    assert "2 passed, 4 failed" in done.stdout, done.stdout
     assert f"brainsmith: Dask scheduler {cluster.address}: 2 workers" in done.stdout
-    reference = run(local)
+    reference = run(local, *limit)
     assert outcomes(on_dask) == outcomes(local)
     assert failed_lines(done.stdout) == failed_lines(reference.stdout)
     assert "raises was asked to fail" in done.stdout
+    # the timeout is enforced on the worker: the hung build was killed there
+    assert "timed out after 3 s (its timeout)" in done.stdout
+    assert all(gone(c["pid"]) for c in calls(on_dask) if c["step"] == "hangs")
 
     # every step ran once, in a build process forked by a Dask worker, never here
     ran = calls(on_dask)
-    assert sorted(c["step"] for c in ran) == ["fine", "pass_through", "raises", "tail_a", "tail_b"]
+    steps = ["fine", "hangs", "pass_through", "raises", "tail_a", "tail_b"]
+    assert sorted(c["step"] for c in ran) == steps
     worker_pids = cluster.worker_pids()
     assert {c["ppid"] for c in ran} <= worker_pids, (ran, worker_pids)
     # the failure is recorded once, with its cause; nothing left behind
     base = on_dask / "build" / "brainsmith" / "cache" / "v1"
-    (failure,) = list((base / "failures").iterdir())
-    manifest = json.loads((failure / "failure.json").read_text())
-    assert manifest["step"] == "user_raises" and "raises was asked to fail" in manifest["error"]
+    recorded = [json.loads((f / "failure.json").read_text()) for f in (base / "failures").iterdir()]
+    assert sorted(r["kind"] for r in recorded) == ["exception", "timeout"]
+    (raised,) = [r for r in recorded if r["kind"] == "exception"]
+    assert raised["step"] == "user_raises" and "raises was asked to fail" in raised["error"]
     assert list((base / "tmp").iterdir()) == [] and list((base / "running").iterdir()) == []
 
     # again: everything from the cache, the failure reported without building
-    again = run(on_dask, "--brainsmith-scheduler", cluster.address)
-    assert "2 passed, 2 failed" in again.stdout and "failed in an earlier run" in again.stdout
+    again = run(on_dask, "--brainsmith-scheduler", cluster.address, *limit)
+    assert "2 passed, 4 failed" in again.stdout and "failed in an earlier run" in again.stdout
     assert len(calls(on_dask)) == len(ran)
 
 
