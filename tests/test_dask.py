@@ -364,3 +364,37 @@ def test_without_distributed_the_error_names_the_package(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ClusterError, match=r"pytest-brainsmith\[cluster\]"):
         require_distributed()
+
+
+def test_sigterm_stops_the_builds_on_the_workers_and_records_nothing(
+    cluster: Cluster, tmp_path: Path
+):
+    folder = make_project(tmp_path / "p", "    - pass_through\n    - [slow, fine]\n")
+    session = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfs"]
+        + ["--brainsmith-scheduler", cluster.address],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "CI": "1", "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        started = folder / "slow.started"
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started.exists(), "the slow segment never started"
+        build_pid = int(started.read_text().split()[0])
+        session.send_signal(15)
+        out, _ = session.communicate(timeout=60)
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait(timeout=10)
+    assert session.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert gone(build_pid)  # killed on its worker, not left to sleep out its minute
+    base = folder / "build" / "brainsmith" / "cache" / "v1"
+    assert list((base / "tmp").iterdir()) == [] and list((base / "failures").iterdir()) == []
+    assert not (base / "dask").exists() or list((base / "dask").iterdir()) == []
+    assert len(started.read_text().splitlines()) == 1  # never started again
