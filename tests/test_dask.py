@@ -398,3 +398,30 @@ def test_sigterm_stops_the_builds_on_the_workers_and_records_nothing(
     assert list((base / "tmp").iterdir()) == [] and list((base / "failures").iterdir()) == []
     assert not (base / "dask").exists() or list((base / "dask").iterdir()) == []
     assert len(started.read_text().splitlines()) == 1  # never started again
+
+
+def test_step_resources_from_the_ini_hold_the_most_any_step_asks(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from pytest_brainsmith.core.cache import SegmentCache
+    from pytest_brainsmith.core.engine import Engine
+    from pytest_brainsmith.core.registry import Step
+    from pytest_brainsmith.plugin.cluster import step_resources
+
+    ini = ["synth: vivado=2, MEMORY=32e9", "ipgen: vitis_hls=1"]
+    config = SimpleNamespace(getini=lambda name: ini)
+    assert step_resources(config) == {
+        "synth": {"vivado": 2.0, "MEMORY": 32e9},
+        "ipgen": {"vitis_hls": 1.0},
+    }
+    engine = Engine(SegmentCache(tmp_path), step_resources=step_resources(config))
+    steps = [
+        Step("ipgen", "user", needs=frozenset({"vivado", "vitis_hls"})),
+        Step("synth", "user", needs=frozenset({"vivado"})),
+        Step("tidy", "user"),
+    ]
+    segment = SimpleNamespace(steps=steps)
+    assert engine.segment_resources(segment) == {"vivado": 2.0, "vitis_hls": 1.0, "MEMORY": 32e9}
+    ini[:] = ["synth vivado=1"]
+    with pytest.raises(pytest.UsageError, match="STEP: NAME=AMOUNT"):
+        step_resources(config)

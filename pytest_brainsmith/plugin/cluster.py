@@ -56,8 +56,16 @@ def step_resources(config: pytest.Config) -> dict[str, dict[str, float]]:
 
 def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
     """Connect the run's engine to its cluster, if it has one; check the cluster."""
-    cluster = config.hook.pytest_brainsmith_dask_cluster(config=config)
     scheduler = scheduler_option(config)
+    if hasattr(config, "workerinput"):  # an xdist worker: -n was refused unless a hook's
+        if scheduler or config.hook.pytest_brainsmith_dask_cluster.get_hookimpls():
+            raise pytest.UsageError(
+                "a Dask cluster and -n (pytest-xdist) do not go together: Dask schedules "
+                "the segments on its workers; run without -n"
+            )
+        return None
+    resources = step_resources(config)
+    cluster = config.hook.pytest_brainsmith_dask_cluster(config=config)
     if cluster is None and scheduler is None:
         return None
     engine = context.engine
@@ -80,7 +88,7 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
         raise pytest.UsageError("\n".join(problems))
     launcher = session.launcher
     engine.launcher = launcher
-    engine.step_resources = step_resources(config)
+    engine.step_resources = resources
     # Dask queues by the engine's priority: hand it everything that is ready
     engine.workers = max(engine.workers, 10_000)
     tools = {tool for needs in FINN_STEP_NEEDS.values() for tool in needs} | set(context.tools)
