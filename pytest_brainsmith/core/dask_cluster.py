@@ -246,6 +246,7 @@ class DaskBuild:
         """Stop the build: its task sees the cancel mark within ``WATCH_SECONDS`` and
         kills the build's process; a task not started yet never starts it."""
         self.killed_by_us = why
+        ended = True
         if not self._done and self.future is not None:
             with contextlib.suppress(OSError):
                 self.control.mkdir(parents=True, exist_ok=True)
@@ -253,9 +254,11 @@ class DaskBuild:
             if self.started:
                 with contextlib.suppress(Exception):
                     self.future.result(timeout=CANCEL_WAIT_SECONDS)
+            ended = self.future.done()
             self.future.cancel()
             self._done = True
-        self._close()
+        # a task that may still start keeps its cancel mark (``forget_stale`` removes it)
+        self._close(keep_marks=not ended)
 
     def exit_cause(self) -> tuple[str, str]:
         return self._cause or ("environment", "the segment's Dask task ended without a result")
@@ -263,12 +266,13 @@ class DaskBuild:
     def output_tail(self, lines: int = 30) -> str:
         return output_tail(self.output, lines)
 
-    def _close(self) -> None:
+    def _close(self, keep_marks: bool = False) -> None:
         for fd in (self._read, self._write):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._read = self._write = -1
-        _remove_tree(self.control)
+        if not keep_marks:
+            _remove_tree(self.control)
 
 
 def _task_error(exc: BaseException | None) -> tuple[str, str]:
@@ -401,6 +405,7 @@ class DaskLauncher:
     def check_cache(self, base: Path) -> list[str]:
         """Every worker must see the cache directory: what each one that does not says."""
         self.wait_for_workers()
+        self.forget_stale()
         probe = self.control_dir / f"probe-{uuid.uuid4().hex}"
         token = uuid.uuid4().hex
         try:
@@ -425,6 +430,13 @@ class DaskLauncher:
                     f"Dask worker {worker} cannot see the cache directory {base}: {answer}"
                 )
         return problems
+
+    def forget_stale(self, age: float = 86400.0) -> None:
+        """Cancel marks of tasks that never started, left by sessions a day ago or more."""
+        with contextlib.suppress(OSError):
+            for mark in self.control_dir.iterdir():
+                if time.time() - mark.stat().st_mtime > age:
+                    _remove_tree(mark)
 
     def wait_for_workers(self, timeout: float = WORKER_WAIT_SECONDS) -> None:
         if self.workers(fresh=True):
