@@ -426,3 +426,47 @@ def test_step_resources_from_the_ini_hold_the_most_any_step_asks(tmp_path: Path)
     ini[:] = ["synth vivado=1"]
     with pytest.raises(pytest.UsageError, match="STEP: NAME=AMOUNT"):
         step_resources(config)
+
+
+def _tagged(model, cfg):  # a user step outside any installed package: sent by value
+    model.set_metadata_prop("brainsmith_test", "on-dask")
+    return model
+
+
+def test_explore_on_a_local_cluster_with_a_user_step(tmp_path: Path):
+    from pytest_brainsmith import explore
+
+    shutil.copyfile(MODEL, tmp_path / "tfc.onnx")
+    blueprint = tmp_path / "e.blueprint.yaml"
+    blueprint.write_text(HEAD + "    - _tagged\n    - [tidy_up, ~]\n")
+    result = explore(
+        blueprint,
+        cache=tmp_path / "cache",
+        scheduler="local",
+        register=lambda registry: registry.register_step(_tagged, reads=()),
+    )
+    assert [d.status for d in result.designs] == ["passed", "passed"], [
+        d.reason for d in result.designs
+    ]
+    assert result.stats["segments_built"] == 2
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    first = result.designs[0].segments[0]
+    assert ModelWrapper(first.output_model).get_metadata_prop("brainsmith_test") == "on-dask"
+
+
+def test_the_status_line_shows_the_cluster():
+    from pytest_brainsmith.views.status import describe
+
+    pool = {
+        "done": 3,
+        "running": ["a", "b", "c"],
+        "queued": 4,
+        "seconds_left": 12.0,
+        "cluster": "Dask tcp://127.0.0.1:8786: 2 workers, 2 building, 1 queued",
+    }
+    line = describe([], pool=pool)
+    assert line == (
+        "brainsmith: 3/10 segments done, 3 on the cluster, 4 waiting for a parent, ~12 s left"
+        " | Dask tcp://127.0.0.1:8786: 2 workers, 2 building, 1 queued"
+    )

@@ -53,6 +53,8 @@ WORKER_WAIT_SECONDS = 60.0
 #: Seconds ``kill`` waits for a started build to stop before it lets go of it.
 CANCEL_WAIT_SECONDS = 10.0
 STARTED, CANCEL = "started", "cancel"
+#: The engine's worker count on a cluster: no limit of its own, Dask queues.
+CLUSTER_SLOTS = 10_000
 #: A Dask cluster object (LocalCluster, SLURMCluster, KubeCluster...): what Client takes.
 ClusterLike = Any
 
@@ -544,3 +546,16 @@ def connect(
         raise ClusterError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
     address = client.scheduler.address
     return DaskSession(client, owned, control_dir, address)
+
+
+def attach(engine: Any, session: DaskSession, tools: Iterable[str]) -> None:
+    """Build ``engine``'s segments on the session's cluster, once every worker is seen
+    to share the cache (else ``ClusterError`` naming each that does not). ``tools``:
+    external tools designs may need, available when a worker declares them."""
+    problems = session.launcher.check_cache(engine.cache.root)
+    if problems:
+        raise ClusterError("\n".join(problems))
+    engine.launcher = session.launcher
+    # Dask queues by the engine's priority: hand it everything that is ready
+    engine.workers = max(engine.workers, CLUSTER_SLOTS)
+    engine.tools = session.launcher.tools(sorted(set(tools)))

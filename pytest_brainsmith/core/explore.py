@@ -73,12 +73,15 @@ def explore(
     keep_step_models: bool = False,
     max_designs: int = DEFAULT_MAX_DESIGNS,
     tools: dict[str, str | None] | None = None,
+    scheduler: Any = None,
 ) -> Exploration:
     """Build every design of ``blueprint`` (those matching ``where``) and judge it.
 
     ``workers``: worker processes (default: the cores this process may use; 0 builds
     inline). ``register(registry)`` registers your own steps, as a conftest.py's
-    ``pytest_brainsmith_register`` does. Raises ``BlueprintError`` for a bad blueprint.
+    ``pytest_brainsmith_register`` does. ``scheduler``: build on Dask instead, a
+    scheduler's address, ``"local"`` (a LocalCluster, closed at the end) or a Dask
+    cluster object (left open). Raises ``BlueprintError`` for a bad blueprint.
     """
     from ..finn.runner import available_tools
 
@@ -108,11 +111,14 @@ def explore(
         keep_step_models=keep_step_models,
         tools=available_tools() if tools is None else tools,
     )
+    session = _cluster(engine, scheduler) if scheduler is not None else None
     try:
         engine.submit(leaves)
         designs = [engine.design(leaf) for leaf in leaves]
     finally:
         engine.shutdown(cancel=True)
+        if session is not None:
+            session.close()
     built = [o for o in engine.built if o.status == "built"]
     stats = {
         "designs": len(designs),
@@ -124,3 +130,25 @@ def explore(
         "waited_seconds": round(engine.waited, 3),
     }
     return Exploration(designs, stats)
+
+
+def _cluster(engine: Engine, scheduler: Any) -> Any:
+    """Connect ``engine`` to a Dask cluster (see ``explore``'s ``scheduler``)."""
+    from .dask_cluster import attach, connect
+    from .registry import FINN_STEP_NEEDS
+    from .workers import available_cores
+
+    given = None if isinstance(scheduler, str) else scheduler
+    session = connect(
+        scheduler if given is None else None,
+        cluster=given,
+        control_dir=engine.cache.base / "dask",
+        local_workers=available_cores(),
+    )
+    session.cluster = None if given is not None else session.cluster  # the caller's stays open
+    try:
+        attach(engine, session, {t for needs in FINN_STEP_NEEDS.values() for t in needs})
+    except BaseException:
+        session.close()
+        raise
+    return session

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from ..core.dask_cluster import ClusterError, DaskSession, connect
+from ..core.dask_cluster import ClusterError, DaskSession, attach, connect
 from ..core.registry import FINN_STEP_NEEDS
 from ..core.workers import available_cores
 from .run_context import RunContext
@@ -78,21 +78,14 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
         )
     except ClusterError as exc:
         raise pytest.UsageError(str(exc)) from None
+    tools = {tool for needs in FINN_STEP_NEEDS.values() for tool in needs} | set(context.tools)
     try:
-        problems = session.launcher.check_cache(engine.cache.root)
+        attach(engine, session, tools)
     except ClusterError as exc:
         session.close()
         raise pytest.UsageError(str(exc)) from None
-    if problems:
-        session.close()
-        raise pytest.UsageError("\n".join(problems))
-    launcher = session.launcher
-    engine.launcher = launcher
     engine.step_resources = resources
-    # Dask queues by the engine's priority: hand it everything that is ready
-    engine.workers = max(engine.workers, 10_000)
-    tools = {tool for needs in FINN_STEP_NEEDS.values() for tool in needs} | set(context.tools)
-    engine.tools = context.tools = launcher.tools(sorted(tools))
+    context.tools = engine.tools
     return session
 
 
