@@ -18,18 +18,25 @@ an empty cache unless said otherwise:
 (d) (b) again, fully cached;
 (e) the floor: max(unique FINN work / cores, critical path) + one FINN import + pytest's
     start-up, each measured in this run (the unique work is the segments' build times in
-    (b), the import a fresh process importing FINN, the start-up `pytest --collect-only`).
+    (b), the import a fresh process importing FINN, the start-up `pytest --collect-only`);
+(f) the tree on a warm Dask cluster on loopback (`--brainsmith-scheduler`): a scheduler
+    and 2 single-threaded workers with FINN preloaded, started before the clock (skipped
+    without Dask distributed); its floor is (e)'s without the FINN import.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +154,53 @@ def finn_import_seconds() -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+@contextlib.contextmanager
+def warm_cluster(folder: Path) -> Iterator[str | None]:
+    """A scheduler and CORES workers with FINN preloaded, ready before the clock starts
+    (None without Dask distributed); every process is stopped at the end."""
+    try:
+        import distributed
+    except ImportError:
+        yield None
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "dask"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]  # fmt: skip
+    try:
+        for i in range(CORES):
+            work = folder / f"worker{i}"
+            work.mkdir()
+            procs.append(
+                subprocess.Popen(
+                    [*dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                     "--no-dashboard", "--preload", "pytest_brainsmith.finn.dask_preload"],
+                    cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        with distributed.Client(address, timeout="60s") as client:
+            client.wait_for_workers(CORES, timeout=120)
+            client.run(lambda: __import__("finn.builder.build_dataflow"))  # preloaded: no-op
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
 def summary_number(pattern: str, out: str) -> float:
     match = re.search(pattern, out)
     return float(match.group(1)) if match else 0.0
@@ -195,12 +249,19 @@ def main() -> None:
         warm_s, warm_out = run_pytest(folder, tmp_path / "pool")
         one_s, one_out = run_pytest(folder, tmp_path / "one", "--brainsmith-workers", "1")
         par_s, par_out = run_pytest(folder, tmp_path / "par", "-n", str(CORES))
+        with warm_cluster(tmp_path) as address:
+            dask_s, dask_out = (
+                run_pytest(folder, tmp_path / "dask", "--brainsmith-scheduler", address)
+                if address
+                else (0.0, "")
+            )
         start_s, _ = run_pytest(folder, tmp_path / "none", "--collect-only")
         import_s = finn_import_seconds()
         found = manifests(tmp_path / "pool")
         unique = sum(m["seconds"] for m in found)
         path_s = critical_path(found)
         floor = max(unique / CORES, path_s) + import_s + start_s
+        dask_floor = floor - import_s
         by_depth: dict[int, list[int]] = {}
         for m in found:
             by_depth.setdefault(m["segment"].count("::") - 1, []).append(m["bytes"])
@@ -234,6 +295,11 @@ def main() -> None:
             f"import {import_s:.1f}, start-up {start_s:.1f})",
         ),
         ("(b)/(e) (target: CNV <= 1.25x, TFC <= 1.5x)", f"{seq_s / floor:.2f}x"),
+        (
+            f"(f) tree, warm Dask cluster ({CORES} workers, FINN preloaded), cold cache [s]",
+            f"{dask_s:.1f}" if dask_out else "skipped (no Dask distributed)",
+        ),
+        ("(f)/((e) - FINN import) (target: CNV <= 1.15x)", f"{dask_s / dask_floor:.2f}x"),
         ("(a)/(b) (target: CNV >= 12x)", f"{scratch_s / seq_s:.2f}x"),
         ("(b1)/(b) (target: CNV >= 1.6x)", f"{one_s / seq_s:.2f}x"),
         ("(b)/(c)", f"{seq_s / par_s:.2f}x"),
@@ -246,6 +312,7 @@ def main() -> None:
             f"{imports(seq_out)} / {imports(par_out)} / {imports(warm_out)}",
         ),
         ("worker processes: (b) / (d)", f"{processes(seq_out)} / {processes(warm_out)}"),
+        ("FINN imports in the session: (f)", f"{imports(dask_out)}"),
         ("waited on another process's segment: (c) [s]", f"{waited(par_out):.1f}"),
     ]
     for depth, sizes in sorted(by_depth.items()):
@@ -262,6 +329,7 @@ def main() -> None:
         "a segment was built twice or not at all"
     )
     assert built(warm_out) == imports(warm_out) == processes(warm_out) == 0
+    assert not dask_out or (built(dask_out) == segments and imports(dask_out) == 0)
 
 
 if __name__ == "__main__":

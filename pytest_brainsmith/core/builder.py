@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ def manifest_for(spec: BuildSpec, seconds: float, step_seconds: dict[str, float]
 
 def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
     """Build, then publish or record; returns the outcome as a small dict."""
+    _clean_slate(spec, cache)
     started = time.time()
     with progress.building(
         cache.base / "running", spec.key, spec.label, [s.name for s in spec.steps]
@@ -112,6 +114,19 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
             f"({failure.error})"
         )
     return record_failure(spec, cache, manifest, answer, kind)
+
+
+def _clean_slate(spec: BuildSpec, cache: SegmentCache) -> None:
+    """A build run again after its worker was lost (Dask reschedules it elsewhere)
+    starts over: what the lost attempt left in its staging and work directories goes.
+    (The session still holds the key's lock, so nothing else builds it meanwhile.)"""
+    for left in (spec.staged / "build", spec.staged / finn_runner.OUTPUT_MODEL):
+        if left.is_dir():
+            shutil.rmtree(left, ignore_errors=True)
+        elif left.exists():
+            left.unlink()
+    if spec.work_dir.exists():
+        cache.fresh_work_dir(spec.key)
 
 
 def record_failure(

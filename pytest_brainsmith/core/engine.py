@@ -94,7 +94,13 @@ class Launcher(Protocol):
     """Starts ``job`` (a segment's build, returning its answer as a small dict) and
     returns a handle with ``Worker``'s methods: ``poll``, ``waitables``, ``kill``,
     ``reap``, ``exit_cause``, ``output_tail`` and the attributes ``result`` and
-    ``killed_by_us``. ``Worker`` forks a process on this machine."""
+    ``killed_by_us``. ``Worker`` forks a process on this machine.
+
+    A launcher whose ``remote`` attribute is true builds elsewhere (a Dask cluster):
+    this process then needs no FINN, and the launcher is also given the segment's
+    ``timeout`` (it enforces it where the build runs, from when it starts rather than
+    when it was queued), the engine's ``priority`` and the worker ``resources`` its
+    steps need."""
 
     def __call__(
         self,
@@ -201,11 +207,14 @@ class Engine:
         events: EngineEvents | None = None,
         launcher: Launcher | None = None,
         budget: float | None = None,
+        step_resources: dict[str, dict[str, float]] | None = None,
     ) -> None:
         self.cache = cache
         #: starts one segment's build somewhere: a forked process here (``Worker``)
         self.launcher: Launcher = launcher or Worker
         self.workers = available_cores() if workers is None else max(0, workers)
+        #: worker resources a step needs on a cluster, beyond {tool: 1} for its tools
+        self.step_resources = step_resources or {}
         self.timeout = timeout
         self.max_memory = max_memory
         self.retry_failed = retry_failed
@@ -289,6 +298,18 @@ class Engine:
         if memory:
             limits["max_memory"] = memory
         return limits
+
+    def segment_resources(self, segment: Segment) -> dict[str, float]:
+        """The worker resources a segment's build holds on a cluster: one of each tool
+        its steps need (``vivado: 1``) and what ``step_resources`` adds, the largest
+        amount of any step (the steps run one after the other)."""
+        wanted: dict[str, float] = {}
+        for step in segment.steps:
+            asked = {tool: 1.0 for tool in step.needs}
+            asked.update(self.step_resources.get(step.name, {}))
+            for name, amount in asked.items():
+                wanted[name] = max(wanted.get(name, 0.0), amount)
+        return wanted
 
     def unrunnable(self, leaf: Segment) -> str | None:
         """Why the design cannot run on this machine (a step needs a missing tool)."""
@@ -753,23 +774,33 @@ class Engine:
                 raise
             self._complete(task, result)
             return
-        error = self._import_finn()
+        remote = getattr(self.launcher, "remote", False)
+        error = None if remote else self._import_finn()
         if error is not None:
             self._release(task)
             self._finish(task, self._error(task, error))
             return
         held = (_lock_fd(t.lock) for t in self._running)
+        timeout = spec.limits.get("timeout")
+        where: dict[str, Any] = {}
+        if remote:
+            where = {
+                "timeout": timeout,
+                "priority": task.priority,
+                "resources": self.segment_resources(task.segment),
+            }
         task.worker = self.launcher(
             partial(build_segment, spec, self.cache),
             output=spec.staged / "worker.log",
             max_memory=int(spec.limits["max_memory"]) if "max_memory" in spec.limits else None,
             close_fds=tuple(fd for fd in held if fd is not None),
+            **where,
         )
         self.processes += 1
         task.state = "running"
         task.started = time.monotonic()
-        timeout = spec.limits.get("timeout")
-        task.deadline = task.started + timeout if timeout else None
+        # a remote launcher enforces the timeout where the build runs
+        task.deadline = task.started + timeout if timeout and not remote else None
         self._running.append(task)
 
     def _input_damaged(self, task: Task) -> bool:
@@ -1054,12 +1085,15 @@ class Engine:
         now = time.monotonic()
         left = sum(t.estimate for t in queued)
         left += sum(max(0.0, t.estimate - (now - t.started)) for t in running)
+        describe = getattr(self.launcher, "describe", None)
+        slots = getattr(self.launcher, "slots", None) or self.workers
         return {
             "done": sum(1 for t in needed if t.state == "done"),
             "running": [t.label for t in running],
             "queued": len(queued),
-            "seconds_left": left / max(1, self.workers) if (queued or running) else 0.0,
+            "seconds_left": left / max(1, slots) if (queued or running) else 0.0,
             "phase": self.phase,
+            **({"cluster": describe()} if describe is not None else {}),
         }
 
     def shutdown(self, *, cancel: bool = True) -> None:

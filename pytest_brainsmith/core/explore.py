@@ -74,13 +74,16 @@ def explore(
     max_designs: int = DEFAULT_MAX_DESIGNS,
     tools: dict[str, str | None] | None = None,
     budget: float | None = None,
+    scheduler: Any = None,
 ) -> Exploration:
     """Build every design of ``blueprint`` (those matching ``where``) and judge it.
 
     ``workers``: worker processes (default: the cores this process may use; 0 builds
     inline). ``budget``: seconds after which no new segment starts (designs not reached
     are ``cancelled``). ``register(registry)`` registers your own steps, as a conftest.py's
-    ``pytest_brainsmith_register`` does. Raises ``BlueprintError`` for a bad blueprint.
+    ``pytest_brainsmith_register`` does. ``scheduler``: build on Dask instead, a
+    scheduler's address, ``"local"`` (a LocalCluster, closed at the end) or a Dask
+    cluster object (left open). Raises ``BlueprintError`` for a bad blueprint.
     """
     from ..finn.runner import available_tools
 
@@ -111,11 +114,14 @@ def explore(
         tools=available_tools() if tools is None else tools,
         budget=budget,
     )
+    session = _cluster(engine, scheduler) if scheduler is not None else None
     try:
         engine.submit(leaves)
         designs = [engine.design(leaf) for leaf in leaves]
     finally:
         engine.shutdown(cancel=True)
+        if session is not None:
+            session.close()
     built = [o for o in engine.built if o.status == "built"]
     stats = {
         "designs": len(designs),
@@ -128,3 +134,25 @@ def explore(
         "segments_pruned": len(engine.pruned()),
     }
     return Exploration(designs, stats)
+
+
+def _cluster(engine: Engine, scheduler: Any) -> Any:
+    """Connect ``engine`` to a Dask cluster (see ``explore``'s ``scheduler``)."""
+    from .dask_cluster import attach, connect
+    from .registry import FINN_STEP_NEEDS
+    from .workers import available_cores
+
+    given = None if isinstance(scheduler, str) else scheduler
+    session = connect(
+        scheduler if given is None else None,
+        cluster=given,
+        control_dir=engine.cache.base / "dask",
+        local_workers=available_cores(),
+    )
+    session.cluster = None if given is not None else session.cluster  # the caller's stays open
+    try:
+        attach(engine, session, {t for needs in FINN_STEP_NEEDS.values() for t in needs})
+    except BaseException:
+        session.close()
+        raise
+    return session

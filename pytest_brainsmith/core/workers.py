@@ -156,21 +156,23 @@ class Worker:
         return "killed", f"the worker process was ended by {sig.name}"
 
     def output_tail(self, lines: int = 30) -> str:
-        """What the worker printed last (its stdout and stderr); for a fatal error the
-        start of faulthandler's report, which names the frame that crashed."""
-        try:
-            text = self.output.read_text(errors="replace")
-        except OSError:
-            return ""
-        found = [
-            line for line in text.strip().splitlines() if not line.startswith("Extension modules:")
-        ]
-        fatal = next(
-            (i for i, line in enumerate(found) if line.startswith("Fatal Python error")), None
-        )
-        if fatal is not None:
-            return "\n".join(found[fatal : fatal + lines])
-        return "\n".join(found[-lines:])
+        return output_tail(self.output, lines)
+
+
+def output_tail(output: Path, lines: int = 30) -> str:
+    """What a worker printed last (its stdout and stderr); for a fatal error the
+    start of faulthandler's report, which names the frame that crashed."""
+    try:
+        text = output.read_text(errors="replace")
+    except OSError:
+        return ""
+    found = [
+        line for line in text.strip().splitlines() if not line.startswith("Extension modules:")
+    ]
+    fatal = next((i for i, line in enumerate(found) if line.startswith("Fatal Python error")), None)
+    if fatal is not None:
+        return "\n".join(found[fatal : fatal + lines])
+    return "\n".join(found[-lines:])
 
 
 def _worker_main(

@@ -26,7 +26,8 @@ from ..finn import catalog as finn_catalog
 from ..finn import runner as finn_runner
 from ..views.results_store import ResultsStore
 from ..views.terminal import RunRecorder
-from . import designs, hookspecs
+from . import cluster, designs, hookspecs
+from .cluster import scheduler_option
 from .nodes import BlueprintFile, DesignItem
 from .run_context import build_dir, cache_dir, make_run_context, run_context, run_key
 
@@ -128,6 +129,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "may use, shared among xdist workers; 0 builds inline in the pytest process, for pdb)",
     )
     group.addoption(
+        "--brainsmith-scheduler",
+        metavar="ADDRESS",
+        help="build segments on a Dask cluster: a scheduler's address (tcp://HOST:8786) or "
+        "'local' (a LocalCluster of this machine's cores, FINN preloaded); also the ini "
+        "option brainsmith_scheduler or BRAINSMITH_SCHEDULER. Every worker must see the cache",
+    )
+    group.addoption(
         "--brainsmith-timeout",
         metavar="SECONDS",
         help="end a segment's build after this long (e.g. 600, 90s, 2h) and fail its designs; "
@@ -150,6 +158,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("brainsmith_budget", default="", help="time budget of the run (e.g. 2h)")
     parser.addini("brainsmith_timeout", default="", help="per-segment build timeout")
+    parser.addini(
+        "brainsmith_scheduler", default="", help="Dask scheduler address or 'local' (see option)"
+    )
+    parser.addini(
+        "brainsmith_resources",
+        type="linelist",
+        default=[],
+        help="Dask worker resources a step's build holds, one 'STEP: NAME=AMOUNT, ...' a line "
+        "(steps needing Vivado / Vitis HLS hold vivado=1 / vitis_hls=1 anyway)",
+    )
     parser.addini("brainsmith_max_memory", default="", help="per-segment memory limit")
     parser.addini(
         "brainsmith_blueprints",
@@ -212,6 +230,11 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if _is_xdist_controller(config) and scheduler_option(config):
+        raise pytest.UsageError(
+            "--brainsmith-scheduler and -n (pytest-xdist) do not go together: Dask schedules "
+            "the segments on its workers; run without -n"
+        )
     if config.getoption("brainsmith_prune") and _is_xdist_controller(config):
         # the xdist controller collects nothing, so it cannot tell what is in use
         raise pytest.UsageError("--brainsmith-prune needs a run without -n (pytest-xdist)")
@@ -256,7 +279,12 @@ class EngineSession:
     def engine(self) -> Engine:
         return run_context(self.config).engine
 
+    @pytest.hookimpl(tryfirst=True)  # before the terminal's header, which shows the cluster
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.config.getoption("brainsmith_prune"):
+            return
+        context = run_context(self.config)
+        context.cluster = cluster.start(self.config, context)
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
 
@@ -282,7 +310,10 @@ class EngineSession:
         # an xdist worker that ran out of items lets its running builds finish: another
         # worker may be waiting for them
         drain = hasattr(self.config, "workerinput") and not stopped
-        self.engine.shutdown(cancel=not drain)
+        try:
+            self.engine.shutdown(cancel=not drain)
+        finally:
+            self._close_cluster()
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
@@ -294,6 +325,13 @@ class EngineSession:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if not self.engine.closed:  # the session ended early (an error before sessionfinish)
             self.engine.shutdown(cancel=True)
+        self._close_cluster()
+
+    def _close_cluster(self) -> None:
+        context = run_context(self.config)
+        if context.cluster is not None:
+            context.cluster.close()
+            context.cluster = None
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -382,10 +420,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     pool = (
         f"{workers} worker process(es)" if workers else "building inline (--brainsmith-workers 0)"
     )
-    return [
+    if context.cluster is not None:
+        pool = "segments built on Dask"
+    lines = [
         f"brainsmith: FINN {finn_catalog.FINN_VERSION} (finn-plus), cache {cache_dir(config)}, "
         f"{pool}, missing tools: {missing}"
     ]
+    if context.cluster is not None:
+        lines.append(cluster.header(context.cluster))
+    return lines
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

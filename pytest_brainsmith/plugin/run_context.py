@@ -19,6 +19,7 @@ import pytest
 
 from ..core.blueprint import DEFAULT_MAX_DESIGNS, load_design_space
 from ..core.cache import SegmentCache
+from ..core.dask_cluster import DaskSession
 from ..core.engine import Engine
 from ..core.outcomes import SegmentOutcome
 from ..core.registry import Registry, finn_registry
@@ -39,6 +40,8 @@ class RunContext:
     max_designs: int
     tools: dict[str, str | None]
     engine: Engine
+    #: the Dask cluster the engine builds on, once the session started (else None)
+    cluster: DaskSession | None = None
     _trees: dict[Path, ExecutionTree | None] = field(default_factory=dict)
 
     @property

@@ -27,6 +27,11 @@ def describe_pool(progress: dict[str, Any]) -> str:
     done = progress.get("done", 0)
     left = progress.get("seconds_left", 0.0)
     phase = f" ({progress['phase']})" if progress.get("phase") else ""
+    if progress.get("cluster"):  # on Dask, "running" is what the cluster was given
+        return (
+            f"{done}/{done + running + queued} segments done, {running} on the cluster, "
+            f"{queued} waiting for a parent, ~{left:.0f} s left{phase} | {progress['cluster']}"
+        )
     return (
         f"{done}/{done + running + queued} segments done, {running} running, {queued} queued, "
         f"~{left:.0f} s left{phase}"

@@ -1,0 +1,101 @@
+"""The session on a Dask cluster: which cluster (option, ini, env or a conftest hook),
+its checks at the start (every worker sees the cache), and its end.
+
+The process that runs the tests connects when the session starts, points the engine's
+launcher at the cluster and closes what it opened when the session ends. A cluster
+that cannot serve the run (no worker sees the cache, none joined, Dask distributed not
+installed) is a usage error, never a failed design.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ..core.dask_cluster import ClusterError, DaskSession, attach, connect
+from ..core.registry import FINN_STEP_NEEDS
+from ..core.workers import available_cores
+from .run_context import RunContext
+
+SCHEDULER_ENV = "BRAINSMITH_SCHEDULER"
+
+
+def scheduler_option(config: pytest.Config) -> str | None:
+    """``--brainsmith-scheduler``, ``BRAINSMITH_SCHEDULER`` or the ini option."""
+    value = (
+        config.getoption("brainsmith_scheduler")
+        or os.environ.get(SCHEDULER_ENV)
+        or config.getini("brainsmith_scheduler")
+    )
+    return str(value).strip() or None if value else None
+
+
+def step_resources(config: pytest.Config) -> dict[str, dict[str, float]]:
+    """The ini option ``brainsmith_resources``: lines ``STEP: NAME=AMOUNT[, NAME=AMOUNT]``."""
+    found: dict[str, dict[str, float]] = {}
+    for line in config.getini("brainsmith_resources") or []:
+        step, sep, rest = line.partition(":")
+        asked: dict[str, float] = {}
+        try:
+            if not sep or not step.strip():
+                raise ValueError
+            for part in filter(None, (p.strip() for p in rest.split(","))):
+                name, eq, amount = part.partition("=")
+                if not eq or not name.strip():
+                    raise ValueError
+                asked[name.strip()] = float(amount)
+        except ValueError:
+            raise pytest.UsageError(
+                f"brainsmith_resources: expected 'STEP: NAME=AMOUNT, ...' "
+                f"(e.g. 'synthesize_bitfile: vivado=1, MEMORY=32e9'), got {line!r}"
+            ) from None
+        found[step.strip()] = asked
+    return found
+
+
+def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
+    """Connect the run's engine to its cluster, if it has one; check the cluster."""
+    scheduler = scheduler_option(config)
+    if hasattr(config, "workerinput"):  # an xdist worker: -n was refused unless a hook's
+        if scheduler or config.hook.pytest_brainsmith_dask_cluster.get_hookimpls():
+            raise pytest.UsageError(
+                "a Dask cluster and -n (pytest-xdist) do not go together: Dask schedules "
+                "the segments on its workers; run without -n"
+            )
+        return None
+    resources = step_resources(config)
+    cluster = config.hook.pytest_brainsmith_dask_cluster(config=config)
+    if cluster is None and scheduler is None:
+        return None
+    engine = context.engine
+    try:
+        session = connect(
+            scheduler,
+            cluster=cluster,
+            control_dir=engine.cache.base / "dask",
+            local_workers=available_cores(),
+        )
+    except ClusterError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    tools = {tool for needs in FINN_STEP_NEEDS.values() for tool in needs} | set(context.tools)
+    try:
+        attach(engine, session, tools)
+    except ClusterError as exc:
+        session.close()
+        raise pytest.UsageError(str(exc)) from None
+    engine.step_resources = resources
+    context.tools = engine.tools
+    return session
+
+
+def header(session: DaskSession) -> str:
+    workers = session.launcher.workers(fresh=True)
+    threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
+    dashboard = session.launcher.dashboard() or "none (the scheduler needs bokeh to serve one)"
+    resources = session.launcher.resources()
+    offered = ", ".join(f"{n}={a:g}" for n, a in sorted(resources.items())) or "none"
+    return (
+        f"brainsmith: Dask scheduler {session.address}: {len(workers)} workers, "
+        f"{threads} threads, resources {offered}; dashboard {dashboard}"
+    )
