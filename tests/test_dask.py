@@ -273,11 +273,11 @@ def test_a_run_on_dask_equals_a_local_run_each_segment_built_once(cluster: Clust
     assert {c["ppid"] for c in ran} <= worker_pids, (ran, worker_pids)
     # the failure is recorded once, with its cause; nothing left behind
     base = on_dask / "build" / "brainsmith" / "cache" / "v1"
-    recorded = [json.loads((f / "failure.json").read_text()) for f in (base / "failures").iterdir()]
+    recorded = [json.loads((f / "failure.json").read_text()) for f in (base / "failures").glob("*")]
     assert sorted(r["kind"] for r in recorded) == ["exception", "timeout"]
     (raised,) = [r for r in recorded if r["kind"] == "exception"]
     assert raised["step"] == "user_raises" and "raises was asked to fail" in raised["error"]
-    assert list((base / "tmp").iterdir()) == [] and list((base / "running").iterdir()) == []
+    assert list((base / "tmp").glob("*")) == [] and list((base / "running").glob("*")) == []
 
     # again: everything from the cache, the failure reported without building
     again = run(on_dask, "--brainsmith-scheduler", cluster.address, *limit)
@@ -317,7 +317,7 @@ def test_a_worker_lost_mid_segment_is_rebuilt_on_another_and_the_session_passes(
     assert len(attempts) == 2 and attempts[1].split()[1] != str(worker_pid)
     assert gone(build_pid)  # the lost build went with its worker
     base = folder / "build" / "brainsmith" / "cache" / "v1"
-    assert list((base / "tmp").iterdir()) == [] and list((base / "failures").iterdir()) == []
+    assert list((base / "tmp").glob("*")) == [] and list((base / "failures").glob("*")) == []
     cluster.wait_for(2)  # the nanny's new worker joined: the next test has two again
 
 
@@ -333,7 +333,7 @@ def test_a_segment_that_kills_every_worker_fails_its_design_not_the_session(
     assert [c["step"] for c in calls(folder)].count("kills_its_worker") == 2  # allowed failures 1
     # not recorded (a preempted node looks the same): the next run builds it again
     base = folder / "build" / "brainsmith" / "cache" / "v1"
-    assert list((base / "failures").iterdir()) == []
+    assert list((base / "failures").glob("*")) == []
     cluster.wait_for(2)
 
 
@@ -395,7 +395,7 @@ def test_sigterm_stops_the_builds_on_the_workers_and_records_nothing(
     assert session.returncode == pytest.ExitCode.INTERRUPTED, out
     assert gone(build_pid)  # killed on its worker, not left to sleep out its minute
     base = folder / "build" / "brainsmith" / "cache" / "v1"
-    assert list((base / "tmp").iterdir()) == [] and list((base / "failures").iterdir()) == []
+    assert list((base / "tmp").glob("*")) == [] and list((base / "failures").glob("*")) == []
     marks = list((base / "dask").rglob("*")) if (base / "dask").exists() else []
     assert all(m.is_dir() or m.name == "cancel" for m in marks), marks  # only never-started
     assert len(started.read_text().splitlines()) == 1  # never started again
