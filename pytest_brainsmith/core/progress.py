@@ -61,24 +61,38 @@ def building(running_dir: Path, key: str, segment: str, steps: list[str]) -> Ite
             status.path.unlink()
 
 
-def _alive(entry: dict[str, Any]) -> bool:
-    if entry.get("host") != os.uname().nodename:
-        return True  # another host: trust the file
+def process_alive(pid: Any) -> bool:
+    """Whether a local process still runs. One that exited but was not reaped yet (a
+    crashed xdist worker, until execnet waits for it) answers kill(pid, 0): a zombie
+    counts as dead."""
     try:
-        os.kill(int(entry["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
         return False
-    return True
+    try:
+        with open(f"/proc/{int(pid)}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
-def running(running_dir: Path) -> list[dict[str, Any]]:
-    """The builds in progress, oldest first (files of dead local processes skipped)."""
+def status_files(running_dir: Path) -> list[dict[str, Any]]:
+    """Every readable status file, oldest build first (alive or not)."""
     found = []
     for path in running_dir.glob("*.json"):
         try:
             entry = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if _alive(entry):
+        if isinstance(entry, dict):
             found.append(entry)
     return sorted(found, key=lambda e: e.get("started", 0))
+
+
+def running(running_dir: Path) -> list[dict[str, Any]]:
+    """The builds in progress, oldest first (files of dead local processes skipped; a
+    build on another host is trusted)."""
+    here = os.uname().nodename
+    return [
+        e for e in status_files(running_dir) if e.get("host") != here or process_alive(e.get("pid"))
+    ]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ..core.progress import process_alive, status_files
 from ..core.tree import dot_from_dict
 from ..finn import catalog as finn_catalog
 from .records import (
@@ -258,31 +259,10 @@ def abandoned(running_dir: Path, since: float = 0.0) -> list[dict[str, Any]]:
     """Builds started on this host since ``since`` whose process died without finishing:
     their live status file (``<cache>/v1/running/<key>.json``) is left behind. What a
     crashed worker was doing, oldest first."""
-    found = []
-    for path in running_dir.glob("*.json"):
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if (
-            isinstance(entry, dict)
-            and entry.get("host") == os.uname().nodename
-            and entry.get("started", 0) >= since
-            and not _alive(entry.get("pid"))
-        ):
-            found.append(entry)
-    return sorted(found, key=lambda e: e.get("started", 0))
-
-
-def _alive(pid: Any) -> bool:
-    """A process that exited but was not reaped yet (a crashed xdist worker, until
-    execnet waits for it) still answers kill(pid, 0): it counts as dead."""
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError, TypeError):
-        return False
-    try:
-        with open(f"/proc/{int(pid)}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return [
+        entry
+        for entry in status_files(running_dir)
+        if entry.get("host") == os.uname().nodename
+        and entry.get("started", 0) >= since
+        and not process_alive(entry.get("pid"))
+    ]
