@@ -67,22 +67,33 @@ def model_file(name: str) -> Path:
     return target
 
 
-def sweep_blueprint(folder: Path, fps_values: int, model: str = "tfc") -> None:
+def sweep_blueprint(
+    folder: Path,
+    fps_values: int,
+    model: str = "tfc",
+    *,
+    name: str = "parallel",
+    steps: str = "",
+    extra: str = "",
+) -> None:
+    """The benchmark sweep (48 designs with 6 fps values); ``steps`` goes under
+    ``design_space`` (e.g. step operations), ``extra`` at the end (e.g. ``explore:``)."""
     fps = ", ".join(str(FPS[model](i)) for i in range(fps_values))
     (folder / "sweep.blueprint.yaml").write_text(
         f"""
-name: {model}-parallel
+name: {model}-{name}
 model: {model_file(model)}
 fpga_part: xc7z020clg400-1
 clock_ns: 10
 design_space:
-  kernels:
+{steps}  kernels:
     - MVAU: [hls, rtl]
   finn_config:
     standalone_thresholds: [false, true]
     target_fps: [{fps}]
     mvau_wwidth_max: [36, 72]
 """
+        + extra
     )
 
 

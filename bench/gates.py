@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from explore import FPS, model_file, run_pytest  # noqa: E402
+from explore import FPS, run_pytest, sweep_blueprint  # noqa: E402
 
 GATE = """explore:
   pareto: [LUT, estimated_throughput_fps]
@@ -31,24 +31,13 @@ GATE = """explore:
 
 
 def blueprint(folder: Path, model: str, fps_values: int, gate: bool) -> None:
-    fps = ", ".join(str(FPS[model](i)) for i in range(fps_values))
-    (folder / "sweep.blueprint.yaml").write_text(
-        f"""
-name: {model}-codegen
-model: {model_file(model)}
-fpga_part: xc7z020clg400-1
-clock_ns: 10
-design_space:
-  steps:
-    - at_end: {{insert: hw_codegen}}
-  kernels:
-    - MVAU: [hls, rtl]
-  finn_config:
-    standalone_thresholds: [false, true]
-    target_fps: [{fps}]
-    mvau_wwidth_max: [36, 72]
-"""
-        + (GATE if gate else "")
+    sweep_blueprint(
+        folder,
+        fps_values,
+        model,
+        name="codegen",
+        steps="  steps:\n    - at_end: {insert: hw_codegen}\n",
+        extra=GATE if gate else "",
     )
 
 
