@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -44,6 +45,28 @@ def pytest_brainsmith_register(registry):
     registry.register_step(explode, reads=())
     registry.register_step(pass_through, reads=())
 """
+
+
+#: A blueprint of the bundled model whose pipeline is the registered steps that follow.
+STEPS_HEAD = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+finn_config:
+  target_fps: 1000
+design_space:
+  steps:
+"""
+
+
+def step_project(folder: Path, conftest: str, steps: str) -> Path:
+    """A project in ``folder``: the bundled model, ``conftest`` registering its steps, and
+    ``e.blueprint.yaml`` running ``steps`` (YAML list lines under STEPS_HEAD)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    (folder / "conftest.py").write_text(conftest)
+    (folder / "e.blueprint.yaml").write_text(STEPS_HEAD + steps)
+    return folder
 
 
 @pytest.fixture

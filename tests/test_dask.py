@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MODEL
+from conftest import MODEL, STEPS_HEAD, step_project
 
 distributed = pytest.importorskip("distributed")
 
@@ -76,16 +76,6 @@ def kills_its_worker(model, cfg):
 def pytest_brainsmith_register(registry):
     for step in (pass_through, fine, raises, hangs, tail_a, tail_b, slow, kills_its_worker):
         registry.register_step(step, reads=())
-"""
-
-HEAD = """
-model: tfc.onnx
-fpga_part: xc7z020clg400-1
-clock_ns: 10
-finn_config:
-  target_fps: 1000
-design_space:
-  steps:
 """
 
 
@@ -204,11 +194,7 @@ def gone(pid: int, timeout: float = 10.0) -> bool:
 
 
 def make_project(folder: Path, steps: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(MODEL, folder / "tfc.onnx")
-    (folder / "conftest.py").write_text(STEPS)
-    (folder / "e.blueprint.yaml").write_text(HEAD + steps)
-    return folder
+    return step_project(folder, STEPS, steps)
 
 
 def run(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -438,7 +424,7 @@ def test_explore_on_a_local_cluster_with_a_user_step(tmp_path: Path):
 
     shutil.copyfile(MODEL, tmp_path / "tfc.onnx")
     blueprint = tmp_path / "e.blueprint.yaml"
-    blueprint.write_text(HEAD + "    - _tagged\n    - [tidy_up, ~]\n")
+    blueprint.write_text(STEPS_HEAD + "    - _tagged\n    - [tidy_up, ~]\n")
     result = explore(
         blueprint,
         cache=tmp_path / "cache",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MODEL
+from conftest import step_project
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,23 +87,9 @@ def pytest_brainsmith_segment_finish(segment, result):
                               "kind": result.kind}) + "\\n")
 """
 
-HEAD = """
-model: tfc.onnx
-fpga_part: xc7z020clg400-1
-clock_ns: 10
-finn_config:
-  target_fps: 1000
-design_space:
-  steps:
-"""
-
 
 def make_project(folder: Path, steps: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(MODEL, folder / "tfc.onnx")
-    (folder / "conftest.py").write_text(MISBEHAVING)
-    (folder / "e.blueprint.yaml").write_text(HEAD + steps)
-    return folder
+    return step_project(folder, MISBEHAVING, steps)
 
 
 def run(folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
