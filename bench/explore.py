@@ -127,7 +127,10 @@ def from_scratch(all_trees: list, scratch: Path) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
-def run_pytest(folder: Path, cache: Path, *extra: str) -> tuple[float, str]:
+def run_pytest(
+    folder: Path, cache: Path, *extra: str, allow_failed: bool = False
+) -> tuple[float, str]:
+    """Run pytest on a folder of blueprints; ``allow_failed``: designs may fail (exit 1)."""
     start = time.perf_counter()
     done = subprocess.run(
         [
@@ -149,7 +152,7 @@ def run_pytest(folder: Path, cache: Path, *extra: str) -> tuple[float, str]:
         text=True,
     )
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
+    if done.returncode not in ((0, 1) if allow_failed else (0,)):
         raise SystemExit(f"pytest failed:\n{done.stdout}\n{done.stderr}")
     return seconds, done.stdout
 

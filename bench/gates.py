@@ -66,7 +66,9 @@ def main() -> None:
             folder.mkdir()
             blueprint(folder, args.model, args.fps, gate)
             cache = folder / "cache"
-            seconds, out = run_pytest(folder, cache, "-rs")
+            # FINN's own folding can fail hw_codegen (e.g. SIMD >= MW / 1024 on CNV):
+            # failed designs are part of the result
+            seconds, out = run_pytest(folder, cache, "-rs", allow_failed=True)
             built = int(re.search(r"this run built (\d+) segments", out).group(1))
             outcome = re.search(r"designs: (\d+) passed, (\d+) failed, (\d+) skipped", out)
             runs, codegen_seconds = codegen_runs(cache)
@@ -84,12 +86,12 @@ def main() -> None:
             )
     designs = sum(int(n) for n in rows[0][5])
     print(f"\n{args.model.upper()} sweep, {designs} designs + hw_codegen, default pool, 2 cores\n")
-    print("| | wall s | segments built | hw_codegen runs (s) | passed / skipped |")
+    print("| | wall s | segments built | hw_codegen runs (s) | passed / failed / skipped |")
     print("|---|---|---|---|---|")
-    for name, seconds, built, runs, codegen_seconds, (passed, _f, skipped), _ in rows:
+    for name, seconds, built, runs, codegen_seconds, (passed, failed, skipped), _ in rows:
         print(
             f"| {name} | {seconds:.1f} | {built} | {runs} ({codegen_seconds:.1f}) "
-            f"| {passed} / {skipped} |"
+            f"| {passed} / {failed} / {skipped} |"
         )
     (_, base, *_), (_, gated, *_) = rows
     print(f"\nwall time without / with the gate: {base / gated:.2f}x")

@@ -112,6 +112,16 @@ class Launcher(Protocol):
     ) -> Worker: ...
 
 
+class Driver(Protocol):
+    """Work that decides what to build next from what was built (a folding search):
+    ``drive`` is called on every turn of the scheduler (it may ``submit``), ``close``
+    when the engine shuts down."""
+
+    def drive(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class ParetoGate:
     """One blueprint's Pareto gate: the designs that compete (those submitted before
@@ -241,6 +251,8 @@ class Engine:
         self._estimates: dict[str, dict[str, Any] | None] = {}
         self._durations = self._load_durations()
         self._finn_error: str | None = None
+        self._drivers: list[Driver] = []
+        self._driving = False
         self._draining = False
         self.closed = False
         self.phase = ""  # what the engine itself is doing, for the status line
@@ -504,9 +516,53 @@ class Engine:
         )
 
     def run(self) -> None:
-        """Build everything submitted."""
-        while not self.closed and any(t.state not in ("new", "done") for t in self._tasks.values()):
+        """Build everything submitted (and what drivers submit meanwhile)."""
+        while not self.closed:
+            self._drive()
+            if not any(t.state not in ("new", "done") for t in self._tasks.values()):
+                return
             self._advance(None)
+
+    # -- drivers: work that asks for more work (core/folding_search.py) ----------------
+    def add_driver(self, driver: Driver) -> None:
+        if driver not in self._drivers:
+            self._drivers.append(driver)
+
+    def _drive(self) -> None:
+        if self._driving or self.closed:
+            return
+        self._driving = True
+        try:
+            for driver in list(self._drivers):
+                driver.drive()
+        finally:
+            self._driving = False
+
+    def advance_until(self, done: Callable[[], bool]) -> None:
+        """Build until ``done()`` holds (a driver has submitted what the caller needs)."""
+        while True:
+            self._drive()
+            if done():
+                return
+            if self.closed:
+                raise EngineClosed("the run was stopped first")
+            if not any(t.state in ("ready", "held", "running") for t in self._tasks.values()):
+                raise RuntimeError("brainsmith engine stalled: nothing left to build")
+            self._advance(None)
+
+    def outcome(self, segment: Segment) -> SegmentOutcome | None:
+        """The segment's outcome once it is done (None before, or if never submitted)."""
+        task = self._by_segment.get(segment)
+        return task.outcome if task is not None and task.state == "done" else None
+
+    def finished(self, leaf: Segment) -> bool:
+        """The design is done: built, failed, or stopped by a gate."""
+        task = self._by_segment.get(leaf)
+        return task is not None and (task.state == "done" or task in self._stopped)
+
+    def out_of_time(self) -> bool:
+        """The time budget (``--brainsmith-budget``) has run out."""
+        return self._out_of_time()
 
     def estimates(self, leaf: Segment) -> dict[str, Any]:
         """The design's FINN estimates, from the last segment that wrote reports."""
@@ -669,6 +725,7 @@ class Engine:
 
     # -- one turn of the scheduler -----------------------------------------------------
     def _advance(self, target: list[Task] | None) -> None:
+        self._drive()
         if self.workers == 0:
             self._advance_inline(target)
             return
@@ -689,6 +746,7 @@ class Engine:
         self._collect()
         self._enforce_deadlines()
         self._retry_held()
+        self._drive()
         self._start_ready()
 
     def _advance_inline(self, target: list[Task] | None) -> None:
@@ -1125,6 +1183,8 @@ class Engine:
             self._held.clear()
             self.closed = True
             self._save_durations()
+            for driver in self._drivers:
+                driver.close()
 
 
 def segment_label(segment: Segment) -> str:

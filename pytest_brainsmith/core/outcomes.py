@@ -167,8 +167,23 @@ class DesignOutcome:
                 "failed_step": failing.step if failing else None,
                 "engine_outcome": self.status,
                 "gate": self.gate,
+                "folding": _folding(self.leaf),
             }
         )
+
+
+def _folding(leaf: Any) -> dict[str, Any] | None:
+    """A folding search trial's folding (the JSON file FINN read, and its content)."""
+    path = getattr(leaf, "folding_file", None)
+    if path is None:
+        return None
+    objectives = [list(o) for o in leaf.tree.space.folding.objectives]
+    return {
+        "trial": leaf.number,
+        "file": str(path),
+        "nodes": leaf.folding,
+        "objectives": objectives,
+    }
 
 
 def jsonable(value: Any) -> Any:

@@ -223,6 +223,37 @@ class Segment:
         return f"<Segment {'::'.join(self.nodeid_parts())} steps={[s.name for s in self.steps]}>"
 
 
+class TrialSegment(Segment):
+    """A folding search's trial: the pipeline from the search's start slot to the end,
+    below a prefix of the tree, built with the trial's folding as
+    ``folding_config_file`` and no ``target_fps`` (FINN's own folding stays off). It is
+    not one of the prefix's children: trials are asked for while the run goes on."""
+
+    __slots__ = ("number", "folding", "folding_file")
+
+    def __init__(
+        self, prefix: Segment, number: int, folding: dict[str, Any], folding_file: Path
+    ) -> None:
+        tree = prefix.tree
+        space = tree.space
+        assert space.folding is not None
+        start = space.folding.start_slot
+        label = f"trial-{number}"
+        choice = Choice("folding", "folding", label, f"folding[{label}]")
+        steps = tree._segment_steps(start, len(space.slots))
+        super().__init__(tree, prefix, choice, steps, prefix.depth + 1, start=start)
+        self.index = prefix.index * 1_000_000 + number + 1  # after the prefix, in trial order
+        self.number = number
+        self.folding = folding
+        self.folding_file = folding_file
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config["folding_config_file"] = self.folding_file
+        config["target_fps"] = None
+        return config
+
+
 @dataclass(frozen=True)
 class TreeStats:
     designs: int
@@ -266,19 +297,22 @@ class ExecutionTree:
         """Where the tree ends a segment without branching, so that the engine's gates
         can stop a design there: right after each step that writes estimate reports
         (when the blueprint has bounds or an ``explore:`` section) and before the
-        Pareto gate's step. Positions are slot indices; none where a level already is."""
+        Pareto gate's step; and where a folding search's trials start. Positions are slot indices; none where a level already is."""
         space = self.space
         explore = getattr(space, "explore", None)
-        if not (space.expect or explore):
-            return []
-        n_slots = len(space.slots)
-        cuts = {
-            index + 1
-            for index, slot in enumerate(space.slots)
-            if any(s is not None and s.estimates for s in slot.options)
-        }
+        folding = getattr(space, "folding", None)
+        cuts: set[int] = set()
+        if space.expect or explore:
+            cuts = {
+                index + 1
+                for index, slot in enumerate(space.slots)
+                if any(s is not None and s.estimates for s in slot.options)
+            }
         if explore is not None and explore.before_slot is not None:
             cuts.add(explore.before_slot)
+        if folding is not None:  # a folding search's trials branch off here
+            cuts.add(folding.start_slot)
+        n_slots = len(space.slots)
         taken = {level.position for level in self.levels}
         return sorted(c for c in cuts if 0 < c < n_slots and c not in taken)
 
@@ -323,6 +357,21 @@ class ExecutionTree:
             if node.children:
                 node.designs = sum(c.designs for c in node.children)
         return root
+
+    def folding_prefixes(self) -> list[Segment]:
+        """Where a folding search's trials branch off: on every path, the segment
+        that ends right before the search's start slot (one search per prefix)."""
+        folding = getattr(self.space, "folding", None)
+        if folding is None:
+            return []
+        start = folding.start_slot
+        return [
+            node
+            for node in self.root.walk()
+            if (node.parent is None or node.start < start)
+            and node.children
+            and all(c.start == start for c in node.children)
+        ]
 
     def segments(self) -> Iterator[Segment]:
         return self.root.walk()

@@ -28,8 +28,15 @@ from ..views.results_store import ResultsStore
 from ..views.terminal import RunRecorder
 from . import cluster, designs, hookspecs
 from .cluster import scheduler_option
-from .nodes import BlueprintFile, DesignItem
-from .run_context import build_dir, cache_dir, make_run_context, run_context, run_key
+from .nodes import BlueprintFile, DesignItem, FoldingTrialItem
+from .run_context import (
+    build_dir,
+    cache_dir,
+    make_run_context,
+    results_path,
+    run_context,
+    run_key,
+)
 
 DEFAULT_PATTERNS = ["*.blueprint.yaml", "*.blueprint.yml"]
 #: (status, seconds) of the segments xdist workers built, gathered by the controller.
@@ -200,15 +207,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _results_path(config: pytest.Config) -> Path | None:
-    chosen = config.getoption("brainsmith_results") or config.getini("brainsmith_results")
-    if chosen and chosen.lower() == "none":
-        return None
-    if chosen:
-        return Path(chosen).expanduser().absolute()
-    return build_dir(config) / "results.sqlite"
-
-
 def _tree_dir(config: pytest.Config) -> Path | None:
     chosen = config.getoption("brainsmith_tree")
     if chosen is None:
@@ -250,12 +248,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(EngineSession(config), "brainsmith-engine")
     if getattr(config, "workerinput", None) is None and not collect_only:
         # the controller (or the only process) reports; workers send it their records
-        results = _results_path(config)
+        results = results_path(config)
         recorder = RunRecorder(
             config,
             run_context(config).run_id,
             ResultsStore(results) if results else None,
             _tree_dir(config),
+            build_dir(config) / "foldings",
         )
         config.stash[recorder_key] = recorder
         config.pluginmanager.register(recorder, "brainsmith-recorder")
@@ -292,7 +291,11 @@ class EngineSession:
         if self.config.getoption("brainsmith_prune"):
             return
         leaves: list[Segment] = []
+        context = run_context(self.config)
         for item in session.items:
+            if isinstance(item, FoldingTrialItem):  # the search asks for its trials
+                context.folding_search(item.prefix).want(item.number)
+                continue
             if isinstance(item, DesignItem):
                 leaves.append(item.segment)
                 continue

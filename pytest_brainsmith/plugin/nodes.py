@@ -50,7 +50,16 @@ class SegmentCollector(pytest.Collector):
         self.segment = segment
 
     def collect(self) -> list[pytest.Item | pytest.Collector]:
-        return [_node(self, child) for child in self.segment.children]
+        nodes = [_node(self, child) for child in self.segment.children]
+        tree = self.segment.tree
+        if tree.space.folding is not None and self.segment in tree.folding_prefixes():
+            nodes += [
+                FoldingTrialItem.from_parent(
+                    self, name=f"folding[trial-{n}]", segment=self.segment, number=n
+                )
+                for n in range(tree.space.folding.trials)
+            ]
+        return nodes
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return (
@@ -258,3 +267,46 @@ def describe_not_built(outcome: DesignOutcome) -> ExceptionChainRepr:
     error = (cause.error or "").splitlines()[0] if cause.error else ""
     summary = f"segment {cause.segment} failed{' in an earlier run' if earlier else ''} at step {cause.step}: {error}"
     return failure_repr(summary, lines, Path(cause.log) if cause.log else Path(cause.segment))
+
+
+class FoldingTrialItem(DesignItem):
+    """One trial of a folding search (``design_space.folding``): the design below the
+    prefix that Optuna's ``number``-th folding makes. The folding is asked for when the
+    test runs (it depends on the trials before it); until then ``segment`` is the prefix."""
+
+    def __init__(self, *, number: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.number = number
+        self.prefix = self.segment
+
+    @property
+    def choices(self) -> dict[str, Any]:
+        choices = dict(c.describe() for c in self.prefix.choices())
+        choices["folding"] = f"trial-{self.number}"
+        return choices
+
+    def runtest(self) -> None:
+        search = run_context(self.config).folding_search(self.prefix)
+        try:
+            trial = search.trial(self.number)
+        except EngineClosed as exc:
+            pytest.skip(f"not built: {exc}")
+        if trial is None:
+            reason = search.error or "the search stopped before this trial"
+            if "budget" in reason:
+                _skip(reason)
+            pytest.fail(f"folding search: {reason}", pytrace=False)
+        self.segment = trial
+        super().runtest()
+
+    def record(self) -> dict[str, Any]:
+        if self.outcome is not None:
+            return super().record()
+        record = super().record()  # nothing built for it: the prefix's path, not run
+        record["choices"] = self.choices
+        search = run_context(self.config).folding_search(self.prefix)
+        record["error"] = search.error
+        return record
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, 0, f"folding search trial {self.number}"

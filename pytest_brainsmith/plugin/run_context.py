@@ -21,6 +21,7 @@ from ..core.blueprint import DEFAULT_MAX_DESIGNS, load_design_space
 from ..core.cache import SegmentCache
 from ..core.dask_cluster import DaskSession
 from ..core.engine import Engine
+from ..core.folding_search import STUDY_FILE, FoldingSearch
 from ..core.outcomes import SegmentOutcome
 from ..core.registry import Registry, finn_registry
 from ..core.tree import ExecutionTree, Segment, build_execution_tree
@@ -42,7 +43,10 @@ class RunContext:
     engine: Engine
     #: the Dask cluster the engine builds on, once the session started (else None)
     cluster: DaskSession | None = None
+    #: where folding searches keep their Optuna studies (None: in memory only)
+    study_storage: Path | None = None
     _trees: dict[Path, ExecutionTree | None] = field(default_factory=dict)
+    _searches: dict[Segment, FoldingSearch] = field(default_factory=dict)
 
     @property
     def cache(self) -> SegmentCache:
@@ -60,6 +64,18 @@ class RunContext:
             )
             self._trees[path] = build_execution_tree(space) if space is not None else None
         return self._trees[path]
+
+    def folding_search(self, prefix: Segment) -> FoldingSearch:
+        """The folding search below a prefix of a tree (one per prefix and run)."""
+        if prefix not in self._searches:
+            self._searches[prefix] = FoldingSearch(
+                self.engine, prefix, self.study_storage, self.cache.base / "foldings"
+            )
+        return self._searches[prefix]
+
+    @property
+    def searches(self) -> list[FoldingSearch]:
+        return list(self._searches.values())
 
 
 run_key = pytest.StashKey[RunContext]()
@@ -101,7 +117,20 @@ def make_run_context(config: pytest.Config) -> RunContext:
         events=HookEvents(config.hook),
         budget=_option(config, "brainsmith_budget", parse_duration, "a duration such as 2h"),
     )
-    return RunContext(config, run_id, finn_registry(), max_designs(config), tools, engine)
+    context = RunContext(config, run_id, finn_registry(), max_designs(config), tools, engine)
+    results = results_path(config)
+    context.study_storage = (results.parent if results else build_dir(config)) / STUDY_FILE
+    return context
+
+
+def results_path(config: pytest.Config) -> Path | None:
+    """The results store (``--brainsmith-results``; ``none``: no store)."""
+    chosen = config.getoption("brainsmith_results") or config.getini("brainsmith_results")
+    if chosen and chosen.lower() == "none":
+        return None
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    return build_dir(config) / "results.sqlite"
 
 
 def cache_dir(config: pytest.Config) -> Path:

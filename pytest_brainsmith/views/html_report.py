@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ..core.tree import STATUS_COLORS
-from . import pareto
+from . import folding, pareto
 from .records import (
     KEY_METRICS,
     best_designs,
@@ -257,6 +257,9 @@ def summary_html(records: list[dict[str, Any]]) -> list[str]:
                 ],
             )
         )
+    searched = folding.folding_svg(records)
+    if searched:
+        parts.append(f'<div class="bs-section bs-folding">{searched}</div>')
     parts.append(f'<p class="bs-legend">{legend}</p>')
     for blueprint, mine in group_by_blueprint(records).items():
         parts.append(tree_section(blueprint, mine))

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS designs (
     segments_reused INTEGER,
     segments_pruned INTEGER,       -- not built because a gate stopped this design
     gate TEXT,                     -- expect | pareto | budget: the gate that stopped it
+    folding TEXT,                  -- JSON: a folding search trial's folding (trial, file, nodes)
     cache_key TEXT,
     error TEXT,
     recorded TEXT NOT NULL,
@@ -67,7 +68,7 @@ CREATE INDEX IF NOT EXISTS designs_by_design ON designs (design);
 
 
 #: Columns added since version 1 (added to older stores when opened).
-_ADDED_COLUMNS = {"segments_pruned": "INTEGER", "gate": "TEXT"}
+_ADDED_COLUMNS = {"segments_pruned": "INTEGER", "gate": "TEXT", "folding": "TEXT"}
 
 
 def _now() -> str:
@@ -136,6 +137,7 @@ class ResultsStore:
             "gate": record.get("gate")
             or next((s["gate"] for s in record["segments"] if s.get("gate")), None),
             "cache_key": record.get("cache_key"),
+            "folding": json.dumps(record["folding"]) if record.get("folding") else None,
             "error": record.get("error"),
             "recorded": _now(),
         }

@@ -17,6 +17,7 @@ import pytest
 from ..core.progress import process_alive, status_files
 from ..core.tree import dot_from_dict
 from ..finn import catalog as finn_catalog
+from . import folding
 from .records import (
     KEY_METRICS,
     best_designs,
@@ -61,8 +62,12 @@ class RunRecorder:
         run_id: str,
         store: ResultsStore | None,
         tree_dir: Path | None,
+        folding_dir: Path | None = None,
     ) -> None:
         self.config = config
+        #: where the Pareto fronts of folding searches are written as FINN folding JSON
+        self.folding_dir = folding_dir
+        self.foldings_written: dict[str, list[Path]] = {}
         self.run_id = run_id
         self.store = store
         self.tree_dir = tree_dir
@@ -197,6 +202,13 @@ class RunRecorder:
                 self.export_trees(self.tree_dir)
             except OSError as exc:  # an unwritable directory must not end the session
                 self.tree_error = f"{self.tree_dir}: {exc}"
+        if self.folding_dir is not None and self.records:
+            try:
+                self.foldings_written = folding.export_fronts(
+                    self.ordered_records(), self.folding_dir
+                )
+            except (OSError, ValueError) as exc:
+                self.record_errors.append(f"folding JSON files not written: {exc}")
 
     def export_trees(self, directory: Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
@@ -237,6 +249,7 @@ class RunRecorder:
         titles = {metric: title for metric, title, _ in KEY_METRICS}
         for metric, record, value in best_designs(records):
             lines.append(f"best {titles[metric]}: {value:,.6g}  {short_id(record)}")
+        lines += folding.summary_lines(records, self.foldings_written)
         if self.store is not None:
             if self.store_error:
                 lines.append(f"results store {self.store.path} NOT written: {self.store_error}")

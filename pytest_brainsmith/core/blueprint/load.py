@@ -16,6 +16,7 @@ from ..registry import Registry
 from .expect import resolve_expect
 from .explore import resolve_explore
 from .extends import load_chain
+from .folding import resolve_folding
 from .kernels import check_backend_reader, resolve_kernels
 from .limits import resolve_max_memory, resolve_step_timeouts, resolve_timeout
 from .pipeline import resolve_pipeline
@@ -116,6 +117,7 @@ def _load(
         step_timeouts=resolve_step_timeouts(data.get("step_timeouts"), slots, registry, report),
         max_memory=resolve_max_memory(data, report),
         explore=resolve_explore(data.get("explore"), slots, registry, report),
+        folding=resolve_folding(space.get("folding"), slots, report),
     )
     result.expect = resolve_expect(data.get("expect"), result.variation_points(), report)
     check_readers(sweeps, slots, report)

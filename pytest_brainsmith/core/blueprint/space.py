@@ -88,6 +88,29 @@ class ExploreSettings:
     order: str | None = None  # a metric, or "pareto" (Pareto rank): most promising first
 
 
+@dataclass(frozen=True)
+class FoldingSearchSettings:
+    """``design_space.folding``: a search over foldings (see core/folding_search.py)."""
+
+    trials: int
+    objectives: tuple[tuple[str, str], ...]  # (minimize|maximize, metric)
+    seed: int
+    sampler: str
+    batch: int  # trials asked together: results do not depend on the number of workers
+    attributes: dict[str, tuple[str, ...]]
+    start_slot: int  # the slot where a trial's own steps begin
+
+    def key(self) -> dict[str, object]:
+        """What a study is keyed by (``trials`` is not: raising it continues a study)."""
+        return {
+            "objectives": [list(o) for o in self.objectives],
+            "seed": self.seed,
+            "sampler": self.sampler,
+            "batch": self.batch,
+            "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
+        }
+
+
 @dataclass
 class DesignSpace:
     """A blueprint after inheritance, expansion and name resolution."""
@@ -110,6 +133,7 @@ class DesignSpace:
     step_timeouts: dict[str, float] = field(default_factory=dict)  # step short name -> s
     max_memory: int | None = None  # bytes
     explore: ExploreSettings | None = None
+    folding: FoldingSearchSettings | None = None
     warnings: list[BlueprintWarning] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:

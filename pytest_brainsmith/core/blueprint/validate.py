@@ -39,7 +39,7 @@ TOP_LEVEL_KEYS = (
 )
 #: Top-level keys BrainSmith's blueprints carry and neither BrainSmith nor we read.
 BRAINSMITH_KEYS = ("save_intermediate_models", "verify", "verify_data", "parallel_builds", "debug")
-DESIGN_SPACE_KEYS = ("steps", "kernels", "finn_config")
+DESIGN_SPACE_KEYS = ("steps", "kernels", "finn_config", "folding")
 #: Fields the explorer sets itself for every segment; a blueprint may not set them.
 RESERVED_CONFIG_FIELDS = frozenset({"output_dir", "steps", "start_step", "stop_step", "model_path"})
 #: Fields a blueprint may fix but not sweep.

@@ -1,0 +1,183 @@
+"""``design_space.folding``: a search over per-layer parallelism (PE/SIMD) with Optuna.
+
+    design_space:
+      folding:
+        search: optuna
+        trials: 200
+        objectives: [min LUT, max estimated_throughput_fps]
+        seed: 0                  # same seed, same trials
+        sampler: nsga2           # nsga2 | tpe | random
+        batch: 16                # trials asked together (a generation)
+        attributes: {ram_style: [auto, distributed]}
+
+The search space is read from the model after the steps every trial shares (those
+before ``target_fps_parallelization``, else before ``apply_folding_config``); a trial
+runs from there to the end of the pipeline with its folding as ``folding_config_file``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from ...finn.folding import EXTRA_ATTRIBUTES
+from ..errors import did_you_mean
+from ..expectations import METRICS
+from .report import Reporter, typename
+from .space import FoldingSearchSettings, StepSlot
+
+FOLDING_KEYS = ("search", "trials", "objectives", "seed", "sampler", "batch", "attributes")
+SAMPLERS = ("nsga2", "tpe", "random")
+DIRECTIONS = {"min": "minimize", "max": "maximize"}
+#: the steps a trial starts at: the first of these in the pipeline
+FOLDING_STEPS = ("target_fps_parallelization", "apply_folding_config")
+#: the Python package the search needs (a dependency of this feature only)
+OPTUNA_MISSING = (
+    "the folding search needs Optuna, which is not installed: "
+    "pip install 'pytest-brainsmith[search]' (or pip install optuna)"
+)
+MAX_TRIALS = 100_000
+
+
+def _int(raw: dict[Any, Any], name: str, default: int, low: int, report: Reporter) -> int:
+    value = raw.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_TRIALS:
+        raise report.error(
+            ("design_space", "folding", name),
+            f"expected an integer from {low} to {MAX_TRIALS:,}, got {value!r}"[:200],
+        )
+    return value
+
+
+def _objective(value: Any, index: int, report: Reporter) -> tuple[str, str]:
+    key = ("design_space", "folding", "objectives", index)
+    parts = value.split() if isinstance(value, str) else []
+    if len(parts) != 2 or parts[0] not in DIRECTIONS:
+        raise report.error(
+            key,
+            f"expected 'min METRIC' or 'max METRIC', got {value!r}"[:200],
+            "e.g. objectives: [min LUT, max estimated_throughput_fps]",
+        )
+    if parts[1] not in METRICS:
+        raise report.error(
+            key,
+            f"{parts[1]!r} is not an estimate metric"[:200],
+            did_you_mean(parts[1], METRICS) or f"metrics: {', '.join(METRICS)}",
+        )
+    return DIRECTIONS[parts[0]], parts[1]
+
+
+def _attributes(value: Any, report: Reporter) -> dict[str, tuple[str, ...]]:
+    key = ("design_space", "folding", "attributes")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise report.error(key, f"expected a mapping of attribute: [values], got {typename(value)}")
+    result: dict[str, tuple[str, ...]] = {}
+    for name, values in value.items():
+        if name not in EXTRA_ATTRIBUTES:
+            raise report.error(
+                (*key, name),
+                "not a node attribute the search can set",
+                did_you_mean(str(name), EXTRA_ATTRIBUTES)
+                or f"attributes: {', '.join(EXTRA_ATTRIBUTES)}",
+            )
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) for v in values)
+            or len(set(values)) != len(values)
+        ):
+            raise report.error(
+                (*key, name), "expected a non-empty list of distinct values, e.g. [auto, block]"
+            )
+        result[str(name)] = tuple(values)
+    return result
+
+
+def resolve_folding(
+    raw: Any, slots: list[StepSlot], report: Reporter
+) -> FoldingSearchSettings | None:
+    if raw is None:
+        return None
+    key = ("design_space", "folding")
+    if not isinstance(raw, dict):
+        raise report.error(
+            key, f"expected a mapping (search, trials, objectives, ...), got {typename(raw)}"
+        )
+    for name in raw:
+        if name not in FOLDING_KEYS:
+            raise report.error(
+                (*key, name),
+                "unknown key",
+                did_you_mean(str(name), FOLDING_KEYS) or f"allowed keys: {', '.join(FOLDING_KEYS)}",
+            )
+    if raw.get("search", "optuna") != "optuna":
+        raise report.error((*key, "search"), f"expected 'optuna', got {raw.get('search')!r}"[:200])
+    trials = _int(raw, "trials", 100, 1, report)
+    batch = _int(raw, "batch", 16, 1, report)
+    seed = _int(raw, "seed", 0, 0, report)
+    sampler = raw.get("sampler", "nsga2")
+    if sampler not in SAMPLERS:
+        raise report.error(
+            (*key, "sampler"),
+            f"expected one of {', '.join(SAMPLERS)}, got {sampler!r}"[:200],
+        )
+    objectives_raw = raw.get("objectives", ["min LUT", "max estimated_throughput_fps"])
+    if not isinstance(objectives_raw, list) or not objectives_raw:
+        raise report.error(
+            (*key, "objectives"),
+            f"expected a list such as [min LUT, max estimated_throughput_fps], "
+            f"got {typename(objectives_raw)}",
+        )
+    objectives = tuple(_objective(v, i, report) for i, v in enumerate(objectives_raw))
+    if len({m for _, m in objectives}) != len(objectives):
+        raise report.error((*key, "objectives"), "lists the same metric twice")
+    attributes = _attributes(raw.get("attributes"), report)
+    start = _start(slots, report)
+    if importlib.util.find_spec("optuna") is None:
+        raise report.error((*key, "search"), OPTUNA_MISSING)
+    return FoldingSearchSettings(
+        trials=trials,
+        objectives=objectives,
+        seed=seed,
+        sampler=sampler,
+        batch=batch,
+        attributes=attributes,
+        start_slot=start,
+    )
+
+
+def _start(slots: list[StepSlot], report: Reporter) -> int:
+    """The slot a trial starts at; after it the pipeline must apply the folding and
+    write estimate reports (the objectives are read from them)."""
+    key = ("design_space", "folding")
+
+    def position(name: str) -> int | None:
+        return next(
+            (
+                i
+                for i, slot in enumerate(slots)
+                if any(s is not None and s.name == name and s.is_finn for s in slot.options)
+            ),
+            None,
+        )
+
+    apply = position("apply_folding_config")
+    if apply is None:
+        raise report.error(
+            key,
+            "the pipeline has no apply_folding_config step to apply a trial's folding",
+            "add FINN's apply_folding_config (and target_fps_parallelization before it)",
+        )
+    if slots[apply].is_branch:
+        raise report.error(key, "apply_folding_config is a branch point: a trial needs it")
+    if not any(s is not None and s.estimates for slot in slots[apply:] for s in slot.options):
+        raise report.error(
+            key,
+            "no step after apply_folding_config writes FINN's estimate reports, so a trial "
+            "has nothing to be judged on",
+            "add generate_estimate_reports after it",
+        )
+    target = position("target_fps_parallelization")
+    return target if target is not None and target < apply else apply

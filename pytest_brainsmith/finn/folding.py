@@ -1,0 +1,208 @@
+"""The foldings a FINN model accepts, read from the model with FINN's own rules.
+
+For every node FINN's ``SetFolding`` would fold (``finn.transformation.fpgadataflow.
+set_folding``), the parallelism attributes it sets and the values FINN accepts for
+them: the divisors of the node's channel or feature counts, as ``SetFolding`` walks
+them, less what FINN rejects later (an HLS MVAU needs SIMD >= MW / 1024 at code
+generation). A depthwise sliding window takes the PE of the node it feeds (as ``SetFolding``
+ties them); an HLS MVAU whose weights stream internally is limited to
+``MAX_ALLOWED_AP_INT_W`` bits of weights per cycle (a constraint on PE x SIMD).
+A folding is written as FINN's folding JSON, what ``folding_config_file`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Node attributes a folding search may set besides PE/SIMD (``attributes:``).
+EXTRA_ATTRIBUTES = ("ram_style", "ram_style_thresholds", "resType", "mem_mode", "mac_resource")
+
+_MVAU = ("MVAU_hls", "MVAU_rtl")
+#: SetFolding's PE ops (up to NumChannels), besides its elementwise binary ops
+_PE_OPS = (
+    "DuplicateStreams_hls",
+    "GlobalAccPool_hls",
+    "PWPolyF_rtl",
+    "Thresholding_hls",
+    "Thresholding_rtl",
+    "ReplicateStream_hls",
+    "Squeeze_hls",
+    "Unsqueeze_hls",
+    "Reshape_rtl",
+)
+_SIMD_OPS = (
+    "FMPadding_rtl",
+    "FMPadding_Pixel_hls",
+    "ConvolutionInputGenerator_rtl",
+    "StreamingSplit_hls",
+    "StreamingConcat_hls",
+    "LayerNorm_rtl",
+    "Shuffle",
+)
+_DEPTHWISE = ("VVAU_hls", "VVAU_rtl", "Pool_hls")
+
+
+@dataclass(frozen=True)
+class FoldingParam:
+    """One attribute of one node and the values FINN accepts for it."""
+
+    node: str
+    op_type: str
+    attribute: str
+    values: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}.{self.attribute}"
+
+
+@dataclass(frozen=True)
+class WidthLimit:
+    """An HLS MVAU with internal weight streaming: PE x SIMD x weight bits <= limit."""
+
+    node: str
+    weight_bits: int
+    limit: int
+
+    def excess(self, folding: dict[str, dict[str, Any]]) -> float:
+        attrs = folding.get(self.node, {})
+        width = int(attrs.get("PE", 1)) * int(attrs.get("SIMD", 1)) * self.weight_bits
+        return float(width - self.limit)
+
+    def __str__(self) -> str:
+        return f"{self.node}: PE x SIMD x {self.weight_bits} bits <= {self.limit}"
+
+
+@dataclass
+class FoldingSpace:
+    """What a search may choose, what it must tie, and the limits a folding must keep."""
+
+    params: list[FoldingParam] = field(default_factory=list)
+    #: fixed attributes per node (a single listed value, parallel_window of a window)
+    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: (node, attribute) that takes the value of another (node, attribute)
+    tied: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    limits: list[WidthLimit] = field(default_factory=list)
+
+    def folding(self, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """FINN's folding JSON (without ``Defaults``) for chosen ``values`` by param name."""
+        result: dict[str, dict[str, Any]] = {}
+        for param in self.params:
+            result.setdefault(param.node, {})[param.attribute] = values[param.name]
+        for node, attrs in self.fixed.items():
+            result.setdefault(node, {}).update(attrs)
+        for (node, attribute), (source, source_attr) in self.tied.items():
+            result.setdefault(node, {})[attribute] = result[source][source_attr]
+        return {node: dict(sorted(attrs.items())) for node, attrs in sorted(result.items())}
+
+    def excess(self, folding: dict[str, dict[str, Any]]) -> list[float]:
+        """Per limit, by how much the folding exceeds it (<= 0: within)."""
+        return [limit.excess(folding) for limit in self.limits]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """A JSON form (what a study is keyed by)."""
+        return [
+            {"node": p.node, "op_type": p.op_type, "attribute": p.attribute, "values": p.values}
+            for p in self.params
+        ] + [{"fixed": self.fixed}, {"tied": sorted(map(str, self.tied.items()))}]
+
+
+def divisors(number: int) -> tuple[int, ...]:
+    return tuple(x for x in range(1, number + 1) if number % x == 0)
+
+
+def folding_space(model_path: Path, attributes: dict[str, list[Any]]) -> FoldingSpace:
+    """The foldings FINN accepts for the model (a dataflow model after
+    ``specialize_layers``), with node names as ``apply_folding_config`` sees them.
+    ``attributes``: extra node attributes to choose (several values) or set (one)."""
+    from finn.transformation.fpgadataflow.set_folding import ELEMENTWISE_BINARY_OPS
+    from finn.transformation.qonnx.give_unique_node_names_recursive import (
+        GiveUniqueNodeNamesRecursive,
+    )
+    from finn.util.basic import MAX_ALLOWED_AP_INT_W
+    from finn.util.fpgadataflow import is_hls_node, is_rtl_node
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = ModelWrapper(str(model_path)).transform(GiveUniqueNodeNamesRecursive())
+    space = FoldingSpace()
+
+    def choose(node: Any, attribute: str, values: tuple[Any, ...]) -> None:
+        if len(values) > 1:
+            space.params.append(FoldingParam(node.name, node.op_type, attribute, values))
+        else:
+            space.fixed.setdefault(node.name, {})[attribute] = values[0]
+
+    pe_ops = (*_PE_OPS, *ELEMENTWISE_BINARY_OPS)
+    for node in model.graph.node:
+        if not (is_hls_node(node) or is_rtl_node(node)):
+            continue
+        op, inst = node.op_type, getCustomOp(node)
+        if op in _MVAU:
+            width = int(inst.get_nodeattr("MW"))
+            simd = divisors(width)
+            if is_hls_node(node):  # FINN's HLS MVAU: "SIMD >= MW / 1024" (at hw_codegen)
+                simd = tuple(v for v in simd if v >= width / 1024)
+            choose(node, "SIMD", simd)
+            choose(node, "PE", divisors(int(inst.get_nodeattr("MH"))))
+            if is_hls_node(node) and inst.get_nodeattr("mem_mode") == "internal_decoupled":
+                bits = inst.get_input_datatype(1).bitwidth()
+                space.limits.append(WidthLimit(node.name, int(bits), int(MAX_ALLOWED_AP_INT_W)))
+        elif op in pe_ops:
+            try:
+                channels = int(inst.get_nodeattr("NumChannels"))
+            except AttributeError:
+                channels = int(inst.get_normal_output_shape()[-1])
+            choose(node, "PE", divisors(channels))
+        elif op == "LabelSelect_hls":
+            choose(node, "PE", divisors(int(inst.get_nodeattr("Labels"))))
+        elif op in _DEPTHWISE:
+            # PE only: FINN's window generator needs PE fully unfolded before SIMD
+            choose(node, "PE", divisors(int(inst.get_nodeattr("Channels"))))
+            if op.startswith("VVAU"):
+                space.fixed.setdefault(node.name, {})["SIMD"] = 1
+            producer = model.find_producer(node.input[0])
+            if producer is not None and producer.op_type.startswith("ConvolutionInputGenerator"):
+                space.tied[(producer.name, "SIMD")] = (node.name, "PE")
+                if producer.op_type == "ConvolutionInputGenerator_rtl":
+                    space.fixed.setdefault(producer.name, {})["parallel_window"] = 0
+        elif op in _SIMD_OPS:
+            if op.startswith("ConvolutionInputGenerator"):
+                if inst.get_nodeattr("depthwise"):
+                    continue  # tied to the depthwise node it feeds
+                choose(node, "SIMD", divisors(int(inst.get_nodeattr("IFMChannels"))))
+                if op == "ConvolutionInputGenerator_rtl":
+                    space.fixed.setdefault(node.name, {})["parallel_window"] = 0
+            elif op in ("StreamingConcat_hls", "StreamingSplit_hls"):
+                streams = [int(c) for c in inst.get_nodeattr("ChannelsPerStream")]
+                common = set(divisors(streams[0])).intersection(*map(divisors, streams[1:]))
+                choose(node, "SIMD", tuple(sorted(common)))
+            elif op == "LayerNorm_rtl":
+                dim = int(inst.get_normal_input_shape()[-1])
+                values = [d for d in divisors(dim) if dim // d > 12]
+                values += [d for d in divisors(dim) if dim // d <= 12][:1]
+                choose(node, "SIMD", tuple(values))
+            else:
+                try:
+                    channels = int(inst.get_nodeattr("NumChannels"))
+                except AttributeError:
+                    channels = int(inst.get_normal_input_shape()[-1])
+                choose(node, "SIMD", divisors(channels))
+        for attribute, values in attributes.items():
+            if attribute in inst.get_nodeattr_types():
+                choose(node, attribute, tuple(values))
+    return space
+
+
+def write_folding(path: Path, folding: dict[str, dict[str, Any]]) -> Path:
+    """FINN's folding JSON for ``folding_config_file``, written atomically."""
+    text = json.dumps({"Defaults": {}, **folding}, indent=2, sort_keys=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path

@@ -1,0 +1,223 @@
+"""The folding search (``design_space.folding``): its validation, and end to end on real
+FINN with the bundled TFC: trials are foldings FINN accepts and applies, a re-run with
+the same seed rebuilds nothing (with or without the stored study), another process
+(xdist) asks the same trials, the time budget stops it and a later run continues, and a
+written folding JSON reproduces its trial's estimates as ``folding_config_file``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MODEL
+
+PIPELINE = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+design_space:
+  steps:
+    - qonnx_to_finn
+    - tidy_up
+    - streamline
+    - convert_to_hw
+    - minimize_bit_width_initial
+    - create_dataflow_partition
+    - specialize_layers
+    - target_fps_parallelization
+    - apply_folding_config
+    - minimize_bit_width
+    - generate_estimate_reports
+"""
+
+SEARCH = """
+  finn_config:
+    target_fps: [10000, 100000]
+  folding:
+    trials: 6
+    batch: 3
+    seed: 7
+expect:
+  LUT: "<= 2000000"
+"""
+
+
+def run(folder: Path, *args: str, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={**os.environ, "CI": "1", **(env or {})},
+    )
+
+
+def trials(folder: Path, store: str = "build/brainsmith/results.sqlite") -> dict[int, dict]:
+    """trial number -> (outcome, folding, estimates) of the newest run in the store."""
+    with sqlite3.connect(folder / store) as db:
+        run_id = db.execute("SELECT run_id FROM runs ORDER BY started DESC LIMIT 1").fetchone()[0]
+        rows = db.execute(
+            "SELECT outcome, folding, estimates, error, cache_key FROM designs "
+            "WHERE run_id = ? AND folding IS NOT NULL",
+            (run_id,),
+        ).fetchall()
+    found = {}
+    for outcome, folding, estimates, error, key in rows:
+        data = json.loads(folding)
+        found[data["trial"]] = {
+            "cache_key": key,
+            "outcome": outcome,
+            "folding": data,
+            "estimates": json.loads(estimates),
+            "error": error,
+        }
+    return found
+
+
+# -- validation: collection errors naming the key ------------------------------------------
+@pytest.mark.parametrize(
+    ("folding", "message"),
+    [
+        ("{trails: 5}", "design_space.folding.trails: unknown key"),
+        ("{trials: 0}", "design_space.folding.trials: expected an integer from 1"),
+        ("{objectives: [min LUTS]}", "design_space.folding.objectives[0]: 'LUTS' is not an"),
+        ("{objectives: [lowest LUT]}", "expected 'min METRIC' or 'max METRIC'"),
+        ("{sampler: cmaes}", "design_space.folding.sampler: expected one of nsga2, tpe, random"),
+        ("{attributes: {ram_styles: [block]}}", "design_space.folding.attributes.ram_styles"),
+        ("{search: grid}", "design_space.folding.search: expected 'optuna'"),
+        ("[1, 2]", "design_space.folding: expected a mapping"),
+    ],
+)
+def test_an_invalid_search_is_a_collection_error_naming_the_key(
+    pytester: pytest.Pytester, folding: str, message: str
+):
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    pytester.makefile(".blueprint.yaml", s=PIPELINE + f"  folding: {folding}\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    where = [line for line in result.stdout.lines if "s.blueprint.yaml:" in line]
+    assert where and message in where[0], result.stdout.str()  # file:line: key: what
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_search_without_a_folding_step_is_a_collection_error(pytester: pytest.Pytester):
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    steps = PIPELINE.replace("    - apply_folding_config\n", "")
+    pytester.makefile(".blueprint.yaml", s=steps + "  folding: {trials: 3}\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*no apply_folding_config step to apply a trial's folding*"])
+
+
+def test_without_optuna_a_search_is_a_collection_error_naming_the_package(
+    pytester: pytest.Pytester,
+):
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    # hides the installed package from this session as an uninstalled one would be
+    pytester.makeconftest("import sys\nsys.modules['optuna'] = None\n")
+    pytester.makefile(".blueprint.yaml", s=PIPELINE + "  folding: {trials: 3}\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*design_space.folding.search: the folding search needs Optuna, which is not installed*"]
+    )
+    assert "pip install 'pytest-brainsmith[search]'" in result.stdout.str()
+
+
+def test_collection_has_one_item_per_trial_below_the_shared_steps(pytester: pytest.Pytester):
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    pytester.makefile(".blueprint.yaml", s=PIPELINE + SEARCH)
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == 0, result.stdout.str()
+    ids = [line for line in result.stdout.lines if "::" in line]
+    prefix = "s.blueprint.yaml::qonnx_to_finn..specialize_layers::"
+    assert ids == [
+        prefix + "target_fps[10000]",
+        prefix + "target_fps[100000]",
+        *[prefix + f"folding[trial-{n}]" for n in range(6)],
+    ]
+
+
+# -- end to end on real FINN -----------------------------------------------------------------
+def test_folding_search_on_finn_tfc(tmp_path: Path):
+    folder = tmp_path / "search"
+    folder.mkdir()
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    (folder / "tfc.blueprint.yaml").write_text(PIPELINE + SEARCH)
+
+    # a budget that runs out while the shared steps build: no trial is asked
+    done = run(folder, "--brainsmith-budget", "1s")
+    assert done.returncode == 0, done.stdout
+    assert "SKIPPED [6] tfc.blueprint.yaml:1: the time budget" in done.stdout, done.stdout
+    assert "ran out before this trial was asked; a later run continues" in done.stdout
+
+    # a later run continues: 6 trials, each a folding FINN applied as it was asked
+    done = run(folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = trials(folder)
+    assert sorted(first) == list(range(6)), done.stdout
+    for number, trial in first.items():
+        assert trial["outcome"] == "passed", (number, trial["error"])
+        folding = trial["folding"]
+        asked = json.loads(Path(folding["file"]).read_text())
+        assert asked.pop("Defaults") == {}
+        assert asked == folding["nodes"]
+        # FINN's own account of what it applied (apply_folding_config writes it)
+        key = trial["cache_key"]
+        entry = folder / "build" / "brainsmith" / "cache" / "v1" / "entries" / key[:2] / key
+        applied = json.loads(
+            (entry / "build" / "report" / "applied_folding_config.json").read_text()
+        )
+        for node, attrs in asked.items():
+            assert {a: applied[node][a] for a in attrs} == attrs, (number, node)
+    assert len({json.dumps(t["folding"]["nodes"], sort_keys=True) for t in first.values()}) > 1
+    assert "folding search tfc.blueprint.yaml::qonnx_to_finn..specialize_layers: 6 trials" in (
+        done.stdout
+    )
+
+    # the same seed again: nothing rebuilt, with the stored study and without it
+    done = run(folder)
+    assert "this run built 0 segments" in done.stdout, done.stdout
+    assert {n: t["folding"]["nodes"] for n, t in trials(folder).items()} == {
+        n: t["folding"]["nodes"] for n, t in first.items()
+    }
+    (folder / "build" / "brainsmith" / "folding-studies.journal").unlink()
+    done = run(folder)
+    assert "this run built 0 segments" in done.stdout, done.stdout
+
+    # another process asks the same trials: two xdist workers on an empty cache
+    done = run(folder, "-n", "2", "--brainsmith-cache", str(tmp_path / "other-cache"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {n: t["folding"]["nodes"] for n, t in trials(folder).items()} == {
+        n: t["folding"]["nodes"] for n, t in first.items()
+    }
+
+    # a front trial's folding JSON, used as folding_config_file, gives its estimates
+    written = sorted((folder / "build" / "brainsmith" / "foldings").rglob("trial-*.json"))
+    assert written, done.stdout
+    chosen = written[0]
+    number = int(chosen.stem.split("-")[1])
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    shutil.copyfile(MODEL, replay / "tfc.onnx")
+    shutil.copyfile(chosen, replay / "folding.json")
+    (replay / "tfc.blueprint.yaml").write_text(
+        PIPELINE + "finn_config:\n  folding_config_file: folding.json\n"
+    )
+    cache = folder / "build" / "brainsmith" / "cache"
+    store = replay / "results.sqlite"
+    done = run(replay, "--brainsmith-cache", str(cache), "--brainsmith-results", str(store))
+    assert done.returncode == 0, done.stdout
+    assert "this run built 1 segments" in done.stdout, done.stdout  # its own key: rebuilt
+    with sqlite3.connect(store) as db:
+        (estimates,) = db.execute("SELECT estimates FROM designs").fetchone()
+    estimates = json.loads(estimates)
+    for metric in ("LUT", "BRAM_18K", "estimated_throughput_fps"):
+        assert estimates[metric] == first[number]["estimates"][metric], metric
