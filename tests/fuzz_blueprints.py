@@ -30,6 +30,7 @@ BASES: list[dict[str, Any]] = [
         "timeout": "2h",
         "step_timeouts": {"streamline": 60},
         "max_memory": "4G",
+        "step_resources": {"streamline": {"memory": "8G", "vivado": 1}},
     },
     {
         "model": ["model.onnx"],
@@ -100,6 +101,8 @@ KEYS = [
     "timeout",
     "step_timeouts",
     "max_memory",
+    "step_resources",
+    "memory",
     "MVAU",
     "modle",
     "1",

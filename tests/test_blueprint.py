@@ -8,7 +8,7 @@ import pytest
 from conftest import HEAD
 
 from pytest_brainsmith.core.blueprint import load_design_space
-from pytest_brainsmith.core.errors import BlueprintError
+from pytest_brainsmith.core.errors import BlueprintError, BlueprintWarning
 from pytest_brainsmith.core.registry import finn_registry
 
 
@@ -424,3 +424,133 @@ def test_bad_build_limits_name_file_key_and_expectation(
     err = error(path)
     assert (err.file, err.key, err.line) == (path, key, line)
     assert message in str(err)
+
+
+def test_step_resources_are_keyed_by_short_name_and_merged_resource_by_resource(write, model_file):
+    write(
+        "p.yaml",
+        HEAD
+        + "step_resources:\n"
+        + "  streamline: {vivado: 2, memory: 16G}\n"
+        + "  tidy_up: {licences: 1}\n",
+    )
+    child = write(
+        "c.yaml",
+        """
+        extends: p.yaml
+        step_resources:
+          step_streamline: {memory: 32e9}
+          finn:specialize_layers:
+            memory: 512M
+            vivado: 0
+        """,
+    )
+    space = load(child)
+    assert space.step_resources == {
+        # the parent's vivado stays, the child's memory wins (a size, in bytes)
+        "streamline": {"vivado": 2.0, "memory": 32e9},
+        "tidy_up": {"licences": 1.0},
+        "specialize_layers": {"memory": float(512 << 20), "vivado": 0.0},
+    }
+    assert load(write("plain.yaml", HEAD)).step_resources == {}
+
+
+def test_a_resource_name_close_to_a_known_one_is_warned_about(write, model_file):
+    path = write("w.yaml", HEAD + "step_resources:\n  streamline: {memroy: 4, gpus: 1}\n")
+    with pytest.warns(BlueprintWarning) as record:
+        space = load(path)
+    assert space.step_resources == {"streamline": {"memroy": 4.0, "gpus": 1.0}}
+    (warning,) = record  # gpus is no misspelling: asked of the workers as written
+    assert "step_resources.streamline.memroy" in str(warning.message)
+    assert "did you mean 'memory'?" in str(warning.message) and warning.lineno == 7
+
+
+@pytest.mark.parametrize(
+    "text, key, message, line",
+    [
+        (
+            "step_resources: [vivado]\n",
+            "step_resources",
+            "expected a mapping of step: {resource: amount}, got list",
+            6,
+        ),
+        (
+            "step_resources:\n  streamline: 1\n",
+            "step_resources.streamline",
+            "expected a mapping of resource: amount (e.g. {vivado: 1, memory: 16G}), got int",
+            7,
+        ),
+        (
+            "step_resources:\n  streamlin: {vivado: 1}\n",
+            "step_resources.streamlin",
+            "'streamlin' is not a step of the pipeline\n  did you mean 'streamline'?",
+            7,
+        ),
+        (
+            "design_space:\n  steps: [qonnx_to_finn]\nstep_resources:\n  tidy_up: {vivado: 1}\n",
+            "step_resources.tidy_up",
+            "'tidy_up' is not a step of the pipeline",
+            9,
+        ),
+        (
+            "step_resources:\n  tidy_up:\n    vivado: lots\n",
+            "step_resources.tidy_up.vivado",
+            "expected a number such as 1, got 'lots'",
+            8,
+        ),
+        (
+            "step_resources:\n  tidy_up:\n    vivado: -1\n",
+            "step_resources.tidy_up.vivado",
+            "expected a finite number of at least 0, got -1",
+            8,
+        ),
+        (
+            "step_resources:\n  tidy_up:\n    vivado: true\n",
+            "step_resources.tidy_up.vivado",
+            "expected a number such as 1, got bool",
+            8,
+        ),
+        (
+            "step_resources:\n  tidy_up:\n    memory: huge\n",
+            "step_resources.tidy_up.memory",
+            "expected a size such as 4G or 512M, got 'huge'",
+            8,
+        ),
+        (
+            "step_resources:\n  tidy_up:\n    memory: [1]\n",
+            "step_resources.tidy_up.memory",
+            "expected a size such as 16G, got list",
+            8,
+        ),
+        (
+            "step_resources:\n  tidy_up:\n    vivado hls: 1\n",
+            "step_resources.tidy_up.vivado hls",
+            "expected a resource name (letters, digits, _ . -)",
+            8,
+        ),
+        (
+            "step_resources:\n  tidy_up: {vivado: 1}\n  finn:tidy_up: {vivado: 2}\n",
+            "step_resources.finn:tidy_up",
+            "step 'tidy_up' is given resources twice",
+            8,
+        ),
+    ],
+)
+def test_bad_step_resources_name_file_line_key_and_expectation(
+    write, model_file, text, key, message, line
+):
+    path = write("bad.yaml", HEAD + text)
+    err = error(path)
+    assert (err.file, err.key, err.line) == (path, key, line)
+    assert message in str(err)
+
+
+def test_a_bad_inherited_step_resource_is_reported_in_the_parent(write, model_file):
+    parent = write("p.yaml", HEAD + "step_resources:\n  tidy_up:\n    memory: huge\n")
+    child = write("c.yaml", "extends: p.yaml\nstep_resources:\n  tidy_up: {vivado: 1}\n")
+    err = error(child)
+    assert (err.file, err.key, err.line) == (parent, "step_resources.tidy_up.memory", 8)
+    write("good.yaml", HEAD + "step_resources:\n  tidy_up: {vivado: 1}\n")
+    unknown = write("u.yaml", "extends: good.yaml\nstep_resources:\n  tidy: {vivado: 1}\n")
+    err = error(unknown)
+    assert (err.file, err.key, err.line) == (unknown, "step_resources.tidy", 3)

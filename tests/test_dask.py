@@ -395,11 +395,12 @@ def test_step_resources_from_the_ini_hold_the_most_any_step_asks(tmp_path: Path)
     from pytest_brainsmith.core.registry import Step
     from pytest_brainsmith.plugin.cluster import step_resources
 
-    ini = ["synth: vivado=2, MEMORY=32e9", "ipgen: vitis_hls=1"]
+    ini = ["synth: vivado=2, MEMORY=32e9", "step_ipgen: vitis_hls=1, memory=2G", "tidy: memory=0"]
     config = SimpleNamespace(getini=lambda name: ini)
     assert step_resources(config) == {
-        "synth": {"vivado": 2.0, "MEMORY": 32e9},
-        "ipgen": {"vitis_hls": 1.0},
+        "synth": {"vivado": 2.0, "MEMORY": 32e9},  # any name but memory: a plain number
+        "ipgen": {"vitis_hls": 1.0, "memory": float(2 << 30)},  # by short name; a size
+        "tidy": {"memory": 0.0},
     }
     engine = Engine(SegmentCache(tmp_path), step_resources=step_resources(config))
     steps = [
@@ -407,11 +408,42 @@ def test_step_resources_from_the_ini_hold_the_most_any_step_asks(tmp_path: Path)
         Step("synth", "user", needs=frozenset({"vivado"})),
         Step("tidy", "user"),
     ]
-    segment = SimpleNamespace(steps=steps)
-    assert engine.segment_resources(segment) == {"vivado": 2.0, "vitis_hls": 1.0, "MEMORY": 32e9}
-    ini[:] = ["synth vivado=1"]
-    with pytest.raises(pytest.UsageError, match="STEP: NAME=AMOUNT"):
-        step_resources(config)
+    segment = SimpleNamespace(steps=steps, tree=SimpleNamespace(space=None))
+    assert engine.segment_resources(segment) == {
+        "vivado": 2.0,
+        "vitis_hls": 1.0,
+        "MEMORY": 32e9,
+        "memory": float(2 << 30),
+    }
+    for bad in ("synth vivado=1", "synth: vivado=-1", "synth: vivado=nan", "synth: memory=lots"):
+        ini[:] = [bad]
+        with pytest.raises(pytest.UsageError, match="STEP: NAME=AMOUNT"):
+            step_resources(config)
+
+
+def test_a_blueprints_step_resources_reach_the_dask_task(cluster: Cluster, tmp_path: Path):
+    folder = make_project(tmp_path / "p", "    - pass_through\n    - [fine, tail_a]\n")
+    with open(folder / "e.blueprint.yaml", "a") as blueprint:
+        blueprint.write("step_resources:\n  fine: {memory: 1G}\n  tail_a: {licences: 1}\n")
+    big = cluster.worker("big", "--resources", "memory=2e9")
+    try:
+        workers = cluster.wait_for(3)
+        (address,) = [a for a, info in workers.items() if info.get("name") == "big"]
+        with distributed.Client(cluster.address, timeout="20s") as client:
+            big_pid = client.run(os.getpid, workers=[address])[address]
+        done = run(folder, "--brainsmith-scheduler", cluster.address)
+    finally:
+        cluster.stop(big)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 passed, 1 failed" in done.stdout, done.stdout
+    # fine asks for 1G of memory: only the worker that declares 2e9 bytes runs it
+    ran = {c["step"]: c for c in calls(folder)}
+    assert ran["fine"]["ppid"] == big_pid
+    # nobody declares licences: tail_a fails at once, naming it, instead of waiting forever
+    assert "tail_a" not in ran
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    assert "tail_a" in line and "declares the resources licences=1" in line, line
+    cluster.wait_for(2)
 
 
 def _tagged(model, cfg):  # a user step outside any installed package: sent by value

@@ -188,6 +188,67 @@ def test_each_misbehaving_step_fails_only_its_design_and_the_session_ends_normal
     assert list(builds(folder)) == ["hangs"]
 
 
+def test_segment_resources_merge_tools_the_ini_and_the_blueprint_per_step(tmp_path: Path):
+    from pytest_brainsmith.core.blueprint import load_design_space
+    from pytest_brainsmith.core.cache import SegmentCache
+    from pytest_brainsmith.core.engine import Engine
+    from pytest_brainsmith.core.registry import finn_registry
+    from pytest_brainsmith.core.tree import build_execution_tree
+
+    registry = finn_registry().copy()
+    for name, needs in (("prep", ()), ("synth", ("vivado",)), ("light", ()), ("tail", ())):
+        registry.register_step(lambda model, cfg: model, name=name, reads=(), needs=needs)
+    (tmp_path / "model.onnx").write_bytes(b"not built in this test")
+    path = tmp_path / "r.blueprint.yaml"
+    path.write_text(
+        "model: model.onnx\nfpga_part: xc7z020clg400-1\nclock_ns: 10\n"
+        "design_space:\n  steps: [prep, [synth, light], tail]\n"
+        "step_resources:\n"
+        "  synth: {memory: 2G, licences: 1}\n"
+        "  tail: {memory: 1G}\n"
+        "  prep: {cpus: 0}\n"  # 0 drops what the ini asks
+    )
+    space = load_design_space(path, registry)
+    segments = {s.steps[0].name: s for s in build_execution_tree(space).segments()}
+    assert [s.name for s in segments["synth"].steps] == ["synth", "tail"]
+    ini = {"synth": {"vivado": 2.0, "memory": 8e9}, "prep": {"cpus": 4.0, "gpus": 1.0}}
+    engine = Engine(SegmentCache(tmp_path / "cache"), step_resources=ini, max_memory=512 << 20)
+    assert engine.segment_resources(segments["prep"]) == {"gpus": 1.0}
+    # tools, then the ini, then the blueprint; for each resource the most any step asks
+    assert engine.segment_resources(segments["synth"]) == {
+        "vivado": 2.0,
+        "memory": float(2 << 30),
+        "licences": 1.0,
+    }
+    assert engine.segment_resources(segments["light"]) == {"memory": float(1 << 30)}
+    # the memory limit: the largest of the steps', a step without one counting max_memory
+    assert engine.segment_max_memory(segments["prep"]) == 512 << 20
+    assert engine.segment_max_memory(segments["synth"]) == 2 << 30
+    assert engine.segment_max_memory(segments["light"]) == 1 << 30
+    engine.max_memory = 4 << 30  # light asks nothing: the default is larger than tail's
+    assert engine.segment_max_memory(segments["light"]) == 4 << 30
+    unbounded = Engine(SegmentCache(tmp_path / "cache"))
+    assert unbounded.segment_max_memory(segments["prep"]) is None
+    assert unbounded.segment_max_memory(segments["light"]) == 1 << 30
+
+
+def test_a_steps_memory_is_its_segments_limit_and_the_blueprint_beats_the_ini(tmp_path: Path):
+    folder = make_project(tmp_path / "p", "    - pass_through\n    - [hogs, fine]\n")
+    with open(folder / "e.blueprint.yaml", "a") as blueprint:
+        blueprint.write("step_resources:\n  hogs: {memory: 1G}\n")
+    (folder / "pytest.ini").write_text(
+        "[pytest]\nbrainsmith_resources =\n    hogs: memory=64G\n    pass_through: cpus=1\n"
+    )
+    done = run(folder)  # no --brainsmith-max-memory: fine and pass_through are unbounded
+    out = done.stdout
+    assert "1 passed, 1 failed" in out, out + done.stderr
+    (failed,) = [line for line in out.splitlines() if line.startswith("FAILED ")]
+    assert "::hogs " in failed and "exceeded the memory limit of 1G (MemoryError" in failed
+    built = builds(folder)
+    assert built["hogs"]["kind"] == "memory"
+    assert built["fine"]["status"] == "built" and built["pass_through"]["status"] == "built"
+
+
 def test_inline_builds_give_the_same_outcomes_without_worker_processes(tmp_path: Path):
     folder = make_project(tmp_path / "p", "    - pass_through\n    - [fine, raises, skips]\n")
     done = run(folder, "--brainsmith-workers", "0")

@@ -54,6 +54,7 @@ from filelock import Timeout as LockTimeout
 
 from ..finn import runner as finn_runner
 from .blueprint import ExploreSettings
+from .blueprint.limits import MEMORY
 from .builder import BuildSpec, build_segment, manifest_for, record_failure
 from .cache import CacheError, Entry, Failure, SegmentCache
 from .expectations import for_design
@@ -72,6 +73,7 @@ from .gates import (
 )
 from .keys import segment_key
 from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
+from .registry import Step
 from .tree import Segment
 from .workers import Worker, available_cores
 
@@ -223,7 +225,9 @@ class Engine:
         #: starts one segment's build somewhere: a forked process here (``Worker``)
         self.launcher: Launcher = launcher or Worker
         self.workers = available_cores() if workers is None else max(0, workers)
-        #: worker resources a step needs on a cluster, beyond {tool: 1} for its tools
+        #: worker resources a step (by short name) needs on a cluster, beyond {tool: 1}
+        #: for its tools (the ini's ``brainsmith_resources``); ``memory`` (bytes) also
+        #: bounds the build's memory on any launcher (``segment_max_memory``)
         self.step_resources = step_resources or {}
         self.timeout = timeout
         self.max_memory = max_memory
@@ -299,7 +303,18 @@ class Engine:
         return sum(specific) + (default if rest and default else 0.0) or None
 
     def segment_max_memory(self, segment: Segment) -> int | None:
-        return getattr(segment.tree.space, "max_memory", None) or self.max_memory
+        """Bytes the segment's build may allocate: the largest ``memory`` its steps ask
+        for (``step_resources`` of the blueprint or the ini), a step without one counting
+        the blueprint's ``max_memory`` (else the engine's); None if unbounded."""
+        space = segment.tree.space
+        default = getattr(space, "max_memory", None) or self.max_memory
+        limits = [self.step_asks(space, step).get(MEMORY) for step in segment.steps]
+        given = [int(m) for m in limits if m]
+        if not given:
+            return default
+        if default and any(not m for m in limits):
+            given.append(default)
+        return max(given)
 
     def _limits(self, segment: Segment) -> dict[str, float]:
         limits: dict[str, float] = {}
@@ -311,15 +326,24 @@ class Engine:
             limits["max_memory"] = memory
         return limits
 
+    def step_asks(self, space: Any, step: Step) -> dict[str, float]:
+        """The worker resources one step's build holds on a cluster: one of each tool it
+        needs (``vivado: 1``), then the ini's ``brainsmith_resources`` for the step, then
+        the blueprint's ``step_resources`` (each overriding the one before, resource by
+        resource). ``memory`` is in bytes; an amount of 0 is not asked for."""
+        asked = {tool: 1.0 for tool in step.needs}
+        asked.update(self.step_resources.get(step.name, {}))
+        blueprint: dict[str, dict[str, float]] = getattr(space, "step_resources", None) or {}
+        asked.update(blueprint.get(step.name, {}))
+        return {name: amount for name, amount in asked.items() if amount}
+
     def segment_resources(self, segment: Segment) -> dict[str, float]:
-        """The worker resources a segment's build holds on a cluster: one of each tool
-        its steps need (``vivado: 1``) and what ``step_resources`` adds, the largest
-        amount of any step (the steps run one after the other)."""
+        """The worker resources a segment's build holds on a cluster: for each resource
+        the largest amount any of its steps asks (``step_asks``; the steps run one after
+        the other), ``memory`` included (bytes)."""
         wanted: dict[str, float] = {}
         for step in segment.steps:
-            asked = {tool: 1.0 for tool in step.needs}
-            asked.update(self.step_resources.get(step.name, {}))
-            for name, amount in asked.items():
+            for name, amount in self.step_asks(segment.tree.space, step).items():
                 wanted[name] = max(wanted.get(name, 0.0), amount)
         return wanted
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import re
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)?", re.IGNORECASE)
 _DURATION_FACTORS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 
 
 def parse_size(text: str | int | float) -> int:
-    """Bytes from ``4G``, ``512M``, ``1.5GiB``, ``1000`` (binary units: 1K = 1024)."""
+    """Bytes from ``4G``, ``512M``, ``1.5GiB``, ``1000``, ``32e9`` (binary units: 1K = 1024)."""
     if isinstance(text, bool):
         raise ValueError(f"expected a size such as 4G or 512M, got {text!r}")
     if isinstance(text, int | float):

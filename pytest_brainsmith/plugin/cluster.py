@@ -16,7 +16,9 @@ import pytest
 from ..core.dask_cluster import ClusterError, DaskSession, attach, connect
 from ..core.registry import FINN_STEP_NEEDS
 from ..core.workers import available_cores
-from .run_context import RunContext
+from .run_context import RunContext, step_resources
+
+__all__ = ["header", "scheduler_option", "start", "step_resources"]
 
 SCHEDULER_ENV = "BRAINSMITH_SCHEDULER"
 
@@ -31,29 +33,6 @@ def scheduler_option(config: pytest.Config) -> str | None:
     return str(value).strip() or None if value else None
 
 
-def step_resources(config: pytest.Config) -> dict[str, dict[str, float]]:
-    """The ini option ``brainsmith_resources``: lines ``STEP: NAME=AMOUNT[, NAME=AMOUNT]``."""
-    found: dict[str, dict[str, float]] = {}
-    for line in config.getini("brainsmith_resources") or []:
-        step, sep, rest = line.partition(":")
-        asked: dict[str, float] = {}
-        try:
-            if not sep or not step.strip():
-                raise ValueError
-            for part in filter(None, (p.strip() for p in rest.split(","))):
-                name, eq, amount = part.partition("=")
-                if not eq or not name.strip():
-                    raise ValueError
-                asked[name.strip()] = float(amount)
-        except ValueError:
-            raise pytest.UsageError(
-                f"brainsmith_resources: expected 'STEP: NAME=AMOUNT, ...' "
-                f"(e.g. 'synthesize_bitfile: vivado=1, MEMORY=32e9'), got {line!r}"
-            ) from None
-        found[step.strip()] = asked
-    return found
-
-
 def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
     """Connect the run's engine to its cluster, if it has one; check the cluster."""
     scheduler = scheduler_option(config)
@@ -64,7 +43,6 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
                 "the segments on its workers; run without -n"
             )
         return None
-    resources = step_resources(config)
     cluster = config.hook.pytest_brainsmith_dask_cluster(config=config)
     if cluster is None and scheduler is None:
         return None
@@ -84,7 +62,6 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
     except ClusterError as exc:
         session.close()
         raise pytest.UsageError(str(exc)) from None
-    engine.step_resources = resources
     context.tools = engine.tools
     return session
 

@@ -173,7 +173,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
         help="Dask worker resources a step's build holds, one 'STEP: NAME=AMOUNT, ...' a line "
-        "(steps needing Vivado / Vitis HLS hold vivado=1 / vitis_hls=1 anyway)",
+        "(steps needing Vivado / Vitis HLS hold vivado=1 / vitis_hls=1 anyway); memory=SIZE "
+        "is also the memory limit of the step's segments; a blueprint's step_resources wins",
     )
     parser.addini("brainsmith_max_memory", default="", help="per-segment memory limit")
     parser.addini(

@@ -9,6 +9,7 @@ same segments.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from ..core.blueprint import DEFAULT_MAX_DESIGNS, load_design_space
+from ..core.blueprint.limits import MEMORY
 from ..core.cache import SegmentCache
 from ..core.dask_cluster import DaskSession
 from ..core.engine import Engine
@@ -116,6 +118,7 @@ def make_run_context(config: pytest.Config) -> RunContext:
         tools=tools,
         events=HookEvents(config.hook),
         budget=_option(config, "brainsmith_budget", parse_duration, "a duration such as 2h"),
+        step_resources=step_resources(config),
     )
     context = RunContext(config, run_id, finn_registry(), max_designs(config), tools, engine)
     results = results_path(config)
@@ -131,6 +134,37 @@ def results_path(config: pytest.Config) -> Path | None:
     if chosen:
         return Path(chosen).expanduser().absolute()
     return build_dir(config) / "results.sqlite"
+
+
+def step_resources(config: pytest.Config) -> dict[str, dict[str, float]]:
+    """The ini option ``brainsmith_resources``: lines ``STEP: NAME=AMOUNT[, NAME=AMOUNT]``,
+    keyed by the step's short name (``step_hw_ipgen`` is ``hw_ipgen``). ``memory`` is a
+    size (``32G``, ``32e9``), in bytes here; any other amount a number."""
+    found: dict[str, dict[str, float]] = {}
+    for line in config.getini("brainsmith_resources") or []:
+        step, sep, rest = line.partition(":")
+        asked: dict[str, float] = {}
+        try:
+            if not sep or not step.strip():
+                raise ValueError
+            for part in filter(None, (p.strip() for p in rest.split(","))):
+                name, eq, amount = (s.strip() for s in part.partition("="))
+                if not eq or not name:
+                    raise ValueError
+                if name == MEMORY:
+                    asked[name] = 0.0 if amount == "0" else float(parse_size(amount))
+                else:
+                    asked[name] = float(amount)
+                    if not math.isfinite(asked[name]) or asked[name] < 0:
+                        raise ValueError
+        except ValueError:
+            raise pytest.UsageError(
+                f"brainsmith_resources: expected 'STEP: NAME=AMOUNT, ...' with amounts of at "
+                f"least 0 and memory a size (e.g. 'synthesize_bitfile: vivado=1, memory=32G'), "
+                f"got {line!r}"
+            ) from None
+        found[step.strip().removeprefix("step_")] = asked
+    return found
 
 
 def cache_dir(config: pytest.Config) -> Path:

@@ -1,7 +1,8 @@
 """``extends``: a blueprint and its parents, merged into one mapping.
 
 Scalars are replaced; ``finn_config``, ``expect``, ``step_timeouts`` and
-``design_space.finn_config`` are merged key by key; ``kernels`` is replaced. Step
+``design_space.finn_config`` are merged key by key, ``step_resources`` step by step and
+then resource by resource; ``kernels`` is replaced. Step
 lists follow BrainSmith: a file's plain steps replace the inherited list and its
 step operations then apply to the result, in file order from the root parent down.
 Every merged key remembers the file that set it, for messages.
@@ -24,6 +25,8 @@ from .variables import Variables, expand, expand_text
 MAX_PARENTS = 32
 #: Keys whose mappings are merged key by key.
 _MERGED_MAPPINGS = ("finn_config", "expect", "step_timeouts", "explore")
+#: Keys whose mappings of mappings are merged two levels deep.
+_MERGED_NESTED = ("step_resources",)
 
 StepEntry = tuple[KeyPath, Any, FileReport]  # where, what was written, which file
 
@@ -135,6 +138,17 @@ def _merge(parent: Merged | None, child: dict[Any, Any], report: FileReport) -> 
                 merged[sub] = subvalue
                 take((name, sub))
             data[name] = merged
+            origin[(name,)] = report
+        elif name in _MERGED_NESTED:
+            nested = {sub: dict(inner) for sub, inner in (data.get(name) or {}).items()}
+            for sub, subvalue in value.items():
+                inner = nested.pop(sub, {})  # to the end: the last file's spelling wins
+                for leaf, leafvalue in subvalue.items():
+                    inner[leaf] = leafvalue
+                    take((name, sub, leaf))
+                nested[sub] = inner
+                origin[(name, sub)] = report
+            data[name] = nested
             origin[(name,)] = report
         elif name == "design_space":
             space = dict(data.get("design_space") or {})

@@ -18,7 +18,12 @@ from .explore import resolve_explore
 from .extends import load_chain
 from .folding import resolve_folding
 from .kernels import check_backend_reader, resolve_kernels
-from .limits import resolve_max_memory, resolve_step_timeouts, resolve_timeout
+from .limits import (
+    resolve_max_memory,
+    resolve_step_resources,
+    resolve_step_timeouts,
+    resolve_timeout,
+)
 from .pipeline import resolve_pipeline
 from .report import MergedReport, Reporter, Warnings
 from .space import DEFAULT_MAX_DESIGNS, OUTPUTS, DesignSpace, ModelChoice
@@ -116,6 +121,7 @@ def _load(
         timeout=resolve_timeout(data, report),
         step_timeouts=resolve_step_timeouts(data.get("step_timeouts"), slots, registry, report),
         max_memory=resolve_max_memory(data, report),
+        step_resources=resolve_step_resources(data.get("step_resources"), slots, registry, report),
         explore=resolve_explore(data.get("explore"), slots, registry, report),
         folding=resolve_folding(space.get("folding"), slots, report),
     )

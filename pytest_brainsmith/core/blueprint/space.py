@@ -132,6 +132,8 @@ class DesignSpace:
     timeout: float | None = None  # seconds per segment build
     step_timeouts: dict[str, float] = field(default_factory=dict)  # step short name -> s
     max_memory: int | None = None  # bytes
+    #: step short name -> worker resources its build holds ({"vivado": 1, "memory": bytes})
+    step_resources: dict[str, dict[str, float]] = field(default_factory=dict)
     explore: ExploreSettings | None = None
     folding: FoldingSearchSettings | None = None
     warnings: list[BlueprintWarning] = field(default_factory=list, repr=False)

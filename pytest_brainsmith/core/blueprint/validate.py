@@ -35,6 +35,7 @@ TOP_LEVEL_KEYS = (
     "timeout",
     "step_timeouts",
     "max_memory",
+    "step_resources",
     "explore",
 )
 #: Top-level keys BrainSmith's blueprints carry and neither BrainSmith nor we read.
@@ -82,7 +83,7 @@ def check_file(data: dict[Any, Any], report: FileReport) -> dict[Any, Any]:
         result[name] = value
     if "model" in result:
         result["model"] = _models(result["model"], report)
-    for name in ("finn_config", "expect", "step_timeouts", "explore"):
+    for name in ("finn_config", "expect", "step_timeouts", "step_resources", "explore"):
         if result.get(name) is None:
             result.pop(name, None)
         elif not isinstance(result[name], dict):
@@ -90,10 +91,18 @@ def check_file(data: dict[Any, Any], report: FileReport) -> dict[Any, Any]:
                 "finn_config": "FINN config fields",
                 "expect": 'metric: "<op> <number>"',
                 "step_timeouts": "step: duration",
+                "step_resources": "step: {resource: amount}",
                 "explore": "pareto, before, order",
             }[name]
             raise report.error(
                 (name,), f"expected a mapping of {what}, got {typename(result[name])}"
+            )
+    for step, asked in (result.get("step_resources") or {}).items():
+        if not isinstance(asked, dict):  # extends merges each step's resources one by one
+            raise report.error(
+                ("step_resources", step),
+                f"expected a mapping of resource: amount (e.g. {{vivado: 1, memory: 16G}}), "
+                f"got {typename(asked)}",
             )
     if "finn_config" in result:
         result["finn_config"] = _fixed_fields(result["finn_config"], report)
