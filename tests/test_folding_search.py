@@ -159,8 +159,11 @@ def test_folding_search_on_finn_tfc(tmp_path: Path):
     assert "ran out before this trial was asked; a later run continues" in done.stdout
 
     # a later run continues: 6 trials, each a folding FINN applied as it was asked
-    done = run(folder)
+    done = run(folder, "--html", "report.html")
     assert done.returncode == 0, done.stdout + done.stderr
+    html = (folder / "report.html").read_text()
+    assert "Folding search: tfc.blueprint.yaml::qonnx_to_finn..specialize_layers" in html
+    assert "FINN&#x27;s folding (target_fps)" in html or "FINN's folding (target_fps)" in html
     first = trials(folder)
     assert sorted(first) == list(range(6)), done.stdout
     for number, trial in first.items():

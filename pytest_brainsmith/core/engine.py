@@ -584,6 +584,19 @@ class Engine:
         task = self._by_segment.get(leaf)
         return task is not None and (task.state == "done" or task in self._stopped)
 
+    def measured(self, leaf: Segment) -> tuple[dict[str, Any], str] | None:
+        """The design's estimates and the model they were made from (the output of the
+        last segment on its path that wrote estimate reports), once that segment is done."""
+        for segment in reversed(leaf.chain()):
+            task = self._by_segment.get(segment)
+            outcome = task.outcome if task is not None and task.state == "done" else None
+            if outcome is None or not outcome.ok or outcome.entry is None:
+                continue
+            found = self._read_estimates(outcome.entry)
+            if found is not None and outcome.output_model:
+                return found, outcome.output_model
+        return None
+
     def out_of_time(self) -> bool:
         """The time budget (``--brainsmith-budget``) has run out."""
         return self._out_of_time()

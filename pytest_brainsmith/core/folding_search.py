@@ -35,7 +35,7 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
 from ..finn import runner as finn_runner
-from ..finn.folding import FoldingSpace, folding_space, write_folding
+from ..finn.folding import FoldingSpace, folding_space, read_folding, write_folding
 from .expectations import Expectation, for_design
 from .tree import Segment, TrialSegment
 
@@ -85,6 +85,9 @@ class FoldingSearch:
         self._stored: dict[int, Any] = {}  # trial number -> FrozenTrial from storage
         self._lock: FileLock | None = None
         self._started = False
+        #: the designs below the prefix whose foldings start the study (warm_start)
+        self._warm = list(prefix.leaves()) if self.settings.warm_start else []
+        self.warm_trials = 0  # study trials that are those designs (numbered first)
 
     # -- what the caller asks -----------------------------------------------------------
     def want(self, number: int) -> None:
@@ -92,7 +95,7 @@ class FoldingSearch:
         self.wanted = max(self.wanted, min(number + 1, self.settings.trials))
         if not self._started:
             self._started = True
-            self.engine.submit([self.prefix])
+            self.engine.submit([self.prefix, *self._warm])
             self.engine.add_driver(self)
 
     def trial(self, number: int) -> TrialSegment | None:
@@ -125,6 +128,14 @@ class FoldingSearch:
             self.error = f"folding search failed: {type(exc).__name__}: {exc}"
 
     def close(self) -> None:
+        """The run ends: a batch that finished is told (an unfinished one stays open in
+        the study; the next run builds what is missing and tells it)."""
+        if self.study is not None and self.error is None and self._batch:
+            if all(self.engine.finished(t) for t in self._batch):
+                with contextlib.suppress(Exception):
+                    for trial in self._batch:
+                        self._tell(trial)
+                self._batch = []
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 self._lock.release()
@@ -136,6 +147,8 @@ class FoldingSearch:
         outcome = self.engine.outcome(self.prefix)
         if outcome is None:
             return False
+        if not all(self.engine.finished(d) or self.engine.measured(d) for d in self._warm):
+            return False  # their foldings start the study
         if not outcome.ok or not outcome.output_model:
             cause = outcome.root_cause
             self.error = (
@@ -186,8 +199,66 @@ class FoldingSearch:
             directions=[d for d, _ in self.settings.objectives],
             load_if_exists=True,
         )
-        self._stored = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        stored = self.study.get_trials(deepcopy=False)
+        self.warm_trials = sum(1 for t in stored if "warm" in t.user_attrs)
+        if self._warm and not stored:
+            self._warm_start()
+        self._stored = {t.number: t for t in stored}
         return True
+
+    def _warm_start(self) -> None:
+        """FINN's foldings of the designs below the prefix, told as the study's first
+        trials (NSGA-II's first generation): the search breeds from them. Nothing is built
+        for them; a design whose folding the space cannot express is left out."""
+        assert self.space is not None
+        optuna = self._optuna
+        generation = f"{optuna.samplers.NSGAIISampler.__name__}:generation"
+        for design in self._warm:
+            found = self.engine.measured(design)
+            if found is None:
+                continue
+            estimates, model = found
+            values = [estimates.get(metric) for _, metric in self.settings.objectives]
+            if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+                continue
+            chosen = read_folding(Path(model), self.space)
+            if chosen is None:
+                continue
+            params = {name: self._param_value(name, value) for name, value in chosen.items()}
+            folding = self._folding(params)
+            constraints = self._constraints(folding, estimates)
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=self._distributions,
+                    values=[float(v) for v in values],  # type: ignore[arg-type]
+                    user_attrs={"warm": "::".join(design.nodeid_parts())},
+                    system_attrs={generation: 0},
+                    constraints=constraints,
+                )
+            )
+            self.warm_trials += 1
+
+    def _param_value(self, name: str, value: Any) -> Any:
+        """A folding value as the study's param (an index for ordered values)."""
+        assert self.space is not None
+        param = next(p for p in self.space.params if p.name == name)
+        if isinstance(self._distributions[name], self._optuna.distributions.IntDistribution):
+            return param.values.index(value)
+        return value
+
+    def _constraints(
+        self, folding: dict[str, dict[str, Any]], estimates: dict[str, Any]
+    ) -> dict[str, float]:
+        """Optuna's constraints (<= 0 is feasible): FINN's weight-stream limits, relative
+        to the limit, and the ``expect:`` bounds, relative to the bound."""
+        assert self.space is not None
+        named = {
+            str(limit): max(-1.0, min(1.0, limit.excess(folding) / limit.limit))
+            for limit in self.space.limits
+        }
+        named.update({str(e): _violation(e, estimates.get(e.metric)) for e in self._bounds()})
+        return named
 
     def _storage(self) -> Any:
         """The journal file if this process may write the study, else memory."""
@@ -220,17 +291,17 @@ class FoldingSearch:
         self.study.sampler = self._sampler(first // self.settings.batch)
         batch = []
         for number in range(first, last):
-            stored = self._stored.get(number)
+            stored = self._stored.get(number + self.warm_trials)
             if stored is not None and stored.params.keys() == self._distributions.keys():
                 params = stored.params
                 if stored.state.name == "RUNNING":  # asked by a run that stopped first
                     self._handles[number] = self._optuna.Trial(self.study, stored._trial_id)
             else:
                 handle = self.study.ask(self._distributions)
-                if handle.number != number:
+                if handle.number != number + self.warm_trials:
                     raise RuntimeError(
                         f"the stored study {self.study_name} has trial {handle.number} where "
-                        f"{number} was expected"
+                        f"{number + self.warm_trials} was expected"
                     )
                 self._handles[number] = handle
                 params = handle.params
@@ -268,11 +339,7 @@ class FoldingSearch:
         estimates = outcome.estimates
         handle = self._handles.pop(number, None)
         assert self.space is not None
-        named = {
-            str(limit): max(-1.0, min(1.0, limit.excess(trial.folding) / limit.limit))
-            for limit in self.space.limits
-        }
-        named.update({str(e): _violation(e, estimates.get(e.metric)) for e in self._bounds()})
+        named = self._constraints(trial.folding, estimates)
         violations = list(named.values())
         values = [estimates.get(metric) for _, metric in self.settings.objectives]
         stopped = outcome.status in ("cancelled", "aborted", "error")

@@ -197,6 +197,27 @@ def folding_space(model_path: Path, attributes: dict[str, list[Any]]) -> Folding
     return space
 
 
+def read_folding(model_path: Path, space: FoldingSpace) -> dict[str, Any] | None:
+    """The values a built model has for the space's params (by param name), e.g. the
+    folding FINN's ``SetFolding`` chose; None if one is not a value the space offers."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = ModelWrapper(str(model_path))
+    nodes = {node.name: node for node in model.graph.node}
+    values: dict[str, Any] = {}
+    for param in space.params:
+        node = nodes.get(param.node)
+        if node is None or node.op_type != param.op_type:
+            return None
+        value = getCustomOp(node).get_nodeattr(param.attribute)
+        value = value.decode() if isinstance(value, bytes) else value
+        if value not in param.values:
+            return None
+        values[param.name] = value
+    return values
+
+
 def write_folding(path: Path, folding: dict[str, dict[str, Any]]) -> Path:
     """FINN's folding JSON for ``folding_config_file``, written atomically."""
     text = json.dumps({"Defaults": {}, **folding}, indent=2, sort_keys=False) + "\n"

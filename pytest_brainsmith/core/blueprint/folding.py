@@ -9,6 +9,7 @@
         sampler: nsga2           # nsga2 | tpe | random
         batch: 16                # trials asked together (a generation)
         attributes: {ram_style: [auto, distributed]}
+        warm_start: true         # start from FINN's foldings of the blueprint's designs
 
 The search space is read from the model after the steps every trial shares (those
 before ``target_fps_parallelization``, else before ``apply_folding_config``); a trial
@@ -26,7 +27,16 @@ from ..expectations import METRICS
 from .report import Reporter, typename
 from .space import FoldingSearchSettings, StepSlot
 
-FOLDING_KEYS = ("search", "trials", "objectives", "seed", "sampler", "batch", "attributes")
+FOLDING_KEYS = (
+    "search",
+    "trials",
+    "objectives",
+    "seed",
+    "sampler",
+    "batch",
+    "attributes",
+    "warm_start",
+)
 SAMPLERS = ("nsga2", "tpe", "random")
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
 #: the steps a trial starts at: the first of these in the pipeline
@@ -134,6 +144,11 @@ def resolve_folding(
     if len({m for _, m in objectives}) != len(objectives):
         raise report.error((*key, "objectives"), "lists the same metric twice")
     attributes = _attributes(raw.get("attributes"), report)
+    warm_start = raw.get("warm_start", True)
+    if not isinstance(warm_start, bool):
+        raise report.error(
+            (*key, "warm_start"), f"expected true or false, got {warm_start!r}"[:200]
+        )
     start = _start(slots, report)
     if importlib.util.find_spec("optuna") is None:
         raise report.error((*key, "search"), OPTUNA_MISSING)
@@ -145,6 +160,7 @@ def resolve_folding(
         batch=batch,
         attributes=attributes,
         start_slot=start,
+        warm_start=warm_start,
     )
 
 

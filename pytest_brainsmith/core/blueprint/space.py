@@ -99,6 +99,8 @@ class FoldingSearchSettings:
     batch: int  # trials asked together: results do not depend on the number of workers
     attributes: dict[str, tuple[str, ...]]
     start_slot: int  # the slot where a trial's own steps begin
+    #: the first generation holds FINN's foldings of the designs below the shared steps
+    warm_start: bool = True
 
     def key(self) -> dict[str, object]:
         """What a study is keyed by (``trials`` is not: raising it continues a study)."""
@@ -108,6 +110,7 @@ class FoldingSearchSettings:
             "sampler": self.sampler,
             "batch": self.batch,
             "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
+            "warm_start": self.warm_start,
         }
 
 
