@@ -66,7 +66,9 @@ def blueprint(folder: Path, model: str, fps: list[int], search: str) -> None:
 
 def designs(store: Path) -> list[dict]:
     with sqlite3.connect(store) as db:
-        rows = db.execute("SELECT design, estimates, folding FROM designs").fetchall()
+        rows = db.execute(
+            "SELECT design, estimates, folding FROM designs WHERE outcome = 'passed'"
+        ).fetchall()
     found = []
     for design, estimates, folding in rows:
         values = json.loads(estimates)
@@ -132,10 +134,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3000, help="trial items (B runs until T)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--warm", action="store_true", help="also (C): sweep + warm search")
+    parser.add_argument("--sampler", choices=["nsga2", "tpe", "random"], default="nsga2")
+    parser.add_argument("--cold", action="store_true", help="leave out (B), the cold search")
     args = parser.parse_args()
     fps = targets(args.model, args.targets)
     search = (
         f"  folding:\n    trials: {args.trials}\n    batch: {args.batch}\n    seed: 0\n"
+        f"    sampler: {args.sampler}\n"
         "    objectives: [min LUT, max estimated_throughput_fps]\n"
     )
     rows = []
@@ -144,19 +149,18 @@ def main() -> None:
         seconds, finn, built, _ = arm(base, "finn", args.model, fps, "")
         rows.append(("(A) FINN's folding, target_fps sweep", seconds, finn, built))
         budget = f"{math.ceil(seconds)}s"
-        seconds_b, found, built_b, out = arm(
-            base, "search", args.model, [], search, "--brainsmith-budget", budget
-        )
-        rows.append((f"(B) folding search, budget {budget}", seconds_b, found, built_b))
+        if not args.cold:
+            seconds_b, found, built_b, _ = arm(
+                base, "search", args.model, [], search, "--brainsmith-budget", budget
+            )
+            rows.append((f"(B) folding search, budget {budget}", seconds_b, found, built_b))
         if args.warm:
             warm = search + "    warm_start: true\n"
             budget_c = f"{math.ceil(2 * seconds)}s"
             seconds_c, both, built_c, _ = arm(
                 base, "warm", args.model, fps, warm, "--brainsmith-budget", budget_c
             )
-            rows.append(
-                (f"(C) sweep + warm search, budget {budget_c}", seconds_c, both, built_c)
-            )
+            rows.append((f"(C) sweep + warm search, budget {budget_c}", seconds_c, both, built_c))
     finn_front = front(finn)
     lut_ref = max(p["LUT"] for p in finn_front)
     fps_max = max(p["fps"] for _, _, points, _ in rows for p in points)

@@ -116,6 +116,17 @@ def test_a_search_without_a_folding_step_is_a_collection_error(pytester: pytest.
     result.stdout.fnmatch_lines(["*no apply_folding_config step to apply a trial's folding*"])
 
 
+def test_a_choice_only_the_trials_would_see_is_a_collection_error(pytester: pytest.Pytester):
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    sweep = "  finn_config:\n    synth_clk_period_ns: [10, 5]\n  folding: {trials: 3}\n"
+    pytester.makefile(".blueprint.yaml", s=PIPELINE + sweep)
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    assert "design_space.finn_config.synth_clk_period_ns: varies where the folding" in out, out
+    # target_fps varies there too, but a trial has none: allowed (see SEARCH)
+
+
 def test_without_optuna_a_search_is_a_collection_error_naming_the_package(
     pytester: pytest.Pytester,
 ):

@@ -313,6 +313,28 @@ class SegmentCache:
     def quarantined(self) -> list[Path]:
         return _listdir(self.base / "quarantine")
 
+    def descendants(self, roots: set[str]) -> set[str]:
+        """Keys of the entries built (directly or not) on the output of ``roots``, by
+        their manifests' input: what a folding search's trials below them built."""
+        children: dict[str, list[str]] = {}
+        for shard in _listdir(self.base / "entries"):
+            for path in _listdir(shard):
+                try:
+                    manifest = json.loads((path / "manifest.json").read_text())
+                    parent = manifest["components"]["input"].get("parent")
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    continue
+                if parent:
+                    children.setdefault(parent, []).append(path.name)
+        found: set[str] = set()
+        stack = list(roots)
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return found
+
     def prunable(self, keep: set[str]) -> list[str]:
         """What ``--brainsmith-prune`` removes: entries and failures whose key is not in
         ``keep``, damaged entries (also in use: they would be rebuilt anyway, as

@@ -74,7 +74,7 @@ from .gates import (
 from .keys import segment_key
 from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
 from .registry import Step
-from .tree import Segment
+from .tree import Segment, TrialSegment
 from .workers import Worker, available_cores
 
 #: Seconds a step is assumed to take before any build of it was timed.
@@ -628,6 +628,8 @@ class Engine:
         settings = design.segment.tree.space.explore
         if settings is None or not settings.pareto:
             return
+        if not design.segment.is_leaf or isinstance(design.segment, TrialSegment):
+            return  # a folding search's prefix or trial: asked for later, not a competitor
         gate = self._pareto.setdefault(design.segment.tree.space.path, ParetoGate(settings))
         if gate.decided or design in gate.competitors:
             return

@@ -2,23 +2,23 @@
 
 One search per prefix of a blueprint's tree (the steps every trial shares). Once the
 prefix is built, the search space is read from its model (``finn/folding.py``: FINN's
-own rules), and trials are asked in batches of ``batch``: each is one design below the
-prefix (``TrialSegment``), built by the engine's workers through the cache, so a
-folding asked again is a cache hit. When a whole batch is done its results are told,
-in trial order, and the next batch is asked with a sampler seeded by (seed, batch):
-the trials depend on the seed and what earlier trials measured, never on how many
-workers there are, which finished first or whether the study was reloaded. So every
-process (an xdist worker, a later run) asks the same trials, and a re-run with the
-same seed rebuilds nothing.
+own rules). The study's first trials are, with ``warm_start``, FINN's foldings of the
+designs below the prefix (told with their estimates, nothing rebuilt) and foldings
+balanced across layers by FINN's per-node estimates (asked and built first). Then
+trials are asked in batches of ``batch``: each is one design below the prefix
+(``TrialSegment``), built by the engine's workers through the cache. When a whole batch
+is done its results are told, in trial order, and the next batch is asked with a
+sampler seeded by (seed, batch).
 
-The study persists in Optuna's journal storage (beside the results store), under a
-name that covers the prefix's cache key, the search settings and the search space.
-The process that holds the study's lock writes it; another process running the same
-search at the same time (an xdist worker) keeps its own copy in memory, which asks
-the same trials. A later run continues the stored study: trials asked but never
-told (the run was stopped) are built and told then. Objectives and the ``expect:``
-bounds come from FINN's estimates; bounds and FINN's weight-stream limit are
-Optuna constraints (a trial that misses them is kept, but ranks below every feasible one).
+So the trials depend on the seed and on what earlier trials measured, never on how many
+workers there are or which build finished first. Every process computes the study from
+scratch in memory: an xdist worker asks the same trials as any other, a later run asks
+the same trials again (cache hits: nothing is rebuilt) and goes on from there when
+``trials`` was raised. The process holding the study's lock also writes it to Optuna's
+journal storage beside the results store (for optuna-dashboard and for the record),
+replacing what an earlier run wrote. Objectives and the ``expect:`` bounds come from
+FINN's estimates; the bounds are Optuna constraints (a trial that misses one is kept,
+but ranks below every feasible one).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,14 @@ from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
 from ..finn import runner as finn_runner
-from ..finn.folding import FoldingSpace, folding_space, read_folding, write_folding
+from ..finn.folding import (
+    NODE_ESTIMATES,
+    FoldingSpace,
+    balanced_foldings,
+    folding_space,
+    read_folding,
+    write_folding,
+)
 from .expectations import Expectation, for_design
 from .tree import Segment, TrialSegment
 
@@ -44,17 +51,10 @@ if TYPE_CHECKING:
 
 #: the file of Optuna's journal storage, beside the results store
 STUDY_FILE = "folding-studies.journal"
-
-
-@dataclass
-class TrialResult:
-    """What a trial measured, as the study was told."""
-
-    number: int
-    state: str  # complete | fail | open (not told: the run stopped first)
-    values: list[float] | None
-    feasible: bool
-    folding_file: Path
+BUDGET_REASON = (
+    "the time budget (--brainsmith-budget) ran out before this trial was asked; "
+    "a later run continues the search"
+)
 
 
 class FoldingSearch:
@@ -72,22 +72,26 @@ class FoldingSearch:
         self.folding_dir = folding_dir
         self.wanted = 0  # trials needed: the highest selected trial number + 1
         self.trials: dict[int, TrialSegment] = {}
-        self.results: dict[int, TrialResult] = {}
         self.error: str | None = None  # why no (more) trials are asked
+        self.out_of_time = False  # the time budget stopped it
         self.space: FoldingSpace | None = None
         self.study: Any = None
         self.study_name = ""
-        self.persistent = False  # this process writes the stored study
+        self.warm_trials = 0  # study trials that are FINN's foldings (numbered first)
         self._optuna: Any = None
         self._distributions: dict[str, Any] = {}
         self._batch: list[TrialSegment] = []
-        self._handles: dict[int, Any] = {}  # trial number -> optuna Trial
-        self._stored: dict[int, Any] = {}  # trial number -> FrozenTrial from storage
+        self._handles: dict[int, Any] = {}  # trial number -> optuna Trial, until told
+        self._written = 0  # study trials written to the journal
+        self._journal: Any = None
         self._lock: FileLock | None = None
         self._started = False
         #: the designs below the prefix whose foldings start the study (warm_start)
-        self._warm = list(prefix.leaves()) if self.settings.warm_start else []
-        self.warm_trials = 0  # study trials that are those designs (numbered first)
+        self._warm = (
+            [d for d in prefix.leaves() if not engine.unrunnable(d)]
+            if self.settings.warm_start
+            else []
+        )
 
     # -- what the caller asks -----------------------------------------------------------
     def want(self, number: int) -> None:
@@ -113,29 +117,24 @@ class FoldingSearch:
             if self.study is None and not self._open():
                 return
             if self._batch and all(self.engine.finished(t) for t in self._batch):
-                for trial in self._batch:
-                    self._tell(trial)
-                self._batch = []
+                self._tell_batch()
             if not self._batch and len(self.trials) < self.wanted:
                 if self.engine.out_of_time():
-                    self.error = (
-                        "the time budget (--brainsmith-budget) ran out before this trial was "
-                        "asked; a later run continues the search"
-                    )
+                    self.error, self.out_of_time = BUDGET_REASON, True
                     return
                 self._ask_batch()
-        except Exception as exc:  # a broken study or model: the search's error, not the run's
+        except Exception as exc:  # a broken model or study: the search's error, not the run's
             self.error = f"folding search failed: {type(exc).__name__}: {exc}"
 
     def close(self) -> None:
-        """The run ends: a batch that finished is told (an unfinished one stays open in
-        the study; the next run builds what is missing and tells it)."""
-        if self.study is not None and self.error is None and self._batch:
-            if all(self.engine.finished(t) for t in self._batch):
-                with contextlib.suppress(Exception):
-                    for trial in self._batch:
-                        self._tell(trial)
-                self._batch = []
+        """The run ends: a batch that finished is told and the journal written (trials
+        not told are not written: a later run asks them again)."""
+        with contextlib.suppress(Exception):
+            if self.study is not None and self.error is None and self._batch:
+                if all(self.engine.finished(t) for t in self._batch):
+                    self._tell_batch()
+        with contextlib.suppress(Exception):
+            self._write_journal()
         if self._lock is not None:
             with contextlib.suppress(OSError):
                 self._lock.release()
@@ -143,12 +142,13 @@ class FoldingSearch:
 
     # -- the study ----------------------------------------------------------------------
     def _open(self) -> bool:
-        """Once the prefix is built: read the search space and open the study."""
+        """Once the prefix (and the designs that start the study) are built: read the
+        search space and make the study."""
         outcome = self.engine.outcome(self.prefix)
         if outcome is None:
             return False
         if not all(self.engine.finished(d) or self.engine.measured(d) for d in self._warm):
-            return False  # their foldings start the study
+            return False
         if not outcome.ok or not outcome.output_model:
             cause = outcome.root_cause
             self.error = (
@@ -166,22 +166,18 @@ class FoldingSearch:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
         finn_runner.import_finn()
+        model = Path(outcome.output_model)
         attributes = {k: list(v) for k, v in self.settings.attributes.items()}
-        self.space = space = folding_space(Path(outcome.output_model), attributes)
+        self.space = space = folding_space(model, attributes)
         if not space.params:
             self.error = "the model after the shared steps has no node whose folding can vary"
             return False
-        distributions = optuna.distributions
         for param in space.params:
             if all(isinstance(v, int) for v in param.values):  # ordered: by index
-                self._distributions[param.name] = distributions.IntDistribution(
-                    0, len(param.values) - 1
-                )
+                distribution: Any = optuna.distributions.IntDistribution(0, len(param.values) - 1)
             else:
-                self._distributions[param.name] = distributions.CategoricalDistribution(
-                    list(param.values)
-                )
-        blueprint = self.prefix.tree.space
+                distribution = optuna.distributions.CategoricalDistribution(list(param.values))
+            self._distributions[param.name] = distribution
         identity = {
             "prefix": self.engine.key(self.prefix),
             "settings": self.settings.key(),
@@ -189,21 +185,12 @@ class FoldingSearch:
             "expect": [str(e) for e in self._bounds()],
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
-        self.study_name = (
-            f"{blueprint.name}:{'::'.join(self.prefix.nodeid_parts())}:{digest.hexdigest()[:16]}"
-        )
-        storage = self._storage()
-        self.study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            directions=[d for d, _ in self.settings.objectives],
-            load_if_exists=True,
-        )
-        stored = self.study.get_trials(deepcopy=False)
-        self.warm_trials = sum(1 for t in stored if "warm" in t.user_attrs)
-        if self._warm and not stored:
+        where = "::".join(self.prefix.nodeid_parts())
+        self.study_name = f"{self.prefix.tree.space.name}:{where}:{digest.hexdigest()[:16]}"
+        self.study = optuna.create_study(directions=[d for d, _ in self.settings.objectives])
+        if self.settings.warm_start:
             self._warm_start()
-        self._stored = {t.number: t for t in stored}
+            self._propose_balanced(model)
         return True
 
     def _warm_start(self) -> None:
@@ -218,26 +205,41 @@ class FoldingSearch:
             if found is None:
                 continue
             estimates, model = found
-            values = [estimates.get(metric) for _, metric in self.settings.objectives]
-            if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-                continue
-            chosen = read_folding(Path(model), self.space)
-            if chosen is None:
+            values = self._values(estimates)
+            chosen = read_folding(Path(model), self.space) if values is not None else None
+            if values is None or chosen is None:
                 continue
             params = {name: self._param_value(name, value) for name, value in chosen.items()}
-            folding = self._folding(params)
-            constraints = self._constraints(folding, estimates)
             self.study.add_trial(
                 optuna.trial.create_trial(
                     params=params,
                     distributions=self._distributions,
-                    values=[float(v) for v in values],  # type: ignore[arg-type]
+                    values=values,
                     user_attrs={"warm": "::".join(design.nodeid_parts())},
                     system_attrs={generation: 0},
-                    constraints=constraints,
+                    constraints=self._constraints(estimates),
                 )
             )
             self.warm_trials += 1
+
+    def _propose_balanced(self, model: Path) -> None:
+        """The first trials asked: foldings balanced across layers by FINN's per-node
+        estimates, one per cycle target (``finn.folding.balanced_foldings``)."""
+        assert self.space is not None
+        metric = next(
+            (m for d, m in self.settings.objectives if d == "minimize" and m in NODE_ESTIMATES),
+            None,
+        )
+        part = _fpga_part(self.prefix.config())
+        if metric is None or part is None:
+            return
+        try:
+            proposals = balanced_foldings(model, self.space, metric, self.settings.batch, part)
+        except Exception:  # noqa: BLE001 - an op without per-node estimates: no proposals
+            return
+        for values in proposals:
+            params = {name: self._param_value(name, value) for name, value in values.items()}
+            self.study.enqueue_trial(params, user_attrs={"proposed": "balanced"})
 
     def _param_value(self, name: str, value: Any) -> Any:
         """A folding value as the study's param (an index for ordered values)."""
@@ -247,65 +249,32 @@ class FoldingSearch:
             return param.values.index(value)
         return value
 
-    def _constraints(
-        self, folding: dict[str, dict[str, Any]], estimates: dict[str, Any]
-    ) -> dict[str, float]:
-        """Optuna's constraints (<= 0 is feasible): FINN's weight-stream limits, relative
-        to the limit, and the ``expect:`` bounds, relative to the bound."""
-        assert self.space is not None
-        named = {
-            str(limit): max(-1.0, min(1.0, limit.excess(folding) / limit.limit))
-            for limit in self.space.limits
-        }
-        named.update({str(e): _violation(e, estimates.get(e.metric)) for e in self._bounds()})
-        return named
-
-    def _storage(self) -> Any:
-        """The journal file if this process may write the study, else memory."""
-        if self.storage is None:
-            return None
-        name = hashlib.sha256(self.study_name.encode()).hexdigest()[:16]
-        lock = FileLock(str(self.storage.parent / f".{self.storage.name}.{name}.lock"))
-        try:
-            self.storage.parent.mkdir(parents=True, exist_ok=True)
-            lock.acquire(timeout=0)
-        except (LockTimeout, OSError):
-            return None  # another process writes it; this one asks the same trials
-        self._lock = lock
-        self.persistent = True
-        journal = self._optuna.storages.journal
-        return self._optuna.storages.JournalStorage(journal.JournalFileBackend(str(self.storage)))
-
     def _sampler(self, batch: int) -> Any:
         samplers = self._optuna.samplers
         seed = self.settings.seed * 100_003 + batch
         if self.settings.sampler == "tpe":
-            return samplers.TPESampler(seed=seed, n_startup_trials=self.settings.batch)
+            with warnings.catch_warnings():  # multivariate TPE is "experimental" in Optuna
+                warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
+                return samplers.TPESampler(
+                    seed=seed, n_startup_trials=self.settings.batch, multivariate=True
+                )
         if self.settings.sampler == "random":
             return samplers.RandomSampler(seed=seed)
         return samplers.NSGAIISampler(seed=seed, population_size=max(2, self.settings.batch))
 
     def _ask_batch(self) -> None:
+        """The next ``batch`` trials (never fewer: the trials do not depend on how many
+        were asked for), written as folding JSON and submitted to the engine."""
+        assert self.space is not None
         first = len(self.trials)
-        last = min(first + self.settings.batch, self.settings.trials)
         self.study.sampler = self._sampler(first // self.settings.batch)
         batch = []
-        for number in range(first, last):
-            stored = self._stored.get(number + self.warm_trials)
-            if stored is not None and stored.params.keys() == self._distributions.keys():
-                params = stored.params
-                if stored.state.name == "RUNNING":  # asked by a run that stopped first
-                    self._handles[number] = self._optuna.Trial(self.study, stored._trial_id)
-            else:
-                handle = self.study.ask(self._distributions)
-                if handle.number != number + self.warm_trials:
-                    raise RuntimeError(
-                        f"the stored study {self.study_name} has trial {handle.number} where "
-                        f"{number + self.warm_trials} was expected"
-                    )
-                self._handles[number] = handle
-                params = handle.params
-            folding = self._folding(params)
+        for number in range(first, first + self.settings.batch):
+            handle = self.study.ask(self._distributions)
+            if handle.number != number + self.warm_trials:
+                raise RuntimeError(f"trial {handle.number} asked where {number} was expected")
+            self._handles[number] = handle
+            folding = self._folding(handle.params)
             text = json.dumps(folding, sort_keys=True)
             name = f"folding-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
             path = write_folding(self.folding_dir / name, folding)
@@ -320,9 +289,8 @@ class FoldingSearch:
         values = {}
         for param in self.space.params:
             chosen = params[param.name]
-            if isinstance(
-                self._distributions[param.name], self._optuna.distributions.IntDistribution
-            ):
+            distribution = self._distributions[param.name]
+            if isinstance(distribution, self._optuna.distributions.IntDistribution):
                 chosen = param.values[int(chosen)]
             values[param.name] = chosen
         return self.space.folding(values)
@@ -332,64 +300,75 @@ class FoldingSearch:
         choices = dict(c.describe() for c in self.prefix.choices())
         return for_design(space.expect, choices)
 
-    def _tell(self, trial: TrialSegment) -> None:
-        """Tell the study what the trial measured (in trial order, a batch at a time)."""
-        number = trial.number
-        outcome = self.engine.design(trial)
-        estimates = outcome.estimates
-        handle = self._handles.pop(number, None)
-        assert self.space is not None
-        named = self._constraints(trial.folding, estimates)
-        violations = list(named.values())
+    def _values(self, estimates: dict[str, Any]) -> list[float] | None:
         values = [estimates.get(metric) for _, metric in self.settings.objectives]
-        stopped = outcome.status in ("cancelled", "aborted", "error")
-        if stopped:  # not the trial's verdict: a later run tells it
-            self.results[number] = TrialResult(number, "open", None, False, trial.folding_file)
-            return
-        measured = outcome.failure is None and all(
-            isinstance(v, int | float) and math.isfinite(v) for v in values
-        )
-        feasible = measured and all(v <= 0 for v in violations)
-        self.results[number] = TrialResult(
-            number,
-            "complete" if measured else "fail",
-            [float(v) for v in values] if measured else None,  # type: ignore[arg-type]
-            feasible,
-            trial.folding_file,
-        )
-        if handle is None:  # told in an earlier run
-            return
+        if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return [float(v) for v in values]  # type: ignore[arg-type]
+        return None
+
+    def _constraints(self, estimates: dict[str, Any]) -> dict[str, float]:
+        """Optuna's constraints (<= 0 is feasible): the ``expect:`` bounds, relative."""
+        return {str(e): _violation(e, estimates.get(e.metric)) for e in self._bounds()}
+
+    def _tell_batch(self) -> None:
+        """Tell the study what the batch measured, in trial order."""
         state = self._optuna.trial.TrialState
-        if not measured:
-            self.study.tell(handle, state=state.FAIL)
+        for trial in self._batch:
+            handle = self._handles.pop(trial.number)
+            outcome = self.engine.design(trial)
+            values = self._values(outcome.estimates)
+            if outcome.status in ("cancelled", "aborted", "error", "skipped"):
+                # not the trial's verdict (the run stopped, the machine failed): the study
+                # stops here, so that what follows never depends on it
+                self._batch = []
+                self.error = (
+                    BUDGET_REASON
+                    if self.engine.out_of_time()
+                    else "the search stopped at trial "
+                    f"{trial.number}: {outcome.reason or outcome.status}"
+                )
+                self.out_of_time = self.engine.out_of_time()
+                return
+            if outcome.failure is not None or values is None:
+                self.study.tell(handle, state=state.FAIL)
+                continue
+            handle.set_user_attr("folding_file", trial.folding_file.name)
+            for name, value in self._constraints(outcome.estimates).items():
+                handle.set_constraint(name, value)
+            self.study.tell(handle, values)
+        self._batch = []
+        self._write_journal()
+
+    def _write_journal(self) -> None:
+        """The study so far into the journal beside the results store, replacing an
+        earlier run's copy, if this process holds the study's lock (else another
+        process writes it)."""
+        if self.storage is None or self.study is None:
             return
-        handle.set_user_attr("folding_file", trial.folding_file.name)
-        for name, value in named.items():  # Optuna's constraints: <= 0 is feasible
-            handle.set_constraint(name, value)
-        self.study.tell(handle, [float(v) for v in values])  # type: ignore[arg-type]
-
-    # -- the result -----------------------------------------------------------------------
-    def front(self) -> list[TrialResult]:
-        """The feasible trials no other feasible trial beats on every objective."""
-        done = [r for r in self.results.values() if r.feasible and r.values is not None]
-        signs = [1.0 if d == "minimize" else -1.0 for d, _ in self.settings.objectives]
-
-        def beats(a: TrialResult, b: TrialResult) -> bool:
-            assert a.values is not None and b.values is not None
-            pairs = [(s * x, s * y) for s, x, y in zip(signs, a.values, b.values, strict=True)]
-            return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
-
-        front = [r for r in done if not any(beats(o, r) for o in done)]
-        return sorted(front, key=lambda r: r.number)
-
-    def export(self, folder: Path) -> list[Path]:
-        """The Pareto front's foldings as FINN folding JSON files, ``trial-N.json``."""
-        written = []
-        for result in self.front():
-            folding = json.loads(result.folding_file.read_text())
-            folding.pop("Defaults", None)
-            written.append(write_folding(folder / f"trial-{result.number}.json", folding))
-        return written
+        if self._journal is None:
+            name = hashlib.sha256(self.study_name.encode()).hexdigest()[:16]
+            lock = FileLock(str(self.storage.parent / f".{self.storage.name}.{name}.lock"))
+            try:
+                self.storage.parent.mkdir(parents=True, exist_ok=True)
+                lock.acquire(timeout=0)
+            except (LockTimeout, OSError):
+                self.storage = None  # another process writes it
+                return
+            self._lock = lock
+            journal = self._optuna.storages.JournalStorage(
+                self._optuna.storages.journal.JournalFileBackend(str(self.storage))
+            )
+            with contextlib.suppress(KeyError):
+                self._optuna.delete_study(study_name=self.study_name, storage=journal)
+            self._journal = self._optuna.create_study(
+                study_name=self.study_name,
+                storage=journal,
+                directions=[d for d, _ in self.settings.objectives],
+            )
+        done = self.study.get_trials(deepcopy=False)
+        finished = [t for t in done if t.state.is_finished()]
+        self._journal.add_trials(finished[self._written :])
+        self._written = len(finished)
 
 
 def _violation(expectation: Expectation, value: Any) -> float:
@@ -402,3 +381,15 @@ def _violation(expectation: Expectation, value: Any) -> float:
     if not expectation.holds(value):
         gap = max(gap, 1e-9)
     return gap / (abs(expectation.bound) or 1.0)
+
+
+def _fpga_part(config: dict[str, Any]) -> str | None:
+    """The part FINN's per-node estimates are made for (``fpga_part``, else the board's)."""
+    if config.get("fpga_part"):
+        return str(config["fpga_part"])
+    board = config.get("board")
+    if not board:
+        return None
+    from finn.util.basic import alveo_part_map, pynq_part_map
+
+    return pynq_part_map.get(board) or alveo_part_map.get(board)

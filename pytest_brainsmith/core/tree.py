@@ -242,7 +242,8 @@ class TrialSegment(Segment):
         choice = Choice("folding", "folding", label, f"folding[{label}]")
         steps = tree._segment_steps(start, len(space.slots))
         super().__init__(tree, prefix, choice, steps, prefix.depth + 1, start=start)
-        self.index = prefix.index * 1_000_000 + number + 1  # after the prefix, in trial order
+        # after every segment of the tree (records sort by it), in trial order
+        self.index = 1_000_000_000 + prefix.index * 1_000_000 + number
         self.number = number
         self.folding = folding
         self.folding_file = folding_file
@@ -284,6 +285,7 @@ class ExecutionTree:
         self.space = space
         self.levels = build_levels(space)
         self.root = self._build()
+        self._prefixes: list[Segment] | None = None
 
     def _segment_steps(self, start: int, end: int) -> tuple[Step, ...]:
         steps = []
@@ -361,6 +363,11 @@ class ExecutionTree:
     def folding_prefixes(self) -> list[Segment]:
         """Where a folding search's trials branch off: on every path, the segment
         that ends right before the search's start slot (one search per prefix)."""
+        if self._prefixes is None:
+            self._prefixes = self._folding_prefixes()
+        return self._prefixes
+
+    def _folding_prefixes(self) -> list[Segment]:
         folding = getattr(self.space, "folding", None)
         if folding is None:
             return []

@@ -13,6 +13,8 @@ A folding is written as FINN's folding JSON, what ``folding_config_file`` reads.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,15 +90,32 @@ class FoldingSpace:
     limits: list[WidthLimit] = field(default_factory=list)
 
     def folding(self, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """FINN's folding JSON (without ``Defaults``) for chosen ``values`` by param name."""
+        """FINN's folding JSON (without ``Defaults``) for chosen ``values`` by param name,
+        repaired as ``SetFolding`` does where it passes a limit: the PE of an HLS MVAU
+        too wide for its weight stream comes down (then its SIMD), so every folding
+        built is one FINN accepts."""
         result: dict[str, dict[str, Any]] = {}
         for param in self.params:
             result.setdefault(param.node, {})[param.attribute] = values[param.name]
         for node, attrs in self.fixed.items():
             result.setdefault(node, {}).update(attrs)
+        for limit in self.limits:
+            attrs = result.get(limit.node)
+            if attrs is None:
+                continue
+            for attribute in ("PE", "SIMD"):
+                options = self.values(limit.node, attribute)
+                while limit.excess(result) > 0 and options and attrs.get(attribute, 1) > options[0]:
+                    attrs[attribute] = max(v for v in options if v < attrs[attribute])
         for (node, attribute), (source, source_attr) in self.tied.items():
             result.setdefault(node, {})[attribute] = result[source][source_attr]
         return {node: dict(sorted(attrs.items())) for node, attrs in sorted(result.items())}
+
+    def values(self, node: str, attribute: str) -> tuple[Any, ...]:
+        """The values a node's attribute may take (empty if the search does not set it)."""
+        return next(
+            (p.values for p in self.params if p.node == node and p.attribute == attribute), ()
+        )
 
     def excess(self, folding: dict[str, dict[str, Any]]) -> list[float]:
         """Per limit, by how much the folding exceeds it (<= 0: within)."""
@@ -197,6 +216,95 @@ def folding_space(model_path: Path, attributes: dict[str, list[Any]]) -> Folding
     return space
 
 
+#: FINN's per-node estimate method of each resource metric
+NODE_ESTIMATES = {
+    "LUT": "lut_estimation",
+    "BRAM_18K": "bram_estimation",
+    "URAM": "uram_estimation",
+    "DSP": "dsp_estimation",
+}
+MAX_COMBINATIONS = 5_000  # per node: beyond this no balanced foldings are proposed
+
+
+def balanced_foldings(
+    model_path: Path, space: FoldingSpace, metric: str, count: int, fpga_part: str
+) -> list[dict[str, Any]]:
+    """Foldings balanced across layers, for ``count`` cycle targets spaced evenly in log
+    scale from the fastest to the slowest the space allows: for each target, every node
+    takes its folding of least ``metric`` by FINN's own per-node estimate among those
+    whose expected cycles meet the target (FINN's resource estimates are per node and its
+    throughput is the slowest node's, so these are the cheapest foldings FINN's estimates
+    know of at each throughput). Values by param name; proposals, not results: the search
+    builds them like every trial."""
+    import itertools
+
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import (
+        MinimizeAccumulatorWidth,
+    )
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import (
+        MinimizeWeightBitWidth,
+    )
+    from finn.transformation.qonnx.give_unique_node_names_recursive import (
+        GiveUniqueNodeNamesRecursive,
+    )
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = ModelWrapper(str(model_path)).transform(GiveUniqueNodeNamesRecursive())
+    try:  # what minimize_bit_width does after the folding: the widths the estimates see
+        model = model.transform(MinimizeAccumulatorWidth()).transform(MinimizeWeightBitWidth())
+    except Exception:  # noqa: BLE001 - estimates on the unminimized model are close enough
+        pass
+    nodes = {node.name: node for node in model.graph.node}
+    for node, attrs in space.fixed.items():
+        for attribute, value in attrs.items():
+            getCustomOp(nodes[node]).set_nodeattr(attribute, value)
+    groups: dict[str, list[FoldingParam]] = {}
+    for param in space.params:
+        groups.setdefault(param.node, []).append(param)
+    tied_to: dict[str, list[tuple[str, str, str]]] = {}
+    for (node, attribute), (source, source_attr) in space.tied.items():
+        tied_to.setdefault(source, []).append((node, attribute, source_attr))
+    method = NODE_ESTIMATES[metric]
+    options: dict[str, list[tuple[int, float, tuple[Any, ...]]]] = {}
+    for node, params in groups.items():
+        combos = list(itertools.product(*(p.values for p in params)))
+        if len(combos) > MAX_COMBINATIONS:
+            return []
+        inst = getCustomOp(nodes[node])
+        found = []
+        for combo in combos:
+            chosen = dict(zip((p.attribute for p in params), combo, strict=True))
+            for attribute, value in chosen.items():
+                inst.set_nodeattr(attribute, value)
+            cycles, cost = int(inst.get_exp_cycles()), float(getattr(inst, method)(fpga_part))
+            for tied, attribute, source_attr in tied_to.get(node, []):
+                other = getCustomOp(nodes[tied])
+                other.set_nodeattr(attribute, chosen[source_attr])
+                cycles = max(cycles, int(other.get_exp_cycles()))
+                cost += float(getattr(other, method)(fpga_part))
+            found.append((cycles, cost, combo))
+        options[node] = found
+    if not options:
+        return []
+    fastest = max(min(c for c, _, _ in found) for found in options.values())
+    slowest = max(max(c for c, _, _ in found) for found in options.values())
+    targets = sorted(
+        {round(fastest * (slowest / fastest) ** (i / max(1, count - 1))) for i in range(count)}
+    )
+    proposals: list[dict[str, Any]] = []
+    for target in targets:
+        values: dict[str, Any] = {}
+        for node, found in options.items():
+            meeting = [o for o in found if o[0] <= target] or [min(found)]
+            _, _, combo = min(meeting, key=lambda o: (o[1], o[0]))
+            for param, value in zip(groups[node], combo, strict=True):
+                values[param.name] = value
+        if values not in proposals:
+            proposals.append(values)
+    return proposals
+
+
 def read_folding(model_path: Path, space: FoldingSpace) -> dict[str, Any] | None:
     """The values a built model has for the space's params (by param name), e.g. the
     folding FINN's ``SetFolding`` chose; None if one is not a value the space offers."""
@@ -205,16 +313,29 @@ def read_folding(model_path: Path, space: FoldingSpace) -> dict[str, Any] | None
 
     model = ModelWrapper(str(model_path))
     nodes = {node.name: node for node in model.graph.node}
+
+    def attribute(node: str, name: str) -> Any:
+        value = getCustomOp(nodes[node]).get_nodeattr(name)
+        return value.decode() if isinstance(value, bytes) else value
+
     values: dict[str, Any] = {}
     for param in space.params:
         node = nodes.get(param.node)
         if node is None or node.op_type != param.op_type:
             return None
-        value = getCustomOp(node).get_nodeattr(param.attribute)
-        value = value.decode() if isinstance(value, bytes) else value
+        value = attribute(param.node, param.attribute)
         if value not in param.values:
             return None
         values[param.name] = value
+    # what the space fixes or ties must be what the model has (else the folding differs)
+    try:
+        if space.folding(values) != {
+            node: {name: attribute(node, name) for name in attrs}
+            for node, attrs in space.folding(values).items()
+        }:
+            return None
+    except (KeyError, AttributeError):
+        return None
     return values
 
 
@@ -222,8 +343,10 @@ def write_folding(path: Path, folding: dict[str, dict[str, Any]]) -> Path:
     """FINN's folding JSON for ``folding_config_file``, written atomically."""
     text = json.dumps({"Defaults": {}, **folding}, indent=2, sort_keys=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    if not path.exists() or path.read_text() != text:  # another process may write it too
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as handle:
+            handle.write(text)
+        os.replace(handle.name, path)
     return path

@@ -443,10 +443,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     engine = run_context(session.config).engine
     keep: set[str] = set()
+    searched: set[str] = set()  # folding searches' shared steps: their trials are kept
     for item in session.items:
         if isinstance(item, DesignItem):
             keep.update(k for k in (engine.key(s) for s in item.segment.chain()) if k)
+        if isinstance(item, FoldingTrialItem):
+            searched.update(k for k in [engine.key(item.prefix)] if k)
     cache = engine.cache
+    keep |= cache.descendants(searched)
     unused = cache.prunable(keep)  # also damaged and quarantined entries
     size = sum(cache.size_bytes(k) for k in unused)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -18,7 +18,7 @@ from _pytest.fixtures import TopRequest
 from ..core.engine import EngineClosed, segment_label
 from ..core.errors import BlueprintError, RegistryError
 from ..core.outcomes import DesignOutcome, SegmentOutcome
-from ..core.tree import Segment
+from ..core.tree import Segment, TrialSegment
 from ..views.records import KEY_METRICS
 from .run_context import run_context
 
@@ -285,6 +285,14 @@ class FoldingTrialItem(DesignItem):
         choices["folding"] = f"trial-{self.number}"
         return choices
 
+    def setup(self) -> None:
+        super().setup()
+        engine = run_context(self.config).engine
+        probe = TrialSegment(self.prefix, self.number, {}, Path("probe.json"))
+        reason = engine.unrunnable(probe)  # a trial's own steps need a missing tool
+        if reason:
+            _skip(reason)
+
     def runtest(self) -> None:
         search = run_context(self.config).folding_search(self.prefix)
         try:
@@ -293,7 +301,7 @@ class FoldingTrialItem(DesignItem):
             pytest.skip(f"not built: {exc}")
         if trial is None:
             reason = search.error or "the search stopped before this trial"
-            if "budget" in reason:
+            if search.out_of_time:
                 _skip(reason)
             pytest.fail(f"folding search: {reason}", pytrace=False)
         self.segment = trial

@@ -69,7 +69,7 @@ def objectives_of(trials: list[dict[str, Any]]) -> list[list[str]]:
 
 def export_fronts(records: list[dict[str, Any]], folder: Path) -> dict[str, list[Path]]:
     """Each search's front as ``<folder>/<blueprint>/<prefix>/trial-N.json``, ready for
-    ``folding_config_file`` (earlier files of the search are replaced)."""
+    ``folding_config_file`` (a file an earlier run wrote is kept: a blueprint may use it)."""
     written: dict[str, list[Path]] = {}
     for search, trials in searches(records).items():
         target = folder / _safe(search)
@@ -81,11 +81,6 @@ def export_fronts(records: list[dict[str, Any]], folder: Path) -> dict[str, list
             paths.append(
                 write_folding(target / f"trial-{record['folding']['trial']}.json", folding)
             )
-        keep = {p.name for p in paths}
-        if target.is_dir():
-            for old in target.glob("trial-*.json"):
-                if old.name not in keep:
-                    old.unlink()
         if paths:
             written[search] = paths
     return written

@@ -21,11 +21,12 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from ...finn.backends import KERNEL_BACKENDS, field_read
 from ...finn.folding import EXTRA_ATTRIBUTES
 from ..errors import did_you_mean
 from ..expectations import METRICS
 from .report import Reporter, typename
-from .space import FoldingSearchSettings, StepSlot
+from .space import DesignSpace, FoldingSearchSettings, StepSlot
 
 FOLDING_KEYS = (
     "search",
@@ -197,3 +198,51 @@ def _start(slots: list[StepSlot], report: Reporter) -> int:
         )
     target = position("target_fps_parallelization")
     return target if target is not None and target < apply else apply
+
+
+def check_trial_choices(space: DesignSpace, report: Reporter) -> None:
+    """A trial runs the pipeline from the search's start slot with one config: what
+    varies only there or later (a sweep its steps read, a branch point, a kernel
+    backend) would be silently fixed for the trials, so it is an error. ``target_fps``
+    and what only ``target_fps_parallelization`` reads do not matter (a trial has no
+    ``target_fps``: that step does nothing)."""
+    folding = space.folding
+    if folding is None:
+        return
+    start = folding.start_slot
+    trial_slots = [
+        slot
+        for slot in space.slots[start:]
+        if not any(s is not None and s.name == "target_fps_parallelization" for s in slot.options)
+    ]
+    key = ("design_space", "folding")
+
+    def first_reader(field: str) -> int | None:
+        return next((i for i, slot in enumerate(space.slots) if slot.may_read(field)), None)
+
+    for name, values in space.sweeps.items():
+        if len(values) < 2 or not any(slot.may_read(field_read(name)) for slot in trial_slots):
+            continue
+        position = first_reader(name)
+        if position is not None and position >= start:
+            raise report.error(
+                ("design_space", "finn_config", name),
+                f"varies where the folding search's trials start (a trial has one {name}): "
+                "fix it in finn_config, or give it its own blueprint",
+            )
+    for slot in space.slots[start:]:
+        if slot.is_branch:
+            raise report.error(
+                (*key,),
+                f"the branch point {slot.branch_name!r} lies in the steps the trials run "
+                "(a trial follows one pipeline): move it before the folding steps or drop it",
+            )
+    position = first_reader(field_read(KERNEL_BACKENDS))
+    if (
+        position is not None
+        and position >= start
+        and any(len(k.backends) > 1 for k in space.kernels)
+    ):
+        raise report.error(
+            ("design_space", "kernels"), "kernel backends vary where the trials start"
+        )

@@ -16,7 +16,7 @@ from ..registry import Registry
 from .expect import resolve_expect
 from .explore import resolve_explore
 from .extends import load_chain
-from .folding import resolve_folding
+from .folding import check_trial_choices, resolve_folding
 from .kernels import check_backend_reader, resolve_kernels
 from .limits import (
     resolve_max_memory,
@@ -128,6 +128,7 @@ def _load(
     result.expect = resolve_expect(data.get("expect"), result.variation_points(), report)
     check_readers(sweeps, slots, report)
     check_backend_reader(result.kernels, slots, report)
+    check_trial_choices(result, report)
     count = result.count_designs()
     if count > max_designs:
         raise report.error(
