@@ -233,8 +233,15 @@ class FoldingSearch:
         part = _fpga_part(self.prefix.config())
         if metric is None or part is None:
             return
+        reached = []  # the cycles per frame FINN's own foldings reached: the same, cheaper
+        for design in self._warm:
+            found = self.engine.measured(design)
+            if found is not None and isinstance(found[0].get("max_cycles"), int | float):
+                reached.append(int(found[0]["max_cycles"]))
         try:
-            proposals = balanced_foldings(model, self.space, metric, self.settings.batch, part)
+            proposals = balanced_foldings(
+                model, self.space, metric, self.settings.batch, part, tuple(reached)
+            )
         except Exception:  # noqa: BLE001 - an op without per-node estimates: no proposals
             return
         for values in proposals:

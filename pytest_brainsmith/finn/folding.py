@@ -227,10 +227,16 @@ MAX_COMBINATIONS = 5_000  # per node: beyond this no balanced foldings are propo
 
 
 def balanced_foldings(
-    model_path: Path, space: FoldingSpace, metric: str, count: int, fpga_part: str
+    model_path: Path,
+    space: FoldingSpace,
+    metric: str,
+    count: int,
+    fpga_part: str,
+    reached: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
     """Foldings balanced across layers, for ``count`` cycle targets spaced evenly in log
-    scale from the fastest to the slowest the space allows: for each target, every node
+    scale from the fastest to the slowest the space allows and for the targets in
+    ``reached`` (e.g. the cycles per frame FINN's own foldings reached): for each target, every node
     takes its folding of least ``metric`` by FINN's own per-node estimate among those
     whose expected cycles meet the target (FINN's resource estimates are per node and its
     throughput is the slowest node's, so these are the cheapest foldings FINN's estimates
@@ -289,9 +295,8 @@ def balanced_foldings(
         return []
     fastest = max(min(c for c, _, _ in found) for found in options.values())
     slowest = max(max(c for c, _, _ in found) for found in options.values())
-    targets = sorted(
-        {round(fastest * (slowest / fastest) ** (i / max(1, count - 1))) for i in range(count)}
-    )
+    grid = {round(fastest * (slowest / fastest) ** (i / max(1, count - 1))) for i in range(count)}
+    targets = sorted(grid | {c for c in reached if fastest <= c <= slowest})
     proposals: list[dict[str, Any]] = []
     for target in targets:
         values: dict[str, Any] = {}
