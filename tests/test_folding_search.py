@@ -235,3 +235,34 @@ def test_folding_search_on_finn_tfc(tmp_path: Path):
     estimates = json.loads(estimates)
     for metric in ("LUT", "BRAM_18K", "estimated_throughput_fps"):
         assert estimates[metric] == first[number]["estimates"][metric], metric
+
+
+def test_trials_past_the_estimates_are_gated_like_every_design(tmp_path: Path):
+    """A pipeline going on after the estimates (hw_codegen): a trial that misses an
+    ``expect`` bound on its estimates stops there, like every design (the expect gate);
+    the others generate code. The search goes on with the estimates, not the code."""
+    folder = tmp_path / "codegen"
+    folder.mkdir()
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    blueprint = PIPELINE + "    - hw_codegen\n"
+    blueprint += '  folding: {trials: 3, batch: 3, seed: 1}\nexpect:\n  LUT: "<= 6000"\n'
+    (folder / "tfc.blueprint.yaml").write_text(blueprint)
+    done = run(folder)
+    found = trials(folder)
+    assert sorted(found) == [0, 1, 2], done.stdout
+    stopped = [n for n, t in found.items() if "stopped before hw_codegen" in (t["error"] or "")]
+    passed = [n for n, t in found.items() if t["outcome"] == "passed"]
+    assert stopped and passed, done.stdout
+    for number in stopped:
+        assert found[number]["outcome"] == "failed"
+        assert found[number]["estimates"]["LUT"] > 6000
+    for number in passed:
+        assert found[number]["estimates"]["LUT"] <= 6000
+    with sqlite3.connect(folder / "build" / "brainsmith" / "results.sqlite") as db:
+        pruned = dict(
+            db.execute(
+                "SELECT json_extract(folding, '$.trial'), segments_pruned FROM designs "
+                "WHERE folding IS NOT NULL"
+            ).fetchall()
+        )
+    assert all(pruned[n] == 1 for n in stopped) and all(pruned[n] == 0 for n in passed)

@@ -74,7 +74,7 @@ from .gates import (
 from .keys import segment_key
 from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
 from .registry import Step
-from .tree import Segment, TrialSegment
+from .tree import Segment, trial_of
 from .workers import Worker, available_cores
 
 #: Seconds a step is assumed to take before any build of it was timed.
@@ -584,10 +584,16 @@ class Engine:
         task = self._by_segment.get(leaf)
         return task is not None and (task.state == "done" or task in self._stopped)
 
-    def measured(self, leaf: Segment) -> tuple[dict[str, Any], str] | None:
+    def measured(
+        self, leaf: Segment, below: Segment | None = None
+    ) -> tuple[dict[str, Any], str] | None:
         """The design's estimates and the model they were made from (the output of the
-        last segment on its path that wrote estimate reports), once that segment is done."""
-        for segment in reversed(leaf.chain()):
+        last segment on its path that wrote estimate reports, only below ``below`` if
+        given), once that segment is done."""
+        chain = leaf.chain()
+        if below is not None and below in chain:
+            chain = chain[chain.index(below) + 1 :]
+        for segment in reversed(chain):
             task = self._by_segment.get(segment)
             outcome = task.outcome if task is not None and task.state == "done" else None
             if outcome is None or not outcome.ok or outcome.entry is None:
@@ -628,7 +634,7 @@ class Engine:
         settings = design.segment.tree.space.explore
         if settings is None or not settings.pareto:
             return
-        if not design.segment.is_leaf or isinstance(design.segment, TrialSegment):
+        if not design.segment.is_leaf or trial_of(design.segment) is not None:
             return  # a folding search's prefix or trial: asked for later, not a competitor
         gate = self._pareto.setdefault(design.segment.tree.space.path, ParetoGate(settings))
         if gate.decided or design in gate.competitors:

@@ -6,7 +6,7 @@ own rules). The study's first trials are, with ``warm_start``, FINN's foldings o
 designs below the prefix (told with their estimates, nothing rebuilt) and foldings
 balanced across layers by FINN's per-node estimates (asked and built first). Then
 trials are asked in batches of ``batch``: each is one design below the prefix
-(``TrialSegment``), built by the engine's workers through the cache. When a whole batch
+(``TrialSegment`` and the segments below it where the tree cuts), built by the engine's workers through the cache. When a whole batch
 is done its results are told, in trial order, and the next batch is asked with a
 sampler seeded by (seed, batch).
 
@@ -44,7 +44,7 @@ from ..finn.folding import (
     write_folding,
 )
 from .expectations import Expectation, for_design
-from .tree import Segment, TrialSegment
+from .tree import Segment, trial_of, trial_path
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -71,7 +71,7 @@ class FoldingSearch:
         self.storage = storage
         self.folding_dir = folding_dir
         self.wanted = 0  # trials needed: the highest selected trial number + 1
-        self.trials: dict[int, TrialSegment] = {}
+        self.trials: dict[int, Segment] = {}  # trial number -> its design (leaf)
         self.error: str | None = None  # why no (more) trials are asked
         self.out_of_time = False  # the time budget stopped it
         self.space: FoldingSpace | None = None
@@ -80,7 +80,7 @@ class FoldingSearch:
         self.warm_trials = 0  # study trials that are FINN's foldings (numbered first)
         self._optuna: Any = None
         self._distributions: dict[str, Any] = {}
-        self._batch: list[TrialSegment] = []
+        self._batch: list[Segment] = []
         self._handles: dict[int, Any] = {}  # trial number -> optuna Trial, until told
         self._written = 0  # study trials written to the journal
         self._journal: Any = None
@@ -102,7 +102,7 @@ class FoldingSearch:
             self.engine.submit([self.prefix, *self._warm])
             self.engine.add_driver(self)
 
-    def trial(self, number: int) -> TrialSegment | None:
+    def trial(self, number: int) -> Segment | None:
         """Trial ``number``'s design, once asked (None: the search stopped before it;
         ``error`` says why)."""
         self.want(number)
@@ -116,7 +116,7 @@ class FoldingSearch:
         try:
             if self.study is None and not self._open():
                 return
-            if self._batch and all(self.engine.finished(t) for t in self._batch):
+            if self._batch and all(self._measured(t) for t in self._batch):
                 self._tell_batch()
             if not self._batch and len(self.trials) < self.wanted:
                 if self.engine.out_of_time():
@@ -131,7 +131,7 @@ class FoldingSearch:
         not told are not written: a later run asks them again)."""
         with contextlib.suppress(Exception):
             if self.study is not None and self.error is None and self._batch:
-                if all(self.engine.finished(t) for t in self._batch):
+                if all(self._measured(t) for t in self._batch):
                     self._tell_batch()
         with contextlib.suppress(Exception):
             self._write_journal()
@@ -285,9 +285,9 @@ class FoldingSearch:
             text = json.dumps(folding, sort_keys=True)
             name = f"folding-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
             path = write_folding(self.folding_dir / name, folding)
-            trial = TrialSegment(self.prefix, number, folding, path)
-            self.trials[number] = trial
-            batch.append(trial)
+            leaf = trial_path(self.prefix, number, folding, path)
+            self.trials[number] = leaf
+            batch.append(leaf)
         self._batch = batch
         self.engine.submit(batch)
 
@@ -317,32 +317,44 @@ class FoldingSearch:
         """Optuna's constraints (<= 0 is feasible): the ``expect:`` bounds, relative."""
         return {str(e): _violation(e, estimates.get(e.metric)) for e in self._bounds()}
 
+    def _measured(self, leaf: Segment) -> bool:
+        """The trial has its estimates (the steps after them need not be done: the next
+        batch is asked meanwhile), or it ended without them."""
+        return self.engine.measured(leaf, self.prefix) is not None or self.engine.finished(leaf)
+
     def _tell_batch(self) -> None:
         """Tell the study what the batch measured, in trial order."""
         state = self._optuna.trial.TrialState
-        for trial in self._batch:
+        for leaf in self._batch:
+            trial = trial_of(leaf)
+            assert trial is not None
             handle = self._handles.pop(trial.number)
-            outcome = self.engine.design(trial)
-            values = self._values(outcome.estimates)
+            measured = self.engine.measured(leaf, self.prefix)
+            if measured is not None:
+                estimates = measured[0]
+                values = self._values(estimates)
+                if values is None:
+                    self.study.tell(handle, state=state.FAIL)
+                    continue
+                handle.set_user_attr("folding_file", trial.folding_file.name)
+                for name, value in self._constraints(estimates).items():
+                    handle.set_constraint(name, value)
+                self.study.tell(handle, values)
+                continue
+            outcome = self.engine.design(leaf)  # ended without estimates
             if outcome.status in ("cancelled", "aborted", "error", "skipped"):
                 # not the trial's verdict (the run stopped, the machine failed): the study
                 # stops here, so that what follows never depends on it
                 self._batch = []
+                self.out_of_time = self.engine.out_of_time()
                 self.error = (
                     BUDGET_REASON
-                    if self.engine.out_of_time()
-                    else "the search stopped at trial "
-                    f"{trial.number}: {outcome.reason or outcome.status}"
+                    if self.out_of_time
+                    else f"the search stopped at trial {trial.number}: "
+                    f"{outcome.reason or outcome.status}"
                 )
-                self.out_of_time = self.engine.out_of_time()
                 return
-            if outcome.failure is not None or values is None:
-                self.study.tell(handle, state=state.FAIL)
-                continue
-            handle.set_user_attr("folding_file", trial.folding_file.name)
-            for name, value in self._constraints(outcome.estimates).items():
-                handle.set_constraint(name, value)
-            self.study.tell(handle, values)
+            self.study.tell(handle, state=state.FAIL)  # it failed before its estimates
         self._batch = []
         self._write_journal()
 

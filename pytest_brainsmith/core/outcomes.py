@@ -174,14 +174,16 @@ class DesignOutcome:
 
 def _folding(leaf: Any) -> dict[str, Any] | None:
     """A folding search trial's folding (the JSON file FINN read, and its content)."""
-    path = getattr(leaf, "folding_file", None)
-    if path is None:
+    from .tree import trial_of
+
+    trial = trial_of(leaf)
+    if trial is None:
         return None
-    objectives = [list(o) for o in leaf.tree.space.folding.objectives]
+    objectives = [list(o) for o in trial.tree.space.folding.objectives]
     return {
-        "trial": leaf.number,
-        "file": str(path),
-        "nodes": leaf.folding,
+        "trial": trial.number,
+        "file": str(trial.folding_file),
+        "nodes": trial.folding,
         "objectives": objectives,
     }
 

@@ -204,6 +204,10 @@ class Segment:
                 backends[choice.key] = choice.value
         if backends:
             config[KERNEL_BACKENDS] = dict(sorted(backends.items()))
+        trial = trial_of(self)
+        if trial is not None:  # a folding search's trial and the segments below it
+            config["folding_config_file"] = trial.folding_file
+            config["target_fps"] = None
         return config
 
     def walk(self) -> Iterator[Segment]:
@@ -224,15 +228,22 @@ class Segment:
 
 
 class TrialSegment(Segment):
-    """A folding search's trial: the pipeline from the search's start slot to the end,
-    below a prefix of the tree, built with the trial's folding as
-    ``folding_config_file`` and no ``target_fps`` (FINN's own folding stays off). It is
-    not one of the prefix's children: trials are asked for while the run goes on."""
+    """A folding search's trial: the pipeline from the search's start slot, below a
+    prefix of the tree, built with the trial's folding as ``folding_config_file`` and no
+    ``target_fps`` (FINN's own folding stays off). Where the tree cuts the pipeline
+    after the start (after the estimates, for the gates), the trial is a chain of
+    segments too (``trial_path``). It is not one of the prefix's children: trials are
+    asked for while the run goes on."""
 
     __slots__ = ("number", "folding", "folding_file")
 
     def __init__(
-        self, prefix: Segment, number: int, folding: dict[str, Any], folding_file: Path
+        self,
+        prefix: Segment,
+        number: int,
+        folding: dict[str, Any],
+        folding_file: Path,
+        end: int | None = None,
     ) -> None:
         tree = prefix.tree
         space = tree.space
@@ -240,7 +251,7 @@ class TrialSegment(Segment):
         start = space.folding.start_slot
         label = f"trial-{number}"
         choice = Choice("folding", "folding", label, f"folding[{label}]")
-        steps = tree._segment_steps(start, len(space.slots))
+        steps = tree._segment_steps(start, len(space.slots) if end is None else end)
         super().__init__(tree, prefix, choice, steps, prefix.depth + 1, start=start)
         # after every segment of the tree (records sort by it), in trial order
         self.index = 1_000_000_000 + prefix.index * 1_000_000 + number
@@ -248,11 +259,30 @@ class TrialSegment(Segment):
         self.folding = folding
         self.folding_file = folding_file
 
-    def config(self) -> dict[str, Any]:
-        config = super().config()
-        config["folding_config_file"] = self.folding_file
-        config["target_fps"] = None
-        return config
+
+def trial_path(prefix: Segment, number: int, folding: dict[str, Any], path: Path) -> Segment:
+    """A trial's design: its ``TrialSegment`` and, where the tree cuts the pipeline after
+    the search's start, one segment per piece; returns the leaf."""
+    tree = prefix.tree
+    assert tree.space.folding is not None
+    start, n_slots = tree.space.folding.start_slot, len(tree.space.slots)
+    ends = [c for c in tree.cuts() if c > start] + [n_slots]
+    node: Segment = TrialSegment(prefix, number, folding, path, end=ends[0])
+    for begin, end in zip(ends, ends[1:], strict=False):
+        child = Segment(tree, node, None, tree._segment_steps(begin, end), node.depth + 1, begin)
+        child.index = node.index
+        node = child
+    return node
+
+
+def trial_of(segment: Segment) -> TrialSegment | None:
+    """The folding search trial a segment belongs to, if any."""
+    node: Segment | None = segment
+    while node is not None:
+        if isinstance(node, TrialSegment):
+            return node
+        node = node.parent
+    return None
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,27 @@ def divisors(number: int) -> tuple[int, ...]:
     return tuple(x for x in range(1, number + 1) if number % x == 0)
 
 
+def common_divisors(numbers: list[int]) -> tuple[int, ...]:
+    found = set(divisors(numbers[0]))
+    for number in numbers[1:]:
+        found &= set(divisors(number))
+    return tuple(sorted(found))
+
+
+def _last_axes(inst: Any, inputs: int) -> list[int]:
+    """The last axis of the node's output and of each input that is not broadcast (1):
+    FINN's reshapes and elementwise ops fold each of them by PE."""
+    axes = [int(inst.get_normal_output_shape()[-1])]
+    for index in range(inputs):
+        try:
+            last = int(inst.get_normal_input_shape(index)[-1])
+        except Exception:  # noqa: BLE001 - an input the op has no shape for (a parameter)
+            continue
+        if last != 1:
+            axes.append(last)
+    return axes
+
+
 def folding_space(model_path: Path, attributes: dict[str, list[Any]]) -> FoldingSpace:
     """The foldings FINN accepts for the model (a dataflow model after
     ``specialize_layers``), with node names as ``apply_folding_config`` sees them.
@@ -172,10 +193,9 @@ def folding_space(model_path: Path, attributes: dict[str, list[Any]]) -> Folding
                 space.limits.append(WidthLimit(node.name, int(bits), int(MAX_ALLOWED_AP_INT_W)))
         elif op in pe_ops:
             try:
-                channels = int(inst.get_nodeattr("NumChannels"))
-            except AttributeError:
-                channels = int(inst.get_normal_output_shape()[-1])
-            choose(node, "PE", divisors(channels))
+                choose(node, "PE", divisors(int(inst.get_nodeattr("NumChannels"))))
+            except AttributeError:  # PE must divide the last axis of every stream
+                choose(node, "PE", common_divisors(_last_axes(inst, len(node.input))))
         elif op == "LabelSelect_hls":
             choose(node, "PE", divisors(int(inst.get_nodeattr("Labels"))))
         elif op in _DEPTHWISE:

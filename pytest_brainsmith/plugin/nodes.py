@@ -18,7 +18,7 @@ from _pytest.fixtures import TopRequest
 from ..core.engine import EngineClosed, segment_label
 from ..core.errors import BlueprintError, RegistryError
 from ..core.outcomes import DesignOutcome, SegmentOutcome
-from ..core.tree import Segment, TrialSegment
+from ..core.tree import Segment, trial_path
 from ..views.records import KEY_METRICS
 from .run_context import run_context
 
@@ -288,7 +288,7 @@ class FoldingTrialItem(DesignItem):
     def setup(self) -> None:
         super().setup()
         engine = run_context(self.config).engine
-        probe = TrialSegment(self.prefix, self.number, {}, Path("probe.json"))
+        probe = trial_path(self.prefix, self.number, {}, Path("probe.json"))
         reason = engine.unrunnable(probe)  # a trial's own steps need a missing tool
         if reason:
             _skip(reason)
