@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -67,6 +70,21 @@ def step_project(folder: Path, conftest: str, steps: str) -> Path:
     (folder / "conftest.py").write_text(conftest)
     (folder / "e.blueprint.yaml").write_text(STEPS_HEAD + steps)
     return folder
+
+
+def run_in(
+    folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """pytest in ``folder`` as a user runs it (a fresh process, CI=1 for untrimmed
+    summaries), with skip and failure reasons in the short summary."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "CI": "1", **(env or {})},
+    )
 
 
 @pytest.fixture

@@ -7,15 +7,12 @@ written folding JSON reproduces its trial's estimates as ``folding_config_file``
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODEL
+from conftest import MODEL, run_in
 
 PIPELINE = """
 model: tfc.onnx
@@ -48,15 +45,8 @@ expect:
 """
 
 
-def run(folder: Path, *args: str, env: dict[str, str] | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        env={**os.environ, "CI": "1", **(env or {})},
-    )
+def run(folder: Path, *args: str):
+    return run_in(folder, *args, timeout=400)
 
 
 def trials(folder: Path, store: str = "build/brainsmith/results.sqlite") -> dict[int, dict]:

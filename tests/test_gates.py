@@ -6,15 +6,12 @@ writes FINN-shaped estimate reports whose figures the test sets (per ``target_fp
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import MODEL
+from conftest import MODEL, run_in
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
@@ -94,14 +91,7 @@ def project(folder: Path, blueprint: str, figures: dict | None = None) -> Path:
 
 
 def run(folder: Path, *args: str, env: dict[str, str] | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfs", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "CI": "1", **(env or {})},
-    )
+    return run_in(folder, *args, env=env)
 
 
 def built(folder: Path) -> list[str]:

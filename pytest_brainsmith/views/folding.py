@@ -5,13 +5,13 @@ designs that use FINN's own folding (a ``target_fps`` sweep) of the same bluepri
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ..finn.folding import write_folding
+from .pareto import inline_svg
 
 #: (direction, metric) when a record does not name its search's objectives
 DEFAULT_OBJECTIVES = [["minimize", "LUT"], ["maximize", "estimated_throughput_fps"]]
@@ -158,8 +158,4 @@ def folding_svg(records: list[dict[str, Any]]) -> str | None:
         axes.set_title(f"Folding search: {search}", fontsize="small")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="small", loc="best")
-    figure.tight_layout()
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg") :]
+    return inline_svg(figure)

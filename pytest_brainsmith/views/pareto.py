@@ -90,8 +90,13 @@ def pareto_svg(records: list[dict[str, Any]]) -> str | None:
     axes.set_title("Resources against throughput")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small", loc="best")
+    return inline_svg(figure)
+
+
+def inline_svg(figure: Any) -> str:
+    """A matplotlib figure as an ``<svg>`` element to put inline in html."""
     figure.tight_layout()
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")
     svg = buffer.getvalue()
-    return svg[svg.index("<svg") :]  # drop the XML prolog and doctype: inline in html
+    return svg[svg.index("<svg") :]  # drop the XML prolog and doctype
