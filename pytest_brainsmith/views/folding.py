@@ -87,10 +87,12 @@ def export_fronts(records: list[dict[str, Any]], folder: Path) -> dict[str, list
 
 
 def _safe(search: str) -> str:
-    parts = [p.removesuffix(".yaml").removesuffix(".yml") for p in search.split("::")]
-    return os.path.join(
-        *["".join(c if c.isalnum() or c in "._-[]" else "_" for c in p) for p in parts]
-    )
+    """``blueprints/a.blueprint.yaml::x..y`` -> ``blueprints/a/x..y`` (a relative path)."""
+    blueprint, *parts = search.split("::")
+    stem = blueprint.removesuffix(".yaml").removesuffix(".yml").removesuffix(".blueprint")
+    names = [*stem.split("/"), *parts]
+    clean = ["".join(c if c.isalnum() or c in "._-[]" else "_" for c in n) for n in names]
+    return os.path.join(*[n for n in clean if n not in ("", ".", "..")] or ["search"])
 
 
 def summary_lines(records: list[dict[str, Any]], written: dict[str, list[Path]]) -> list[str]:
