@@ -17,6 +17,9 @@ designs are all stopped is ``pruned``, never built; one shared with a design sti
 going is built as usual. ``explore.order`` puts the most promising designs' work
 first, and after the time budget no new segment starts.
 
+A driver (``Driver``: a folding search, ``folding_search.py``) is work that decides what
+to build from what was built: it is called on every turn and submits new designs.
+
 The engine has no thread of its own: it advances whenever its caller waits for a
 design (``design``, ``chain``, ``run``), so every worker is forked from the caller's
 main thread and a Ctrl-C reaches the caller, which ends the workers (``shutdown``).
