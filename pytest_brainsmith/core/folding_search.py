@@ -151,6 +151,10 @@ class FoldingSearch:
             return False
         if not outcome.ok or not outcome.output_model:
             cause = outcome.root_cause
+            if cause.status in ("cancelled", "pruned"):  # the run stopped, or its budget
+                self.out_of_time = self.engine.out_of_time()
+                self.error = BUDGET_REASON if self.out_of_time else (cause.error or "stopped")
+                return False
             self.error = (
                 f"the steps every trial shares failed (segment {cause.segment}"
                 f"{', step ' + cause.step if cause.step else ''}: {cause.error})"

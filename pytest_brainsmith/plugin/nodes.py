@@ -301,7 +301,7 @@ class FoldingTrialItem(DesignItem):
             pytest.skip(f"not built: {exc}")
         if trial is None:
             reason = search.error or "the search stopped before this trial"
-            if search.out_of_time:
+            if search.out_of_time or run_context(self.config).engine.closed:
                 _skip(reason)
             pytest.fail(f"folding search: {reason}", pytrace=False)
         self.segment = trial
