@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -72,13 +73,28 @@ def step_project(folder: Path, conftest: str, steps: str) -> Path:
     return folder
 
 
+def take_builds(folder: Path) -> list[dict]:
+    """The rows a project's conftest logged to ``builds.jsonl`` (one per segment build)
+    since the last call; the log is consumed."""
+    log = folder / "builds.jsonl"
+    if not log.exists():
+        return []
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    log.unlink()
+    return rows
+
+
 def run_in(
-    folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    folder: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    report: str = "-rfs",
 ) -> subprocess.CompletedProcess[str]:
     """pytest in ``folder`` as a user runs it (a fresh process, CI=1 for untrimmed
-    summaries), with skip and failure reasons in the short summary."""
+    summaries), with ``report``'s outcomes (failures and skips) in the short summary."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", report, *args],
         cwd=folder,
         capture_output=True,
         text=True,

@@ -6,6 +6,7 @@ builder, pure-Python steps on the bundled model."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, STEPS_HEAD, step_project
+from conftest import MODEL, STEPS_HEAD, run_in, step_project
 
 distributed = pytest.importorskip("distributed")
 
@@ -198,15 +199,33 @@ def make_project(folder: Path, steps: str) -> Path:
 
 
 def run(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CI": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfs", *args],
+    return run_in(folder, *args, env={"PYTHONPATH": str(ROOT)}, timeout=timeout)
+
+
+@contextlib.contextmanager
+def session_once_slow_started(folder: Path, address: str) -> Iterator[subprocess.Popen[str]]:
+    """A pytest session on the cluster, handed over once the ``slow`` step has started
+    (its ``slow.started`` file exists); killed at the end if it is still running."""
+    session = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfs"]
+        + ["--brainsmith-scheduler", address],
         cwd=folder,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout,
-        env=env,
+        env={**os.environ, "CI": "1", "PYTHONPATH": str(ROOT)},
     )
+    try:
+        started = folder / "slow.started"
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started.exists(), "the slow segment never started"
+        yield session
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait(timeout=10)
 
 
 def calls(folder: Path) -> list[dict]:
@@ -275,28 +294,11 @@ def test_a_worker_lost_mid_segment_is_rebuilt_on_another_and_the_session_passes(
     cluster: Cluster, tmp_path: Path
 ):
     folder = make_project(tmp_path / "p", "    - pass_through\n    - [slow, fine]\n")
-    session = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfs"]
-        + ["--brainsmith-scheduler", cluster.address],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CI": "1", "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        started = folder / "slow.started"
-        deadline = time.monotonic() + 60
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert started.exists(), "the slow segment never started"
+    started = folder / "slow.started"
+    with session_once_slow_started(folder, cluster.address) as session:
         build_pid, worker_pid = map(int, started.read_text().split()[:2])
         os.kill(worker_pid, 9)  # the Dask worker itself; its nanny starts a new one
         out, _ = session.communicate(timeout=120)
-    finally:
-        if session.poll() is None:
-            session.kill()
-            session.wait(timeout=10)
     assert session.returncode == 0, out
     assert "2 passed" in out
     attempts = started.read_text().splitlines()
@@ -356,28 +358,11 @@ def test_sigterm_stops_the_builds_on_the_workers_and_records_nothing(
     cluster: Cluster, tmp_path: Path
 ):
     folder = make_project(tmp_path / "p", "    - pass_through\n    - [slow, fine]\n")
-    session = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfs"]
-        + ["--brainsmith-scheduler", cluster.address],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CI": "1", "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        started = folder / "slow.started"
-        deadline = time.monotonic() + 60
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert started.exists(), "the slow segment never started"
+    started = folder / "slow.started"
+    with session_once_slow_started(folder, cluster.address) as session:
         build_pid = int(started.read_text().split()[0])
         session.send_signal(15)
         out, _ = session.communicate(timeout=60)
-    finally:
-        if session.poll() is None:
-            session.kill()
-            session.wait(timeout=10)
     assert session.returncode == pytest.ExitCode.INTERRUPTED, out
     assert gone(build_pid)  # killed on its worker, not left to sleep out its minute
     base = folder / "build" / "brainsmith" / "cache" / "v1"

@@ -5,7 +5,6 @@ pure-Python steps on the bundled model (each step is a fraction of a second)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import step_project
+from conftest import run_in, step_project, take_builds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,23 +92,12 @@ def make_project(folder: Path, steps: str) -> Path:
 
 
 def run(folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfs", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "CI": "1", **(env or {})},
-    )
+    return run_in(folder, *args, env=env, timeout=timeout)
 
 
 def builds(folder: Path, full: bool = False) -> dict[str, dict]:
     """The segments built since the last call, by name (``full``: path below the file)."""
-    log = folder / "builds.jsonl"
-    if not log.exists():
-        return {}
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    log.unlink()
+    rows = take_builds(folder)
     cut = (lambda s: s.split("::", 1)[1]) if full else (lambda s: s.rsplit("::", 1)[-1])
     return {cut(row["segment"]): row for row in rows}
 

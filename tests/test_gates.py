@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, run_in
+from conftest import MODEL, run_in, take_builds
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
@@ -96,11 +96,7 @@ def run(folder: Path, *args: str, env: dict[str, str] | None = None):
 
 def built(folder: Path) -> list[str]:
     """The segments built since the last call, below the blueprint, in build order."""
-    log = folder / "builds.jsonl"
-    if not log.exists():
-        return []
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    log.unlink()
+    rows = take_builds(folder)
     return [row["segment"].split("::", 1)[1] for row in rows if row["status"] == "built"]
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MODEL, TFC_BLUEPRINT
+from conftest import take_builds as builds
 
 from pytest_brainsmith.core import cache as cache_module
 from pytest_brainsmith.core.cache import (
@@ -260,15 +261,6 @@ def run_pytest(folder: Path, *args: str, wrap: list[str] | None = None):
         timeout=600,
         env={**os.environ, "XDG_CACHE_HOME": str(folder / "xdg")},
     )
-
-
-def builds(folder: Path) -> list[dict]:
-    log = folder / "builds.jsonl"
-    if not log.exists():
-        return []
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    log.unlink()
-    return rows
 
 
 def stored(folder: Path) -> dict[str, tuple]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MODEL
+from conftest import take_builds as builds
 
 BLUEPRINT = """
 model: tfc.onnx
@@ -75,15 +76,6 @@ def run_pytest(project: Path, *args: str, env: dict[str, str] | None = None) -> 
     proc = start_pytest(project, *args, env=env)
     out, _ = proc.communicate(timeout=600)
     return proc.returncode, out
-
-
-def builds(project: Path) -> list[dict]:
-    log = project / "builds.jsonl"
-    if not log.exists():
-        return []
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    log.unlink()
-    return rows
 
 
 def cache_state(cache: Path) -> dict[str, list[str]]:
