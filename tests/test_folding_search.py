@@ -14,23 +14,13 @@ from pathlib import Path
 import pytest
 from conftest import MODEL, run_in
 
+#: FINN's estimate pipeline (the default without ``steps:``); the search starts at its
+#: target_fps_parallelization, after specialize_layers.
 PIPELINE = """
 model: tfc.onnx
 fpga_part: xc7z020clg400-1
 clock_ns: 10
 design_space:
-  steps:
-    - qonnx_to_finn
-    - tidy_up
-    - streamline
-    - convert_to_hw
-    - minimize_bit_width_initial
-    - create_dataflow_partition
-    - specialize_layers
-    - target_fps_parallelization
-    - apply_folding_config
-    - minimize_bit_width
-    - generate_estimate_reports
 """
 
 SEARCH = """
@@ -46,7 +36,7 @@ expect:
 
 
 def run(folder: Path, *args: str):
-    return run_in(folder, *args, timeout=400)
+    return run_in(folder, *args, timeout=400, report="-rA")
 
 
 def trials(folder: Path, store: str = "build/brainsmith/results.sqlite") -> dict[int, dict]:
@@ -99,7 +89,7 @@ def test_an_invalid_search_is_a_collection_error_naming_the_key(
 
 def test_a_search_without_a_folding_step_is_a_collection_error(pytester: pytest.Pytester):
     shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
-    steps = PIPELINE.replace("    - apply_folding_config\n", "")
+    steps = PIPELINE + "  steps:\n    - remove: apply_folding_config\n"
     pytester.makefile(".blueprint.yaml", s=steps + "  folding: {trials: 3}\n")
     result = pytester.runpytest("--collect-only", "-q")
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -234,7 +224,7 @@ def test_trials_past_the_estimates_are_gated_like_every_design(tmp_path: Path):
     folder = tmp_path / "codegen"
     folder.mkdir()
     shutil.copyfile(MODEL, folder / "tfc.onnx")
-    blueprint = PIPELINE + "    - hw_codegen\n"
+    blueprint = PIPELINE + "  steps:\n    - at_end: {insert: hw_codegen}\n"
     blueprint += '  folding: {trials: 3, batch: 3, seed: 1}\nexpect:\n  LUT: "<= 6000"\n'
     (folder / "tfc.blueprint.yaml").write_text(blueprint)
     done = run(folder)
