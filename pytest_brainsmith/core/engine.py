@@ -1085,17 +1085,7 @@ class Engine:
     def _outcome(self, task: Task, result: dict[str, Any]) -> SegmentOutcome:
         status = result.get("status", "error")
         if status == "built":
-            entry = Path(result["entry"])
-            return SegmentOutcome(
-                task.label,
-                task.key,
-                "built",
-                seconds=result.get("seconds", 0.0),
-                entry=str(entry),
-                log=str(finn_runner.build_log(entry)),
-                output_model=str(entry / finn_runner.OUTPUT_MODEL),
-                step_seconds=result.get("step_seconds", {}),
-            )
+            return _entry_outcome(task, "built", task.key, Path(result["entry"]), result)
         return SegmentOutcome(
             task.label,
             task.key,
@@ -1271,16 +1261,23 @@ def _seconds(value: float | None) -> str:
 
 
 def _reused(task: Task, entry: Entry) -> SegmentOutcome:
-    manifest = entry.manifest
+    return _entry_outcome(task, "reused", entry.key, entry.path, entry.manifest)
+
+
+def _entry_outcome(
+    task: Task, status: str, key: str | None, path: Path, timing: dict[str, Any]
+) -> SegmentOutcome:
+    """The outcome of a segment whose result is the cache entry at ``path`` (built now
+    or reused); ``timing`` holds its ``seconds`` and ``step_seconds``."""
     return SegmentOutcome(
         task.label,
-        entry.key,
-        "reused",
-        seconds=manifest.get("seconds", 0.0),
-        entry=str(entry.path),
-        log=str(finn_runner.build_log(entry.path)),
-        output_model=str(entry.path / finn_runner.OUTPUT_MODEL),
-        step_seconds=manifest.get("step_seconds", {}),
+        key,
+        status,
+        seconds=timing.get("seconds", 0.0),
+        entry=str(path),
+        log=str(finn_runner.build_log(path)),
+        output_model=str(path / finn_runner.OUTPUT_MODEL),
+        step_seconds=timing.get("step_seconds", {}),
     )
 
 

@@ -193,22 +193,26 @@ class FoldingSearch:
         self.study_name = f"{self.prefix.tree.space.name}:{where}:{digest.hexdigest()[:16]}"
         self.study = optuna.create_study(directions=[d for d, _ in self.settings.objectives])
         if self.settings.warm_start:
-            self._warm_start()
-            self._propose_balanced(model)
+            reached = self._warm_start()
+            self._propose_balanced(model, reached)
         return True
 
-    def _warm_start(self) -> None:
+    def _warm_start(self) -> tuple[int, ...]:
         """FINN's foldings of the designs below the prefix, told as the study's first
         trials (NSGA-II's first generation): the search breeds from them. Nothing is built
-        for them; a design whose folding the space cannot express is left out."""
+        for them; a design whose folding the space cannot express is left out. Returns the
+        cycles per frame those designs reached."""
         assert self.space is not None
         optuna = self._optuna
         generation = f"{optuna.samplers.NSGAIISampler.__name__}:generation"
+        reached = []
         for design in self._warm:
             found = self.engine.measured(design)
             if found is None:
                 continue
             estimates, model = found
+            if isinstance(estimates.get("max_cycles"), int | float):
+                reached.append(int(estimates["max_cycles"]))
             values = self._values(estimates)
             chosen = read_folding(Path(model), self.space) if values is not None else None
             if values is None or chosen is None:
@@ -225,10 +229,12 @@ class FoldingSearch:
                 )
             )
             self.warm_trials += 1
+        return tuple(reached)
 
-    def _propose_balanced(self, model: Path) -> None:
+    def _propose_balanced(self, model: Path, reached: tuple[int, ...]) -> None:
         """The first trials asked: foldings balanced across layers by FINN's per-node
-        estimates, one per cycle target (``finn.folding.balanced_foldings``)."""
+        estimates, one per cycle target (``finn.folding.balanced_foldings``): a range, and
+        the cycles FINN's own foldings ``reached`` (the same throughput, cheaper)."""
         assert self.space is not None
         metric = next(
             (m for d, m in self.settings.objectives if d == "minimize" and m in NODE_ESTIMATES),
@@ -237,14 +243,9 @@ class FoldingSearch:
         part = _fpga_part(self.prefix.config())
         if metric is None or part is None:
             return
-        reached = []  # the cycles per frame FINN's own foldings reached: the same, cheaper
-        for design in self._warm:
-            found = self.engine.measured(design)
-            if found is not None and isinstance(found[0].get("max_cycles"), int | float):
-                reached.append(int(found[0]["max_cycles"]))
         try:
             proposals = balanced_foldings(
-                model, self.space, metric, self.settings.batch, part, tuple(reached)
+                model, self.space, metric, self.settings.batch, part, reached
             )
         except Exception:  # noqa: BLE001 - an op without per-node estimates: no proposals
             return

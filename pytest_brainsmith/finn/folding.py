@@ -353,15 +353,14 @@ def read_folding(model_path: Path, space: FoldingSpace) -> dict[str, Any] | None
             return None
         values[param.name] = value
     # what the space fixes or ties must be what the model has (else the folding differs)
+    folding = space.folding(values)
     try:
-        if space.folding(values) != {
-            node: {name: attribute(node, name) for name in attrs}
-            for node, attrs in space.folding(values).items()
-        }:
-            return None
+        built = {
+            node: {name: attribute(node, name) for name in attrs} for node, attrs in folding.items()
+        }
     except (KeyError, AttributeError):
         return None
-    return values
+    return values if built == folding else None
 
 
 def write_folding(path: Path, folding: dict[str, dict[str, Any]]) -> Path:
