@@ -403,12 +403,11 @@ def test_a_rewritten_root_is_rebuilt_before_a_new_child_and_never_charged_to_it(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 passed" in done.stdout and done.stdout.count("CacheIntegrityWarning") == 1
     assert f"{root.name[:12]} (segment tfc.blueprint.yaml::{ROOT}) is damaged" in done.stdout
-    assert [b["segment"].split("::", 1)[1] for b in builds(project)] == [
-        ROOT,
-        RTL,
-        f"{RTL}::target_fps[100000]",
-        f"{RTL}::target_fps[400000]",
-    ]
+    built = [b["segment"].split("::", 1)[1] for b in builds(project)]
+    # the root first, then the child from it; its two leaves build side by side on the
+    # two workers, logged in the order they finish
+    assert built[:2] == [ROOT, RTL]
+    assert sorted(built[2:]) == [f"{RTL}::target_fps[100000]", f"{RTL}::target_fps[400000]"]
     assert not (cache / "v1" / "failures").exists()
     assert stored(project) == pristine[1]
 
