@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import run_in, step_project, take_builds
 
+from pytest_brainsmith.core import interrupts
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Steps that misbehave on purpose; each writes its pid where the test can see it.
@@ -303,6 +305,90 @@ def test_interrupting_a_build_leaves_nothing_behind_and_the_rerun_builds_it(
     done = run(folder)
     assert "2 passed" in done.stdout, done.stdout
     assert "slow" in builds(folder)  # built now, never "failed in an earlier run"
+
+
+#: SIGTERM sent from where Python drops the handler's KeyboardInterrupt ("Exception
+#: ignored in ..."): an after-fork callback while the next worker is forked (what CI
+#: hit: logging's lock release in ``os.fork()``) or a finalizer. Once ``fine`` is built
+#: and ``slow`` runs beside it.
+SIGTERM_IN_A_CALLBACK = """
+
+import signal
+
+FINE_BUILT = []
+
+def _sigterm_here():
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(HERE, "slow.started")) and time.time() < deadline:
+        time.sleep(0.05)
+    open(os.path.join(HERE, "sent"), "w").close()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs in here (unless deferred)
+        for _ in range(1_000_000):
+            pass
+    except KeyboardInterrupt:
+        open(os.path.join(HERE, "swallowed"), "w").close()
+        raise  # ... and Python drops it: an exception cannot leave the callback
+
+class _Swallows:
+    def __del__(self):
+        _sigterm_here()
+
+def _after_fork():
+    if FINE_BUILT and not os.path.exists(os.path.join(HERE, "sent")):
+        _sigterm_here()
+
+os.register_at_fork(after_in_parent=_after_fork)
+
+def pytest_brainsmith_segment_finish(segment, result):
+    if result.segment.endswith("fine"):
+        FINE_BUILT.append(True)
+        if os.environ["SIGTERM_IN"] == "finalizer":
+            _Swallows()
+"""
+
+
+@pytest.mark.parametrize("where", ["fork", "finalizer"])
+def test_a_sigterm_python_would_swallow_still_stops_the_run(tmp_path: Path, where: str):
+    folder = make_project(
+        tmp_path / "p", "    - pass_through\n    - [slow, fine]\n    - [tail_a, hangs]\n"
+    )
+    conftest = folder / "conftest.py"
+    conftest.write_text(conftest.read_text() + SIGTERM_IN_A_CALLBACK)
+    env = {"SLOW_SECONDS": "600", "SIGTERM_IN": where}
+    done = run(folder, "--brainsmith-workers", "2", env=env, timeout=120)
+    assert (folder / "sent").exists()
+    if where == "finalizer":  # the first KeyboardInterrupt was dropped
+        assert (folder / "swallowed").exists()
+    assert done.returncode == 2, done.stdout  # and the run was interrupted all the same
+    assert "brainsmith" in done.stdout
+    workers = [
+        int((folder / f"{n}.pid").read_text())
+        for n in ("slow", "hangs")
+        if (folder / f"{n}.pid").exists()
+    ]
+    deadline = time.time() + 10
+    while any(alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers), "a build outlived the session"
+    state = cache_state(folder / "build" / "brainsmith" / "cache")
+    assert state["failures"] == [] and state["tmp"] == [] and state["running"] == []
+
+
+def test_signals_wait_while_a_worker_is_started_and_registered():
+    """What ``deferred`` guarantees the engine: the block runs to its end, the signal
+    arrives right after it."""
+    reached = []
+    before = signal.getsignal(signal.SIGTERM)
+    with interrupts.installed():
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            with interrupts.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(100_000):  # would be interrupted here without the block
+                    pass
+                reached.append("end of the block")
+    assert reached == ["end of the block"]
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
 def test_explore_api_example_from_the_readme_runs(tmp_path: Path):

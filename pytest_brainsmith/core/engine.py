@@ -56,6 +56,7 @@ from typing import Any, Protocol
 from filelock import Timeout as LockTimeout
 
 from ..finn import runner as finn_runner
+from . import interrupts
 from .blueprint import ExploreSettings
 from .blueprint.limits import MEMORY
 from .builder import BuildSpec, build_segment, manifest_for, record_failure
@@ -773,6 +774,7 @@ class Engine:
 
     # -- one turn of the scheduler -----------------------------------------------------
     def _advance(self, target: list[Task] | None) -> None:
+        interrupts.raise_pending()  # a Ctrl-C or SIGTERM whose first raise was swallowed
         self._drive()
         if self.workers == 0:
             self._advance_inline(target)
@@ -895,19 +897,20 @@ class Engine:
                 "priority": task.priority,
                 "resources": self.segment_resources(task.segment),
             }
-        task.worker = self.launcher(
-            partial(build_segment, spec, self.cache),
-            output=spec.staged / "worker.log",
-            max_memory=int(spec.limits["max_memory"]) if "max_memory" in spec.limits else None,
-            close_fds=tuple(fd for fd in held if fd is not None),
-            **where,
-        )
-        self.processes += 1
-        task.state = "running"
-        task.started = time.monotonic()
-        # a remote launcher enforces the timeout where the build runs
-        task.deadline = task.started + timeout if timeout and not remote else None
-        self._running.append(task)
+        with interrupts.deferred():  # a worker started is a worker shutdown can kill
+            task.worker = self.launcher(
+                partial(build_segment, spec, self.cache),
+                output=spec.staged / "worker.log",
+                max_memory=int(spec.limits["max_memory"]) if "max_memory" in spec.limits else None,
+                close_fds=tuple(fd for fd in held if fd is not None),
+                **where,
+            )
+            self.processes += 1
+            task.state = "running"
+            task.started = time.monotonic()
+            # a remote launcher enforces the timeout where the build runs
+            task.deadline = task.started + timeout if timeout and not remote else None
+            self._running.append(task)
 
     def _input_damaged(self, task: Task) -> bool:
         """Check the checkpoint this build resumes from right before using it. If the cache
@@ -1199,6 +1202,7 @@ class Engine:
         self._draining = True
         try:
             while self._running and not cancel:
+                interrupts.raise_pending()
                 self._wait_for_workers()
                 self._collect()
                 self._enforce_deadlines()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import interrupts
 from .blueprint import DEFAULT_MAX_DESIGNS, load_design_space
 from .cache import SegmentCache
 from .engine import Engine
@@ -116,8 +117,9 @@ def explore(
     )
     session = _cluster(engine, scheduler) if scheduler is not None else None
     try:
-        engine.submit(leaves)
-        designs = [engine.design(leaf) for leaf in leaves]
+        with interrupts.installed():  # Ctrl-C and SIGTERM: KeyboardInterrupt, workers killed
+            engine.submit(leaves)
+            designs = [engine.design(leaf) for leaf in leaves]
     finally:
         engine.shutdown(cancel=True)
         if session is not None:

@@ -30,6 +30,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from . import interrupts
+
 _FORK = multiprocessing.get_context("fork")
 _PR_SET_PDEATHSIG = 1
 
@@ -187,6 +189,7 @@ def _worker_main(
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    interrupts.unblock()  # forked while the parent deferred them
     for fd in close_fds:  # other builds' lock files: closing never releases them
         with contextlib.suppress(OSError):
             os.close(fd)

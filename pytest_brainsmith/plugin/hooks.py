@@ -10,14 +10,14 @@ blueprints, and the plugin objects of each role a pytest process plays:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ..core import interrupts
 from ..core.blueprint import DEFAULT_MAX_DESIGNS
 from ..core.cache import CacheError
 from ..core.engine import Engine
@@ -269,11 +269,12 @@ class EngineSession:
     """The role of a process that runs tests: after collection the engine gets every
     design the selected items need (``-k``, ``-m``, ``--lf`` and ``--deselect`` have
     already narrowed them) and starts building as items wait; at the end it stops
-    its workers. SIGTERM ends the run as Ctrl-C does, with a summary and the store."""
+    its workers. SIGTERM ends the run as Ctrl-C does, with a summary and the store
+    (``core/interrupts.py``: also when the first KeyboardInterrupt is swallowed)."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self._previous_sigterm: Any = None
+        self._signals = contextlib.ExitStack()  # Ctrl-C and SIGTERM handled, then restored
 
     @property
     def engine(self) -> Engine:
@@ -285,8 +286,7 @@ class EngineSession:
             return
         context = run_context(self.config)
         context.cluster = cluster.start(self.config, context)
-        if threading.current_thread() is threading.main_thread():
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+        self._signals.enter_context(interrupts.installed())
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.config.getoption("brainsmith_prune"):
@@ -318,9 +318,7 @@ class EngineSession:
             self.engine.shutdown(cancel=not drain)
         finally:
             self._close_cluster()
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
+        self._signals.close()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in self.engine.built]
@@ -330,16 +328,13 @@ class EngineSession:
         if not self.engine.closed:  # the session ended early (an error before sessionfinish)
             self.engine.shutdown(cancel=True)
         self._close_cluster()
+        self._signals.close()
 
     def _close_cluster(self) -> None:
         context = run_context(self.config)
         if context.cluster is not None:
             context.cluster.close()
             context.cluster = None
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 @pytest.hookimpl(trylast=True)
