@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -206,6 +207,49 @@ def test_an_unreadable_failure_record_is_moved_aside(tmp_path: Path):
     with pytest.warns(CacheIntegrityWarning, match="failure.json"):
         assert cache.failure(key) is None
     assert [p.name.split(".")[1] for p in cache.quarantined()] == ["failure"]
+
+
+def test_a_failure_record_being_replaced_is_waited_for_not_quarantined(tmp_path: Path):
+    """A reader without the lock may find a record half written while its key's builder
+    replaces it (--brainsmith-retry-failed under xdist): it waits for the lock and reads
+    the new record, never moves the good one aside (which would build it once more)."""
+    cache = SegmentCache(tmp_path / "c")
+    key = "79" * 32
+    with cache.staging(key) as staged:
+        old = cache.record_failure(key, staged, {"step": "x", "error": "old"})
+    read: list = []
+    other = SegmentCache(tmp_path / "c")  # another process's view of the same cache
+    with cache.lock(key):  # the builder, retrying the failure
+        (old.path / "failure.json").unlink()  # what a reader may meet mid-replacement
+        reader = threading.Thread(target=lambda: read.append(other.failure(key)))
+        reader.start()
+        time.sleep(0.3)  # the reader saw the torn record and waits for the lock
+        assert reader.is_alive()
+        with cache.staging(key) as staged:
+            cache.record_failure(key, staged, {"step": "x", "error": "new"})
+    reader.join(10)
+    assert read and read[0] is not None and read[0].record["error"] == "new"
+    assert cache.quarantined() == []
+    assert cache.failure(key).record["error"] == "new"
+
+
+def test_forgetting_a_failure_never_shows_readers_a_half_deleted_record(tmp_path: Path):
+    cache = SegmentCache(tmp_path / "c")
+    key = "7a" * 32
+    with cache.staging(key) as staged:
+        failure = cache.record_failure(key, staged, {"step": "x", "error": "boom"})
+    seen: list[bool] = []
+    real_rename = os.rename
+
+    def rename(src, dst):  # the moment it goes, the record is whole or not there at all
+        seen.append((failure.path / "failure.json").is_file())
+        return real_rename(src, dst)
+
+    with cache.lock(key), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cache_module.os, "rename", rename)
+        cache.forget_failure(key)
+    assert seen == [True]  # one rename moved it, whole, out of the readers' way
+    assert cache.failure(key) is None and cache.quarantined() == []
 
 
 def test_prune_candidates_include_damaged_entries_in_use_and_the_quarantine(tmp_path: Path):

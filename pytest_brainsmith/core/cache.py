@@ -291,10 +291,14 @@ class SegmentCache:
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as exc:
-            # an unreadable failure record proves nothing: move it aside, build again
+            # an unreadable failure record proves nothing: move it aside, build again;
+            # unless it was only being replaced (checked again under the lock)
             damage = Damage(FAILURE, f"is unreadable ({_why(exc, path / FAILURE)})")
             with self.lock(key):
-                if path.exists():
+                record = _read_record(path)
+                if record is not None:
+                    return Failure(key, path, record)
+                if (path / MARKER).is_file():
                     self._quarantine(key, path, damage)
             return None
         return Failure(key, path, record)
@@ -555,8 +559,7 @@ class SegmentCache:
             _write_json(staged / FAILURE, record)
             _write_marker(staged, record.get("segment"))
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                _remove_tree(target)
+            self._set_aside(key, target)
             os.rename(staged, target)
         except OSError as exc:
             raise CacheError(
@@ -565,8 +568,18 @@ class SegmentCache:
         return Failure(key, target, record)
 
     def forget_failure(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            _remove_tree(self.failure_path(key))
+        self._set_aside(key, self.failure_path(key))
+
+    def _set_aside(self, key: str, path: Path) -> None:
+        """Remove ``key``'s failure record (its lock held) in one rename, so that a
+        reader without the lock never finds it half deleted and takes it for damage."""
+        aside = self.base / "tmp" / f"{key}.forgotten.{time.time_ns()}"
+        try:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        _remove_tree(aside)  # left behind if interrupted: new_staging(key) removes it
 
     def remove(self, key: str) -> None:
         """Remove a key's entry, failure and work dir, or one id of ``prunable``."""
@@ -754,6 +767,15 @@ def _make_read_only(root: Path) -> None:
             if not os.path.islink(path):
                 mode = os.stat(path).st_mode
                 os.chmod(path, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A failure record's JSON object, or None if it is missing or unreadable."""
+    try:
+        record = json.loads((path / FAILURE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _remove_tree(path: Path) -> None:
