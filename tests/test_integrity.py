@@ -629,6 +629,38 @@ def test_a_read_only_cache_missing_an_entry_fails_those_designs_clearly(
     assert "it cannot be moved aside and rebuilt" in out
 
 
+def test_prune_on_a_read_only_cache_says_what_it_could_not_remove(
+    tmp_path: Path, pristine: tuple[Path, dict], mounts
+):
+    project = read_only_copy(pristine[0], tmp_path)
+    cache = tmp_path / "ro" / "cache"
+    (cache / "v1" / "quarantine" / "earlier").mkdir(parents=True)
+    unused = entries_by_segment(cache)[LEAF].name  # -k leaves that design out
+    done = run_pytest(
+        project, "--brainsmith-prune", "-k", "not (rtl and 100000)", wrap=read_only(tmp_path / "ro")
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "INTERNALERROR" not in out and "Traceback" not in out, out
+    assert re.search(rf"cannot remove {unused}: \S+ is on a read-only file system", out), out
+    assert re.search(r"cannot remove quarantine/earlier: \S+ is on a read-only file system", out)
+    assert "removed 0 unused cache entries (0.0 MB); 2 could not be removed (above)" in out, out
+
+
+def test_prune_leaves_an_entry_another_process_is_building(tmp_path: Path):
+    cache = SegmentCache(tmp_path / "c")
+    key = "7b" * 32
+    with cache.staging(key) as staged:
+        cache.record_failure(key, staged, {"step": "x", "error": "boom"})
+    other = SegmentCache(tmp_path / "c")  # another process's view of the same cache
+    with other.lock(key):  # it is building the key again
+        with pytest.raises(CacheError, match="is in use"):
+            cache.remove(key)
+    assert cache.failure(key) is not None
+    cache.remove(key)
+    assert cache.failure(key) is None
+
+
 def test_a_lock_file_replaced_by_a_directory_fails_the_design_clearly(project: Path):
     cache = project / "build" / "brainsmith" / "cache"
     leaf = entries_by_segment(cache)[LEAF]

@@ -582,10 +582,30 @@ class SegmentCache:
         _remove_tree(aside)  # left behind if interrupted: new_staging(key) removes it
 
     def remove(self, key: str) -> None:
-        """Remove a key's entry, failure and work dir, or one id of ``prunable``."""
-        for path in self._paths(key):
-            with contextlib.suppress(FileNotFoundError):
-                _remove_tree(path)
+        """Remove a key's entry, failure and work dir, or one id of ``prunable``, under
+        the key's lock: a key another process is building or repairing is left alone.
+        What cannot be removed (that, a read-only cache) is a CacheError saying why."""
+        kind, _, name = key.rpartition("/")
+        lock = None if kind == "quarantine" else self.lock(name)
+        if lock is not None:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                raise CacheError(f"{key} is in use (another process builds it): left") from None
+            except CacheLockError as exc:
+                cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+                raise CacheError(f"cannot remove {key}: {_why(cause, lock.path)}") from exc
+        try:
+            for path in self._paths(key):
+                try:
+                    _remove_tree(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise CacheError(f"cannot remove {key}: {_why(exc, path)}") from exc
+        finally:
+            if lock is not None:
+                lock.release()
 
     def _paths(self, ident: str) -> list[Path]:
         kind, _, name = ident.rpartition("/")

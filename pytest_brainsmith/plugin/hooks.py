@@ -450,16 +450,27 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     size = sum(cache.size_bytes(k) for k in unused)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     verb = "would remove" if mode == "dry-run" else "removed"
+    left: list[str] = []
     for key in unused:
+        line = f"brainsmith prune: {verb} {key}"
         if mode != "dry-run":
-            cache.remove(key)
+            before = cache.size_bytes(key)
+            try:
+                cache.remove(key)
+            except CacheError as exc:
+                left.append(key)
+                size -= before
+                line = f"brainsmith prune: {exc}"
         if reporter is not None:
-            reporter.write_line(f"brainsmith prune: {verb} {key}")
+            reporter.write_line(line)
     kept = cache.size_bytes() if mode != "dry-run" else cache.size_bytes() - size
+    done = len(unused) - len(left)
     pytest.exit(
-        f"brainsmith prune: {verb} {len(unused)} unused cache entries ({size / 1e6:.1f} MB); "
-        f"the collected designs use {len(keep)} segments; {kept / 1e6:.1f} MB remain in {cache.root}",
-        returncode=0,
+        f"brainsmith prune: {verb} {done} unused cache entries ({size / 1e6:.1f} MB); "
+        + (f"{len(left)} could not be removed (above); " if left else "")
+        + f"the collected designs use {len(keep)} segments; {kept / 1e6:.1f} MB remain in "
+        f"{cache.root}",
+        returncode=1 if left else 0,
     )
 
 
