@@ -566,10 +566,14 @@ def test_an_empty_cache_that_cannot_be_written_is_one_usage_error(tmp_path: Path
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
     assert f"brainsmith cache {locked / 'cache'} is not writable" in line
     assert "read-only file system" in line and "--brainsmith-cache" in line
-    # collecting needs no cache at all
+    # collecting needs no cache at all, nor does a run without designs
     collected = run_pytest(folder, "--collect-only", wrap=read_only(locked))
     assert collected.returncode == 0, collected.stdout + collected.stderr
     assert "4 tests collected" in collected.stdout
+    (folder / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    plain = run_pytest(folder, "test_plain.py", wrap=read_only(locked))
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "1 passed" in plain.stdout
 
 
 def test_collecting_creates_no_cache_directory(tmp_path: Path):

@@ -240,11 +240,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(designs, "brainsmith-designs")  # marker + design fixture
     config.stash[run_key] = make_run_context(config)
     collect_only = config.getoption("collectonly")
-    if not collect_only and not config.getoption("brainsmith_prune"):
-        try:  # an empty cache that cannot be written is a usage error (--collect-only needs none)
-            run_context(config).cache.check_writable()
-        except CacheError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    if _is_xdist_controller(config) and not collect_only:
+        # the controller collects nothing: it cannot wait to see whether designs need it
+        _check_cache_writable(config)
     if not _is_xdist_controller(config) and not collect_only:
         config.pluginmanager.register(EngineSession(config), "brainsmith-engine")
     if getattr(config, "workerinput", None) is None and not collect_only:
@@ -304,6 +302,8 @@ class EngineSession:
             param = callspec.params.get("design") if callspec is not None else None
             if isinstance(param, Segment):  # a @pytest.mark.brainsmith test
                 leaves.append(param)
+        if (leaves or context.searches) and not hasattr(self.config, "workerinput"):
+            _check_cache_writable(self.config)  # only a run that builds needs the cache
         self.engine.submit(leaves)
 
     @pytest.hookimpl(trylast=True)
@@ -472,6 +472,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         f"{cache.root}",
         returncode=1 if left else 0,
     )
+
+
+def _check_cache_writable(config: pytest.Config) -> None:
+    """An empty cache that cannot be written is one usage error, not a failure per design;
+    a run that builds nothing (--collect-only, no blueprints) needs no cache at all."""
+    try:
+        run_context(config).cache.check_writable()
+    except CacheError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _process_stats(engine: Engine) -> dict[str, float]:
