@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,20 @@ SEARCH = """
     seed: 7
 expect:
   LUT: "<= 2000000"
+"""
+
+
+#: ``explore()`` on the project: its stats and each trial's folding, as JSON.
+EXPLORE_SCRIPT = """
+import json
+from pytest_brainsmith import explore
+
+result = explore("tfc.blueprint.yaml")
+records = [d.record() for d in result.designs]
+trials = {r["folding"]["trial"]: r["folding"]["nodes"] for r in records if r.get("folding")}
+one = explore("tfc.blueprint.yaml", where={"folding": "trial-4"}).designs
+print(json.dumps({"stats": result.stats, "trials": trials, "passed": len(result.passed),
+                  "one": [d.record()["folding"]["trial"] for d in one]}))
 """
 
 
@@ -185,6 +201,21 @@ def test_folding_search_on_finn_tfc(tmp_path: Path):
     (folder / "build" / "brainsmith" / "folding-studies.journal").unlink()
     done = run(folder)
     assert "this run built 0 segments" in done.stdout, done.stdout
+
+    # the Python API runs the same search: the same trials, nothing rebuilt
+    (folder / "explore_it.py").write_text(EXPLORE_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "explore_it.py"], cwd=folder, capture_output=True, text=True, timeout=400
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    explored = json.loads(done.stdout.strip().splitlines()[-1])
+    assert explored["stats"]["segments_built"] == 0, explored["stats"]
+    assert explored["stats"]["folding_searches"] == {
+        "tfc.blueprint.yaml::qonnx_to_finn..specialize_layers": {"trials": 6, "error": None}
+    }
+    assert explored["trials"] == {str(n): t["folding"]["nodes"] for n, t in first.items()}
+    assert explored["passed"] == 2 + 6  # the target_fps sweep and the trials
+    assert explored["one"] == [4]
 
     # another process asks the same trials: two xdist workers on an empty cache
     done = run(folder, "-n", "2", "--brainsmith-cache", str(tmp_path / "other-cache"))

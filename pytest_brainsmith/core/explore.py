@@ -16,16 +16,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import interrupts
 from .blueprint import DEFAULT_MAX_DESIGNS, load_design_space
 from .cache import SegmentCache
-from .engine import Engine
+from .engine import Engine, segment_label
 from .errors import BlueprintError
 from .outcomes import DesignOutcome
 from .registry import Registry, finn_registry
-from .tree import build_execution_tree
+from .tree import ExecutionTree, Segment, build_execution_tree
+
+if TYPE_CHECKING:
+    from .folding_search import FoldingSearch
 
 #: Where ``pytest`` keeps its cache when run from the project's root.
 DEFAULT_CACHE = Path("build/brainsmith/cache")
@@ -77,7 +80,10 @@ def explore(
     budget: float | None = None,
     scheduler: Any = None,
 ) -> Exploration:
-    """Build every design of ``blueprint`` (those matching ``where``) and judge it.
+    """Build every design of ``blueprint`` (those matching ``where``) and judge it,
+    then run its folding searches (``design_space.folding``): each trial is a design
+    whose choices include ``folding: "trial-N"``; ``stats["folding_searches"]`` says
+    how many trials each search ran and why it stopped early, if it did.
 
     ``workers``: worker processes (default: the cores this process may use; 0 builds
     inline). ``budget``: seconds after which no new segment starts (designs not reached
@@ -96,13 +102,7 @@ def explore(
     if space is None:
         raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
     tree = build_execution_tree(space)
-    leaves = list(tree.designs())
-    if where:
-        leaves = [
-            leaf
-            for leaf in leaves
-            if all(dict(c.describe() for c in leaf.choices()).get(k) == v for k, v in where.items())
-        ]
+    leaves = [leaf for leaf in tree.designs() if _selected(leaf, where)]
     engine = Engine(
         SegmentCache(Path(cache or DEFAULT_CACHE).absolute()),
         workers=workers,
@@ -118,8 +118,11 @@ def explore(
     session = _cluster(engine, scheduler) if scheduler is not None else None
     try:
         with interrupts.installed():  # Ctrl-C and SIGTERM: KeyboardInterrupt, workers killed
+            searches = _folding_searches(engine, tree, where)  # they run beside the designs
             engine.submit(leaves)
             designs = [engine.design(leaf) for leaf in leaves]
+            for search in searches:
+                designs += _trials(engine, search, where)
     finally:
         engine.shutdown(cancel=True)
         if session is not None:
@@ -135,7 +138,53 @@ def explore(
         "waited_seconds": round(engine.waited, 3),
         "segments_pruned": len(engine.pruned()),
     }
+    if searches:
+        stats["folding_searches"] = {
+            segment_label(s.prefix): {"trials": len(s.trials), "error": s.error} for s in searches
+        }
     return Exploration(designs, stats)
+
+
+def _selected(leaf: Segment, where: dict[str, Any] | None) -> bool:
+    choices = dict(c.describe() for c in leaf.choices())
+    return all(choices.get(k) == v for k, v in (where or {}).items())
+
+
+def _folding_searches(
+    engine: Engine, tree: ExecutionTree, where: dict[str, Any] | None
+) -> list[FoldingSearch]:
+    """The blueprint's folding searches (``design_space.folding``) ``where`` does not
+    leave out, started: asked and built as pytest's trial items are (the same trials for
+    the same seed, from the same cache)."""
+    settings = tree.space.folding
+    if settings is None:
+        return []
+    from .folding_search import FoldingSearch
+
+    searches = []
+    for prefix in tree.folding_prefixes():
+        chosen = dict(c.describe() for c in prefix.choices())
+        if any(k != "folding" and chosen.get(k) != v for k, v in (where or {}).items()):
+            continue  # ``where`` leaves every trial of this search out: none is asked
+        search = FoldingSearch(engine, prefix, None, engine.cache.base / "foldings")
+        one = str((where or {}).get("folding", "")).removeprefix("trial-")
+        search.want(int(one) if one.isdigit() else settings.trials - 1)  # up to that trial
+        searches.append(search)
+    return searches
+
+
+def _trials(
+    engine: Engine, search: FoldingSearch, where: dict[str, Any] | None
+) -> list[DesignOutcome]:
+    """The search's trials as designs, until it has them all or stops (``error``)."""
+    designs = []
+    for number in range(search.wanted):
+        trial = search.trial(number)
+        if trial is None:
+            break
+        if _selected(trial, where):
+            designs.append(engine.design(trial))
+    return designs
 
 
 def _cluster(engine: Engine, scheduler: Any) -> Any:
