@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -375,20 +376,78 @@ def test_a_sigterm_python_would_swallow_still_stops_the_run(tmp_path: Path, wher
     assert state["failures"] == [] and state["tmp"] == [] and state["running"] == []
 
 
-def test_signals_wait_while_a_worker_is_started_and_registered():
-    """What ``deferred`` guarantees the engine: the block runs to its end, the signal
-    arrives right after it."""
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_signals_wait_while_a_worker_is_started_and_registered(other_thread: bool):
+    """What ``deferred`` guarantees the engine: the block runs to its end, the signal is
+    raised right after it; also when the kernel hands the signal to another thread (the
+    status line's, execnet's, Dask's), which no signal mask of the main thread stops."""
+    stop = threading.Event()
+    ticking = threading.Thread(target=lambda: [stop.wait(0.01) for _ in range(1000)])
+    if other_thread:
+        ticking.start()
     reached = []
     before = signal.getsignal(signal.SIGTERM)
-    with interrupts.installed():
-        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            with interrupts.deferred():
-                os.kill(os.getpid(), signal.SIGTERM)
-                for _ in range(100_000):  # would be interrupted here without the block
-                    pass
-                reached.append("end of the block")
+    try:
+        with interrupts.installed():
+            with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+                with interrupts.deferred():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.2)  # would be interrupted here without the block
+                    reached.append("end of the block")
+                interrupts.raise_pending()
+    finally:
+        stop.set()
     assert reached == ["end of the block"]
     assert signal.getsignal(signal.SIGTERM) is before  # restored
+
+
+def test_a_signal_swallowed_after_the_last_turn_ends_explore_all_the_same():
+    """``installed(raise_at_exit=True)`` (explore): a signal still pending at the end is
+    raised; a nested block without it shares the signal and raises nothing of its own."""
+    reached = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with interrupts.installed(raise_at_exit=True):
+            with interrupts.installed():
+                with interrupts.deferred():  # stands for a finalizer that swallowed it
+                    os.kill(os.getpid(), signal.SIGTERM)
+            reached.append("after the nested block")
+    assert reached == ["after the nested block"]
+    with interrupts.installed(raise_at_exit=True):
+        pass  # nothing pending any more
+
+
+def test_an_interrupt_before_the_worker_is_registered_leaves_no_lock(tmp_path: Path):
+    """A Ctrl-C between taking a key's lock and registering its worker (a user hook,
+    FINN's first import) releases the lock: a later engine in the same process (a
+    notebook) builds the key instead of waiting for it forever."""
+    from pytest_brainsmith.core.cache import SegmentCache
+    from pytest_brainsmith.core.engine import Engine
+
+    class Interrupting:
+        def segment_start(self, segment, config, build_dir):
+            raise KeyboardInterrupt("Ctrl-C")
+
+        def segment_finish(self, segment, result):
+            pass
+
+    folder = make_project(tmp_path / "p", "    - pass_through\n")
+    cache = SegmentCache(tmp_path / "cache")
+    from pytest_brainsmith.core.blueprint import load_design_space
+    from pytest_brainsmith.core.registry import finn_registry
+    from pytest_brainsmith.core.tree import build_execution_tree
+
+    registry = finn_registry()
+    registry.register_step(lambda model, cfg: model, name="pass_through", reads=())
+    tree = build_execution_tree(load_design_space(folder / "e.blueprint.yaml", registry))
+    (leaf,) = tree.designs()
+    engine = Engine(cache, workers=1, events=Interrupting())
+    with pytest.raises(KeyboardInterrupt):
+        engine.design(leaf)
+    engine.shutdown(cancel=True)
+    key = engine.key(leaf)
+    other = SegmentCache(tmp_path / "cache")
+    other.lock(key).acquire(timeout=0).release()  # free: a Timeout here is the leak
+    assert list((cache.base / "tmp").glob(f"{key}.*")) == []  # no staging left behind
 
 
 def test_explore_api_example_from_the_readme_runs(tmp_path: Path):

@@ -46,8 +46,10 @@ result = explore("tfc.blueprint.yaml")
 records = [d.record() for d in result.designs]
 trials = {r["folding"]["trial"]: r["folding"]["nodes"] for r in records if r.get("folding")}
 one = explore("tfc.blueprint.yaml", where={"folding": "trial-4"}).designs
+none = explore("tfc.blueprint.yaml", where={"folding": "trial-6"})  # there are 6: 0 to 5
 print(json.dumps({"stats": result.stats, "trials": trials, "passed": len(result.passed),
-                  "one": [d.record()["folding"]["trial"] for d in one]}))
+                  "one": [d.record()["folding"]["trial"] for d in one],
+                  "none": [len(none.designs), none.stats.get("folding_searches")]}))
 """
 
 
@@ -216,6 +218,7 @@ def test_folding_search_on_finn_tfc(tmp_path: Path):
     assert explored["trials"] == {str(n): t["folding"]["nodes"] for n, t in first.items()}
     assert explored["passed"] == 2 + 6  # the target_fps sweep and the trials
     assert explored["one"] == [4]
+    assert explored["none"] == [0, None]  # no such trial: no search run
 
     # another process asks the same trials: two xdist workers on an empty cache
     done = run(folder, "-n", "2", "--brainsmith-cache", str(tmp_path / "other-cache"))

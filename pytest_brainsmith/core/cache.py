@@ -129,6 +129,10 @@ class Damage:
         return f"{self.file}: {self.why}"
 
 
+class EntryInUse(CacheError):
+    """Another process holds the key's lock (it builds or repairs it): left alone."""
+
+
 class CacheLockError(CacheError, OSError):
     """A key's lock cannot be taken (read-only cache, a directory in its place); an
     OSError too, for callers that treat lock failures as such."""
@@ -294,12 +298,21 @@ class SegmentCache:
             # an unreadable failure record proves nothing: move it aside, build again;
             # unless it was only being replaced (checked again under the lock)
             damage = Damage(FAILURE, f"is unreadable ({_why(exc, path / FAILURE)})")
-            with self.lock(key):
+            if not (path / MARKER).is_file():
+                return None  # it was being removed, not damaged
+            lock = self.lock(key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # its builder replaces it: no failure to go by meanwhile
+                return None
+            try:
                 record = _read_record(path)
                 if record is not None:
                     return Failure(key, path, record)
                 if (path / MARKER).is_file():
                     self._quarantine(key, path, damage)
+            finally:
+                lock.release()
             return None
         return Failure(key, path, record)
 
@@ -542,15 +555,13 @@ class SegmentCache:
                 _write_memo(staged / VERIFIED, seen)
             _write_marker(staged, manifest.get("segment"))
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():  # a forced rebuild replaces the old entry
-                _remove_tree(target)
+            self._set_aside(key, target)  # a forced rebuild replaces the old entry
             os.rename(staged, target)
         except OSError as exc:
             raise CacheError(
                 _describe_os_error(exc, f"publishing segment {key} in {self.base}")
             ) from exc
-        with contextlib.suppress(FileNotFoundError):
-            _remove_tree(self.failure_path(key))
+        self.forget_failure(key)
         return Entry(key, target, manifest)
 
     def record_failure(self, key: str, staged: Path, record: dict[str, Any]) -> Failure:
@@ -571,8 +582,8 @@ class SegmentCache:
         self._set_aside(key, self.failure_path(key))
 
     def _set_aside(self, key: str, path: Path) -> None:
-        """Remove ``key``'s failure record (its lock held) in one rename, so that a
-        reader without the lock never finds it half deleted and takes it for damage."""
+        """Remove ``key``'s entry or failure record (its lock held) in one rename, so that
+        a reader without the lock never finds it half deleted and takes it for damage."""
         aside = self.base / "tmp" / f"{key}.forgotten.{time.time_ns()}"
         try:
             aside.parent.mkdir(parents=True, exist_ok=True)
@@ -591,7 +602,7 @@ class SegmentCache:
             try:
                 lock.acquire(timeout=0)
             except Timeout:
-                raise CacheError(f"{key} is in use (another process builds it): left") from None
+                raise EntryInUse(f"{key} is in use (another process builds it)") from None
             except CacheLockError as exc:
                 cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
                 raise CacheError(f"cannot remove {key}: {_why(cause, lock.path)}") from exc

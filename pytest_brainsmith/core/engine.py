@@ -872,16 +872,21 @@ class Engine:
             self._finish(task, found)
             return
         task.lock, task.spec = lock, spec
-        if self.events is not None:
-            self.events.segment_start(task.segment, spec.config, str(spec.staged / "build"))
-        if inline:
-            try:
-                result = build_segment(spec, self.cache)
-            except BaseException:
+        try:
+            if self.events is not None:
+                self.events.segment_start(task.segment, spec.config, str(spec.staged / "build"))
+            if not inline:
+                self._launch(task, spec)
+                return
+            result = build_segment(spec, self.cache)
+        except BaseException:  # e.g. Ctrl-C while FINN is imported: nothing may stay locked
+            if task not in self._running:
                 self._release(task)
-                raise
-            self._complete(task, result)
-            return
+            raise
+        self._complete(task, result)
+
+    def _launch(self, task: Task, spec: BuildSpec) -> None:
+        """Start the task's build on a worker and register it as running."""
         remote = getattr(self.launcher, "remote", False)
         error = None if remote else self._import_finn()
         if error is not None:
@@ -897,7 +902,10 @@ class Engine:
                 "priority": task.priority,
                 "resources": self.segment_resources(task.segment),
             }
-        with interrupts.deferred():  # a worker started is a worker shutdown can kill
+        # a worker started is one shutdown kills: Ctrl-C waits until it is registered
+        # (not for a remote launcher, whose calls may wait on the network; a Dask future
+        # left unregistered ends with the client)
+        with contextlib.nullcontext() if remote else interrupts.deferred():
             task.worker = self.launcher(
                 partial(build_segment, spec, self.cache),
                 output=spec.staged / "worker.log",
@@ -911,6 +919,7 @@ class Engine:
             # a remote launcher enforces the timeout where the build runs
             task.deadline = task.started + timeout if timeout and not remote else None
             self._running.append(task)
+        interrupts.raise_pending()  # what came meanwhile
 
     def _input_damaged(self, task: Task) -> bool:
         """Check the checkpoint this build resumes from right before using it. If the cache

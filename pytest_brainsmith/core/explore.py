@@ -116,17 +116,19 @@ def explore(
         budget=budget,
     )
     session = _cluster(engine, scheduler) if scheduler is not None else None
-    try:
-        with interrupts.installed():  # Ctrl-C and SIGTERM: KeyboardInterrupt, workers killed
+    # Ctrl-C and SIGTERM raise KeyboardInterrupt, once every worker is killed
+    with interrupts.installed(raise_at_exit=True):
+        try:
             searches = _folding_searches(engine, tree, where)  # they run beside the designs
             engine.submit(leaves)
             designs = [engine.design(leaf) for leaf in leaves]
             for search in searches:
                 designs += _trials(engine, search, where)
-    finally:
-        engine.shutdown(cancel=True)
-        if session is not None:
-            session.close()
+        finally:
+            with interrupts.deferred():  # a second Ctrl-C waits for the workers' end
+                engine.shutdown(cancel=True)
+                if session is not None:
+                    session.close()
     built = [o for o in engine.built if o.status == "built"]
     stats = {
         "designs": len(designs),
@@ -161,14 +163,19 @@ def _folding_searches(
         return []
     from .folding_search import FoldingSearch
 
+    last = settings.trials - 1
+    if where and "folding" in where:
+        one = str(where["folding"]).removeprefix("trial-")
+        if not (str(where["folding"]).startswith("trial-") and one.isdigit() and int(one) <= last):
+            return []  # no trial is called that
+        last = int(one)
     searches = []
     for prefix in tree.folding_prefixes():
         chosen = dict(c.describe() for c in prefix.choices())
         if any(k != "folding" and chosen.get(k) != v for k, v in (where or {}).items()):
             continue  # ``where`` leaves every trial of this search out: none is asked
         search = FoldingSearch(engine, prefix, None, engine.cache.base / "foldings")
-        one = str((where or {}).get("folding", "")).removeprefix("trial-")
-        search.want(int(one) if one.isdigit() else settings.trials - 1)  # up to that trial
+        search.want(last)  # up to the trial ``where`` keeps, if it keeps one
         searches.append(search)
     return searches
 

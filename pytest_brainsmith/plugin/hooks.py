@@ -19,7 +19,7 @@ import pytest
 
 from ..core import interrupts
 from ..core.blueprint import DEFAULT_MAX_DESIGNS
-from ..core.cache import CacheError
+from ..core.cache import CacheError, EntryInUse
 from ..core.engine import Engine
 from ..core.tree import Segment
 from ..finn import catalog as finn_catalog
@@ -306,6 +306,10 @@ class EngineSession:
             _check_cache_writable(self.config)  # only a run that builds needs the cache
         self.engine.submit(leaves)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> None:
+        interrupts.raise_pending()  # a SIGTERM swallowed while other tests ran stops here
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         stopped = (
@@ -450,27 +454,33 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     size = sum(cache.size_bytes(k) for k in unused)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     verb = "would remove" if mode == "dry-run" else "removed"
-    left: list[str] = []
+    in_use: list[str] = []
+    failed: list[str] = []
     for key in unused:
         line = f"brainsmith prune: {verb} {key}"
         if mode != "dry-run":
             before = cache.size_bytes(key)
             try:
                 cache.remove(key)
+            except EntryInUse as exc:  # a build of it runs now: not unused after all
+                in_use.append(key)
+                size -= before
+                line = f"brainsmith prune: kept {exc}"
             except CacheError as exc:
-                left.append(key)
+                failed.append(key)
                 size -= before
                 line = f"brainsmith prune: {exc}"
         if reporter is not None:
             reporter.write_line(line)
     kept = cache.size_bytes() if mode != "dry-run" else cache.size_bytes() - size
-    done = len(unused) - len(left)
+    done = len(unused) - len(in_use) - len(failed)
     pytest.exit(
         f"brainsmith prune: {verb} {done} unused cache entries ({size / 1e6:.1f} MB); "
-        + (f"{len(left)} could not be removed (above); " if left else "")
+        + (f"{len(in_use)} in use kept; " if in_use else "")
+        + (f"{len(failed)} could not be removed (above); " if failed else "")
         + f"the collected designs use {len(keep)} segments; {kept / 1e6:.1f} MB remain in "
         f"{cache.root}",
-        returncode=1 if left else 0,
+        returncode=1 if failed else 0,
     )
 
 
