@@ -28,30 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_engine import make_project  # noqa: E402  (the suite's misbehaving steps)
+from test_engine import make_project, start_until_slow_runs  # noqa: E402  (the suite's)
 
 
 def session(work: Path, number: int, sig: signal.Signals, spread: float, grace: float) -> str:
     folder = make_project(work / f"p{number}", "    - pass_through\n    - [slow, fine]\n")
-    env = {
-        **os.environ,
-        "SLOW_SECONDS": "600",
-        "PYTHONFAULTHANDLER": "1",
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    while not (folder / "slow.started").exists():
-        if proc.poll() is not None:
-            return f"session {number}: ended before the slow build started"
-        time.sleep(0.01)
+    env = {"PYTHONFAULTHANDLER": "1", "PYTHONPATH": str(ROOT)}
+    try:
+        proc = start_until_slow_runs(folder, env)
+    except AssertionError as exc:
+        return f"session {number}: ended before the slow build started: {exc}"
     time.sleep(random.random() * spread)
     os.killpg(proc.pid, sig)
     try:

@@ -105,6 +105,26 @@ def builds(folder: Path, full: bool = False) -> dict[str, dict]:
     return {cut(row["segment"]): row for row in rows}
 
 
+def start_until_slow_runs(folder: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """pytest in ``folder`` in a process group of its own (as a shell's foreground job),
+    its ``slow`` step sleeping 600 s; returns once that step runs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "SLOW_SECONDS": "600", **(env or {})},
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while not (folder / "slow.started").exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() < deadline, "the slow step never started"
+        time.sleep(0.02)
+    return proc
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -274,20 +294,7 @@ def test_interrupting_a_build_leaves_nothing_behind_and_the_rerun_builds_it(
     tmp_path: Path, sig: signal.Signals
 ):
     folder = make_project(tmp_path / "p", "    - pass_through\n    - [slow, fine]\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "SLOW_SECONDS": "600"},
-        start_new_session=True,  # its own process group, as a shell's foreground job
-    )
-    deadline = time.time() + 120
-    while not (folder / "slow.started").exists():
-        assert proc.poll() is None, proc.communicate()[0]
-        assert time.time() < deadline, "the slow step never started"
-        time.sleep(0.1)
+    proc = start_until_slow_runs(folder)
     os.killpg(proc.pid, sig)  # what a terminal does on Ctrl-C: the whole foreground group
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out  # pytest's "interrupted"

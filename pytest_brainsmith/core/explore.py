@@ -12,6 +12,7 @@ reused there and the other way round.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,18 +165,18 @@ def _folding_searches(
     from .folding_search import FoldingSearch
 
     last = settings.trials - 1
-    if where and "folding" in where:
-        one = str(where["folding"]).removeprefix("trial-")
-        if not (str(where["folding"]).startswith("trial-") and one.isdigit() and int(one) <= last):
+    if where and "folding" in where:  # one trial: the search runs up to it
+        one = re.fullmatch(r"trial-(\d+)", str(where["folding"]))
+        if one is None or int(one[1]) > last:
             return []  # no trial is called that
-        last = int(one)
+        last = int(one[1])
     searches = []
     for prefix in tree.folding_prefixes():
         chosen = dict(c.describe() for c in prefix.choices())
         if any(k != "folding" and chosen.get(k) != v for k, v in (where or {}).items()):
             continue  # ``where`` leaves every trial of this search out: none is asked
         search = FoldingSearch(engine, prefix, None, engine.cache.base / "foldings")
-        search.want(last)  # up to the trial ``where`` keeps, if it keeps one
+        search.want(last)
         searches.append(search)
     return searches
 
