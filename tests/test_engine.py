@@ -133,6 +133,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def assert_ended(pids: list[int], why: str, within: float = 10.0) -> None:
+    """The processes end within ``within`` seconds (a killed one may take a moment)."""
+    deadline = time.time() + within
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids), why
+
+
 def cache_state(cache: Path) -> dict[str, list[str]]:
     base = cache / "v1"
     listing = {}
@@ -299,11 +307,7 @@ def test_interrupting_a_build_leaves_nothing_behind_and_the_rerun_builds_it(
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out  # pytest's "interrupted"
     assert "brainsmith" in out  # the summary was printed
-    worker = int((folder / "slow.pid").read_text())
-    deadline = time.time() + 10
-    while alive(worker) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not alive(worker), "the worker outlived the session"
+    assert_ended([int((folder / "slow.pid").read_text())], "the worker outlived the session")
     state = cache_state(folder / "build" / "brainsmith" / "cache")
     assert state["failures"] == []  # an interrupt is nobody's failure
     assert state["tmp"] == [] and state["running"] == []
@@ -375,10 +379,7 @@ def test_a_sigterm_python_would_swallow_still_stops_the_run(tmp_path: Path, wher
         for n in ("slow", "hangs")
         if (folder / f"{n}.pid").exists()
     ]
-    deadline = time.time() + 10
-    while any(alive(w) for w in workers) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(w) for w in workers), "a build outlived the session"
+    assert_ended(workers, "a build outlived the session")
     state = cache_state(folder / "build" / "brainsmith" / "cache")
     assert state["failures"] == [] and state["tmp"] == [] and state["running"] == []
 

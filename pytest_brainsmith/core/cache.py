@@ -291,9 +291,7 @@ class SegmentCache:
         if not (path / MARKER).is_file():
             return None
         try:
-            record = json.loads((path / FAILURE).read_text())
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
+            record = _read_record(path)
         except (OSError, ValueError) as exc:
             # an unreadable failure record proves nothing: move it aside, build again;
             # unless it was only being replaced (checked again under the lock)
@@ -306,9 +304,8 @@ class SegmentCache:
             except Timeout:  # its builder replaces it: no failure to go by meanwhile
                 return None
             try:
-                record = _read_record(path)
-                if record is not None:
-                    return Failure(key, path, record)
+                return Failure(key, path, _read_record(path))
+            except (OSError, ValueError):
                 if (path / MARKER).is_file():
                     self._quarantine(key, path, damage)
             finally:
@@ -800,13 +797,12 @@ def _make_read_only(root: Path) -> None:
                 os.chmod(path, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """A failure record's JSON object, or None if it is missing or unreadable."""
-    try:
-        record = json.loads((path / FAILURE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+def _read_record(path: Path) -> dict[str, Any]:
+    """A failure record's JSON object (OSError or ValueError if it cannot be read)."""
+    record = json.loads((path / FAILURE).read_text())
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    return record
 
 
 def _remove_tree(path: Path) -> None:

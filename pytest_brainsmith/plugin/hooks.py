@@ -451,7 +451,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cache = engine.cache
     keep |= cache.descendants(searched)
     unused = cache.prunable(keep)  # also damaged and quarantined entries
-    size = sum(cache.size_bytes(k) for k in unused)
+    sizes = {k: cache.size_bytes(k) for k in unused}
+    size = sum(sizes.values())
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     verb = "would remove" if mode == "dry-run" else "removed"
     in_use: list[str] = []
@@ -459,16 +460,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for key in unused:
         line = f"brainsmith prune: {verb} {key}"
         if mode != "dry-run":
-            before = cache.size_bytes(key)
             try:
                 cache.remove(key)
             except EntryInUse as exc:  # a build of it runs now: not unused after all
                 in_use.append(key)
-                size -= before
+                size -= sizes[key]
                 line = f"brainsmith prune: kept {exc}"
             except CacheError as exc:
                 failed.append(key)
-                size -= before
+                size -= sizes[key]
                 line = f"brainsmith prune: {exc}"
         if reporter is not None:
             reporter.write_line(line)
