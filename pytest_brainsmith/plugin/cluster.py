@@ -53,6 +53,7 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
             cluster=cluster,
             control_dir=engine.cache.base / "dask",
             local_workers=available_cores(),
+            job_classes=config.getini("brainsmith_jobqueue"),
         )
     except ClusterError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -64,6 +65,12 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
         raise pytest.UsageError(str(exc)) from None
     context.tools = engine.tools
     return session
+
+
+def lost_jobs(engine: object) -> list[str]:
+    """The summary's lines on workers (batch jobs) lost mid-segment, if any."""
+    lost = getattr(getattr(engine, "launcher", None), "lost", None) or []
+    return [f"lost mid-segment, rebuilt elsewhere or failed: worker {where}" for where in lost]
 
 
 def header(session: DaskSession) -> str:
