@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import math
 import shlex
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,10 @@ BATCH_SYSTEMS = {
 def require_jobqueue() -> ModuleType:
     """dask-jobqueue is optional: a clear error names what to install."""
     require_distributed()
+    # dask_jobqueue.runner replaces SIGINT's handler with sys.exit when imported (for its
+    # own runner processes): Ctrl-C here must stay KeyboardInterrupt, so it is put back
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
     try:
         import dask_jobqueue
     except ImportError as exc:
@@ -55,6 +61,9 @@ def require_jobqueue() -> ModuleType:
             f"running segments as batch jobs needs dask-jobqueue ({exc}): "
             "pip install 'pytest-brainsmith[slurm]' (or pip install dask-jobqueue)"
         ) from None
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
     return dask_jobqueue
 
 
@@ -230,7 +239,7 @@ def _section(section: str) -> dict[str, Any]:
 
 
 def _make_class(
-    dask_jobqueue: ModuleType, kind: str, section: str, scheduler: str | None
+    dask_jobqueue: ModuleType, kind: str, section: str, base: str, scheduler: str | None
 ) -> JobClass:
     import dask.config
 
@@ -241,6 +250,9 @@ def _make_class(
             f"no dask configuration section jobqueue.{section} (named for the {kind} jobs): "
             "add it to a jobqueue.yaml dask reads (~/.config/dask/, DASK_CONFIG)"
         )
+    if section != base:  # what a section does not set, it has of the first (or the kind's)
+        config = {**_section(base), **config}
+        dask.config.set({f"jobqueue.{section}": config})
     extra = list(config.get("worker-extra-args") or [])
     # the section names the jobs' workers: two classes' worker names never clash
     options: dict[str, Any] = {"config_name": section, "name": section}
@@ -310,7 +322,8 @@ def connect(kind: str, *, sections: Sequence[str] = (), control_dir: Path) -> Jo
     try:
         for name in names:
             scheduler = classes[0].cluster.scheduler_address if classes else None
-            classes.append(_make_class(dask_jobqueue, kind, name, scheduler))
+            base = kind if name == names[0] else names[0]
+            classes.append(_make_class(dask_jobqueue, kind, name, base, scheduler))
         client = distributed.Client(classes[0].cluster, timeout="30s")
     except BaseException:
         for job_class in classes:
