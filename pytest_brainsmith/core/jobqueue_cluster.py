@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shlex
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -70,7 +69,7 @@ def require_jobqueue() -> ModuleType:
 def parse_resources(args: Sequence[str]) -> dict[str, float]:
     """The resources a worker's command line declares (``--resources "a=1,b=2"``)."""
     found: dict[str, float] = {}
-    words = [w for arg in args for w in shlex.split(str(arg))]
+    words = [str(arg) for arg in args]  # one argument a word, as dask-jobqueue passes them
     for i, word in enumerate(words):
         value = None
         if word == "--resources" and i + 1 < len(words):

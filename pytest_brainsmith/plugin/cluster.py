@@ -79,7 +79,19 @@ def header(session: DaskSession) -> str:
     dashboard = session.launcher.dashboard() or "none (the scheduler needs bokeh to serve one)"
     resources = session.launcher.resources()
     offered = ", ".join(f"{n}={a:g}" for n, a in sorted(resources.items())) or "none"
-    return (
+    line = (
         f"brainsmith: Dask scheduler {session.address}: {len(workers)} workers, "
         f"{threads} threads, resources {offered}; dashboard {dashboard}"
     )
+    classes = getattr(session.launcher, "classes", None)
+    if classes:
+        line += "\nbrainsmith: job classes (adapting to the runnable segments): " + "; ".join(
+            f"jobqueue.{c.section} {c.minimum_jobs}-{c.maximum_jobs:g} jobs"
+            + (
+                f" with {', '.join(f'{n}={a:g}' for n, a in sorted(c.resources.items()))}"
+                if c.resources
+                else ""
+            )
+            for c in classes
+        )
+    return line
