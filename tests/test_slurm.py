@@ -77,7 +77,7 @@ def jobqueue_yaml(folder: Path, extra: str = "") -> str:
     memory: 3GB
     walltime: "00:10:00"
     interface: lo
-    death-timeout: 20
+    death-timeout: 90  # FINN is imported before the worker connects: slow on a busy machine
     log-directory: {folder}/jobs
     job-script-prologue:
       - export PYTHONPATH={ROOT}
@@ -295,6 +295,26 @@ def test_a_step_asking_for_vivado_runs_on_the_job_class_that_declares_it(
     assert "2 passed" in done.stdout
     ran = {c["step"]: c["job_name"] for c in calls(folder)}
     assert ran == {"pass_through": "bs-test", "fine": "bs-vivado"}
+    assert wait_empty(slurm) == []
+
+
+def test_a_job_that_cannot_see_the_cache_names_itself_and_the_path(
+    slurm: dict[str, str], tmp_path: Path
+):
+    folder = step_project(tmp_path / "p", STEPS, "    - pass_through\n")
+    hide = f'unshare -rm sh -c \'mount -t tmpfs none "{folder}" && exec "$0" "$@"\''
+    if subprocess.run(["sh", "-c", f"{hide} true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare -rm (a mount namespace) to hide the cache from a job")
+    # the jobs' workers run in a mount namespace where the project (and its cache) is empty
+    env = project_env(folder, slurm, f"    python: {hide} {sys.executable}\n")
+    done = run_in(folder, "--brainsmith-scheduler", "slurm", env=env, timeout=240)
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    cache = folder / "build" / "brainsmith" / "cache"
+    assert "Slurm job " in line and f"cannot see the cache directory: {cache}" in line, line
+    assert calls(folder) == []
+    base = cache / "v1"
+    assert list((base / "failures").glob("*")) == []  # the machine's fault: not recorded
     assert wait_empty(slurm) == []
 
 
