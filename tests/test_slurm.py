@@ -249,7 +249,10 @@ def test_a_job_cancelled_mid_build_has_its_segment_rebuilt_on_another_job(
     attempts = (folder / "slow.started").read_text().split()
     assert len(attempts) == 2 and attempts[1] != job, attempts
     # the summary names the lost job; nothing recorded as a failure
-    assert f"Slurm job {job}" in out and "lost mid-segment" in out, out
+    (lost,) = [line for line in out.splitlines() if "lost mid-segment" in line]
+    assert (
+        f"Slurm job {job})" in lost and "building e.blueprint.yaml::pass_through::slow" in lost
+    ), lost
     base = folder / "build" / "brainsmith" / "cache" / "v1"
     assert list((base / "failures").glob("*")) == []
     assert wait_empty(slurm) == []

@@ -199,6 +199,8 @@ class DaskBuild:
         self.killed_by_us: str | None = None
         self.resources = resources
         self.launcher_lost = launcher.lost
+        spec = job.args[0] if isinstance(job, partial) and job.args else None
+        self.label = str(getattr(spec, "label", "") or output.parent.name)
         self._cause: tuple[str, str] | None = None
         self._read, self._write = os.pipe()
         self._done = False
@@ -253,7 +255,7 @@ class DaskBuild:
             return
         answered = self.result is not None or self.killed_by_us is not None
         lost = attempts[:-1] if answered else attempts
-        self.launcher_lost.extend(f"{where} (segment {self.control.name})" for where in lost)
+        self.launcher_lost.extend(f"{where} building {self.label}" for where in lost)
 
     def _take(self, future: Any) -> None:
         if future.status == "cancelled":

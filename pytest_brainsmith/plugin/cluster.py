@@ -70,7 +70,7 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
 def lost_jobs(engine: object) -> list[str]:
     """The summary's lines on workers (batch jobs) lost mid-segment, if any."""
     lost = getattr(getattr(engine, "launcher", None), "lost", None) or []
-    return [f"lost mid-segment, rebuilt elsewhere or failed: worker {where}" for where in lost]
+    return [f"worker lost mid-segment (its job ended?): {where}" for where in lost]
 
 
 def header(session: DaskSession) -> str:
