@@ -162,10 +162,11 @@ def session(folder: Path, env: dict[str, str], *args: str) -> subprocess.Popen[s
 
 
 def wait_for(path: Path, timeout: float = 90.0) -> None:
+    """Until ``path`` has a whole line (the step creates it, then writes)."""
     deadline = time.monotonic() + timeout
-    while not path.exists() and time.monotonic() < deadline:
+    while not (path.exists() and path.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
         time.sleep(0.2)
-    assert path.exists(), f"{path.name} never appeared"
 
 
 def test_the_tfc_sweep_on_slurm_jobs_equals_a_local_run_each_segment_built_once(

@@ -14,6 +14,7 @@ import os
 import pytest
 
 from ..core.dask_cluster import ClusterError, DaskSession, attach, connect
+from ..core.jobqueue_cluster import JobClass
 from ..core.registry import FINN_STEP_NEEDS
 from ..core.workers import available_cores
 from .run_context import RunContext, step_resources
@@ -85,13 +86,12 @@ def header(session: DaskSession) -> str:
     )
     classes = getattr(session.launcher, "classes", None)
     if classes:
-        line += "\nbrainsmith: job classes (adapting to the runnable segments): " + "; ".join(
-            f"jobqueue.{c.section} {c.minimum_jobs}-{c.maximum_jobs:g} jobs"
-            + (
-                f" with {', '.join(f'{n}={a:g}' for n, a in sorted(c.resources.items()))}"
-                if c.resources
-                else ""
-            )
-            for c in classes
-        )
+        described = "; ".join(_job_class(c) for c in classes)
+        line += f"\nbrainsmith: job classes (adapting to the runnable segments): {described}"
     return line
+
+
+def _job_class(job_class: JobClass) -> str:
+    offered = ", ".join(f"{n}={a:g}" for n, a in sorted(job_class.resources.items()))
+    jobs = f"{job_class.minimum_jobs}-{job_class.maximum_jobs:g} jobs"
+    return f"jobqueue.{job_class.section} {jobs}" + (f" with {offered}" if offered else "")
