@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from filelock import Timeout as LockTimeout
 
@@ -80,6 +80,9 @@ from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
 from .registry import Step
 from .tree import Segment, trial_of
 from .workers import Worker, available_cores
+
+if TYPE_CHECKING:
+    from .remote_cache import RemoteCache
 
 #: Seconds a step is assumed to take before any build of it was timed.
 DEFAULT_STEP_SECONDS = 1.0
@@ -224,8 +227,12 @@ class Engine:
         launcher: Launcher | None = None,
         budget: float | None = None,
         step_resources: dict[str, dict[str, float]] | None = None,
+        remote: RemoteCache | None = None,
     ) -> None:
         self.cache = cache
+        #: the second tier behind the cache (``remote_cache.py``): asked on a local miss,
+        #: told what was built
+        self.remote = remote
         #: starts one segment's build somewhere: a forked process here (``Worker``)
         self.launcher: Launcher = launcher or Worker
         self.workers = available_cores() if workers is None else max(0, workers)
@@ -393,6 +400,8 @@ class Engine:
             self._compete(tasks)
         if not new:
             return
+        if self.remote is not None and not self.rebuild:  # downloads start ahead
+            self.remote.prefetch([t.key for t in new if t.key and t.segment.steps])
         self._prioritize()
         for task in new:
             if task.state == "waiting" and (task.parent is None or task.parent.state == "done"):
@@ -856,10 +865,12 @@ class Engine:
             return
         self._unhold(task)
         try:
-            if self._input_damaged(task):
+            found = self._from_cache(task)  # another process may have built it meanwhile
+            if found is None:
+                found = self._from_remote(task)
+            if found is None and self._input_damaged(task):
                 lock.release()
                 return
-            found = self._from_cache(task)  # another process may have built it meanwhile
             if found is None:
                 if self.cache.failure(task.key) is not None:
                     self.cache.forget_failure(task.key)
@@ -1065,6 +1076,8 @@ class Engine:
         if outcome.status == "built":
             for name, seconds in outcome.step_seconds.items():
                 self._durations[name] = seconds
+        if self.remote is not None and outcome.status in ("built", "failed"):
+            self.remote.built(task.key, outcome.status)
         self._finish(task, outcome)
 
     def _result_of_dead_worker(self, task: Task, spec: BuildSpec) -> dict[str, Any]:
@@ -1131,6 +1144,18 @@ class Engine:
         failure = self.cache.failure(task.key)
         if failure is not None and self._stands(failure, task):
             return _failed_before(task, failure, self.run_id)
+        return None
+
+    def _from_remote(self, task: Task) -> SegmentOutcome | None:
+        """A local miss (the key's lock held): the remote tier's entry, fetched and
+        published here, or its shared failure record."""
+        if self.remote is None or self.rebuild or task.key is None:
+            return None
+        found = self.remote.fetch(task.key)
+        if isinstance(found, Entry):
+            return _entry_outcome(task, "fetched", found.key, found.path, found.manifest)
+        if isinstance(found, Failure) and self._stands(found, task):
+            return _failed_before(task, found, self.run_id)
         return None
 
     def _fresh(self, entry: Entry) -> bool:
@@ -1236,6 +1261,8 @@ class Engine:
             self._save_durations()
             for driver in self._drivers:
                 driver.close()
+            if self.remote is not None:  # the uploads still pending
+                self.remote.close()
 
 
 def segment_label(segment: Segment) -> str:
