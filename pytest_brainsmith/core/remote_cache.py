@@ -125,7 +125,9 @@ def check_backend(url: str) -> None:
             f"remote cache {url}: unknown storage protocol {protocol!r}"
         ) from None
     except ImportError as exc:
-        known = fsspec.registry.known_implementations.get(protocol, {})
+        from fsspec.registry import known_implementations
+
+        known = known_implementations.get(protocol, {})
         package = str(known.get("class", protocol)).split(".")[0]
         extra = " ('pytest-brainsmith[remote]')" if protocol in ("s3", "s3a") else ""
         raise RemoteCacheError(
