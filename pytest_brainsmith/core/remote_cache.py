@@ -32,10 +32,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -91,7 +93,8 @@ class _Download:
 
     kind: str  # "entry" | "failure"
     doc: dict[str, Any]
-    bundle: bytes
+    size: int  # the bundle's bytes
+    staged: Path  # where the pool's thread unpacked it (private to this process)
     seconds: float
 
 
@@ -109,31 +112,29 @@ class _Damaged(Exception):
 
 def check_backend(url: str) -> None:
     """Raise RemoteCacheError unless ``url``'s storage can be used here (fsspec knows its
-    protocol and the package implementing it is installed), naming what to install."""
+    protocol and the package implementing it is installed), naming what to install. The
+    package is imported later, on the pool, while collection goes on."""
     try:
         import fsspec
+        from fsspec.registry import known_implementations, registry
     except ImportError:
         raise RemoteCacheError(
             f"remote cache {url}: needs the package fsspec (and s3fs for s3://): "
             "pip install 'pytest-brainsmith[remote]'"
         ) from None
     protocol = fsspec.core.split_protocol(url)[0] or "file"
-    try:
-        fsspec.get_filesystem_class(protocol)
-    except ValueError:
-        raise RemoteCacheError(
-            f"remote cache {url}: unknown storage protocol {protocol!r}"
-        ) from None
-    except ImportError as exc:
-        from fsspec.registry import known_implementations
-
-        known = known_implementations.get(protocol, {})
-        package = str(known.get("class", protocol)).split(".")[0]
+    if protocol in registry:
+        return
+    known = known_implementations.get(protocol)
+    if known is None:
+        raise RemoteCacheError(f"remote cache {url}: unknown storage protocol {protocol!r}")
+    module = str(known["class"]).split(".")[0]
+    if importlib.util.find_spec(module) is None:
         extra = " ('pytest-brainsmith[remote]')" if protocol in ("s3", "s3a") else ""
         raise RemoteCacheError(
-            f"remote cache {url}: {protocol}:// needs the package {package}: pip install "
-            f"{package}{extra} ({known.get('err') or exc})"
-        ) from None
+            f"remote cache {url}: {protocol}:// needs the package {module}: pip install "
+            f"{module}{extra} ({known.get('err') or 'not installed'})"
+        )
 
 
 class RemoteCache:
@@ -385,15 +386,24 @@ class RemoteCache:
                 else "does not match its sha256 (rewritten)"
             )
             raise _Damaged(self.object_url(*self._blob(sha)), "bundle", why)
-        return _Download(kind, doc, data, time.perf_counter() - started)
+        # unpacked here, beside the builds' staging directories (same filesystem: published
+        # by a rename), under a name no build's clean-up takes for its own
+        tmp_root = self.cache.base / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f"fetch.{key}.", dir=tmp_root))
+        try:
+            _unpack(data, staged, self.object_url(*self._blob(sha)))
+        except BaseException:
+            self.cache.discard_staging(staged)
+            raise
+        return _Download(kind, doc, len(data), staged, time.perf_counter() - started)
 
     def _publish(self, key: str, got: _Download) -> Entry | Failure:
         """Unpack a download into staging and publish it like a build; _Damaged if any
         file is not what the manifest says."""
-        staged = self.cache.new_staging(key)
+        staged = got.staged
         where = self.object_url(*self._blob(got.doc["bundle"]["sha256"]))
         try:
-            _unpack(got.bundle, staged, where)
             if got.kind == "failure":
                 record = got.doc.get("record")
                 if not isinstance(record, dict):
@@ -401,7 +411,7 @@ class RemoteCache:
                         self.object_url("failures", f"{key}.json"), FAILURE, "is unreadable"
                     )
                 failure = self.cache.record_failure(key, staged, record)
-                self._count(failures_fetched=1, fetched_bytes=len(got.bundle))
+                self._count(failures_fetched=1, fetched_bytes=got.size)
                 return failure
             manifest, damage = SegmentCache.check_manifest(key, got.doc.get("manifest"))
             if damage is not None:
@@ -419,7 +429,7 @@ class RemoteCache:
                 )
             except Mismatch as exc:
                 raise _Damaged(where, exc.damage.file, exc.damage.why) from None
-            self._count(fetched=1, fetched_bytes=len(got.bundle), fetch_seconds=got.seconds)
+            self._count(fetched=1, fetched_bytes=got.size, fetch_seconds=got.seconds)
             return entry
         finally:
             self.cache.discard_staging(staged)
@@ -588,6 +598,12 @@ class RemoteCache:
             for future in self._reads.values():
                 future.cancel()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for future in self._reads.values():  # read ahead, never asked for
+                with contextlib.suppress(Exception):
+                    got = future.result(timeout=0) if future.done() else None
+                    if got is not None:
+                        self.cache.discard_staging(got.staged)
+            self._reads.clear()
             self._uploads.clear()
         self._warn_off()
 
