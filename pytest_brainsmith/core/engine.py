@@ -1140,7 +1140,7 @@ class Engine:
         assert task.key is not None
         entry = self.cache.lookup(task.key)
         if entry is not None and self._fresh(entry):
-            return _reused(task, entry)
+            return _reused(task, entry, self.run_id)
         failure = self.cache.failure(task.key)
         if failure is not None and self._stands(failure, task):
             return _failed_before(task, failure, self.run_id)
@@ -1300,8 +1300,12 @@ def _seconds(value: float | None) -> str:
     return f"{value:g} s"
 
 
-def _reused(task: Task, entry: Entry) -> SegmentOutcome:
-    return _entry_outcome(task, "reused", entry.key, entry.path, entry.manifest)
+def _reused(task: Task, entry: Entry, run_id: str) -> SegmentOutcome:
+    """A cached entry's outcome: ``fetched`` if the remote tier brought it in this run
+    (its downloads publish ahead of the engine), else ``reused``."""
+    fetched = (entry.manifest.get("fetched") or {}).get("run_id") == run_id
+    status = "fetched" if fetched and run_id else "reused"
+    return _entry_outcome(task, status, entry.key, entry.path, entry.manifest)
 
 
 def _entry_outcome(

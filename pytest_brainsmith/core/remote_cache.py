@@ -4,8 +4,8 @@ Storage goes through fsspec: ``s3://BUCKET/PREFIX`` with s3fs (the standard AWS
 configuration: ``AWS_ENDPOINT_URL``, keys, profiles), any other fsspec backend by its
 URL (``gs://``, ``az://``, ``file:///shared/dir``...). Layout under the URL::
 
-    v1/blobs/<sha[:2]>/<sha256>   content-addressed files: an entry's bundle (a tar of
-                                  its files but the checkpoint) and its checkpoint
+    v1/blobs/<sha[:2]>/<sha256>   content-addressed files: an entry's bundle (its files
+                                  but the checkpoint, in one object) and its checkpoint
     v1/entries/<key>.json         the entry's manifest (the local cache's, with the
                                   bundle's and the checkpoint's digests), written last
     v1/failures/<key>.json        a failure record with its bundle (only when shared)
@@ -33,17 +33,15 @@ import concurrent.futures
 import contextlib
 import hashlib
 import importlib.util
-import io
 import json
 import os
-import tarfile
 import tempfile
 import threading
 import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .cache import FAILURE, MANIFEST, MARKER, Entry, Failure, Mismatch, SegmentCache
@@ -96,6 +94,14 @@ class _Download:
     size: int  # the bundle's bytes
     staged: Path  # where the pool's thread unpacked it (private to this process)
     seconds: float
+
+
+@dataclass
+class _Rejected:
+    """A download that failed its check on the pool: reported by the main thread."""
+
+    damage: _Damaged
+    segment: str | None
 
 
 class _Fault(Exception):
@@ -171,7 +177,9 @@ class RemoteCache:
         self._warned_off = False
         self._warned: set[str] = set()  # damaged keys already reported
         self._refused: set[str] = set()  # keys whose remote entry failed a check
-        self._reads: dict[str, concurrent.futures.Future[_Download | None]] = {}
+        #: downloads read ahead; each ends as None (nothing there), an Entry or Failure
+        #: (published ahead), a _Rejected or a _Download (for ``fetch`` to publish)
+        self._reads: dict[str, concurrent.futures.Future[Any]] = {}
         self._uploads: list[concurrent.futures.Future[None]] = []
         self._pool = concurrent.futures.ThreadPoolExecutor(
             THREADS, thread_name_prefix="brainsmith-remote"
@@ -195,6 +203,7 @@ class RemoteCache:
                     "connect_timeout": self.timeout,
                     "read_timeout": self.timeout,
                     "retries": {"max_attempts": 2},
+                    "max_pool_connections": 2 * THREADS,
                 },
             )
             options.setdefault("skip_instance_cache", True)
@@ -324,7 +333,7 @@ class RemoteCache:
                 continue
             if (self.cache.entry_path(key) / MARKER).is_file():
                 continue
-            self._reads[key] = self._pool.submit(self._download, key)
+            self._reads[key] = self._pool.submit(self._download, key, True)
 
     def fetch(self, key: str) -> Entry | Failure | None:
         """``key``'s entry from the remote, checked and published in the local cache (or,
@@ -334,7 +343,7 @@ class RemoteCache:
         self._warn_off()
         if not self.reads or self._off is not None or key in self._refused:
             return None
-        future = self._reads.pop(key, None) or self._pool.submit(self._download, key)
+        future = self._reads.pop(key, None) or self._pool.submit(self._download, key, False)
         try:
             got = future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
@@ -347,7 +356,10 @@ class RemoteCache:
             self._reject(key, exc, None)
             return None
         self._warn_off()
-        if got is None:
+        if got is None or isinstance(got, Entry | Failure):
+            return got  # nothing there, or published ahead (before this lock was taken)
+        if isinstance(got, _Rejected):
+            self._reject(key, got.damage, got.segment)
             return None
         try:
             found = self._publish(key, got)
@@ -356,8 +368,9 @@ class RemoteCache:
             return None
         return found
 
-    def _download(self, key: str) -> _Download | None:
-        """Pool thread: the entry's manifest and bundle (or a failure's), as stored."""
+    def _download(self, key: str, ahead: bool) -> Any:
+        """Pool thread: the entry's manifest and bundle (or a failure's), unpacked; read
+        ``ahead`` of the engine, also published (``_publish_ahead``)."""
         if self._off is not None:
             return None
         started = time.perf_counter()
@@ -396,7 +409,31 @@ class RemoteCache:
         except BaseException:
             self.cache.discard_staging(staged)
             raise
-        return _Download(kind, doc, len(data), staged, time.perf_counter() - started)
+        got = _Download(kind, doc, len(data), staged, time.perf_counter() - started)
+        return self._publish_ahead(key, got) if ahead else got
+
+    def _publish_ahead(self, key: str, got: _Download) -> Any:
+        """Pool thread: publish a download now if the key's lock is free (the engine then
+        finds the entry in the local cache, ``fetched`` in this run); else the lock's
+        holder (the engine, waiting in ``fetch``, or another process) decides."""
+        from filelock import FileLock, Timeout
+
+        # a lock object of its own: the cache's are reentrant for the engine's thread
+        lock = FileLock(str(self.cache.base / "locks" / f"{key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            return got
+        try:
+            if (self.cache.entry_path(key) / MARKER).is_file():  # built or fetched meanwhile
+                self.cache.discard_staging(got.staged)
+                return Entry(key, self.cache.entry_path(key))
+            try:
+                return self._publish(key, got)
+            except _Damaged as exc:
+                return _Rejected(exc, got.doc.get("manifest", {}).get("segment"))
+        finally:
+            lock.release()
 
     def _publish(self, key: str, got: _Download) -> Entry | Failure:
         """Unpack a download into staging and publish it like a build; _Damaged if any
@@ -592,17 +629,19 @@ class RemoteCache:
                     exc = future.exception()
                     if isinstance(exc, _Fault):
                         self._fault(str(exc))
-                    elif exc is not None:  # a local entry gone meanwhile: not uploaded
-                        self._fault(f"{type(exc).__name__}: {exc}")
+                    # else a local entry gone meanwhile (pruned, moved aside): not uploaded
         finally:
-            for future in self._reads.values():
-                future.cancel()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # what still runs ends within the timeout (every call is bounded by it), so
+            # that a fault it meets is reported below, not after the run
+            self._pool.shutdown(wait=True, cancel_futures=True)
             for future in self._reads.values():  # read ahead, never asked for
-                with contextlib.suppress(Exception):
-                    got = future.result(timeout=0) if future.done() else None
-                    if got is not None:
-                        self.cache.discard_staging(got.staged)
+                if future.cancelled():
+                    continue
+                exc = future.exception()
+                if isinstance(exc, _Fault):
+                    self._fault(str(exc))
+                elif exc is None and isinstance(future.result(), _Download):
+                    self.cache.discard_staging(future.result().staged)
             self._reads.clear()
             self._uploads.clear()
         self._warn_off()
@@ -619,9 +658,10 @@ def summary_line(url: str, mode: str, stats: dict[str, Any], off: str | None = N
         f"({stats.get('fetched_bytes', 0) / mb:.1f} MB) and "
         f"{int(stats.get('checkpoints', 0))} checkpoints "
         f"({stats.get('checkpoint_bytes', 0) / mb:.1f} MB) "
-        f"in {stats.get('fetch_seconds', 0.0):.1f} s",
+        f"in {stats.get('fetch_seconds', 0.0):.1f} s of transfers",
         f"uploaded {int(stats.get('uploaded', 0))} "
-        f"({stats.get('uploaded_bytes', 0) / mb:.1f} MB in {stats.get('upload_seconds', 0.0):.1f} s)",
+        f"({stats.get('uploaded_bytes', 0) / mb:.1f} MB in "
+        f"{stats.get('upload_seconds', 0.0):.1f} s of transfers)",
     ]
     if stats.get("already_there"):
         parts.append(f"{int(stats['already_there'])} already there")
@@ -662,32 +702,63 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: A bundle: this magic, the header's length (8 bytes, big-endian), the header (JSON: each
+#: file's name, size and mtime in ns, or a symlink's target), then the files' bytes.
+BUNDLE_MAGIC = b"brainsmith-bundle-1\n"
+
+
 def _pack(root: Path, names: list[str], files: dict[str, dict[str, Any]] | None) -> bytes:
-    """A tar of ``root``'s files ``names`` (symlinks as the manifest records them), with
-    their modification times, so that the files unpacked elsewhere are settled at once."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted(names):
-            path = root / name
-            st = os.lstat(path)
-            info = tarfile.TarInfo(name)
-            info.mtime = st.st_mtime
-            record = (files or {}).get(name, {})
-            if "link" in record:
-                info.type, info.linkname = tarfile.SYMTYPE, record["link"]
-                tar.addfile(info)
-                continue
-            info.size, info.mode = st.st_size, 0o444
-            with open(path, "rb") as handle:
-                tar.addfile(info, handle)
-    return buffer.getvalue()
+    """``root``'s files ``names`` as one bundle (symlinks as the manifest records them),
+    with their modification times, so that files unpacked elsewhere are settled at once
+    (the local cache records their fingerprints when it publishes them)."""
+    header: list[list[Any]] = []
+    payload: list[bytes] = []
+    for name in sorted(names):
+        path = root / name
+        record = (files or {}).get(name, {})
+        if "link" in record:
+            header.append([name, "link", record["link"]])
+            continue
+        data = path.read_bytes()
+        header.append([name, len(data), os.lstat(path).st_mtime_ns])
+        payload.append(data)
+    head = json.dumps(header).encode()
+    return b"".join([BUNDLE_MAGIC, len(head).to_bytes(8, "big"), head, *payload])
 
 
 def _unpack(data: bytes, into: Path, where: str) -> None:
-    """Unpack a bundle (tarfile's ``data`` filter: nothing outside ``into``, no devices);
-    _Damaged if it cannot be read."""
+    """Write a bundle's files under ``into`` (nothing outside it: no absolute name, no
+    ``..``, no symlink leading out); _Damaged if it cannot be read."""
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            tar.extractall(into, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+        if not data.startswith(BUNDLE_MAGIC):
+            raise ValueError("not a bundle")
+        at = len(BUNDLE_MAGIC)
+        length = int.from_bytes(data[at : at + 8], "big")
+        header = json.loads(data[at + 8 : at + 8 + length])
+        at += 8 + length
+        made: set[Path] = set()
+        for name, size, extra in header:
+            rel = PurePosixPath(name)
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+                raise ValueError(f"{name!r} would be written outside the entry")
+            target = into.joinpath(*rel.parts)
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
+            if size == "link":
+                link = PurePosixPath(extra)
+                if link.is_absolute() or ".." in (rel.parent / link).parts:
+                    raise ValueError(f"symlink {name!r} leads outside the entry")
+                os.symlink(extra, target)
+                continue
+            chunk = data[at : at + size]
+            if len(chunk) != size:
+                raise ValueError(f"{name} is cut short")
+            at += size
+            with open(target, "wb") as handle:
+                handle.write(chunk)
+            os.utime(target, ns=(extra, extra))
+        if at != len(data):
+            raise ValueError("bytes after the last file")
+    except (ValueError, TypeError, OSError) as exc:
         raise _Damaged(where, "bundle", f"cannot be unpacked ({exc})") from None
