@@ -137,8 +137,9 @@ def test_second_runner_fetches_what_the_first_built(
     assert remote["fetched"] == 7 and remote["checkpoints"] == 0 and remote["uploaded"] == 0
     assert all(s.status == "fetched" for d in second.designs for s in d.segments if s.key)
 
-    # a third runner through pytest, configured by the environment, read-only: fetched
-    # entries are marked in the summary, the results store and the html report
+    # a third runner through pytest and two xdist workers, configured by the environment,
+    # read-only: fetched entries are marked in the summary (the workers' counts summed),
+    # the results store and the html report
     done = run_in(
         tmp_path,
         "tfc.blueprint.yaml",
@@ -146,6 +147,8 @@ def test_second_runner_fetches_what_the_first_built(
         "--brainsmith-remote-cache-mode=read",
         "--brainsmith-results=results.sqlite",
         "--html=report.html",
+        "-n",
+        "2",
         env={"BRAINSMITH_REMOTE_CACHE": url},
         timeout=120,
     )

@@ -166,7 +166,7 @@ def explore(
     fetched = {o.key for d in designs for o in d.segments if o.status == "fetched"}
     stats["segments_fetched"] = len(fetched)
     if remote is not None:
-        stats["remote"] = {**remote.stats.as_dict(), "off": remote.off}
+        stats["remote"] = remote.report()
     if searches:
         stats["folding_searches"] = {
             segment_label(s.prefix): {"trials": len(s.trials), "error": s.error} for s in searches

@@ -646,8 +646,9 @@ class RemoteCache:
             self._uploads.clear()
         self._warn_off()
 
-    def summary(self) -> str:
-        return summary_line(self.url, self.mode, self.stats.as_dict(), self._off)
+    def report(self) -> dict[str, Any]:
+        """The counts and why the tier is off, if it is: JSON data (xdist's workers send it)."""
+        return {**self.stats.as_dict(), "off": self._off}
 
 
 def summary_line(url: str, mode: str, stats: dict[str, Any], off: str | None = None) -> str:

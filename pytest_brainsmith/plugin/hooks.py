@@ -331,6 +331,8 @@ class EngineSession:
         if workeroutput is not None:
             workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in self.engine.built]
             workeroutput["brainsmith_process"] = _process_stats(self.engine)
+            if self.engine.remote is not None:
+                workeroutput["brainsmith_remote"] = self.engine.remote.report()
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if not self.engine.closed:  # the session ended early (an error before sessionfinish)

@@ -111,7 +111,9 @@ def remote_cache(config: pytest.Config, cache: SegmentCache, run_id: str) -> Rem
 
 
 class RemoteReport:
-    """Every process: its remote tier's counts; the reporting one prints them."""
+    """The reporting process prints the remote tier's counts: its own, or those xdist's
+    workers send (``workeroutput["brainsmith_remote"]``, written after the engine's
+    shutdown, which waits for the uploads)."""
 
     def __init__(self, config: pytest.Config, remote: RemoteCache | None) -> None:
         self.config = config
@@ -124,17 +126,6 @@ class RemoteReport:
         shared = self.remote.share_failures if self.remote is not None else False
         failures = ", failure records shared" if shared else ""
         return f"brainsmith: remote cache {url} ({_mode(config)}{failures})"
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> Any:
-        result = yield  # after the engine's shutdown, which waits for the uploads
-        workeroutput = getattr(self.config, "workeroutput", None)
-        if workeroutput is not None and self.remote is not None:
-            workeroutput["brainsmith_remote"] = {
-                **self.remote.stats.as_dict(),
-                "off": self.remote.off,
-            }
-        return result
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -149,7 +140,7 @@ class RemoteReport:
             return
         gathered = self.config.stash.get(remote_stats_key, [])
         if self.remote is not None:
-            gathered = [{**self.remote.stats.as_dict(), "off": self.remote.off}, *gathered]
+            gathered = [self.remote.report(), *gathered]
         if not gathered:
             return
         total: dict[str, Any] = {}
