@@ -220,7 +220,7 @@ def test_read_mode_uploads_nothing(server: Server, tmp_path: Path) -> None:
         env=server.env(),
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "segments: 3 built, 0 fetched" in done.stdout
+    assert "segments: 3 built, 0 reused" in done.stdout
     assert not server.fs().exists(f"{BUCKET}/read-only")
 
 
@@ -351,13 +351,13 @@ def test_failure_records_are_shared_only_when_asked(tmp_path: Path) -> None:
     assert first.returncode == 1 and "1 failed" in first.stdout, first.stdout
     assert "failure records: 0 fetched, 1 uploaded" in first.stdout
     unshared = run_in(step_project(tmp_path / "two", STEPS, failing), *args)
-    assert "segments: 0 built, 0 fetched, 0 reused, 1 failed, 0 failed-before" in unshared.stdout
+    assert "segments: 0 built, 0 reused, 1 failed, 0 failed-before" in unshared.stdout
     shared = run_in(
         step_project(tmp_path / "three", STEPS, failing),
         *args,
         "--brainsmith-remote-cache-failures",
     )
-    assert "segments: 0 built, 0 fetched, 0 reused, 0 failed, 1 failed-before" in shared.stdout
+    assert "segments: 0 built, 0 reused, 0 failed, 1 failed-before" in shared.stdout
     assert "explode was asked to fail" in shared.stdout
 
 
