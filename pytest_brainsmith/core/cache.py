@@ -450,7 +450,10 @@ class SegmentCache:
         except (OSError, ValueError) as exc:
             why = f"is unreadable ({_why(exc, path / MANIFEST)})"
             return None, Damage(MANIFEST, why, _marked_segment(path))
-        return SegmentCache.check_manifest(key, manifest, _marked_segment(path))
+        checked, damage = SegmentCache.check_manifest(key, manifest)
+        if damage is not None and damage.segment is None:  # COMPLETE names it (read only now)
+            damage = Damage(damage.file, damage.why, _marked_segment(path))
+        return checked, damage
 
     @staticmethod
     def check_manifest(
