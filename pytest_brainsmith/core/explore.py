@@ -80,6 +80,10 @@ def explore(
     tools: dict[str, str | None] | None = None,
     budget: float | None = None,
     scheduler: Any = None,
+    remote_cache: str | None = None,
+    remote_cache_mode: str = "readwrite",
+    remote_cache_failures: bool = False,
+    remote_cache_timeout: float | None = None,
 ) -> Exploration:
     """Build every design of ``blueprint`` (those matching ``where``) and judge it,
     then run its folding searches (``design_space.folding``): each trial is a design
@@ -91,7 +95,10 @@ def explore(
     are ``cancelled``). ``register(registry)`` registers your own steps, as a conftest.py's
     ``pytest_brainsmith_register`` does. ``scheduler``: build on Dask instead, a
     scheduler's address, ``"local"`` (a LocalCluster, closed at the end) or a Dask
-    cluster object (left open). Raises ``BlueprintError`` for a bad blueprint.
+    cluster object (left open). ``remote_cache``: a URL (``s3://BUCKET/PREFIX``, any
+    fsspec URL) of a remote cache tier, read and written as ``remote_cache_mode`` says
+    (``read``, ``write``, ``readwrite``); ``stats["remote"]`` is what it moved. Raises
+    ``BlueprintError`` for a bad blueprint, ``RemoteCacheError`` for a bad remote.
     """
     from ..finn.runner import available_tools
 
@@ -104,17 +111,32 @@ def explore(
         raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
     tree = build_execution_tree(space)
     leaves = [leaf for leaf in tree.designs() if _selected(leaf, where)]
+    run_id = uuid.uuid4().hex
+    local = SegmentCache(Path(cache or DEFAULT_CACHE).absolute())
+    remote = None
+    if remote_cache:
+        from .remote_cache import RemoteCache
+
+        remote = RemoteCache(
+            remote_cache,
+            local,
+            mode=remote_cache_mode,
+            share_failures=remote_cache_failures,
+            timeout=remote_cache_timeout,
+            run_id=run_id,
+        )
     engine = Engine(
-        SegmentCache(Path(cache or DEFAULT_CACHE).absolute()),
+        local,
         workers=workers,
         timeout=timeout,
         max_memory=max_memory,
         retry_failed=retry_failed,
         rebuild=rebuild,
-        run_id=uuid.uuid4().hex,
+        run_id=run_id,
         keep_step_models=keep_step_models,
         tools=available_tools() if tools is None else tools,
         budget=budget,
+        remote=remote,
     )
     session = _cluster(engine, scheduler) if scheduler is not None else None
     # Ctrl-C and SIGTERM raise KeyboardInterrupt, once every worker is killed
@@ -141,6 +163,10 @@ def explore(
         "waited_seconds": round(engine.waited, 3),
         "segments_pruned": len(engine.pruned()),
     }
+    fetched = {o.key for d in designs for o in d.segments if o.status == "fetched"}
+    stats["segments_fetched"] = len(fetched)
+    if remote is not None:
+        stats["remote"] = remote.report()
     if searches:
         stats["folding_searches"] = {
             segment_label(s.prefix): {"trials": len(s.trials), "error": s.error} for s in searches

@@ -171,6 +171,11 @@ class FoldingSearch:
         self._optuna = optuna
         finn_runner.import_finn()
         model = Path(outcome.output_model)
+        if not model.exists() and outcome.key:  # left on the remote cache: fetched now
+            why = self.engine.cache.verify_file(outcome.key, finn_runner.OUTPUT_MODEL)
+            if why is not None:
+                self.error = f"the model after the shared steps cannot be had: {why}"
+                return False
         attributes = {k: list(v) for k, v in self.settings.attributes.items()}
         self.space = space = folding_space(model, attributes)
         if not space.params:

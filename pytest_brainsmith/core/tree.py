@@ -462,6 +462,7 @@ def build_execution_tree(space: DesignSpace) -> ExecutionTree:
 STATUS_COLORS = {
     "built": "palegreen",
     "reused": "lightblue",
+    "fetched": "lightcyan",
     "failed": "salmon",
     "failed-before": "lightsalmon",
     "blocked": "mistyrose",

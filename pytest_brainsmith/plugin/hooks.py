@@ -26,7 +26,7 @@ from ..finn import catalog as finn_catalog
 from ..finn import runner as finn_runner
 from ..views.results_store import ResultsStore
 from ..views.terminal import RunRecorder
-from . import cluster, designs, hookspecs
+from . import cluster, designs, hookspecs, remote
 from .cluster import scheduler_option
 from .nodes import BlueprintFile, DesignItem, FoldingTrialItem
 from .run_context import (
@@ -162,6 +162,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "segment starts, running ones finish, designs not reached are skipped; a later "
         "run continues from the cache",
     )
+    remote.add_options(group, parser)
     parser.addini(
         "brainsmith_workers", default="", help="worker processes (default auto; 0 = inline)"
     )
@@ -248,6 +249,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--brainsmith-prune needs a run without -n (pytest-xdist)")
     config.pluginmanager.register(designs, "brainsmith-designs")  # marker + design fixture
     config.stash[run_key] = make_run_context(config)
+    config.pluginmanager.register(
+        remote.RemoteReport(config, run_context(config).engine.remote), "brainsmith-remote"
+    )
     collect_only = config.getoption("collectonly")
     if _is_xdist_controller(config) and not collect_only:
         # the controller collects nothing: it cannot wait to see whether designs need it
@@ -336,6 +340,8 @@ class EngineSession:
         if workeroutput is not None:
             workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in self.engine.built]
             workeroutput["brainsmith_process"] = _process_stats(self.engine)
+            if self.engine.remote is not None:
+                workeroutput["brainsmith_remote"] = self.engine.remote.report()
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if not self.engine.closed:  # the session ended early (an error before sessionfinish)

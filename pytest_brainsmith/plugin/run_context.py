@@ -31,6 +31,7 @@ from ..core.units import parse_duration, parse_size
 from ..core.workers import available_cores
 from ..finn.runner import available_tools
 from .blueprint_options import blueprint_options
+from .remote import remote_cache
 
 
 @dataclass
@@ -106,8 +107,9 @@ def make_run_context(config: pytest.Config) -> RunContext:
     workerinput = getattr(config, "workerinput", None)
     run_id = (workerinput or {}).get("brainsmith_run_id") or uuid.uuid4().hex
     tools = available_tools()
+    cache = SegmentCache(cache_dir(config))
     engine = Engine(
-        SegmentCache(cache_dir(config)),
+        cache,
         workers=worker_count(config),
         timeout=_option(config, "brainsmith_timeout", parse_duration, "a duration such as 90s"),
         max_memory=_option(config, "brainsmith_max_memory", parse_size, "a size such as 4G"),
@@ -119,6 +121,7 @@ def make_run_context(config: pytest.Config) -> RunContext:
         events=HookEvents(config.hook),
         budget=_option(config, "brainsmith_budget", parse_duration, "a duration such as 2h"),
         step_resources=step_resources(config),
+        remote=remote_cache(config, cache, run_id),
     )
     context = RunContext(config, run_id, finn_registry(), max_designs(config), tools, engine)
     results = results_path(config)

@@ -65,6 +65,7 @@ def row_cells(record: dict[str, Any] | None) -> list[str]:
         f"{states.count(state)} {state}"
         for state in (
             "built",
+            "fetched",
             "reused",
             "failed",
             "failed-before",

@@ -26,6 +26,7 @@ KEY_METRICS: list[tuple[str, str, str]] = [
 _STATUS_RANK = [
     "failed",
     "built",
+    "fetched",
     "failed-before",
     "reused",
     "passthrough",
@@ -109,7 +110,7 @@ def _step_times(records: list[dict[str, Any]]) -> dict[str, float]:
         for seg in record.get("segments", []):
             seconds = list((seg.get("step_seconds") or {}).values())
             names = seg.get("step_names") or []
-            if seg["status"] in ("built", "reused") and len(seconds) == len(names):
+            if seg["status"] in ("built", "reused", "fetched") and len(seconds) == len(names):
                 for name, value in zip(names, seconds, strict=True):
                     times.setdefault(name, []).append(float(value))
     return {name: sum(v) / len(v) for name, v in times.items()}

@@ -238,7 +238,8 @@ class RunRecorder:
             "segments: "
             + ", ".join(
                 f"{counts.get(state, 0)} {state}"
-                for state in ("built", "reused", "failed", "failed-before")
+                for state in ("built", "fetched", "reused", "failed", "failed-before")
+                if state != "fetched" or counts.get(state)  # only once something was fetched
             )
             + (f", {counts['pruned']} pruned" if counts.get("pruned") else ""),
             f"FINN steps: {executed} for {len(records)} designs instead of {naive}{saved}",

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...finn import runner as finn_runner
 from ..builder import BuildSpec, manifest_for, record_failure
@@ -24,6 +24,9 @@ from ..outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
 from ..tree import Segment
 from .limits import Limits
 from .tasks import Task
+
+if TYPE_CHECKING:
+    from ..remote_cache import RemoteCache
 
 
 class Estimates:
@@ -53,7 +56,8 @@ class Estimates:
 
 class CachedAnswers:
     """What the cache already answers for a task: an entry to reuse, or a recorded
-    failure that still stands."""
+    failure that still stands; on a local miss, what the remote tier has
+    (``remote_cache.py``)."""
 
     def __init__(
         self,
@@ -63,8 +67,11 @@ class CachedAnswers:
         rebuild: bool = False,
         retry_failed: bool = False,
         run_id: str = "",
+        remote: RemoteCache | None = None,
     ) -> None:
         self.cache = cache
+        #: the second tier behind the cache: asked on a local miss, told what was built
+        self.remote = remote
         self.limits = limits
         self.rebuild = rebuild
         self.retry_failed = retry_failed
@@ -74,10 +81,22 @@ class CachedAnswers:
         assert task.key is not None
         entry = self.cache.lookup(task.key)
         if entry is not None and self._fresh(entry):
-            return reused(task, entry)
+            return reused(task, entry, self.run_id)
         failure = self.cache.failure(task.key)
         if failure is not None and self._stands(failure, task):
             return failed_before(task, failure, self.run_id)
+        return None
+
+    def fetch(self, task: Task) -> SegmentOutcome | None:
+        """A local miss (the key's lock held): the remote tier's entry, fetched and
+        published here, or its shared failure record."""
+        if self.remote is None or self.rebuild or task.key is None:
+            return None
+        found = self.remote.fetch(task.key)
+        if isinstance(found, Entry):
+            return entry_outcome(task, "fetched", found.key, found.path, found.manifest)
+        if isinstance(found, Failure) and self._stands(found, task):
+            return failed_before(task, found, self.run_id)
         return None
 
     def _fresh(self, entry: Entry) -> bool:
@@ -153,8 +172,12 @@ def dead_worker_result(task: Task, spec: BuildSpec, cache: SegmentCache) -> dict
     return {**answer, "status": "error", "kind": kind}
 
 
-def reused(task: Task, entry: Entry) -> SegmentOutcome:
-    return entry_outcome(task, "reused", entry.key, entry.path, entry.manifest)
+def reused(task: Task, entry: Entry, run_id: str) -> SegmentOutcome:
+    """A cached entry's outcome: ``fetched`` if the remote tier brought it in this run
+    (its downloads publish ahead of the engine), else ``reused``."""
+    fetched = (entry.manifest.get("fetched") or {}).get("run_id") == run_id
+    status = "fetched" if fetched and run_id else "reused"
+    return entry_outcome(task, status, entry.key, entry.path, entry.manifest)
 
 
 def entry_outcome(

@@ -140,6 +140,9 @@ class Scheduler:
             self.gating.compete(tasks)
         if not new:
             return
+        remote = self.answers.remote
+        if remote is not None and not self.answers.rebuild:  # downloads start ahead
+            remote.prefetch([t.key for t in new if t.key and t.segment.steps])
         self._prioritize()
         for task in new:
             if task.state == "waiting" and (task.parent is None or task.parent.state == "done"):
@@ -320,10 +323,12 @@ class Scheduler:
             return
         self._unhold(task)
         try:
-            if self._input_damaged(task):
+            found = self.answers.lookup(task)  # another process may have built it meanwhile
+            if found is None:
+                found = self.answers.fetch(task)
+            if found is None and self._input_damaged(task):
                 lock.release()
                 return
-            found = self.answers.lookup(task)  # another process may have built it meanwhile
             if found is None:
                 if self.cache.failure(task.key) is not None:
                     self.cache.forget_failure(task.key)
@@ -530,6 +535,8 @@ class Scheduler:
             self._release(task)
         if outcome.status == "built":
             self.durations.record(outcome.step_seconds)
+        if self.answers.remote is not None and outcome.status in ("built", "failed"):
+            self.answers.remote.built(task.key, outcome.status)
         self.finish(task, outcome)
 
     def _release(self, task: Task) -> None:
@@ -575,6 +582,8 @@ class Scheduler:
                 self.durations.save()
             for driver in self._drivers:
                 driver.close()
+            if self.answers.remote is not None:  # the uploads still pending
+                self.answers.remote.close()
 
 
 def _lock_fd(lock: Any) -> int | None:
