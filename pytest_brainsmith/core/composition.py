@@ -30,7 +30,9 @@ ENV = {
     "cache": "BRAINSMITH_CACHE",
     "max_designs": "BRAINSMITH_MAX_COMBINATIONS",
     "scheduler": "BRAINSMITH_SCHEDULER",
+    "server": "BRAINSMITH_SERVER",
 }
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DEFAULT_BUILD_DIR = "build/brainsmith"
 #: pytest's ini files, in the order it looks for them, and their section
 INI_FILES = (
@@ -59,6 +61,8 @@ class RunSettings:
     timeout: float | None
     max_memory: int | None
     budget: float | None
+    #: the warm server's idle seconds (``engine_server``), None: no server
+    server: float | None = None
 
 
 def decide(
@@ -100,6 +104,7 @@ def decide(
         budget=_parsed(
             "--brainsmith-budget", chosen("budget"), parse_duration, "a duration such as 2h"
         ),
+        server=_server(chosen("server")),
     )
 
 
@@ -112,9 +117,20 @@ def make_engine(
     launcher: Launcher | None = None,
     **flags: Any,
 ) -> Engine:
-    """The engine for ``settings`` (``flags``: the per-run switches, e.g. ``rebuild``)."""
+    """The engine for ``settings`` (``flags``: the per-run switches, e.g. ``rebuild``);
+    with ``server`` (and no scheduler) it builds on the warm server (``engine_server``)."""
+    cache = SegmentCache(settings.cache)
+    if launcher is None and settings.server and settings.workers and not settings.scheduler:
+        from .engine_server import ServerLauncher, server_dir
+
+        launcher = ServerLauncher(
+            server_dir(),
+            cache.base / "dask",
+            workers=settings.workers,
+            idle=settings.server,
+        )
     return Engine(
-        SegmentCache(settings.cache),
+        cache,
         workers=settings.workers,
         timeout=settings.timeout,
         max_memory=settings.max_memory,
@@ -163,6 +179,20 @@ def _ini_options(file: Path, section: str) -> dict[str, Any] | None:
     if file.name in ("pytest.ini", ".pytest.ini") and not parser.has_section(section):
         return {}  # pytest takes these files even without the section
     return dict(parser[section]) if parser.has_section(section) else None
+
+
+def _server(value: Any) -> float | None:
+    """``server``: on (1, true, yes, on: the default idle time), off, or its idle time."""
+    from .engine_server import IDLE_SECONDS
+
+    text = str(value).strip().lower() if value is not None else ""
+    if value is True or text in _ON:
+        return IDLE_SECONDS
+    if value is None or value is False or text in ("", *_OFF):
+        return None
+    return _parsed(
+        "--brainsmith-server", value, parse_duration, "on, off or an idle time such as 30m"
+    )
 
 
 def _workers(value: Any, xdist_workers: int) -> int:

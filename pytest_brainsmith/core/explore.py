@@ -134,6 +134,9 @@ def explore(
                 engine.shutdown(cancel=True)
                 if session is not None:
                     session.close()
+                close_launcher = getattr(engine.launcher, "close", None)
+                if close_launcher is not None:  # the warm server's connection
+                    close_launcher()
     built = [o for o in engine.built if o.status == "built"]
     stats = {
         "designs": len(designs),

@@ -131,6 +131,10 @@ def run_settings(config: pytest.Config) -> RunSettings:
         for name in ("cache", "workers", "max_designs", "scheduler", "timeout", "max_memory")
     }
     given["budget"] = config.getoption("brainsmith_budget")
+    # an xdist worker builds on its own pool (several sessions on one server: untested)
+    given["server"] = (
+        "off" if hasattr(config, "workerinput") else config.getoption("brainsmith_server")
+    )
     try:
         return decide(
             config.rootpath,
