@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +46,10 @@ START_SECONDS = 60.0
 #: how long a worker waits for a scheduler that went away before it stops too (also how
 #: long its nanny lets it start: importing FINN takes long on a busy machine)
 DEATH_SECONDS = 600
+
+
+#: the processes this one started (kept: a Popen collected while its process runs warns)
+_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 class ServerWarning(UserWarning):
@@ -86,9 +91,11 @@ def ensure_server(
         if info is not None and not replace and _answers(info):
             return str(info["address"])
         if info is not None:
+            _note(base, f"replacing the server at {info['address']} (pids {info.get('pids')})")
             stop(info)
             info_file.unlink(missing_ok=True)
         info = _start(base, workers, idle)
+        _note(base, f"started a server at {info['address']} (pids {info['pids']})")
         tmp = info_file.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, info_file)
@@ -124,7 +131,7 @@ def stop(info: dict[str, Any]) -> None:
 
 
 def _start(base: Path, workers: int, idle: float) -> dict[str, Any]:
-    scheduler_file = Path(f"{base}.scheduler.json")
+    scheduler_file = Path(f"{base}.scheduler")  # Dask writes its address there
     scheduler_file.unlink(missing_ok=True)
     log = f"{base}.log"
     dask = [sys.executable, "-m", "dask"]
@@ -154,14 +161,29 @@ def _start(base: Path, workers: int, idle: float) -> dict[str, Any]:
 
 def _spawn(argv: list[str], log: str) -> int:
     """A process in a session of its own (Ctrl-C in the terminal does not reach it, and it
-    outlives this one), its output appended to ``log``."""
+    outlives this one), its output appended to ``log``. (Not ``os.posix_spawn``: a signal
+    during it makes Python retry it, and the first process started is left behind.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _STARTED.append(process)  # never waited for here: it outlives this process
+    return process.pid
+
+
+def _note(base: Path, text: str) -> None:
+    """A line in the server's log: what the sessions did to it, and which one."""
+    with contextlib.suppress(OSError), open(f"{base}.log", "a") as log:
+        log.write(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} - pytest-brainsmith (pid {os.getpid()}) - {text}\n"
+        )
 
 
 def _read(info_file: Path) -> dict[str, Any] | None:
