@@ -377,7 +377,9 @@ def main() -> None:
         ("(b)/(e) (target: CNV <= 1.25x, TFC <= 1.5x)", ratio(seq_s, floor)),
         (
             f"(f) tree, warm Dask cluster ({CORES} workers, FINN preloaded), cold cache [s]",
-            f"{dask_s:.1f}" if dask_out else "skipped (no Dask distributed)",
+            f"{dask_s:.1f}"
+            if dask_out
+            else ("skipped (no Dask distributed)" if "f" in cases else "not run"),
         ),
         ("(f)/((e) - FINN import) (target: CNV <= 1.15x)", ratio(dask_s, dask_floor)),
         ("(a)/(b) (target: CNV >= 12x)", ratio(scratch_s, seq_s)),
