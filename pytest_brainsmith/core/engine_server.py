@@ -59,10 +59,14 @@ class ServerWarning(UserWarning):
 def server_dir() -> Path:
     """Where servers' address files live: the user's runtime folder, else the user's
     cache folder (not the segment cache: removing it must not orphan a server)."""
-    for variable, default in (("XDG_RUNTIME_DIR", None), ("XDG_CACHE_HOME", "~/.cache")):
-        root = os.environ.get(variable) or (os.path.expanduser(default) if default else None)
-        if root and os.path.isdir(root) and os.access(root, os.W_OK):
-            return Path(root) / "pytest-brainsmith" / "servers"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
+        return Path(runtime) / "pytest-brainsmith" / "servers"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    with contextlib.suppress(OSError):
+        os.makedirs(cache, exist_ok=True)
+    if os.path.isdir(cache) and os.access(cache, os.W_OK):
+        return Path(cache) / "pytest-brainsmith" / "servers"
     return Path(tempfile.gettempdir()) / f"pytest-brainsmith-{os.getuid()}" / "servers"
 
 
@@ -207,12 +211,20 @@ def _answers(info: dict[str, Any]) -> bool:
 
 
 def _is_dask(pid: int) -> bool:
-    """A live process of ours (a pid may be reused: its command line must be Dask's)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"dask" in cmdline
+    """A live process of ours (a pid may be reused: its command line must be Dask's). A
+    process just started may show no command line yet (exec under way): asked again."""
+    for _ in range(100):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return False
+        if state in ("Z", "X"):  # exited (a zombie until its parent reaps it)
+            return False
+        if cmdline:
+            return b"dask" in cmdline
+        time.sleep(0.01)
+    return False
 
 
 class ServerLauncher:
