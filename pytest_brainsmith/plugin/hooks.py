@@ -145,6 +145,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the cache",
     )
     group.addoption(
+        "--brainsmith-server",
+        nargs="?",
+        const="on",
+        metavar="IDLE",
+        help="build on a warm local server kept between runs (FINN stays imported): found "
+        "again by the next session, stopped after IDLE (default 15m) without work; also the "
+        "ini option brainsmith_server or BRAINSMITH_SERVER=1",
+    )
+    group.addoption(
         "--brainsmith-timeout",
         metavar="SECONDS",
         help="end a segment's build after this long (e.g. 600, 90s, 2h) and fail its designs; "
@@ -167,6 +176,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "brainsmith_workers", default="", help="worker processes (default auto; 0 = inline)"
     )
     parser.addini("brainsmith_budget", default="", help="time budget of the run (e.g. 2h)")
+    parser.addini("brainsmith_server", default="", help="warm server: on, off or its idle time")
     parser.addini("brainsmith_timeout", default="", help="per-segment build timeout")
     parser.addini(
         "brainsmith_scheduler", default="", help="Dask scheduler address or 'local' (see option)"
@@ -350,6 +360,9 @@ class EngineSession:
         self._signals.close()
 
     def _close_cluster(self) -> None:
+        close_launcher = getattr(self.engine.launcher, "close", None)
+        if close_launcher is not None:  # the warm server's connection (the server stays)
+            close_launcher()
         context = run_context(self.config)
         if context.cluster is not None:
             context.cluster.close()
