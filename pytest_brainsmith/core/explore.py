@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import interrupts
+from . import interrupts, toolchain
 from .blueprint import DEFAULT_MAX_DESIGNS, load_design_space
 from .cache import SegmentCache
 from .engine import Engine, segment_label
@@ -93,8 +93,6 @@ def explore(
     scheduler's address, ``"local"`` (a LocalCluster, closed at the end) or a Dask
     cluster object (left open). Raises ``BlueprintError`` for a bad blueprint.
     """
-    from ..finn.runner import available_tools
-
     registry = finn_registry()
     if register is not None:
         register(registry)
@@ -113,7 +111,7 @@ def explore(
         rebuild=rebuild,
         run_id=uuid.uuid4().hex,
         keep_step_models=keep_step_models,
-        tools=available_tools() if tools is None else tools,
+        tools=toolchain.current().available_tools() if tools is None else tools,
         budget=budget,
     )
     session = _cluster(engine, scheduler) if scheduler is not None else None
