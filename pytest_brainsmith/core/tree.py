@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .blueprint import MODEL_CHOICE, DesignSpace
+from .outcomes import STATUS_COLORS
 from .registry import Step
 from .toolchain import KERNEL_BACKENDS
 from .toolchain import current as toolchain
@@ -457,21 +458,6 @@ class ExecutionTree:
 
 def build_execution_tree(space: DesignSpace) -> ExecutionTree:
     return ExecutionTree(space)
-
-
-#: Fill colours of segment states, shared by the DOT and html views.
-STATUS_COLORS = {
-    "built": "palegreen",
-    "reused": "lightblue",
-    "failed": "salmon",
-    "failed-before": "lightsalmon",
-    "blocked": "mistyrose",
-    "pruned": "khaki",
-    "cancelled": "lightgrey",
-    "skipped": "lightgrey",
-    "not-run": "white",
-    "passthrough": "white",
-}
 
 
 def _dot_string(lines: list[str]) -> str:
