@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import interrupts
+from . import interrupts, toolchain
 from .blueprint import load_design_space
 from .cache import SegmentCache
 from .composition import decide, find_project, make_engine
@@ -104,8 +104,6 @@ def explore(
     ``readwrite``); ``stats["remote"]`` is what it moved; ``RemoteCacheError`` for a bad
     remote.
     """
-    from ..finn.runner import available_tools
-
     path = Path(blueprint).absolute()
     rootdir, ini = find_project(path)
     given = {"cache": cache, "workers": workers, "max_designs": max_designs}
@@ -137,7 +135,7 @@ def explore(
     engine = make_engine(
         settings,
         run_id=run_id,
-        tools=available_tools() if tools is None else tools,
+        tools=toolchain.current().available_tools() if tools is None else tools,
         retry_failed=retry_failed,
         rebuild=rebuild,
         keep_step_models=keep_step_models,

@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .toolchain import current as current_toolchain
+
 #: the record format; bump it when what a record means changes
 FORMAT = 1
 FOLDER = "searches"
@@ -68,16 +70,14 @@ class FoldingMemo:
 @cache
 def code_identity() -> dict[str, str]:
     """What the derivation's results depend on besides its inputs: the code reading the
-    models (``finn/folding.py``), Optuna's and Python's versions (the sampler's draws)."""
-    from ..finn import folding
-
-    source = Path(folding.__file__).read_bytes()
+    models (the toolchain's, ``finn/folding.py``), Optuna's and Python's versions (the
+    sampler's draws)."""
     try:
         optuna = metadata.version("optuna")
     except metadata.PackageNotFoundError:
         optuna = ""
     return {
-        "folding": hashlib.sha256(source).hexdigest(),
+        "folding": current_toolchain().folding_code(),
         "optuna": optuna,
         "python": ".".join(map(str, sys.version_info[:2])),
     }

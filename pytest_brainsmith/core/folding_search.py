@@ -36,17 +36,9 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from ..finn import runner as finn_runner
-from ..finn.folding import (
-    NODE_ESTIMATES,
-    FoldingSpace,
-    balanced_foldings,
-    folding_space,
-    read_folding,
-    write_folding,
-)
 from .expectations import Expectation, for_design
 from .folding_memo import FoldingMemo, code_identity
+from .toolchain import current as toolchain
 from .tree import Segment, trial_of, trial_path
 
 if TYPE_CHECKING:
@@ -77,7 +69,7 @@ class FoldingSearch:
         self.trials: dict[int, Segment] = {}  # trial number -> its design (leaf)
         self.error: str | None = None  # why no (more) trials are asked
         self.out_of_time = False  # the time budget stopped it
-        self.space: FoldingSpace | None = None
+        self.space: Any = None  # the toolchain's folding space (``finn.folding.FoldingSpace``)
         self.study: Any = None
         self.study_name = ""
         self.warm_trials = 0  # study trials that are FINN's foldings (numbered first)
@@ -184,7 +176,7 @@ class FoldingSearch:
         except FileNotFoundError as exc:
             self.error = f"the model after the shared steps cannot be had: {exc}"
             return False
-        self.space = space = FoldingSpace.from_json(derived["space"])
+        self.space = space = toolchain().folding_space_from_json(derived["space"])
         if not space.params:
             self.error = "the model after the shared steps has no node whose folding can vary"
             return False
@@ -231,7 +223,11 @@ class FoldingSearch:
         cache keys and what else it depends on: a later run needs no FINN for it."""
         config = self.prefix.config()
         metric = next(
-            (m for d, m in self.settings.objectives if d == "minimize" and m in NODE_ESTIMATES),
+            (
+                m
+                for d, m in self.settings.objectives
+                if d == "minimize" and m in toolchain().node_estimates
+            ),
             None,
         )
         identity = {
@@ -248,14 +244,16 @@ class FoldingSearch:
         if found is not None:
             return found
         if not model.exists() and key:  # left on the remote cache (entry ``key``): fetched now
-            why = self.engine.cache.verify_file(key, finn_runner.OUTPUT_MODEL)
+            why = self.engine.cache.verify_file(key, toolchain().output_model)
             if why is not None:
                 raise FileNotFoundError(why)
-        finn_runner.import_finn()
+        compiler = toolchain()
+        compiler.prepare()
         attributes = {k: list(v) for k, v in self.settings.attributes.items()}
-        space = folding_space(model, attributes)
+        space = compiler.folding_space(model, attributes)
         warm = [
-            read_folding(Path(found[1]), space) if found is not None else None for found in measured
+            compiler.read_folding(Path(found[1]), space) if found is not None else None
+            for found in measured
         ]
         reached = tuple(
             int(found[0]["max_cycles"])
@@ -263,10 +261,10 @@ class FoldingSearch:
             if found is not None and isinstance(found[0].get("max_cycles"), int | float)
         )
         proposals = []
-        part = _fpga_part(config)
+        part = compiler.fpga_part(config)
         if self.settings.warm_start and space.params and metric and part:
             try:
-                proposals = balanced_foldings(
+                proposals = compiler.balanced_foldings(
                     model, space, metric, self.settings.batch, part, reached
                 )
             except Exception:  # noqa: BLE001 - an op without per-node estimates: no proposals
@@ -394,7 +392,7 @@ class FoldingSearch:
             folding = self._folding(params)
             text = json.dumps(folding, sort_keys=True)
             name = f"folding-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-            path = write_folding(self.folding_dir / name, folding)
+            path = toolchain().write_folding(self.folding_dir / name, folding)
             leaf = trial_path(self.prefix, number, folding, path)
             self.trials[number] = leaf
             batch.append(leaf)
@@ -547,15 +545,3 @@ def _violation(expectation: Expectation, value: Any) -> float:
     if not expectation.holds(value):
         gap = max(gap, 1e-9)
     return gap / (abs(expectation.bound) or 1.0)
-
-
-def _fpga_part(config: dict[str, Any]) -> str | None:
-    """The part FINN's per-node estimates are made for (``fpga_part``, else the board's)."""
-    if config.get("fpga_part"):
-        return str(config["fpga_part"])
-    board = config.get("board")
-    if not board:
-        return None
-    from finn.util.basic import alveo_part_map, pynq_part_map
-
-    return pynq_part_map.get(board) or alveo_part_map.get(board)

@@ -28,6 +28,22 @@ if TYPE_CHECKING:
 #: (kind ``expect`` or ``pareto``, see gates.py); ``not-run``: not needed.
 OK_STATES = ("built", "reused", "fetched", "passthrough")
 
+#: Fill colours of segment states, shared by the DOT and html views (published: the
+#: views read records and the constants of this module, ``GATES`` included).
+STATUS_COLORS = {
+    "built": "palegreen",
+    "reused": "lightblue",
+    "fetched": "lightcyan",
+    "failed": "salmon",
+    "failed-before": "lightsalmon",
+    "blocked": "mistyrose",
+    "pruned": "khaki",
+    "cancelled": "lightgrey",
+    "skipped": "lightgrey",
+    "not-run": "white",
+    "passthrough": "white",
+}
+
 #: Why a segment failed: ``exception`` (a step raised), ``crash`` (its worker died:
 #: exit code, signal), ``timeout``, ``memory``, ``killed`` (SIGKILL from outside: the
 #: OOM killer or a person), ``environment`` (disk full, FINN missing), ``control``.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 from ..core import interrupts
 from ..core.blueprint import DEFAULT_MAX_DESIGNS
-from ..core.cache import CacheError, EntryInUse
+from ..core.cache import LAYOUT, CacheError, EntryInUse
 from ..core.engine import Engine
 from ..core.tree import Segment
 from ..finn import catalog as finn_catalog
@@ -28,6 +29,7 @@ from ..views.results_store import ResultsStore
 from ..views.terminal import RunRecorder
 from . import cluster, designs, hookspecs, remote
 from .cluster import scheduler_option
+from .folding_fronts import export_fronts
 from .nodes import BlueprintFile, DesignItem, FoldingTrialItem
 from .run_context import (
     build_dir,
@@ -276,7 +278,8 @@ def pytest_configure(config: pytest.Config) -> None:
             run_context(config).run_id,
             ResultsStore(results) if results else None,
             _tree_dir(config),
-            build_dir(config) / "foldings",
+            export_foldings=partial(export_fronts, folder=build_dir(config) / "foldings"),
+            running_dir=Path(cache_dir(config)) / LAYOUT / "running",
         )
         config.stash[recorder_key] = recorder
         config.pluginmanager.register(recorder, "brainsmith-recorder")

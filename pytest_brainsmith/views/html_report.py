@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ..core.tree import STATUS_COLORS
+from ..core.outcomes import STATUS_COLORS
 from . import folding, pareto
 from .records import (
     KEY_METRICS,

@@ -119,7 +119,7 @@ def _step_times(records: list[dict[str, Any]]) -> dict[str, float]:
 def gates_line(records: Iterable[dict[str, Any]]) -> str | None:
     """``gates saved: expect stopped 2 designs, 3 segments not built (~4.1 s recorded);
     ...``, or None when no gate stopped anything."""
-    from ..core.gates import GATES
+    from ..core.outcomes import GATES
 
     savings = gate_savings(records)
     if not savings:

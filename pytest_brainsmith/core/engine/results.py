@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...finn import runner as finn_runner
 from ..builder import BuildSpec, manifest_for, record_failure
 from ..cache import Entry, Failure, SegmentCache
 from ..expectations import for_design
 from ..gates import EXPECT, Stop
 from ..outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
+from ..toolchain import current as toolchain
 from ..tree import Segment
 from .limits import Limits
 from .tasks import Task
@@ -38,7 +38,7 @@ class Estimates:
     def of_entry(self, entry: str) -> dict[str, Any] | None:
         if entry not in self._read:
             try:
-                self._read[entry] = finn_runner.read_estimates(Path(entry))
+                self._read[entry] = toolchain().read_estimates(Path(entry))
             except (OSError, ValueError):
                 self._read[entry] = None
         return self._read[entry]
@@ -160,7 +160,7 @@ def dead_worker_result(task: Task, spec: BuildSpec, cache: SegmentCache) -> dict
         kind, error = worker.exit_cause()
     # what it printed (a crash's own report first), then where the build log ends
     tail = worker.output_tail(lines=12)
-    log = finn_runner.build_log(spec.staged)
+    log = toolchain().build_log(spec.staged)
     with contextlib.suppress(OSError):
         lines = log.read_text(errors="replace").strip().splitlines()[-8:]
         if lines:
@@ -191,8 +191,8 @@ def entry_outcome(
         status,
         seconds=timing.get("seconds", 0.0),
         entry=str(path),
-        log=str(finn_runner.build_log(path)),
-        output_model=str(path / finn_runner.OUTPUT_MODEL),
+        log=str(toolchain().build_log(path)),
+        output_model=str(path / toolchain().output_model),
         step_seconds=timing.get("step_seconds", {}),
     )
 
@@ -204,7 +204,7 @@ def failed_before(task: Task, failure: Failure, run_id: str) -> SegmentOutcome:
         failure.key,
         "failed-before",
         seconds=record.get("seconds", 0.0),
-        log=str(finn_runner.build_log(failure.path)),
+        log=str(toolchain().build_log(failure.path)),
         step=record.get("step"),
         error=record.get("error"),
         traceback=record.get("traceback"),

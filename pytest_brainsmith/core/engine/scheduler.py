@@ -26,8 +26,7 @@ from typing import Any, Protocol
 
 from filelock import Timeout as LockTimeout
 
-from ...finn import runner as finn_runner
-from .. import interrupts
+from .. import interrupts, toolchain
 from ..builder import BuildSpec, build_segment
 from ..cache import CacheError, SegmentCache
 from ..outcomes import SegmentOutcome
@@ -115,7 +114,7 @@ class Scheduler:
         self._held: list[Task] = []
         self.running: list[Task] = []
         self._exiting: list[Worker] = []  # workers that answered and are still exiting
-        self._finn_error: str | None = None
+        self._toolchain_error: str | None = None
         self._drivers: list[Driver] = []
         self._driving = False
         self._draining = False
@@ -357,7 +356,7 @@ class Scheduler:
     def _launch(self, task: Task, spec: BuildSpec) -> None:
         """Start the task's build on a worker and register it as running."""
         remote = getattr(self.launcher, "remote", False)
-        error = None if remote else self._import_finn()
+        error = None if remote else self._prepare_toolchain()
         if error is not None:
             self._release(task)
             self.finish(task, results.error(task, error))
@@ -400,7 +399,7 @@ class Scheduler:
             owner = owner.parent
         if owner is None or owner.key is None or owner.outcome is None or not owner.outcome.entry:
             return False
-        if self.cache.verify_file(owner.key, finn_runner.OUTPUT_MODEL) is None:
+        if self.cache.verify_file(owner.key, toolchain.current().output_model) is None:
             return False
         node: Task | None = task
         while node is not None and node is not owner:  # the task and passthroughs above it
@@ -411,17 +410,19 @@ class Scheduler:
         self._make_ready(owner)
         return True
 
-    def _import_finn(self) -> str | None:
-        """FINN once in this process, before the first fork: every worker has it."""
-        if self._finn_error is None:
-            self.phase = "importing FINN"
+    def _prepare_toolchain(self) -> str | None:
+        """The compiler (FINN) imported once in this process, before the first fork:
+        every worker has it. Why it cannot be, if so."""
+        if self._toolchain_error is None:
+            compiler = toolchain.current()
+            self.phase = f"importing {compiler.name}"
             try:
-                finn_runner.import_finn()
-            except finn_runner.FinnUnavailable as exc:
-                self._finn_error = str(exc)
+                compiler.prepare()
+            except toolchain.ToolchainUnavailable as exc:
+                self._toolchain_error = str(exc)
             finally:
                 self.phase = ""
-        return self._finn_error
+        return self._toolchain_error
 
     def _spec(self, task: Task) -> BuildSpec:
         segment = task.segment
