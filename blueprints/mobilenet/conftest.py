@@ -58,8 +58,13 @@ def ensure_model(name: str, file_name: str) -> Path:
     with FileLock(str(target) + ".lock"):
         if not target.exists():
             subprocess.run(
-                [sys.executable, str(ROOT / "scripts" / "make_models.py"), "--model", name,
-                 str(MODELS)],
+                [
+                    sys.executable,
+                    str(ROOT / "scripts" / "make_models.py"),
+                    "--model",
+                    name,
+                    str(MODELS),
+                ],
                 check=True,
                 capture_output=True,
             )

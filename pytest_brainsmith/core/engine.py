@@ -79,6 +79,7 @@ from .keys import segment_key
 from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
 from .registry import Step
 from .tree import Segment, trial_of
+from .memory_budget import MemoryBudget
 from .workers import Worker, available_cores
 
 #: Seconds a step is assumed to take before any build of it was timed.
@@ -258,6 +259,8 @@ class Engine:
         self._order = itertools.count()
         self._estimates: dict[str, dict[str, Any] | None] = {}
         self._durations = self._load_durations()
+        #: which builds fit in memory together, by their recorded peaks
+        self.memory = MemoryBudget(cache.base, max_memory=max_memory)
         self._finn_error: str | None = None
         self._drivers: list[Driver] = []
         self._driving = False
@@ -400,6 +403,14 @@ class Engine:
         for gate in self._pareto.values():
             if not gate.decided and not gate.pending and gate.competitors:
                 self._decide(gate)
+
+    @staticmethod
+    def _step_names(task: Task) -> list[str]:
+        return [finn_runner.checkpoint_name(s) for s in task.segment.steps]
+
+    def _fits(self, task: Task) -> bool:
+        running = [self._step_names(t) for t in self._running]
+        return self.memory.admits(self._step_names(task), running)
 
     def _estimate(self, task: Task) -> float:
         return sum(
@@ -814,6 +825,8 @@ class Engine:
 
     def _start_ready(self) -> None:
         while self._ready and not self._draining and len(self._running) < self.workers:
+            if self.launcher is Worker and not self._fits(self._ready[0][-1]):
+                break  # the next build waits for memory (core/memory_budget.py)
             task = heapq.heappop(self._ready)[-1]
             if task.state == "ready":
                 self._start(task, inline=False)
@@ -1024,7 +1037,8 @@ class Engine:
         wake += [t.deadline for t in self._running if t.deadline is not None]
         wake += [t.retry_at for t in self._held]
         if self._ready and len(self._running) < self.workers and not self._draining:
-            return  # more to start right away
+            if self.launcher is not Worker or self._fits(self._ready[0][-1]):
+                return  # more to start right away
         timeout = max(0.0, min(wake) - now)
         waitables = [w for t in self._running if t.worker for w in t.worker.waitables()]
         if waitables:
@@ -1065,6 +1079,7 @@ class Engine:
         if outcome.status == "built":
             for name, seconds in outcome.step_seconds.items():
                 self._durations[name] = seconds
+            self.memory.record(self._step_names(task), result)
         self._finish(task, outcome)
 
     def _result_of_dead_worker(self, task: Task, spec: BuildSpec) -> dict[str, Any]:
@@ -1174,6 +1189,7 @@ class Engine:
             merged = {**self._load_durations(), **self._durations}
             tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
             os.replace(tmp, path)
+        self.memory.save()
 
     def pruned(self) -> list[SegmentOutcome]:
         """The segments no design needed any more once the gates had stopped them."""
