@@ -16,7 +16,7 @@ Register them from a ``conftest.py`` next to a blueprint::
         register(registry)
 
 then name them in the blueprint's steps: ``mobilenet_streamline``,
-``mobilenet_lower_convs``, ``mobilenet_convert_to_hw`` (see
+``mobilenet_lower_convs``, ``mobilenet_convert_to_hw``, ``mobilenet_weights_to_uram`` (see
 ``blueprints/mobilenet/``). Imports are inside the steps: collection never imports FINN.
 """
 
@@ -131,8 +131,24 @@ def mobilenet_convert_to_hw(model: Any, cfg: Any) -> Any:
     return model.transform(GiveReadableTensorNames())
 
 
+def mobilenet_weights_to_uram(model: Any, cfg: Any) -> Any:
+    """The largest weight memories (the 1024-channel pointwise layers and the classifier,
+    at least 2^19 weights each) in UltraRAM, as finn-examples' ZCU104 folding puts them:
+    MobileNet-v1's 4.2 M 4-bit weights are more than a ZCU104's block RAM holds. Runs
+    after ``apply_folding_config`` (the folding may have chosen another ``ram_style``)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    for node in model.graph.node:
+        if node.op_type.startswith("MVAU"):
+            op = getCustomOp(node)
+            if op.get_nodeattr("MW") * op.get_nodeattr("MH") >= 1 << 19:
+                op.set_nodeattr("ram_style", "ultra")
+    return model
+
+
 def register(registry: Any) -> None:
-    """Register the three steps (in a ``pytest_brainsmith_register`` hook)."""
+    """Register the steps (in a ``pytest_brainsmith_register`` hook)."""
     registry.register_step(mobilenet_streamline, reads=())
     registry.register_step(mobilenet_lower_convs, reads=())
     registry.register_step(mobilenet_convert_to_hw, reads=("standalone_thresholds",))
+    registry.register_step(mobilenet_weights_to_uram, reads=())
