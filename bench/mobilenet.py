@@ -61,11 +61,11 @@ def pytest_brainsmith_register(registry):
 """
 
 
-def model_file() -> Path:
+def model_file(name: str) -> Path:
     sys.path.insert(0, str(ROOT / "scripts"))
     from make_models import ensure_model
 
-    return ensure_model("mobilenet", ROOT / "build" / "models")
+    return ensure_model(name, ROOT / "build" / "models")
 
 
 def sweep(folder: Path, model: Path) -> Path:
@@ -147,8 +147,14 @@ def disk(cache: Path) -> tuple[dict[int, list[int]], float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scratch", type=int, default=2, help="designs built in (a)")
+    parser.add_argument(
+        "--model",
+        default="mobilenet",
+        choices=["mobilenet", "mobilenet_tiny"],
+        help="mobilenet_tiny: the reduced network, to try the script quickly",
+    )
     args = parser.parse_args()
-    model = model_file()
+    model = model_file(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         blueprint = sweep(tmp_path / "bp", model)
