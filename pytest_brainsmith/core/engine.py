@@ -76,10 +76,10 @@ from .gates import (
     order_score,
 )
 from .keys import segment_key
+from .memory_budget import MemoryBudget
 from .outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
 from .registry import Step
 from .tree import Segment, trial_of
-from .memory_budget import MemoryBudget
 from .workers import Worker, available_cores
 
 #: Seconds a step is assumed to take before any build of it was timed.
@@ -413,9 +413,13 @@ class Engine:
         return self.memory.admits(self._step_names(task), running)
 
     def _estimate(self, task: Task) -> float:
+        """Seconds the segment is expected to take: its steps' recorded durations on its
+        own model first (a MobileNet step takes minutes where a TFC one takes a second),
+        else on any model, else a default."""
+        model = task.segment.model().name
         return sum(
-            self._durations.get(finn_runner.checkpoint_name(s), DEFAULT_STEP_SECONDS)
-            for s in task.segment.steps
+            self._durations.get(f"{name}@{model}", self._durations.get(name, DEFAULT_STEP_SECONDS))
+            for name in self._step_names(task)
         )
 
     def _prioritize(self) -> None:
@@ -1077,8 +1081,9 @@ class Engine:
         finally:
             self._release(task)
         if outcome.status == "built":
+            model = task.segment.model().name
             for name, seconds in outcome.step_seconds.items():
-                self._durations[name] = seconds
+                self._durations[name] = self._durations[f"{name}@{model}"] = seconds
             self.memory.record(self._step_names(task), result)
         self._finish(task, outcome)
 
@@ -1211,11 +1216,17 @@ class Engine:
         left += sum(max(0.0, t.estimate - (now - t.started)) for t in running)
         describe = getattr(self.launcher, "describe", None)
         slots = getattr(self.launcher, "slots", None) or self.workers
+        if self.launcher is Worker:  # as many as fit in memory (core/memory_budget.py)
+            slots = self.memory.workers(slots)
+        # no faster than the longest chain still to build (a big root builds alone)
+        chain = [t.priority - (now - t.started) for t in running]
+        chain += [t.priority for t in queued if t.parent is None or t.parent.state == "done"]
+        left = max(left / max(1, slots), max(chain, default=0.0))
         return {
             "done": sum(1 for t in needed if t.state == "done"),
             "running": [t.label for t in running],
             "queued": len(queued),
-            "seconds_left": left / max(1, slots) if (queued or running) else 0.0,
+            "seconds_left": left if (queued or running) else 0.0,
             "phase": self.phase,
             **({"cluster": describe()} if describe is not None else {}),
         }
