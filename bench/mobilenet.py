@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from explore import ROOT, manifests, run_pytest  # noqa: E402
+from explore import ROOT, critical_path, finn_import_seconds, manifests, run_pytest  # noqa: E402
 
 from pytest_brainsmith.core.memory_budget import MEMORY_FILE, MemoryBudget  # noqa: E402
 from pytest_brainsmith.finn import mobilenet_steps  # noqa: E402
@@ -168,6 +168,10 @@ def main() -> None:
         scratch_s, designs = from_scratch(blueprint, tmp_path / "scratch", args.scratch)
         built = args.scratch
         by_depth, per_design = disk(tmp_path / "pool")
+        found = manifests(tmp_path / "pool")
+        unique, path_s = sum(m["seconds"] for m in found), critical_path(found)
+        import_s = finn_import_seconds()
+        floor = max(unique / CORES, path_s) + import_s + collect_s
         peaks = json.loads((tmp_path / "pool" / "v1" / MEMORY_FILE).read_text())
         budget = MemoryBudget(tmp_path / "pool" / "v1")
         durations = json.loads((tmp_path / "pool" / "v1" / "durations.json").read_text())
@@ -191,6 +195,12 @@ def main() -> None:
             f"{scratch_all / pool_s:.2f}x" + (" (a extrapolated)" if estimated else ""),
         ),
         ("(b1)/(b) (target >= 1.7x)", f"{one_s / pool_s:.2f}x"),
+        (
+            "(e) floor: max(unique work / 2, critical path) + FINN import + pytest start-up [s]",
+            f"{floor:.1f} (unique {unique:.1f}, critical path {path_s:.1f}, "
+            f"import {import_s:.1f}, start-up {collect_s:.1f}); (b)/(e) {pool_s / floor:.2f}x, "
+            f"best possible (b1)/(b) {(unique + import_s + collect_s) / floor:.2f}x",
+        ),
         (
             "peak memory a worker added, by step (largest) [MB]",
             ", ".join(
