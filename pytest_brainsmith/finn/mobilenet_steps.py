@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The steps, in pipeline order, as the blueprint names them.
+#: The steps that turn the QONNX model into hardware layers, in pipeline order (then
+#: FINN's partition and folding; ``mobilenet_weights_to_uram`` after the folding).
 STEPS = ("mobilenet_streamline", "mobilenet_lower_convs", "mobilenet_convert_to_hw")
 
 
