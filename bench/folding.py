@@ -1,7 +1,11 @@
 """FINN's own folding (a ``target_fps`` sweep) against the folding search
 (``design_space.folding``) given the same wall-clock time, on real FINN. Prints markdown.
 
-    .venv/bin/python bench/folding.py [--model tfc|cnv] [--targets N] [--warm]
+    .venv/bin/python bench/folding.py [--model tfc|cnv|mobilenet] [--targets N] [--warm]
+
+``--model mobilenet``: MobileNet-v1 w4a4 on a ZCU104-class part at 200 MHz, with the
+project's MobileNet steps (the estimate pipeline of bench/mobilenet.py, registered from a
+conftest.py in each arm's folder).
 
 (A) FINN's folding: the model's estimate pipeline with ``target_fps`` swept over N
     values spaced evenly in log scale (FINN's ``target_fps_parallelization`` picks one
@@ -34,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from explore import model_file, run_pytest  # noqa: E402
 
-#: target_fps range per model at 100 MHz (from all-folded to about fully unfolded)
-RANGE = {"tfc": (2_000, 2_000_000), "cnv": (20, 20_000)}
+#: target_fps range per model at 100 MHz (from all-folded to about fully unfolded);
+#: MobileNet-v1 at 200 MHz
+RANGE = {"tfc": (2_000, 2_000_000), "cnv": (20, 20_000), "mobilenet": (100, 10_000)}
 
 
 def targets(model: str, count: int) -> list[int]:
@@ -45,6 +50,18 @@ def targets(model: str, count: int) -> list[int]:
 
 def blueprint(folder: Path, model: str, fps: list[int], search: str) -> None:
     sweep = f"  finn_config:\n    target_fps: [{', '.join(map(str, fps))}]\n" if fps else ""
+    if model == "mobilenet":
+        from mobilenet import CONFTEST, STEPS
+        from mobilenet import model_file as mobilenet_file
+
+        (folder / "conftest.py").write_text(CONFTEST)
+        (folder / "fold.blueprint.yaml").write_text(
+            f"name: mobilenet-folding\nmodel: {mobilenet_file('mobilenet')}\n"
+            "fpga_part: xczu7ev-ffvc1156-2-e\nclock_ns: 5\n"
+            "finn_config:\n  standalone_thresholds: true\n"
+            f"design_space:\n  steps:\n{STEPS}{sweep}{search}"
+        )
+        return
     (folder / "fold.blueprint.yaml").write_text(
         f"name: {model}-folding\nmodel: {model_file(model)}\nfpga_part: xc7z020clg400-1\n"
         f"clock_ns: 10\ndesign_space:\n{sweep}{search}"  # FINN's estimate pipeline

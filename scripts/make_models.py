@@ -1,17 +1,28 @@
-"""Build the example models from FINN's brevitas_examples topologies, random weights,
+"""Build the example models from brevitas_examples topologies, random weights,
 exported to QONNX. Deterministic (fixed torch seed), no download.
 
 - ``tfc`` (bundled in models/): TFC, 784-64-64-64-10, 2-bit weights and activations;
 - ``cnv`` (for bench/explore.py --model cnv; about 6 MB, so built, not shipped):
-  CNV, 3x32x32 input, six conv and three FC layers, 2-bit weights and activations.
+  CNV, 3x32x32 input, six conv and three FC layers, 2-bit weights and activations;
+- ``mobilenet``: MobileNet-v1 (brevitas_examples.imagenet_classification), 4-bit weights
+  and activations as in Xilinx/finn-examples (first and last layer 8-bit weights),
+  1x3x224x224 input quantized to 8 bits by an input quantizer, 1000 classes (about
+  2 MB... of 4-bit weights stored as float32: 17 MB, so built on first use);
+- ``mobilenet_tiny``: the same code with width 0.25, the first three depthwise-separable
+  blocks only and a 32x32 input: every kind of layer MobileNet-v1 has (the 8-bit first
+  convolution, depthwise and pointwise convolutions, stride 1 and 2, the average pool,
+  the classifier, 10 classes), small enough for a test.
 
 Run from the project root:
-    .venv/bin/python scripts/make_models.py [--model tfc|cnv] [OUT_DIR]
+    .venv/bin/python scripts/make_models.py [--model tfc|cnv|mobilenet|mobilenet_tiny] [OUT_DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +31,44 @@ import torch
 MODELS = {
     "tfc": ("tfc_2w2a", (1, 1, 28, 28), "tfc_w2a2.onnx"),
     "cnv": ("cnv_2w2a", (1, 3, 32, 32), "cnv_w2a2.onnx"),
+    "mobilenet": ("mobilenet", (1, 3, 224, 224), "mobilenet_v1_w4a4.onnx"),
+    "mobilenet_tiny": ("mobilenet_tiny", (1, 3, 32, 32), "mobilenet_v1_tiny_w4a4.onnx"),
 }
+
+#: MobileNet variants: channels per stage (brevitas_examples' layout), width scale,
+#: average pool kernel (the last feature map's side), classes.
+MOBILENETS = {
+    "mobilenet": (
+        [[32], [64], [128, 128], [256, 256], [512] * 6, [1024, 1024]],
+        1.0,
+        7,
+        1000,
+    ),
+    "mobilenet_tiny": ([[32], [64], [128, 128]], 0.25, 8, 10),
+}
+
+
+def _mobilenet(name: str) -> torch.nn.Module:
+    """brevitas_examples' quantized MobileNet-v1 at 4 bits (its ``quant_mobilenet_v1_4b``
+    settings), preceded by an 8-bit input quantizer so that FINN sees integer input."""
+    from brevitas.nn import QuantIdentity
+    from brevitas.quant import Int8ActPerTensorFixedPoint
+    from brevitas_examples.imagenet_classification.models.mobilenetv1 import MobileNet
+
+    channels, width, pool, classes = MOBILENETS[name]
+    channels = [[int(c * width) for c in stage] for stage in channels]
+    net = MobileNet(
+        channels=channels,
+        first_stage_stride=False,
+        round_average_pool=False,  # FINN converts only a floor Trunc to QuantAvgPool2d
+        act_bit_width=4,
+        weight_bit_width=4,
+        last_layer_bit_width=4,
+        avg_pool_kernel_size=pool,
+        num_classes=classes,
+    )
+    quant_input = QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)
+    return torch.nn.Sequential(quant_input, net)
 
 
 def make_model(name: str, out_dir: Path) -> Path:
@@ -31,20 +79,33 @@ def make_model(name: str, out_dir: Path) -> Path:
         torch.Tensor.rename = lambda self, *a, **k: self  # type: ignore[attr-defined]
     import onnx
     from brevitas.export import export_qonnx
-    from brevitas_examples.bnn_pynq.models import model_with_cfg
 
     torch.manual_seed(0)
-    model, _ = model_with_cfg(config, pretrained=False)
+    if name in MOBILENETS:
+        model = _mobilenet(name)
+    else:
+        from brevitas_examples.bnn_pynq.models import model_with_cfg
+
+        model, _ = model_with_cfg(config, pretrained=False)
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / file_name
-    export_qonnx(model, torch.randn(*shape), export_path=str(target))
-    # torch's exporter may put the weights in a side file; keep one self-contained file.
-    proto = onnx.load(str(target), load_external_data=True)
-    for side_file in out_dir.glob(target.name + ".data"):
-        side_file.unlink()
-    onnx.save_model(proto, str(target), save_as_external_data=False)
+    # Export into a private folder, then publish by rename: two processes generating the
+    # same model on first use never see a half-written file.
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+        staged = Path(tmp) / file_name
+        export_qonnx(model, torch.randn(*shape), export_path=str(staged))
+        # torch's exporter may put the weights in a side file; keep one self-contained file.
+        proto = onnx.load(str(staged), load_external_data=True)
+        onnx.save_model(proto, str(staged), save_as_external_data=False)
+        os.replace(staged, target)
     return target
+
+
+def ensure_model(name: str, out_dir: Path) -> Path:
+    """The model's file in ``out_dir``, generated if it is not there yet."""
+    target = out_dir / MODELS[name][2]
+    return target if target.exists() else make_model(name, out_dir)
 
 
 def main() -> None:
@@ -54,8 +115,10 @@ def main() -> None:
         "out_dir", nargs="?", type=Path, default=Path(__file__).parent.parent / "models"
     )
     args = parser.parse_args()
+    started = time.perf_counter()
     target = make_model(args.model, args.out_dir)
-    print(f"wrote {target} ({target.stat().st_size} bytes)")
+    seconds = time.perf_counter() - started
+    print(f"wrote {target} ({target.stat().st_size} bytes) in {seconds:.1f} s")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import interrupts
+from . import interrupts, memory_budget
 
 _FORK = multiprocessing.get_context("fork")
 _PR_SET_PDEATHSIG = 1
@@ -185,6 +185,7 @@ def _worker_main(
     close_fds: tuple[int, ...],
     parent: int,
 ) -> None:
+    start_rss = memory_budget.extra_peak().get("VmRSS")  # what the fork shares
     os.setpgid(0, 0)
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -200,6 +201,8 @@ def _worker_main(
         result = job()
     except BaseException:  # a bug of ours, not the design's: say so, never hang
         result = {"status": "error", "kind": "environment", "error": traceback.format_exc()}
+    if isinstance(result, dict):  # the build's peak memory, for the engine's budget
+        result["memory"] = {**memory_budget.extra_peak(), "start_rss": start_rss}
     conn.send(result)
     conn.close()
 

@@ -306,12 +306,17 @@ class Engine:
         left = sum(t.estimate for t in queued)
         left += sum(max(0.0, t.estimate - (now - t.started)) for t in running)
         describe = getattr(self.launcher, "describe", None)
-        slots = getattr(self.launcher, "slots", None) or self.workers
+        # as many at once as the cluster has, or as fit in memory here (memory_budget.py)
+        slots = self.scheduler.slots(getattr(self.launcher, "slots", None) or self.workers)
+        # no faster than the longest chain still to build (a big root builds alone)
+        chain = [t.priority - (now - t.started) for t in running]
+        chain += [t.priority for t in queued if t.parent is None or t.parent.state == "done"]
+        left = max(left / max(1, slots), max(chain, default=0.0))
         return {
             "done": sum(1 for t in needed if t.state == "done"),
             "running": [t.label for t in running],
             "queued": len(queued),
-            "seconds_left": left / max(1, slots) if (queued or running) else 0.0,
+            "seconds_left": left if (queued or running) else 0.0,
             "phase": self.phase,
             **({"cluster": describe()} if describe is not None else {}),
         }

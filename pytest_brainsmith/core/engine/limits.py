@@ -108,6 +108,12 @@ class Limits:
         return None
 
 
+def step_names(segment: Segment) -> list[str]:
+    """The segment's steps as durations and memory records name them (checkpoint names)."""
+    name = toolchain().checkpoint_name
+    return [name(step) for step in segment.steps]
+
+
 class Durations:
     """Seconds each step (by checkpoint name) took when it was last built, kept in the
     cache's ``durations.json`` across runs and processes."""
@@ -117,12 +123,19 @@ class Durations:
         self.seconds = self._load()
 
     def of(self, segment: Segment) -> float:
-        """The segment's expected build time."""
-        name = toolchain().checkpoint_name
-        return sum(self.seconds.get(name(s), DEFAULT_STEP_SECONDS) for s in segment.steps)
+        """The segment's expected build time: its steps' recorded durations on its own
+        model first (a MobileNet step takes minutes where a TFC one takes a second), else
+        on any model, else a default."""
+        model = segment.model().name
+        return sum(
+            self.seconds.get(f"{name}@{model}", self.seconds.get(name, DEFAULT_STEP_SECONDS))
+            for name in step_names(segment)
+        )
 
-    def record(self, step_seconds: dict[str, float]) -> None:
-        self.seconds.update(step_seconds)
+    def record(self, step_seconds: dict[str, float], model: str) -> None:
+        """A build's step durations (by checkpoint name), on ``model`` (a file name)."""
+        for name, seconds in step_seconds.items():
+            self.seconds[name] = self.seconds[f"{name}@{model}"] = seconds
 
     def save(self) -> None:
         """Merge what this run timed into the file (another process may have saved too)."""

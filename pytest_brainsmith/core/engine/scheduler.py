@@ -29,12 +29,13 @@ from filelock import Timeout as LockTimeout
 from .. import interrupts, toolchain
 from ..builder import BuildSpec, build_segment
 from ..cache import CacheError, SegmentCache
+from ..memory_budget import MemoryBudget
 from ..outcomes import SegmentOutcome
 from ..tree import Segment
 from ..workers import Worker
 from . import results
 from .gating import Gating
-from .limits import Durations, Limits
+from .limits import Durations, Limits, step_names
 from .tasks import PENDING, Task, TaskGraph
 
 #: How often held tasks are tried again and running workers looked at, at most.
@@ -110,6 +111,8 @@ class Scheduler:
         self.run_id = run_id
         self.keep_step_models = keep_step_models
         self.events = events
+        #: which builds fit in memory together, by their recorded peaks (local workers)
+        self.memory = MemoryBudget(cache.base, max_memory=limits.max_memory)
         self._ready: list[tuple[tuple[float, ...], float, int, Task]] = []
         self._held: list[Task] = []
         self.running: list[Task] = []
@@ -278,8 +281,22 @@ class Scheduler:
             return
         self._start(task, inline=True)
 
+    def _fits(self, task: Task) -> bool:
+        """The task's build fits in memory beside the running ones (always on a cluster,
+        whose workers have memory of their own)."""
+        if self.launcher is not Worker:
+            return True
+        running = [step_names(t.segment) for t in self.running]
+        return self.memory.admits(step_names(task.segment), running)
+
+    def slots(self, cores: int) -> int:
+        """How many builds can run at once: ``cores``, or as many as fit in memory."""
+        return self.memory.workers(cores) if self.launcher is Worker else cores
+
     def _start_ready(self) -> None:
         while self._ready and not self._draining and len(self.running) < self.workers:
+            if not self._fits(self._ready[0][-1]):
+                break  # the next build waits for memory (core/memory_budget.py)
             task = heapq.heappop(self._ready)[-1]
             if task.state == "ready":
                 self._start(task, inline=False)
@@ -496,7 +513,8 @@ class Scheduler:
         wake += [t.deadline for t in self.running if t.deadline is not None]
         wake += [t.retry_at for t in self._held]
         if self._ready and len(self.running) < self.workers and not self._draining:
-            return  # more to start right away
+            if self._fits(self._ready[0][-1]):
+                return  # more to start right away
         timeout = max(0.0, min(wake) - now)
         waitables = [w for t in self.running if t.worker for w in t.worker.waitables()]
         if waitables:
@@ -535,7 +553,8 @@ class Scheduler:
         finally:
             self._release(task)
         if outcome.status == "built":
-            self.durations.record(outcome.step_seconds)
+            self.durations.record(outcome.step_seconds, task.segment.model().name)
+            self.memory.record(step_names(task.segment), result)
         if self.answers.remote is not None and outcome.status in ("built", "failed"):
             self.answers.remote.built(task.key, outcome.status)
         self.finish(task, outcome)
@@ -581,6 +600,7 @@ class Scheduler:
             self.closed = True
             if self.built:
                 self.durations.save()
+                self.memory.save()
             for driver in self._drivers:
                 driver.close()
             if self.answers.remote is not None:  # the uploads still pending

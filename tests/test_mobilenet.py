@@ -1,0 +1,96 @@
+"""MobileNet-v1's own steps on real FINN, on the reduced MobileNet-v1 that
+``scripts/make_models.py`` makes with the same code as the full one (every kind of layer,
+width 0.25, 32x32 input): FINN builds it through the estimates with our steps, and each
+step's output still computes what the model computed (qonnx's Python execution, one
+random input, exactly: the steps only move scales and lower layers)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.finn.mobilenet_steps import STEPS, register
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_models():
+    spec = importlib.util.spec_from_file_location("make_models", ROOT / "scripts/make_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_models().make_model("mobilenet_tiny", tmp_path_factory.mktemp("models"))
+
+
+def test_mobilenet_steps_keep_what_the_network_computes(tiny, tmp_path):
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from pytest_brainsmith.finn.runner import _isolated_process_state, import_finn
+
+    finn = import_finn()
+    registry = finn_registry()
+    register(registry)
+    ours = [registry.step(name).func for name in STEPS]
+    front = ["step_qonnx_to_finn", "step_tidy_up"]
+    estimates = [
+        "step_create_dataflow_partition",
+        "step_specialize_layers",
+        "step_target_fps_parallelization",
+        "step_apply_folding_config",
+        "step_minimize_bit_width",
+        "step_generate_estimate_reports",
+    ]
+    out = tmp_path / "build"
+    cfg = finn["config"].DataflowBuildConfig(
+        output_dir=str(out),
+        synth_clk_period_ns=5.0,
+        fpga_part="xczu7ev-ffvc1156-2-e",
+        target_fps=100000,
+        standalone_thresholds=True,
+        generate_outputs=[finn["config"].DataflowOutputType.ESTIMATE_REPORTS],
+        steps=[*front, *ours, *estimates],
+    )
+    with _isolated_process_state(tmp_path / "work"):
+        assert finn["build_dataflow"].build_dataflow_cfg(str(tiny), cfg) == 0
+
+    # FINN took our hardware layers through its estimates: depthwise ones as VVAU
+    layers = json.loads((out / "report" / "estimate_layer_resources.json").read_text())
+    kinds = {name.split("_")[0] for name in layers if name != "total"}
+    assert {"MVAU", "VVAU", "ConvolutionInputGenerator", "Thresholding", "Pool"} <= kinds, kinds
+    assert sum(name.startswith("VVAU") for name in layers) == 3  # the three depthwise
+    assert sum(name.startswith("MVAU") for name in layers) == 5  # first conv, 3 pw, fc
+    performance = json.loads((out / "report" / "estimate_network_performance.json").read_text())
+    assert performance["estimated_throughput_fps"] > 0
+
+    # each step's checkpoint computes what the one before it computed
+    model = ModelWrapper(str(tiny))
+    name = model.graph.input[0].name
+    x = np.random.default_rng(0).uniform(-1, 1, model.get_tensor_shape(name))
+    x = x.astype(np.float32)
+    expected = execute_onnx(model, {name: x})[model.graph.output[0].name]
+    assert expected.shape == (1, 10)
+    checkpoints = [*front, *(f.__name__ for f in ours)]
+    for step in checkpoints:
+        model = ModelWrapper(str(out / "intermediate_models" / f"{step}.onnx"))
+        got = execute_onnx(model, {model.graph.input[0].name: x})[model.graph.output[0].name]
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5, err_msg=step)
+        ops = {node.op_type for node in model.graph.node}
+        if step == "mobilenet_streamline":  # scales absorbed: only the classifier's remain
+            assert "BatchNormalization" not in ops and "Div" not in ops, ops
+        if step == "mobilenet_lower_convs":
+            assert "Conv" not in ops and "Im2Col" in ops, ops
+        if step == "mobilenet_convert_to_hw":  # nothing left between hardware layers
+            hw = [n.domain.startswith("finn.custom_op.fpgadataflow") for n in model.graph.node]
+            first, last = hw.index(True), len(hw) - hw[::-1].index(True)
+            assert all(hw[first:last]), [n.op_type for n in model.graph.node]
+            assert {"VVAU", "MVAU", "Thresholding", "Pool"} <= ops, ops
