@@ -56,7 +56,7 @@ from typing import Any, Protocol
 from filelock import Timeout as LockTimeout
 
 from ..finn import runner as finn_runner
-from . import interrupts
+from . import interrupts, verification
 from .blueprint import ExploreSettings
 from .blueprint.limits import MEMORY
 from .builder import BuildSpec, build_segment, manifest_for, record_failure
@@ -977,6 +977,7 @@ class Engine:
             run_id=self.run_id,
             keep_step_models=self.keep_step_models,
             limits=self._limits(segment),
+            verify=verification.plan_for(segment, self.cache),
         )
 
     def _hold(self, task: Task) -> None:
@@ -1096,8 +1097,16 @@ class Engine:
 
     def _outcome(self, task: Task, result: dict[str, Any]) -> SegmentOutcome:
         status = result.get("status", "error")
-        if status == "built":
-            return _entry_outcome(task, "built", task.key, Path(result["entry"]), result)
+        if status in ("built", "verified"):  # verified: a cached entry, verified now
+            entry = self.cache.lookup(task.key) if status == "verified" else None
+            built = (
+                _reused(task, entry)
+                if entry
+                else _entry_outcome(task, "built", task.key, Path(result["entry"]), result)
+            )
+            return verification.judge(task.segment, built, self.cache) or self._error(
+                task, "its verification did not finish (its worker ended first)", "verification"
+            )
         return SegmentOutcome(
             task.label,
             task.key,
@@ -1126,8 +1135,8 @@ class Engine:
     def _from_cache(self, task: Task) -> SegmentOutcome | None:
         assert task.key is not None
         entry = self.cache.lookup(task.key)
-        if entry is not None and self._fresh(entry):
-            return _reused(task, entry)
+        if entry is not None and self._fresh(entry):  # None: not verified yet
+            return verification.judge(task.segment, _reused(task, entry), self.cache)
         failure = self.cache.failure(task.key)
         if failure is not None and self._stands(failure, task):
             return _failed_before(task, failure, self.run_id)
