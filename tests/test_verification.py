@@ -301,3 +301,31 @@ def test_default_golden_matches_finn_verify_steps(tmp_path):
         assert np.array_equal(theirs, expected.astype(np.float32))
         model = out / "intermediate_models" / f"{runner.checkpoint_name(step)}.onnx"
         assert np.array_equal(execute.execute(model, inputs), theirs)
+
+
+def test_explore_results_execute_and_carry_verification(tmp_path):
+    """explore(): the same verdicts, and design.execute() on its results."""
+    from pytest_brainsmith import explore
+    from pytest_brainsmith.finn.execute import execute, random_inputs
+
+    folder = step_project(
+        tmp_path / "p", NUMERIC_STEPS, "    - [corrupt, keep]\n    - finish\nverify: true\n"
+    )
+    steps: dict = {}
+    exec(NUMERIC_STEPS, steps)
+    result = explore(
+        folder / "e.blueprint.yaml",
+        cache=tmp_path / "cache",
+        register=steps["pytest_brainsmith_register"],
+        workers=1,
+    )
+    by_branch = {d.choices["corrupt|keep"]: d for d in result.designs}
+    bad, good = by_branch["corrupt"], by_branch["keep"]
+    assert bad.status == "failed" and "verification failed after" in bad.reason
+    assert bad.verification["status"] == "failed" and bad.verification["differ"] >= 1
+    assert bad.record()["verification"]["failed_step"].endswith("corrupt")
+    assert good.status == "passed" and good.verification["status"] == "passed"
+    x = random_inputs(folder / "tfc.onnx", 2, 3)
+    assert np.array_equal(good.execute(x), execute(folder / "tfc.onnx", x))
+    with pytest.raises(RuntimeError, match="not built"):
+        bad.execute(x)
