@@ -186,8 +186,15 @@ def test_a_step_that_changes_numerics_fails_its_designs(tmp_path):
     assert "3 passed" in loose.stdout, loose.stdout
     assert "segments: 0 built, 2 reused" in loose.stdout
     assert "0 worker process(es) started" not in loose.stdout
+
+    # other inputs, default tolerance: verified again in a worker, fails again, no rebuild
+    blueprint.write_text(blueprint.read_text().replace("  atol: 1000000\n", "  seed: 5\n"))
+    reseeded = run_in(folder, "--brainsmith-cache", cache, "-v")
+    assert "1 failed, 2 passed" in reseeded.stdout, reseeded.stdout
+    assert "segments: 0 built, 1 reused, 1 failed" in reseeded.stdout
+    assert "failed in this run" in reseeded.stdout
     records = list((Path(cache) / "v1" / "verify").glob("*/*.json"))
-    assert len({r.name for r in records}) == 2  # one record per settings, per segment
+    assert len({r.name for r in records}) == 3  # one record per settings, per segment
 
 
 # -- real FINN ------------------------------------------------------------------------

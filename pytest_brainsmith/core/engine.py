@@ -1104,7 +1104,7 @@ class Engine:
                 if entry
                 else _entry_outcome(task, "built", task.key, Path(result["entry"]), result)
             )
-            return verification.judge(task.segment, built, self.cache) or self._error(
+            return verification.judge(task.segment, built, self.cache, now=True) or self._error(
                 task, "its verification did not finish (its worker ended first)", "verification"
             )
         return SegmentOutcome(

@@ -333,10 +333,13 @@ def again(spec: BuildSpec, cache: SegmentCache, entry_path: Path) -> dict[str, A
 
 
 # -- in the engine -------------------------------------------------------------------------
-def judge(segment: Segment, outcome: SegmentOutcome, cache: SegmentCache) -> SegmentOutcome | None:
+def judge(
+    segment: Segment, outcome: SegmentOutcome, cache: SegmentCache, *, now: bool = False
+) -> SegmentOutcome | None:
     """A usable segment outcome with its verification applied: a failed record fails
     the segment (kind ``verification``). None when the record for the current
-    settings is missing (the segment must be verified first)."""
+    settings is missing (the segment must be verified first). ``now``: verified in this
+    run (else a recorded result, reported as ``failed-before``)."""
     plan = plan_for(segment, cache)
     if plan is None or not outcome.key or not segment.steps:
         return outcome
@@ -345,7 +348,7 @@ def judge(segment: Segment, outcome: SegmentOutcome, cache: SegmentCache) -> Seg
         return None
     outcome.verification = record
     if record.get("status") == "failed":
-        outcome.status = "failed" if outcome.status == "built" else "failed-before"
+        outcome.status = "failed" if now else "failed-before"
         outcome.kind = "verification"
         outcome.step = record.get("failed_step")
         outcome.error = record.get("message")
@@ -389,22 +392,6 @@ def summary(outcomes: list[SegmentOutcome], enabled: bool) -> dict[str, Any]:
         "max_err": failed.get("max_err") if failed else None,
         "steps": steps,
     }
-
-
-def note(result: dict[str, Any]) -> str:
-    """One line for a design's verification (terminal, html cell)."""
-    status = result.get("status")
-    if status == "passed":
-        skipped = len(result.get("skipped") or [])
-        extra = f"; {skipped} skipped (simulator)" if skipped else ""
-        return (
-            f"verified through {result['last_verified']} ({len(result['verified'])} steps{extra})"
-        )
-    if status == "failed":
-        return str(result.get("message"))
-    if status == "skipped":
-        return "no step could be executed here"
-    return status or "off"
 
 
 # -- the Python API: design.execute(inputs) --------------------------------------------------

@@ -134,7 +134,12 @@ def verification_line(records: Iterable[dict[str, Any]]) -> str | None:
     ]
     failed = next((r for r in results if r.get("status") == "failed"), None)
     first = f" (first: {failed['message']})" if failed and failed.get("message") else ""
-    return f"verification: {', '.join(parts)} designs{first}"
+    skipped = [s for r in results for s in r.get("skipped") or []]
+    why = ""
+    if skipped:  # e.g. every step after specialize_layers: its layers need rtlsim or cppsim
+        reason = skipped[0].get("reason") or ""
+        why = f"; {len(skipped)} design steps not executed ({skipped[0]['step']}: {reason})"
+    return f"verification: {', '.join(parts)} designs{first}{why}"
 
 
 def verification_cell(record: dict[str, Any]) -> tuple[str, str]:
