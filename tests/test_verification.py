@@ -336,3 +336,36 @@ def test_explore_results_execute_and_carry_verification(tmp_path):
     assert np.array_equal(good.execute(x), execute(folder / "tfc.onnx", x))
     with pytest.raises(RuntimeError, match="not built"):
         bad.execute(x)
+
+
+def test_random_inputs_cover_the_input_datatype(tmp_path):
+    """Drawn from the input's annotation (every value of INT4), reproducible by seed;
+    an unannotated float input gets 8-bit steps in [0, 1]."""
+    import onnx
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from pytest_brainsmith.finn.execute import random_inputs
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+    )
+    plain = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph), plain)
+    model = ModelWrapper(str(plain))
+    model.set_tensor_datatype("x", DataType["INT4"])
+    annotated = tmp_path / "int4.onnx"
+    model.save(str(annotated))
+
+    values = random_inputs(annotated, 50, seed=1)
+    assert values.shape == (50, 64) and values.dtype == np.float32
+    assert set(np.unique(values)) == set(range(-8, 8))
+    assert np.array_equal(values, random_inputs(annotated, 50, seed=1))
+    assert not np.array_equal(values, random_inputs(annotated, 50, seed=2))
+    floats = random_inputs(plain, 10, seed=0)
+    assert floats.min() >= 0 and floats.max() <= 1
+    assert np.allclose(floats * 255, np.round(floats * 255), atol=1e-4)
