@@ -225,6 +225,17 @@ def test_tfc_sweep_verifies_green(tmp_path):
     assert {(v, s) for v, s, _ in rows} == {("passed", "step_create_dataflow_partition")}
     detail = json.loads(rows[0][2])
     assert detail["verified"][:3] == ["step_qonnx_to_finn", "step_tidy_up", "step_streamline"]
+    records = tmp_path / "cache" / "v1" / "verify"
+    assert len(list(records.glob("*/*.json"))) == 15  # one per segment
+    # prune removes an unused entry's verification records with it
+    run_in(
+        tmp_path,
+        "blueprints/tfc_steps.blueprint.yaml",
+        "--brainsmith-cache",
+        str(tmp_path / "cache"),
+        "--brainsmith-prune",
+    )
+    assert not list(records.glob("*/*.json"))
 
 
 CNV = """
