@@ -88,7 +88,14 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
             on_step=live.step,
         )
     if outcome.ok and spec.verify is not None:
-        verification.after_build(spec, spec.staged / "build")
+        try:
+            verification.after_build(spec, spec.staged / "build")
+        except OSError as exc:  # its record cannot be written: the machine's fault
+            return {
+                "status": "error",
+                "kind": "environment",
+                "error": f"cannot record the verification of {spec.label}: {exc}",
+            }
         if not spec.keep_step_models:
             finn_runner.drop_step_models(spec.staged, spec.path_steps, spec.first)
     seconds = round(time.time() - started, 3)
