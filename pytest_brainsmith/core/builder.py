@@ -70,7 +70,10 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
     if spec.verify is not None:
         entry = cache.lookup(spec.key)
         if entry is not None:  # built before, not verified with these settings yet
-            return verification.again(spec, cache, entry.path)
+            try:
+                return verification.again(spec, cache, entry.path)
+            except OSError as exc:
+                return _unrecorded(spec, exc)
     _clean_slate(spec, cache)
     started = time.time()
     with progress.building(
@@ -90,12 +93,8 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
     if outcome.ok and spec.verify is not None:
         try:
             verification.after_build(spec, spec.staged / "build")
-        except OSError as exc:  # its record cannot be written: the machine's fault
-            return {
-                "status": "error",
-                "kind": "environment",
-                "error": f"cannot record the verification of {spec.label}: {exc}",
-            }
+        except OSError as exc:
+            return _unrecorded(spec, exc)
         if not spec.keep_step_models:
             finn_runner.drop_step_models(spec.staged, spec.path_steps, spec.first)
     seconds = round(time.time() - started, 3)
@@ -130,6 +129,12 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
             f"({failure.error})"
         )
     return record_failure(spec, cache, manifest, answer, kind)
+
+
+def _unrecorded(spec: BuildSpec, exc: OSError) -> dict[str, Any]:
+    """A verification record that cannot be written: the machine's fault, not recorded."""
+    error = f"cannot record the verification of {spec.label}: {exc}"
+    return {"status": "error", "kind": "environment", "error": error}
 
 
 def _clean_slate(spec: BuildSpec, cache: SegmentCache) -> None:
