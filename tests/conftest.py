@@ -63,6 +63,14 @@ design_space:
 """
 
 
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest run in a subprocess sizes its output to ``COLUMNS`` (80 without a
+    terminal) and drops a short summary line's message that does not fit after the
+    long node ids: give every test's subprocesses room for what they assert."""
+    monkeypatch.setenv("COLUMNS", "1000")
+
+
 def step_project(folder: Path, conftest: str, steps: str) -> Path:
     """A project in ``folder``: the bundled model, ``conftest`` registering its steps, and
     ``e.blueprint.yaml`` running ``steps`` (YAML list lines under STEPS_HEAD)."""

@@ -218,9 +218,10 @@ def session_once_slow_started(folder: Path, address: str) -> Iterator[subprocess
     try:
         started = folder / "slow.started"
         deadline = time.monotonic() + 60
-        while not started.exists() and time.monotonic() < deadline:
+        # a whole line: the step creates the file, then writes it
+        while not (started.exists() and started.read_text().endswith("\n")):
+            assert time.monotonic() < deadline, "the slow segment never started"
             time.sleep(0.1)
-        assert started.exists(), "the slow segment never started"
         yield session
     finally:
         if session.poll() is None:

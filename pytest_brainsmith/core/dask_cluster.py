@@ -34,7 +34,7 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -84,7 +84,7 @@ def run_on_worker(
     control: str,
 ) -> dict[str, Any]:
     """The Dask task of one segment: fork its build, watch it, answer in a small dict."""
-    host = f"{socket.gethostname()} (pid {os.getpid()})"
+    host = f"{socket.gethostname()} (pid {os.getpid()}{batch_job()})"
     marks = Path(control)
     if (marks / CANCEL).exists():
         return {"cancelled": True}
@@ -129,6 +129,23 @@ def run_on_worker(
     }
 
 
+#: Where batch systems tell a job its id: the system's name for messages, the variable.
+BATCH_JOB_IDS = (
+    ("Slurm", "SLURM_JOB_ID"),
+    ("PBS", "PBS_JOBID"),
+    ("LSF", "LSB_JOBID"),
+    ("SGE", "JOB_ID"),
+)
+
+
+def batch_job() -> str:
+    """``", Slurm job 123"`` on a worker that a batch job runs, else ``""``."""
+    for system, variable in BATCH_JOB_IDS:
+        if os.environ.get(variable):
+            return f", {system} job {os.environ[variable]}"
+    return ""
+
+
 @contextlib.contextmanager
 def _may_fork() -> Iterator[None]:
     """A nanny's worker is a daemonic process, which multiprocessing forbids children
@@ -152,12 +169,12 @@ def probe_cache(probe: str, token: str) -> str | None:
     path = Path(probe)
     try:
         if path.read_text() != token:
-            return f"{path} holds another session's probe (a different filesystem?)"
+            return f"{path} holds another session's probe (a different filesystem?){batch_job()}"
         mine = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}")
         mine.write_text(token)
         mine.unlink()
     except OSError as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc}{batch_job()}"
     return None
 
 
@@ -180,6 +197,10 @@ class DaskBuild:
         self.control = launcher.control_dir / output.parent.name
         self.result: dict[str, Any] | None = None
         self.killed_by_us: str | None = None
+        self.resources = resources
+        self.launcher_lost = launcher.lost
+        spec = job.args[0] if isinstance(job, partial) and job.args else None
+        self.label = str(getattr(spec, "label", "") or output.parent.name)
         self._cause: tuple[str, str] | None = None
         self._read, self._write = os.pipe()
         self._done = False
@@ -221,8 +242,20 @@ class DaskBuild:
             return False
         self._done = True
         self._take(self.future)
+        self._note_lost()
         self._close()
         return True
+
+    def _note_lost(self) -> None:
+        """Attempts of this segment whose worker died under them (a job the batch system
+        ended, a node preempted): every attempt but the one that answered."""
+        try:
+            attempts = (self.control / STARTED).read_text().splitlines()
+        except OSError:
+            return
+        answered = self.result is not None or self.killed_by_us is not None
+        lost = attempts[:-1] if answered else attempts
+        self.launcher_lost.extend(f"{where} building {self.label}" for where in lost)
 
     def _take(self, future: Any) -> None:
         if future.status == "cancelled":
@@ -305,6 +338,8 @@ class DaskLauncher:
         self.address = address
         self.control_dir = control_dir
         self.builds: list[DaskBuild] = []
+        #: where each lost attempt of a segment ran (its worker died mid-build)
+        self.lost: list[str] = []
         self._shipped: set[str] = set()
         self._info: tuple[float, dict[str, Any]] = (0.0, {})
 
@@ -521,11 +556,19 @@ def connect(
     cluster: Any | None = None,
     control_dir: Path,
     local_workers: int = 2,
+    job_classes: Sequence[str] = (),
 ) -> DaskSession:
     """Connect to ``cluster`` (any Dask cluster object), a scheduler address, or with
     ``scheduler="local"`` a LocalCluster of ``local_workers`` single-threaded worker
-    processes with FINN preloaded, on loopback."""
+    processes with FINN preloaded, on loopback; with a batch system's name (``"slurm"``,
+    ``"pbs"``...) jobs of dask-jobqueue from the dask config sections ``job_classes``
+    (``jobqueue_cluster``)."""
     distributed = require_distributed()
+    from .jobqueue_cluster import BATCH_SYSTEMS
+    from .jobqueue_cluster import connect as connect_jobs
+
+    if cluster is None and scheduler in BATCH_SYSTEMS:
+        return connect_jobs(scheduler, sections=job_classes, control_dir=control_dir)
     owned = cluster
     try:
         if cluster is None and scheduler == "local":

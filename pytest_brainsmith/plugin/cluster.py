@@ -14,6 +14,7 @@ import os
 import pytest
 
 from ..core.dask_cluster import ClusterError, DaskSession, attach, connect
+from ..core.jobqueue_cluster import JobClass
 from ..core.registry import FINN_STEP_NEEDS
 from ..core.workers import available_cores
 from .run_context import RunContext, step_resources
@@ -53,6 +54,7 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
             cluster=cluster,
             control_dir=engine.cache.base / "dask",
             local_workers=available_cores(),
+            job_classes=config.getini("brainsmith_jobqueue"),
         )
     except ClusterError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -66,13 +68,30 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
     return session
 
 
+def lost_jobs(engine: object) -> list[str]:
+    """The summary's lines on workers (batch jobs) lost mid-segment, if any."""
+    lost = getattr(getattr(engine, "launcher", None), "lost", None) or []
+    return [f"worker lost mid-segment (its job ended?): {where}" for where in lost]
+
+
 def header(session: DaskSession) -> str:
     workers = session.launcher.workers(fresh=True)
     threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
     dashboard = session.launcher.dashboard() or "none (the scheduler needs bokeh to serve one)"
     resources = session.launcher.resources()
     offered = ", ".join(f"{n}={a:g}" for n, a in sorted(resources.items())) or "none"
-    return (
+    line = (
         f"brainsmith: Dask scheduler {session.address}: {len(workers)} workers, "
         f"{threads} threads, resources {offered}; dashboard {dashboard}"
     )
+    classes = getattr(session.launcher, "classes", None)
+    if classes:
+        described = "; ".join(_job_class(c) for c in classes)
+        line += f"\nbrainsmith: job classes (adapting to the runnable segments): {described}"
+    return line
+
+
+def _job_class(job_class: JobClass) -> str:
+    offered = ", ".join(f"{n}={a:g}" for n, a in sorted(job_class.resources.items()))
+    jobs = f"{job_class.minimum_jobs}-{job_class.maximum_jobs:g} jobs"
+    return f"jobqueue.{job_class.section} {jobs}" + (f" with {offered}" if offered else "")

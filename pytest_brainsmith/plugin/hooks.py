@@ -139,8 +139,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--brainsmith-scheduler",
         metavar="ADDRESS",
         help="build segments on a Dask cluster: a scheduler's address (tcp://HOST:8786) or "
-        "'local' (a LocalCluster of this machine's cores, FINN preloaded); also the ini "
-        "option brainsmith_scheduler or BRAINSMITH_SCHEDULER. Every worker must see the cache",
+        "'local' (a LocalCluster of this machine's cores, FINN preloaded) or a batch system "
+        "(slurm, pbs, lsf, sge, htcondor, oar, moab: jobs from dask-jobqueue's config); also "
+        "the ini option brainsmith_scheduler or BRAINSMITH_SCHEDULER. Every worker must see "
+        "the cache",
     )
     group.addoption(
         "--brainsmith-timeout",
@@ -167,6 +169,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("brainsmith_timeout", default="", help="per-segment build timeout")
     parser.addini(
         "brainsmith_scheduler", default="", help="Dask scheduler address or 'local' (see option)"
+    )
+    parser.addini(
+        "brainsmith_jobqueue",
+        type="args",
+        default=[],
+        help="dask config sections (jobqueue.NAME) of the batch jobs: the first for every "
+        "segment, further ones job classes declaring resources (default: the scheduler's name)",
     )
     parser.addini(
         "brainsmith_resources",
@@ -524,7 +533,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     built = sum(1 for status, _ in builds if status == "built")
     failed = sum(1 for status, _ in builds if status == "failed")
     terminalreporter.write_sep("-", "brainsmith")
-    for line in lines:
+    for line in lines + cluster.lost_jobs(engine):
         terminalreporter.write_line(line)
     stats = config.stash.get(worker_stats_key, []) or [_process_stats(engine)]
     imports = sum(int(s["finn_imports"]) for s in stats)

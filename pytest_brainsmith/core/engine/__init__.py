@@ -1,0 +1,47 @@
+"""The engine: builds the segments designs need, as a task graph on worker processes.
+
+Every segment a submitted design needs is one task, keyed like its cache entry; the
+engine builds each once, through the cache, and answers with segment and design
+outcomes. Where things are:
+
+- ``engine.py``: ``Engine``, the front the pytest items, ``explore()`` and folding
+  searches call (submit designs, wait for one, its outcome, progress, shutdown);
+- ``tasks.py``: the task graph and the task states (after Dask's scheduler);
+- ``scheduler.py``: the turn loop: queue by critical path, reuse or lock, launch on a
+  worker, collect, enforce timeouts, hold what another process builds; drivers;
+- ``gating.py``: the gates' bookkeeping (expect, Pareto, best first, time budget);
+  ``core/gates.py`` says what the gates mean;
+- ``limits.py``: timeouts, memory, cluster resources per segment; step durations;
+- ``results.py``: cache answers and worker answers to segment outcomes, and a
+  design's verdict from its segments and its ``expect:`` bounds.
+
+What ends a segment, and whether it is recorded in the cache as the segment's lasting
+failure (a later run reports it without building again):
+
+- a step raised, the worker crashed (exit code, SIGSEGV...), ran past its timeout or
+  its memory limit: recorded (a timeout or memory failure stands only while the limit
+  is not raised);
+- the worker was killed from outside (SIGKILL: the OOM killer, a person), the disk
+  filled up, FINN cannot be imported: the machine's fault, not recorded;
+- a step called pytest.skip()/fail(): that run's verdict, not recorded;
+- Ctrl-C, SIGTERM, -x, the end of the run: the worker is killed, nothing recorded.
+"""
+
+from .engine import Engine, EngineClosed
+from .limits import DEFAULT_STEP_SECONDS, DURATIONS_FILE
+from .results import describe_failure
+from .scheduler import POLL_SECONDS, Driver, EngineEvents, Launcher
+from .tasks import segment_label
+
+__all__ = [
+    "DEFAULT_STEP_SECONDS",
+    "DURATIONS_FILE",
+    "POLL_SECONDS",
+    "Driver",
+    "Engine",
+    "EngineClosed",
+    "EngineEvents",
+    "Launcher",
+    "describe_failure",
+    "segment_label",
+]

@@ -1,0 +1,309 @@
+"""The engine's front: what pytest items, ``explore()`` and folding searches ask of it.
+
+``Engine`` wires the parts (``tasks``, ``limits``, ``gating``, ``results``,
+``scheduler``) and answers in segments and designs; it holds no logic of its own
+beyond waiting for the answer the caller wants.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..cache import SegmentCache
+from ..gates import BUDGET, EXPECT, PARETO
+from ..outcomes import DesignOutcome, SegmentOutcome
+from ..registry import Step
+from ..tree import Segment
+from ..workers import Worker, available_cores
+from . import results
+from .gating import Gating
+from .limits import Durations, Limits
+from .scheduler import Driver, EngineEvents, Launcher, Scheduler
+from .tasks import PENDING, TaskGraph, segment_label
+
+
+class EngineClosed(RuntimeError):
+    """The engine was shut down (the run was interrupted) while a design was waited for."""
+
+
+class Engine:
+    """Builds what designs need, each segment once, through the cache."""
+
+    def __init__(
+        self,
+        cache: SegmentCache,
+        *,
+        workers: int | None = None,
+        timeout: float | None = None,
+        max_memory: int | None = None,
+        retry_failed: bool = False,
+        rebuild: bool = False,
+        run_id: str = "",
+        keep_step_models: bool = False,
+        tools: dict[str, str | None] | None = None,
+        events: EngineEvents | None = None,
+        launcher: Launcher | None = None,
+        budget: float | None = None,
+        step_resources: dict[str, dict[str, float]] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.run_id = run_id
+        self.limits = Limits(timeout, max_memory, step_resources or {}, tools or {})
+        self.durations = Durations(cache.base)
+        self.graph = TaskGraph()
+        self.estimates_of = results.Estimates()
+        self.gating = Gating(self.graph, self.estimates_of, self.durations, budget)
+        answers = results.CachedAnswers(
+            cache, self.limits, rebuild=rebuild, retry_failed=retry_failed, run_id=run_id
+        )
+        self.scheduler = Scheduler(
+            cache,
+            self.graph,
+            self.gating,
+            self.limits,
+            self.durations,
+            answers,
+            #: starts one segment's build somewhere: a forked process here (``Worker``)
+            launcher=launcher or Worker,
+            workers=available_cores() if workers is None else max(0, workers),
+            run_id=run_id,
+            keep_step_models=keep_step_models,
+            events=events,
+        )
+
+    # -- settings the run adjusts after construction (a cluster attached) ----------------
+    @property
+    def launcher(self) -> Launcher:
+        return self.scheduler.launcher
+
+    @launcher.setter
+    def launcher(self, value: Launcher) -> None:
+        self.scheduler.launcher = value
+
+    @property
+    def workers(self) -> int:
+        return self.scheduler.workers
+
+    @workers.setter
+    def workers(self, value: int) -> None:
+        self.scheduler.workers = value
+
+    @property
+    def tools(self) -> dict[str, str | None]:
+        return self.limits.tools
+
+    @tools.setter
+    def tools(self, value: dict[str, str | None]) -> None:
+        self.limits.tools = value
+
+    @property
+    def max_memory(self) -> int | None:
+        return self.limits.max_memory
+
+    @max_memory.setter
+    def max_memory(self, value: int | None) -> None:
+        self.limits.max_memory = value
+
+    @property
+    def timeout(self) -> float | None:
+        return self.limits.timeout
+
+    @property
+    def budget(self) -> float | None:
+        return self.gating.budget
+
+    # -- what the run reports --------------------------------------------------------
+    @property
+    def built(self) -> list[SegmentOutcome]:
+        """What this engine built (or failed to build) in this run."""
+        return self.scheduler.built
+
+    @property
+    def waited(self) -> float:
+        """Seconds tasks were held by another process's build."""
+        return self.scheduler.waited
+
+    @property
+    def processes(self) -> int:
+        """Worker processes started."""
+        return self.scheduler.processes
+
+    @property
+    def closed(self) -> bool:
+        return self.scheduler.closed
+
+    @property
+    def phase(self) -> str:
+        """What the engine itself is doing, for the status line."""
+        return self.scheduler.phase
+
+    # -- keys and limits ---------------------------------------------------------------
+    def key(self, segment: Segment) -> str | None:
+        """The segment's cache key (a segment without steps has its parent's)."""
+        return self.graph.key(segment)[0]
+
+    def segment_timeout(self, segment: Segment) -> float | None:
+        return self.limits.segment_timeout(segment)
+
+    def segment_max_memory(self, segment: Segment) -> int | None:
+        return self.limits.segment_max_memory(segment)
+
+    def step_asks(self, space: Any, step: Step) -> dict[str, float]:
+        return self.limits.step_asks(space, step)
+
+    def segment_resources(self, segment: Segment) -> dict[str, float]:
+        return self.limits.segment_resources(segment)
+
+    def unrunnable(self, leaf: Segment) -> str | None:
+        return self.limits.unrunnable(leaf)
+
+    # -- asking for designs --------------------------------------------------------------
+    def submit(self, leaves: Iterable[Segment]) -> None:
+        """Schedule everything these designs need; work starts as the caller waits."""
+        if self.closed:
+            return
+        chains = [
+            [self.graph.task(segment) for segment in leaf.chain()]
+            for leaf in leaves
+            if not self.unrunnable(leaf)
+        ]
+        self.scheduler.submit(chains)
+
+    def chain(self, leaf: Segment) -> list[SegmentOutcome]:
+        """Every segment outcome of the design, root first; builds what is missing."""
+        self.submit([leaf])
+        self.scheduler.pump()  # whatever finished while the caller was busy frees its worker
+        tasks = [self.graph.task(s) for s in leaf.chain()]
+        if tasks[-1].state == "new":  # not submitted: the engine is closed
+            raise EngineClosed("the run was stopped before this design was built")
+        stopped = self.gating.stopped
+        while tasks[-1].state != "done" and tasks[-1] not in stopped:
+            if self.closed:
+                raise EngineClosed("the run was stopped before this design was built")
+            self.scheduler.advance(tasks)
+        stop = stopped.get(tasks[-1])
+        for task in tasks:  # durations timed since it was pruned say better what it saved
+            if task.outcome is not None and task.outcome.kind in (EXPECT, PARETO, BUDGET):
+                task.outcome.saved_seconds = round(self.durations.of(task.segment), 3)
+        if stop is None:
+            return [t.outcome for t in tasks if t.outcome is not None]
+        # a gate stopped it: what is not done yet is pruned for this design (a segment
+        # shared with a design still going is built all the same, for that one)
+        return [
+            t.outcome if t.state == "done" and t.outcome else self.gating.pruned(t, stop)
+            for t in tasks
+        ]
+
+    def design(self, leaf: Segment) -> DesignOutcome:
+        """The design's outcome: built (or not), its estimates, its expectations."""
+        keys = [self.key(s) for s in leaf.chain()]
+        reason = self.unrunnable(leaf)
+        if reason:
+            skipped = [
+                SegmentOutcome(segment_label(s), self.key(s), "skipped") for s in leaf.chain()
+            ]
+            return DesignOutcome(leaf, "skipped", skipped, keys, reason=reason)
+        chain = self.chain(leaf)
+        task = self.graph.task(leaf)
+        stop = self.gating.stopped.get(task)
+        if stop is not None:
+            estimates = self.gating.known.get(task) or self.estimates(leaf)
+            return results.stopped(leaf, chain, keys, stop, estimates)
+        return results.judged(leaf, chain, keys, self.estimates(leaf))
+
+    def run(self) -> None:
+        """Build everything submitted (and what drivers submit meanwhile)."""
+        while not self.closed:
+            self.scheduler.drive()
+            if not any(t.state not in ("new", "done") for t in self.graph.tasks.values()):
+                return
+            self.scheduler.advance(None)
+
+    def add_driver(self, driver: Driver) -> None:
+        self.scheduler.add_driver(driver)
+
+    def advance_until(self, done: Callable[[], bool]) -> None:
+        """Build until ``done()`` holds (a driver has submitted what the caller needs)."""
+        while True:
+            self.scheduler.drive()
+            if done():
+                return
+            if self.closed:
+                raise EngineClosed("the run was stopped first")
+            if not self.graph.in_state("ready", "held", "running"):
+                raise RuntimeError("brainsmith engine stalled: nothing left to build")
+            self.scheduler.advance(None)
+
+    # -- what is known ---------------------------------------------------------------
+    def outcome(self, segment: Segment) -> SegmentOutcome | None:
+        """The segment's outcome once it is done (None before, or if never submitted)."""
+        task = self.graph.find(segment)
+        return task.outcome if task is not None and task.state == "done" else None
+
+    def finished(self, leaf: Segment) -> bool:
+        """The design is done: built, failed, or stopped by a gate."""
+        task = self.graph.find(leaf)
+        return task is not None and (task.state == "done" or task in self.gating.stopped)
+
+    def measured(
+        self, leaf: Segment, below: Segment | None = None
+    ) -> tuple[dict[str, Any], str] | None:
+        """The design's estimates and the model they were made from (the output of the
+        last segment on its path that wrote estimate reports, only below ``below`` if
+        given), once that segment is done."""
+        chain = leaf.chain()
+        if below is not None and below in chain:
+            chain = chain[chain.index(below) + 1 :]
+        for segment in reversed(chain):
+            outcome = self.outcome(segment)
+            if outcome is None or not outcome.ok or outcome.entry is None:
+                continue
+            found = self.estimates_of.of_entry(outcome.entry)
+            if found is not None and outcome.output_model:
+                return found, outcome.output_model
+        return None
+
+    def out_of_time(self) -> bool:
+        """The time budget (``--brainsmith-budget``) has run out."""
+        return self.gating.out_of_time()
+
+    def estimates(self, leaf: Segment) -> dict[str, Any]:
+        """The design's FINN estimates, from the last segment that wrote reports."""
+        return self.estimates_of.of_chain([self.graph.task(s).outcome for s in leaf.chain()])
+
+    def pruned(self) -> list[SegmentOutcome]:
+        """The segments no design needed any more once the gates had stopped them."""
+        return [
+            t.outcome
+            for t in self.graph.tasks.values()
+            if t.outcome is not None and t.outcome.status == "pruned"
+        ]
+
+    # -- progress and the end ------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        """Counts of needed segments (done, running, queued), what runs, time left."""
+        # called from the status line's thread: take copies first (atomic in CPython)
+        tasks, running = list(self.graph.tasks.values()), list(self.scheduler.running)
+        needed = [t for t in tasks if t.state != "new"]
+        queued = [t for t in needed if t.state in PENDING]
+        now = time.monotonic()
+        left = sum(t.estimate for t in queued)
+        left += sum(max(0.0, t.estimate - (now - t.started)) for t in running)
+        describe = getattr(self.launcher, "describe", None)
+        slots = getattr(self.launcher, "slots", None) or self.workers
+        return {
+            "done": sum(1 for t in needed if t.state == "done"),
+            "running": [t.label for t in running],
+            "queued": len(queued),
+            "seconds_left": left / max(1, slots) if (queued or running) else 0.0,
+            "phase": self.phase,
+            **({"cluster": describe()} if describe is not None else {}),
+        }
+
+    def shutdown(self, *, cancel: bool = True) -> None:
+        """End the run: kill the workers (``cancel``), or let running builds finish
+        first (their results may be what another process waits for); nothing queued
+        starts any more, and nothing is recorded for what was stopped."""
+        self.scheduler.shutdown(cancel=cancel)

@@ -1,0 +1,278 @@
+"""From what a build or the cache answered to outcomes: a segment's, then a design's.
+
+A segment's answer is a cache entry (built now or reused), a recorded failure that
+still stands, or what a worker said (or left behind when it died). A design's verdict
+is its chain of segment outcomes, its estimates (from the last segment that wrote
+FINN's reports) and its ``expect:`` bounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ...finn import runner as finn_runner
+from ..builder import BuildSpec, manifest_for, record_failure
+from ..cache import Entry, Failure, SegmentCache
+from ..expectations import for_design
+from ..gates import EXPECT, Stop
+from ..outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
+from ..tree import Segment
+from .limits import Limits
+from .tasks import Task
+
+
+class Estimates:
+    """FINN's estimate reports of cache entries, each read once."""
+
+    def __init__(self) -> None:
+        self._read: dict[str, dict[str, Any] | None] = {}
+
+    def of_entry(self, entry: str) -> dict[str, Any] | None:
+        if entry not in self._read:
+            try:
+                self._read[entry] = finn_runner.read_estimates(Path(entry))
+            except (OSError, ValueError):
+                self._read[entry] = None
+        return self._read[entry]
+
+    def of_chain(self, outcomes: list[SegmentOutcome | None]) -> dict[str, Any]:
+        """A design's estimates: from the last of its segments that wrote reports."""
+        for outcome in reversed(outcomes):
+            if outcome is None or outcome.entry is None:
+                continue
+            found = self.of_entry(outcome.entry)
+            if found is not None:
+                return found
+        return {}
+
+
+class CachedAnswers:
+    """What the cache already answers for a task: an entry to reuse, or a recorded
+    failure that still stands."""
+
+    def __init__(
+        self,
+        cache: SegmentCache,
+        limits: Limits,
+        *,
+        rebuild: bool = False,
+        retry_failed: bool = False,
+        run_id: str = "",
+    ) -> None:
+        self.cache = cache
+        self.limits = limits
+        self.rebuild = rebuild
+        self.retry_failed = retry_failed
+        self.run_id = run_id
+
+    def lookup(self, task: Task) -> SegmentOutcome | None:
+        assert task.key is not None
+        entry = self.cache.lookup(task.key)
+        if entry is not None and self._fresh(entry):
+            return reused(task, entry)
+        failure = self.cache.failure(task.key)
+        if failure is not None and self._stands(failure, task):
+            return failed_before(task, failure, self.run_id)
+        return None
+
+    def _fresh(self, entry: Entry) -> bool:
+        if not self.rebuild:
+            return True
+        return entry.manifest.get("run_id") == self.run_id  # rebuilt earlier in this run
+
+    def _stands(self, failure: Failure, task: Task) -> bool:
+        """A recorded failure is the answer unless retrying (once per run: another worker
+        may have retried it already), or unless it ran out of a limit now raised."""
+        record = failure.record
+        if self.retry_failed and record.get("run_id") != self.run_id:
+            return False
+        recorded = record.get("limits") or {}
+        kind = record.get("kind")
+        if kind == "timeout":
+            now = self.limits.segment_timeout(task.segment)
+            return now is not None and now <= recorded.get("timeout", math.inf)
+        if kind == "memory":
+            memory = self.limits.segment_max_memory(task.segment)
+            return memory is not None and memory <= recorded.get("max_memory", math.inf)
+        return True
+
+
+# -- a segment's outcome ------------------------------------------------------------------
+def outcome_of(task: Task, result: dict[str, Any]) -> SegmentOutcome:
+    """A worker's answer (or the one made for a dead worker) as the task's outcome."""
+    status = result.get("status", "error")
+    if status == "built":
+        return entry_outcome(task, "built", task.key, Path(result["entry"]), result)
+    return SegmentOutcome(
+        task.label,
+        task.key,
+        status,
+        seconds=result.get("seconds", 0.0),
+        log=result.get("log"),
+        step=result.get("step"),
+        error=result.get("error"),
+        traceback=result.get("traceback"),
+        kind=result.get("kind"),
+        control=result.get("control"),
+        step_seconds=result.get("step_seconds", {}),
+    )
+
+
+def dead_worker_result(task: Task, spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
+    """The answer of a worker that ended without one: cancelled by us, published and
+    died, timed out, crashed (recorded when lasting) or killed from outside."""
+    worker = task.worker
+    assert worker is not None and task.key is not None
+    if worker.killed_by_us == "cancel":
+        return {"status": "cancelled", "error": "the run stopped before it finished"}
+    entry = cache.lookup(task.key)
+    if entry is not None:  # it published, then died before it could say so
+        return {"status": "built", "entry": str(entry.path), **_timing(entry.manifest)}
+    seconds = round(time.monotonic() - task.started, 3)
+    step = _current_step(cache, task.key)
+    if worker.killed_by_us == "timeout":
+        kind, error = "timeout", f"timed out after {spec.limits['timeout']:g} s (its timeout)"
+    else:
+        kind, error = worker.exit_cause()
+    # what it printed (a crash's own report first), then where the build log ends
+    tail = worker.output_tail(lines=12)
+    log = finn_runner.build_log(spec.staged)
+    with contextlib.suppress(OSError):
+        lines = log.read_text(errors="replace").strip().splitlines()[-8:]
+        if lines:
+            tail = (tail + "\n" if tail else "") + "build log ends:\n" + "\n".join(lines)
+    answer = {"seconds": seconds, "step": step, "error": error, "traceback": tail}
+    if kind in LASTING_KINDS:
+        manifest = manifest_for(spec, seconds, {})
+        return record_failure(spec, cache, manifest, answer, kind)
+    return {**answer, "status": "error", "kind": kind}
+
+
+def reused(task: Task, entry: Entry) -> SegmentOutcome:
+    return entry_outcome(task, "reused", entry.key, entry.path, entry.manifest)
+
+
+def entry_outcome(
+    task: Task, status: str, key: str | None, path: Path, timing: dict[str, Any]
+) -> SegmentOutcome:
+    """The outcome of a segment whose result is the cache entry at ``path`` (built now
+    or reused); ``timing`` holds its ``seconds`` and ``step_seconds``."""
+    return SegmentOutcome(
+        task.label,
+        key,
+        status,
+        seconds=timing.get("seconds", 0.0),
+        entry=str(path),
+        log=str(finn_runner.build_log(path)),
+        output_model=str(path / finn_runner.OUTPUT_MODEL),
+        step_seconds=timing.get("step_seconds", {}),
+    )
+
+
+def failed_before(task: Task, failure: Failure, run_id: str) -> SegmentOutcome:
+    record = failure.record
+    return SegmentOutcome(
+        task.label,
+        failure.key,
+        "failed-before",
+        seconds=record.get("seconds", 0.0),
+        log=str(finn_runner.build_log(failure.path)),
+        step=record.get("step"),
+        error=record.get("error"),
+        traceback=record.get("traceback"),
+        kind=record.get("kind", "exception"),
+        earlier=record.get("run_id") != run_id,
+    )
+
+
+def error(task: Task, message: str, kind: str = "environment") -> SegmentOutcome:
+    """The machine's fault for this task (never recorded)."""
+    return SegmentOutcome(task.label, task.key, "error", error=message, kind=kind)
+
+
+def describe_failure(outcome: SegmentOutcome) -> str:
+    """One line: which segment, where, why."""
+    if outcome.status == "cancelled":
+        return f"not built: {outcome.error}"
+    earlier = " in an earlier run" if outcome.status == "failed-before" and outcome.earlier else ""
+    where = f" at step {outcome.step}" if outcome.step else ""
+    return f"segment {outcome.segment} failed{earlier}{where}: {outcome.error}"
+
+
+def holder(cache: SegmentCache, key: str | None) -> str:
+    """Who builds the key, from its status file (for a message)."""
+    try:
+        data = json.loads((cache.base / "running" / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return "its builder is unknown"
+    return f"pid {data.get('pid')} on {data.get('host')} is building it"
+
+
+# -- a design's outcome -------------------------------------------------------------------
+def judged(
+    leaf: Segment, chain: list[SegmentOutcome], keys: list[str | None], estimates: dict[str, Any]
+) -> DesignOutcome:
+    """A design whose segments all ran: failed with its first failing segment's cause,
+    else held to its ``expect:`` bounds."""
+    failing = next((o for o in chain if not o.ok), None)
+    if failing is not None:
+        cause = failing.root_cause
+        status = {"aborted": "aborted", "cancelled": "cancelled", "error": "error"}.get(
+            cause.status, "failed"
+        )
+        return DesignOutcome(leaf, status, chain, keys, reason=describe_failure(cause))
+    choices = dict(c.describe() for c in leaf.choices())
+    checked = [(e, estimates.get(e.metric)) for e in for_design(leaf.tree.space.expect, choices)]
+    outcome = DesignOutcome(leaf, "passed", chain, keys, estimates, checked)
+    if outcome.misses:
+        outcome.status = "failed"
+        outcome.reason = "expectations not met: " + "; ".join(
+            f"{e}: got {_number(v)}" for e, v in outcome.misses
+        )
+    return outcome
+
+
+def stopped(
+    leaf: Segment,
+    chain: list[SegmentOutcome],
+    keys: list[str | None],
+    stop: Stop,
+    estimates: dict[str, Any],
+) -> DesignOutcome:
+    """A design a gate stopped: failed on a missed bound, skipped when dominated."""
+    choices = dict(c.describe() for c in leaf.choices())
+    checked = [(e, estimates.get(e.metric)) for e in for_design(leaf.tree.space.expect, choices)]
+    status = "failed" if stop.gate == EXPECT else "skipped"
+    return DesignOutcome(
+        leaf, status, chain, keys, estimates, checked, reason=stop.reason, gate=stop.gate
+    )
+
+
+def _timing(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "seconds": manifest.get("seconds", 0.0),
+        "step_seconds": manifest.get("step_seconds", {}),
+    }
+
+
+def _current_step(cache: SegmentCache, key: str) -> str | None:
+    """The step a dead worker was in, from its status file."""
+    try:
+        return json.loads((cache.base / "running" / f"{key}.json").read_text()).get("step")
+    except (OSError, ValueError):
+        return None
+
+
+def _number(value: Any) -> str:
+    return (
+        "not reported"
+        if value is None
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
