@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from filelock import Timeout as LockTimeout
 
 from ...finn import runner as finn_runner
-from .. import interrupts
+from .. import interrupts, verification
 from ..builder import BuildSpec, build_segment
 from ..cache import CacheError, SegmentCache
 from ..outcomes import SegmentOutcome
@@ -441,6 +441,7 @@ class Scheduler:
             run_id=self.run_id,
             keep_step_models=self.keep_step_models,
             limits=self.limits.for_build(segment),
+            verify=verification.plan_for(segment, self.cache),
         )
 
     # -- held by another process -------------------------------------------------------
@@ -525,7 +526,7 @@ class Scheduler:
         try:
             if result is None:
                 result = results.dead_worker_result(task, spec, self.cache)
-            outcome = results.outcome_of(task, result)
+            outcome = results.outcome_of(task, result, self.cache)
         finally:
             self._release(task)
         if outcome.status == "built":
