@@ -478,26 +478,6 @@ def test_explore_api_example_from_the_readme_runs(tmp_path: Path):
     assert (tmp_path / "build" / "brainsmith" / "cache" / "v1" / "entries").is_dir()
 
 
-def test_the_core_and_the_finn_adapter_import_neither_pytest_nor_xdist():
-    modules = sorted(
-        "pytest_brainsmith."
-        + ".".join(path.relative_to(ROOT / "pytest_brainsmith").with_suffix("").parts)
-        for folder in ("core", "finn")
-        for path in (ROOT / "pytest_brainsmith" / folder).rglob("*.py")
-    )
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name.removesuffix('.__init__'))\n"
-        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest', 'xdist'))\n"
-        "print(len(sys.modules), leaked)\n"
-        "assert not leaked, leaked\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert len(modules) > 20
-
-
 def test_x_stops_the_workers_and_records_nothing_for_what_it_stopped(tmp_path: Path):
     folder = make_project(
         tmp_path / "p", "    - pass_through\n    - [raises_once_slow_runs, slow]\n"

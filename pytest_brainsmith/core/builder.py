@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..finn import runner as finn_runner
 from . import progress, verification
 from .cache import CacheError, SegmentCache
 from .registry import Step
+from .toolchain import current as toolchain
 from .units import format_size
 
 #: OSErrors that say the disk or quota is full: not recorded as a design's failure.
@@ -79,7 +79,7 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
     with progress.building(
         cache.base / "running", spec.key, spec.label, [s.name for s in spec.steps]
     ) as live:
-        outcome = finn_runner.build_into(
+        outcome = toolchain().build_into(
             spec.staged,
             path_steps=spec.path_steps,
             first=spec.first,
@@ -96,7 +96,7 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
         except OSError as exc:
             return _unrecorded(spec, exc)
         if not spec.keep_step_models:
-            finn_runner.drop_step_models(spec.staged, spec.path_steps, spec.first)
+            toolchain().drop_step_models(spec.staged, spec.path_steps, spec.first)
     seconds = round(time.time() - started, 3)
     manifest = manifest_for(spec, seconds, outcome.step_seconds)
     answer: dict[str, Any] = {"seconds": seconds, "step_seconds": outcome.step_seconds}
@@ -141,7 +141,7 @@ def _clean_slate(spec: BuildSpec, cache: SegmentCache) -> None:
     """A build run again after its worker was lost (Dask reschedules it elsewhere)
     starts over: what the lost attempt left in its staging and work directories goes.
     (The session still holds the key's lock, so nothing else builds it meanwhile.)"""
-    for left in (spec.staged / "build", spec.staged / finn_runner.OUTPUT_MODEL):
+    for left in (spec.staged / "build", spec.staged / toolchain().output_model):
         if left.is_dir():
             shutil.rmtree(left, ignore_errors=True)
         elif left.exists():
@@ -174,5 +174,5 @@ def record_failure(
         **answer,
         "status": "failed",
         "kind": kind,
-        "log": str(finn_runner.build_log(failure.path)),
+        "log": str(toolchain().build_log(failure.path)),
     }

@@ -13,6 +13,10 @@ Layout under the cache root (``v1/`` is the layout version)::
     quarantine/<key>.<when>/    damaged entries moved aside, kept for inspection
                                 (QUARANTINE.json says why); --brainsmith-prune removes them
 
+An entry fetched from a remote cache (``remote_cache.py``) may leave its checkpoint
+behind: its manifest records it, DEFERRED names it, and ``verify_file`` fetches it
+through ``deferred_source`` when it is first needed (a child build resumes from it).
+
 An entry only counts once its COMPLETE marker exists, and it is moved into place
 whole by one rename on the same filesystem, so a crash or a full disk never
 leaves a half-written entry that looks complete. Cached files are read-only.
@@ -48,7 +52,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +64,11 @@ MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
 FAILURE = "failure.json"
 VERIFIED = "VERIFIED"
+#: An entry's files left on a remote cache, fetched when first used (a JSON list).
+DEFERRED = "DEFERRED"
 QUARANTINE_NOTE = "QUARANTINE.json"
 #: Files of an entry that are not its content (written around the content).
-_BOOKKEEPING = {MANIFEST, MARKER, VERIFIED}
+_BOOKKEEPING = {MANIFEST, MARKER, VERIFIED, DEFERRED}
 #: A stat fingerprint is recorded only for a file whose mtime (or ctime, the older) lies
 #: this far before the stat: a later write then sets a different one. Kernel timestamps
 #: follow a clock that advances in ticks of 1-10 ms; files with whole-second timestamps
@@ -129,6 +135,20 @@ class Damage:
         return f"{self.file}: {self.why}"
 
 
+class Mismatch(Exception):
+    """Files handed to ``publish`` with the digests they must have do not have them
+    (an entry fetched from a remote cache): nothing was published."""
+
+    def __init__(self, damage: Damage) -> None:
+        super().__init__(str(damage))
+        self.damage = damage
+
+
+#: ``deferred_source(key, name, record, dest)``: download the file ``record`` (its size
+#: and sha256) describes to ``dest``, checked; None when done, else why it cannot.
+DeferredSource = Callable[[str, str, dict[str, Any], Path], "str | None"]
+
+
 class EntryInUse(CacheError):
     """Another process holds the key's lock (it builds or repairs it): left alone."""
 
@@ -189,6 +209,8 @@ class SegmentCache:
         self.root = Path(root)
         self.base = self.root / LAYOUT
         self._held: set[str] = set()  # keys whose lock this object holds
+        #: where files an entry left on a remote cache come from (remote_cache.py)
+        self.deferred_source: DeferredSource | None = None
 
     # -- paths ------------------------------------------------------------------
     def entry_path(self, key: str) -> Path:
@@ -280,11 +302,56 @@ class SegmentCache:
         manifest, damage = self._read_manifest(key, path)
         if damage is None:
             assert manifest is not None
+            left = self._fetch_deferred(key, path, manifest, name)
+            if left is not None:  # not the entry's damage: it is dropped and built here
+                self._drop(key, path)
+                return left
             damage = self._verify_files(path, manifest, only=name)
         if damage is None:
             return None
         self._repair(key, damage)
         return str(damage)
+
+    def _fetch_deferred(
+        self, key: str, path: Path, manifest: dict[str, Any], name: str
+    ) -> str | None:
+        """Fetch ``name`` (and the files with its content) if the entry left it on a
+        remote cache; None when it is here now (or never was deferred), else why not."""
+        deferred = _deferred(path)
+        if name not in deferred or os.path.lexists(path / name):
+            return None
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        record = files.get(name) or {}
+        if self.deferred_source is None:
+            return (
+                f"{name} of entry {key[:12]} was left on a remote cache and no remote cache "
+                "is configured"
+            )
+        tmp = self.base / "tmp" / f"{key}.deferred.{os.getpid()}.{time.time_ns()}"
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            why = self.deferred_source(key, name, record, tmp)
+            if why is not None:
+                return why
+            os.chmod(tmp, 0o444)
+            twins = [n for n in deferred if files.get(n, {}).get("sha256") == record.get("sha256")]
+            for twin in sorted(set(twins) | {name}):
+                (path / twin).parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):  # another process was first
+                    os.link(tmp, path / twin)
+        except OSError as exc:
+            return f"{name} of entry {key[:12]} cannot be fetched into {path}: {_why(exc, path)}"
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return None
+
+    def _drop(self, key: str, path: Path) -> None:
+        """Remove an entry whose deferred file cannot be had (no damage of its own: no
+        quarantine, no warning; the remote cache said why), so that it is built here."""
+        with contextlib.suppress(CacheError, OSError), self.lock(key):
+            if (path / MARKER).is_file():
+                self._set_aside(key, path)
 
     def failure(self, key: str) -> Failure | None:
         path = self.failure_path(key)
@@ -383,9 +450,20 @@ class SegmentCache:
         except (OSError, ValueError) as exc:
             why = f"is unreadable ({_why(exc, path / MANIFEST)})"
             return None, Damage(MANIFEST, why, _marked_segment(path))
+        checked, damage = SegmentCache.check_manifest(key, manifest)
+        if damage is not None and damage.segment is None:  # COMPLETE names it (read only now)
+            damage = Damage(damage.file, damage.why, _marked_segment(path))
+        return checked, damage
+
+    @staticmethod
+    def check_manifest(
+        key: str, manifest: Any, segment: str | None = None
+    ) -> tuple[dict[str, Any] | None, Damage | None]:
+        """``manifest`` if it is one of ``key``'s entry (a JSON object naming the key and
+        listing file digests), else what is wrong with it."""
         if not isinstance(manifest, dict):
-            return None, Damage(MANIFEST, "is not a JSON object", _marked_segment(path))
-        segment = manifest.get("segment") or _marked_segment(path)
+            return None, Damage(MANIFEST, "is not a JSON object", segment)
+        segment = manifest.get("segment") or segment
         if manifest.get("key") != key:
             return None, Damage(MANIFEST, f"names key {manifest.get('key')!r}", segment)
         if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
@@ -415,6 +493,8 @@ class SegmentCache:
             try:
                 st = os.lstat(file)
             except FileNotFoundError:
+                if only is None and name in _deferred(path):
+                    continue  # left on a remote cache: checked when fetched (verify_file)
                 return Damage(name, "is missing", segment)
             except OSError as exc:
                 return Damage(name, f"cannot be read ({_why(exc, file)})", segment)
@@ -537,14 +617,33 @@ class SegmentCache:
         finally:
             self.discard_staging(tmp)
 
-    def publish(self, key: str, staged: Path, manifest: dict[str, Any]) -> Entry:
+    def publish(
+        self,
+        key: str,
+        staged: Path,
+        manifest: dict[str, Any],
+        *,
+        expected: dict[str, dict[str, Any]] | None = None,
+        deferred: Collection[str] = (),
+    ) -> Entry:
         """Record every file's digest in the manifest, write it and the marker into
-        ``staged`` and move it into place."""
+        ``staged`` and move it into place. Files fetched from a remote cache come with
+        the digests they must have (``expected``, their manifest's): a file that differs,
+        is missing or is not listed raises Mismatch and nothing is published; the
+        ``deferred`` files were left behind (fetched when first used, ``verify_file``)."""
         target = self.entry_path(key)
         try:
             _make_read_only(staged)
             _settle(staged)
             files, seen = _digests(staged)
+            if expected is not None:
+                wanted = {n: r for n, r in expected.items() if n not in deferred}
+                damage = _difference(files, wanted, manifest.get("segment"))
+                if damage is not None:
+                    raise Mismatch(damage)
+                files = dict(sorted(expected.items()))
+                if deferred:
+                    _write_json(staged / DEFERRED, sorted(deferred))
             manifest = {**manifest, "files": files}
             _write_json(staged / MANIFEST, manifest)
             os.chmod(staged / MANIFEST, 0o444)
@@ -687,6 +786,38 @@ def _digests(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]
     return dict(sorted(files.items())), seen
 
 
+def _difference(
+    files: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]], segment: str | None
+) -> Damage | None:
+    """The first file of ``files`` (as ``_digests`` found them) that ``expected`` does not
+    describe, or that it describes and is missing."""
+    for name in sorted(set(files) | set(expected)):
+        got, want = files.get(name), expected.get(name)
+        if want is None:
+            return Damage(name, "is not listed in the manifest", segment)
+        if got is None:
+            return Damage(name, "is missing", segment)
+        if got.get("size") != want.get("size"):
+            return Damage(
+                name,
+                f"has {got.get('size')} bytes where the manifest records {want.get('size')} "
+                "(truncated or rewritten)",
+                segment,
+            )
+        if got != want:
+            return Damage(name, "does not match its sha256 in the manifest (rewritten)", segment)
+    return None
+
+
+def _deferred(entry: Path) -> list[str]:
+    """The files ``entry`` left on a remote cache (its DEFERRED list; none without one)."""
+    try:
+        names = json.loads((entry / DEFERRED).read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
 def _settle(root: Path) -> None:
     """Wait (at most TICK_NS, once per published entry) until the files FINN wrote last
     are a timestamp tick old, so that publishing can record every fingerprint."""
@@ -777,7 +908,7 @@ def _why(exc: BaseException, path: Path) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 

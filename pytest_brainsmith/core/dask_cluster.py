@@ -41,7 +41,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..finn import runner as finn_runner
+from . import toolchain
 from .workers import Worker, output_tail
 
 #: The ``--preload`` module of a worker: FINN imported with its workarounds.
@@ -95,8 +95,8 @@ def run_on_worker(
     with open(marks / STARTED, "a") as started:  # one line per attempt
         started.write(f"{host}\n")
     try:
-        finn_runner.import_finn()  # once per worker (or by --preload): each fork has it
-    except finn_runner.FinnUnavailable as exc:
+        toolchain.current().prepare()  # once per worker (or by --preload): each fork has it
+    except toolchain.ToolchainUnavailable as exc:
         return _environment(f"on Dask worker {host}: {exc}")
     try:
         job = pickle.loads(payload)

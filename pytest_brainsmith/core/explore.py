@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import interrupts
-from .blueprint import DEFAULT_MAX_DESIGNS, load_design_space
+from . import interrupts, toolchain
+from .blueprint import load_design_space
 from .cache import SegmentCache
+from .composition import decide, find_project, make_engine
 from .engine import Engine, segment_label
 from .errors import BlueprintError
 from .outcomes import DesignOutcome
@@ -30,9 +31,6 @@ from .tree import ExecutionTree, Segment, build_execution_tree
 
 if TYPE_CHECKING:
     from .folding_search import FoldingSearch
-
-#: Where ``pytest`` keeps its cache when run from the project's root.
-DEFAULT_CACHE = Path("build/brainsmith/cache")
 
 
 @dataclass
@@ -76,10 +74,14 @@ def explore(
     retry_failed: bool = False,
     rebuild: bool = False,
     keep_step_models: bool = False,
-    max_designs: int = DEFAULT_MAX_DESIGNS,
+    max_designs: int | None = None,
     tools: dict[str, str | None] | None = None,
     budget: float | None = None,
     scheduler: Any = None,
+    remote_cache: str | None = None,
+    remote_cache_mode: str = "readwrite",
+    remote_cache_failures: bool = False,
+    remote_cache_timeout: float | None = None,
 ) -> Exploration:
     """Build every design of ``blueprint`` (those matching ``where``) and judge it,
     then run its folding searches (``design_space.folding``): each trial is a design
@@ -91,31 +93,57 @@ def explore(
     are ``cancelled``). ``register(registry)`` registers your own steps, as a conftest.py's
     ``pytest_brainsmith_register`` does. ``scheduler``: build on Dask instead, a
     scheduler's address, ``"local"`` (a LocalCluster, closed at the end) or a Dask
-    cluster object (left open). Raises ``BlueprintError`` for a bad blueprint.
+    cluster object (left open). What is not given is decided as ``pytest`` decides it
+    (``core/composition.py``): ``BRAINSMITH_CACHE``, ``BRAINSMITH_SCHEDULER`` and
+    ``BRAINSMITH_MAX_COMBINATIONS``, then the ``brainsmith_*`` options of the ini file
+    pytest would read for the blueprint; the cache defaults to
+    ``<rootdir>/build/brainsmith/cache`` with pytest's rootdir. Raises ``BlueprintError``
+    for a bad blueprint, ``SettingError`` for a setting it cannot take.
+    ``remote_cache``: a URL (``s3://BUCKET/PREFIX``, any fsspec URL) of a remote cache
+    tier, read and written as ``remote_cache_mode`` says (``read``, ``write``,
+    ``readwrite``); ``stats["remote"]`` is what it moved; ``RemoteCacheError`` for a bad
+    remote.
     """
-    from ..finn.runner import available_tools
-
+    path = Path(blueprint).absolute()
+    rootdir, ini = find_project(path)
+    given = {"cache": cache, "workers": workers, "max_designs": max_designs}
+    given |= {"timeout": timeout, "max_memory": max_memory, "budget": budget}
+    given["remote_cache"] = remote_cache
+    settings = decide(rootdir, given, ini.get)
     registry = finn_registry()
     if register is not None:
         register(registry)
-    path = Path(blueprint).absolute()
-    space = load_design_space(path, registry, max_designs=max_designs)
+    space = load_design_space(path, registry, max_designs=settings.max_designs)
     if space is None:
         raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
     tree = build_execution_tree(space)
     leaves = [leaf for leaf in tree.designs() if _selected(leaf, where)]
-    engine = Engine(
-        SegmentCache(Path(cache or DEFAULT_CACHE).absolute()),
-        workers=workers,
-        timeout=timeout,
-        max_memory=max_memory,
+    run_id = uuid.uuid4().hex
+    local = SegmentCache(settings.cache)
+    remote = None
+    if settings.remote_cache:
+        from .remote_cache import RemoteCache
+
+        remote = RemoteCache(
+            settings.remote_cache,
+            local,
+            mode=remote_cache_mode,
+            share_failures=remote_cache_failures,
+            timeout=remote_cache_timeout,
+            run_id=run_id,
+        )
+    engine = make_engine(
+        settings,
+        run_id=run_id,
+        tools=toolchain.current().available_tools() if tools is None else tools,
         retry_failed=retry_failed,
         rebuild=rebuild,
-        run_id=uuid.uuid4().hex,
         keep_step_models=keep_step_models,
-        tools=available_tools() if tools is None else tools,
-        budget=budget,
+        cache=local,
+        remote=remote,
     )
+    if scheduler is None:
+        scheduler = settings.scheduler
     session = _cluster(engine, scheduler) if scheduler is not None else None
     # Ctrl-C and SIGTERM raise KeyboardInterrupt, once every worker is killed
     with interrupts.installed(raise_at_exit=True):
@@ -130,6 +158,9 @@ def explore(
                 engine.shutdown(cancel=True)
                 if session is not None:
                     session.close()
+                close_launcher = getattr(engine.launcher, "close", None)
+                if close_launcher is not None:  # the warm server's connection
+                    close_launcher()
     built = [o for o in engine.built if o.status == "built"]
     stats = {
         "designs": len(designs),
@@ -141,6 +172,10 @@ def explore(
         "waited_seconds": round(engine.waited, 3),
         "segments_pruned": len(engine.pruned()),
     }
+    fetched = {o.key for d in designs for o in d.segments if o.status == "fetched"}
+    stats["segments_fetched"] = len(fetched)
+    if remote is not None:
+        stats["remote"] = remote.report()
     if searches:
         stats["folding_searches"] = {
             segment_label(s.prefix): {"trials": len(s.trials), "error": s.error} for s in searches

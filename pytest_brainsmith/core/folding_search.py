@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,16 +36,9 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from ..finn import runner as finn_runner
-from ..finn.folding import (
-    NODE_ESTIMATES,
-    FoldingSpace,
-    balanced_foldings,
-    folding_space,
-    read_folding,
-    write_folding,
-)
 from .expectations import Expectation, for_design
+from .folding_memo import FoldingMemo, code_identity
+from .toolchain import current as toolchain
 from .tree import Segment, trial_of, trial_path
 
 if TYPE_CHECKING:
@@ -74,12 +69,20 @@ class FoldingSearch:
         self.trials: dict[int, Segment] = {}  # trial number -> its design (leaf)
         self.error: str | None = None  # why no (more) trials are asked
         self.out_of_time = False  # the time budget stopped it
-        self.space: FoldingSpace | None = None
+        self.space: Any = None  # the toolchain's folding space (``finn.folding.FoldingSpace``)
         self.study: Any = None
         self.study_name = ""
         self.warm_trials = 0  # study trials that are FINN's foldings (numbered first)
         self._optuna: Any = None
         self._distributions: dict[str, Any] = {}
+        #: what the search derived and asked is kept in the cache: a re-run needs no FINN
+        self.memo = FoldingMemo(engine.cache.base)
+        #: FINN's foldings that start the study, with their estimates (told first)
+        self._warm_told: list[dict[str, Any]] = []
+        self._proposals: list[dict[str, Any]] = []  # balanced foldings, asked first
+        self._asked_identity: dict[str, Any] = {}
+        #: every batch asked: each trial's params and what it measured (None: not yet)
+        self._history: list[list[dict[str, Any]]] = []
         self._batch: list[Segment] = []
         self._handles: dict[int, Any] = {}  # trial number -> optuna Trial, until told
         self._written = 0  # study trials written to the journal
@@ -114,7 +117,7 @@ class FoldingSearch:
         if self.error is not None or not self.wanted:
             return
         try:
-            if self.study is None and not self._open():
+            if self.space is None and not self._open():
                 return
             if self._batch and all(self._measured(t) for t in self._batch):
                 self._tell_batch()
@@ -130,7 +133,7 @@ class FoldingSearch:
         """The run ends: a batch that finished is told and the journal written (trials
         not told are not written: a later run asks them again)."""
         with contextlib.suppress(Exception):
-            if self.study is not None and self.error is None and self._batch:
+            if self.space is not None and self.error is None and self._batch:
                 if all(self._measured(t) for t in self._batch):
                     self._tell_batch()
         with contextlib.suppress(Exception):
@@ -143,7 +146,9 @@ class FoldingSearch:
     # -- the study ----------------------------------------------------------------------
     def _open(self) -> bool:
         """Once the prefix (and the designs that start the study) are built: read the
-        search space and make the study."""
+        search space (from the memo, else from the model with FINN) and name the study.
+        Optuna's study itself is made only when a trial must be asked that the memo does
+        not hold (``_study``)."""
         outcome = self.engine.outcome(self.prefix)
         if outcome is None:
             return False
@@ -160,28 +165,21 @@ class FoldingSearch:
                 f"{', step ' + cause.step if cause.step else ''}: {cause.error})"
             )
             return False
-        try:
-            import optuna
-        except ImportError:
+        if importlib.util.find_spec("optuna") is None:
             from .blueprint.folding import OPTUNA_MISSING
 
             self.error = OPTUNA_MISSING
             return False
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self._optuna = optuna
-        finn_runner.import_finn()
-        model = Path(outcome.output_model)
-        attributes = {k: list(v) for k, v in self.settings.attributes.items()}
-        self.space = space = folding_space(model, attributes)
+        measured = [self.engine.measured(d) for d in self._warm]
+        try:
+            derived = self._derive(Path(outcome.output_model), measured, outcome.key)
+        except FileNotFoundError as exc:
+            self.error = f"the model after the shared steps cannot be had: {exc}"
+            return False
+        self.space = space = toolchain().folding_space_from_json(derived["space"])
         if not space.params:
             self.error = "the model after the shared steps has no node whose folding can vary"
             return False
-        for param in space.params:
-            if all(isinstance(v, int) for v in param.values):  # ordered: by index
-                distribution: Any = optuna.distributions.IntDistribution(0, len(param.values) - 1)
-            else:
-                distribution = optuna.distributions.CategoricalDistribution(list(param.values))
-            self._distributions[param.name] = distribution
         identity = {
             "prefix": self.engine.key(self.prefix),
             "settings": self.settings.key(),
@@ -191,75 +189,171 @@ class FoldingSearch:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
         where = "::".join(self.prefix.nodeid_parts())
         self.study_name = f"{self.prefix.tree.space.name}:{where}:{digest.hexdigest()[:16]}"
-        self.study = optuna.create_study(directions=[d for d, _ in self.settings.objectives])
-        if self.settings.warm_start:
-            reached = self._warm_start()
-            self._propose_balanced(model, reached)
+        self._proposals = derived["proposals"]
+        for design, found, chosen in zip(self._warm, measured, derived["warm"], strict=True):
+            values = self._values(found[0]) if found is not None else None
+            if values is None or chosen is None:
+                continue  # no estimates, or a folding the space cannot express
+            self._warm_told.append(
+                {
+                    "design": "::".join(design.nodeid_parts()),
+                    "params": {n: self._param_value(n, v) for n, v in chosen.items()},
+                    "values": values,
+                    "constraints": self._constraints(found[0]),
+                }
+            )
+        self.warm_trials = len(self._warm_told)
+        self._asked_identity = {
+            "study": digest.hexdigest(),
+            "code": code_identity(),
+            "warm": self._warm_told,
+            "proposals": self._proposals,
+        }
         return True
 
-    def _warm_start(self) -> tuple[int, ...]:
-        """FINN's foldings of the designs below the prefix, told as the study's first
-        trials (NSGA-II's first generation): the search breeds from them. Nothing is built
-        for them; a design whose folding the space cannot express is left out. Returns the
-        cycles per frame those designs reached."""
-        assert self.space is not None
-        optuna = self._optuna
-        generation = f"{optuna.samplers.NSGAIISampler.__name__}:generation"
-        reached = []
-        for design in self._warm:
-            found = self.engine.measured(design)
-            if found is None:
-                continue
-            estimates, model = found
-            if isinstance(estimates.get("max_cycles"), int | float):
-                reached.append(int(estimates["max_cycles"]))
-            values = self._values(estimates)
-            chosen = read_folding(Path(model), self.space) if values is not None else None
-            if values is None or chosen is None:
-                continue
-            params = {name: self._param_value(name, value) for name, value in chosen.items()}
-            self.study.add_trial(
-                optuna.trial.create_trial(
-                    params=params,
-                    distributions=self._distributions,
-                    values=values,
-                    user_attrs={"warm": "::".join(design.nodeid_parts())},
-                    system_attrs={generation: 0},
-                    constraints=self._constraints(estimates),
-                )
-            )
-            self.warm_trials += 1
-        return tuple(reached)
-
-    def _propose_balanced(self, model: Path, reached: tuple[int, ...]) -> None:
-        """The first trials asked: foldings balanced across layers by FINN's per-node
-        estimates, one per cycle target (``finn.folding.balanced_foldings``): a range, and
-        the cycles FINN's own foldings ``reached`` (the same throughput, cheaper)."""
-        assert self.space is not None
+    def _derive(
+        self,
+        model: Path,
+        measured: list[tuple[dict[str, Any], str] | None],
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """What the search reads from built models, with FINN: the space of the prefix's
+        ``model``, the folding of each design that starts the study (None: it is not one
+        of the space's) and the balanced proposals. Kept in the memo, keyed by the models'
+        cache keys and what else it depends on: a later run needs no FINN for it."""
+        config = self.prefix.config()
         metric = next(
-            (m for d, m in self.settings.objectives if d == "minimize" and m in NODE_ESTIMATES),
+            (
+                m
+                for d, m in self.settings.objectives
+                if d == "minimize" and m in toolchain().node_estimates
+            ),
             None,
         )
-        part = _fpga_part(self.prefix.config())
-        if metric is None or part is None:
-            return
-        try:
-            proposals = balanced_foldings(
-                model, self.space, metric, self.settings.batch, part, reached
+        identity = {
+            "prefix": self.engine.key(self.prefix),
+            "attributes": {k: list(v) for k, v in sorted(self.settings.attributes.items())},
+            # each warm design's model, by its cache entry (content-addressed)
+            "warm": [Path(found[1]).parent.name if found else None for found in measured],
+            "metric": metric,
+            "batch": self.settings.batch,
+            "part": [config.get("fpga_part"), config.get("board")],
+            "code": code_identity(),
+        }
+        found = self.memo.get("derived", identity)
+        if found is not None:
+            return found
+        if not model.exists() and key:  # left on the remote cache (entry ``key``): fetched now
+            why = self.engine.cache.verify_file(key, toolchain().output_model)
+            if why is not None:
+                raise FileNotFoundError(why)
+        compiler = toolchain()
+        compiler.prepare()
+        attributes = {k: list(v) for k, v in self.settings.attributes.items()}
+        space = compiler.folding_space(model, attributes)
+        warm = [
+            compiler.read_folding(Path(found[1]), space) if found is not None else None
+            for found in measured
+        ]
+        reached = tuple(
+            int(found[0]["max_cycles"])
+            for found in measured
+            if found is not None and isinstance(found[0].get("max_cycles"), int | float)
+        )
+        proposals = []
+        part = compiler.fpga_part(config)
+        if self.settings.warm_start and space.params and metric and part:
+            try:
+                proposals = compiler.balanced_foldings(
+                    model, space, metric, self.settings.batch, part, reached
+                )
+            except Exception:  # noqa: BLE001 - an op without per-node estimates: no proposals
+                proposals = []
+        # what the memo gives back, also in this run: both paths go on from the same data
+        value = json.loads(
+            json.dumps({"space": space.to_json(), "warm": warm, "proposals": proposals})
+        )
+        self.memo.put("derived", identity, value)
+        return value
+
+    def _study(self) -> Any:
+        """Optuna's study, made on first need: the warm trials told, the proposals
+        queued, and every batch asked so far asked again and told (the same draws: each
+        batch's sampler is seeded by its number), so it stands where this run is."""
+        if self.study is not None:
+            return self.study
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._optuna = optuna
+        assert self.space is not None
+        for param in self.space.params:
+            if _ordered(param.values):  # by index
+                distribution: Any = optuna.distributions.IntDistribution(0, len(param.values) - 1)
+            else:
+                distribution = optuna.distributions.CategoricalDistribution(list(param.values))
+            self._distributions[param.name] = distribution
+        study = optuna.create_study(directions=[d for d, _ in self.settings.objectives])
+        generation = f"{optuna.samplers.NSGAIISampler.__name__}:generation"
+        for warm in self._warm_told:  # NSGA-II's first generation: the search breeds from it
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=warm["params"],
+                    distributions=self._distributions,
+                    values=warm["values"],
+                    user_attrs={"warm": warm["design"]},
+                    system_attrs={generation: 0},
+                    constraints=warm["constraints"],
+                )
             )
-        except Exception:  # noqa: BLE001 - an op without per-node estimates: no proposals
-            return
-        for values in proposals:
-            params = {name: self._param_value(name, value) for name, value in values.items()}
-            self.study.enqueue_trial(params, user_attrs={"proposed": "balanced"})
+        for params in self._proposals:  # the first trials asked
+            study.enqueue_trial(
+                {name: self._param_value(name, value) for name, value in params.items()},
+                user_attrs={"proposed": "balanced"},
+            )
+        self.study = study
+        for index, batch in enumerate(self._history):
+            if self._ask_in_study(index) != [trial["params"] for trial in batch]:
+                raise RuntimeError(
+                    f"Optuna asked other trials than recorded for batch {index}; "
+                    f"remove {self.memo.root} to start the search's records again"
+                )
+            self._tell_study(index)
+        return study
+
+    def _ask_in_study(self, index: int) -> list[dict[str, Any]]:
+        """Ask batch ``index`` of the study, its sampler seeded from (seed, ``index``)."""
+        self.study.sampler = self._sampler(index)
+        asked = []
+        for number in range(index * self.settings.batch, (index + 1) * self.settings.batch):
+            handle = self.study.ask(self._distributions)
+            if handle.number != number + self.warm_trials:
+                raise RuntimeError(f"trial {handle.number} asked where {number} was expected")
+            self._handles[number] = handle
+            asked.append(handle.params)
+        return asked
+
+    def _tell_study(self, index: int) -> None:
+        """Tell the study what batch ``index`` measured, in trial order."""
+        state = self._optuna.trial.TrialState
+        for number, trial in enumerate(self._history[index], index * self.settings.batch):
+            told = trial["told"]
+            if told is None or number not in self._handles:
+                continue
+            handle = self._handles.pop(number)
+            if told == "fail":
+                self.study.tell(handle, state=state.FAIL)
+                continue
+            handle.set_user_attr("folding_file", told["file"])
+            for name, value in told["constraints"].items():
+                handle.set_constraint(name, value)
+            self.study.tell(handle, told["values"])
 
     def _param_value(self, name: str, value: Any) -> Any:
         """A folding value as the study's param (an index for ordered values)."""
         assert self.space is not None
         param = next(p for p in self.space.params if p.name == name)
-        if isinstance(self._distributions[name], self._optuna.distributions.IntDistribution):
-            return param.values.index(value)
-        return value
+        return param.values.index(value) if _ordered(param.values) else value
 
     def _sampler(self, batch: int) -> Any:
         samplers = self._optuna.samplers
@@ -276,20 +370,29 @@ class FoldingSearch:
 
     def _ask_batch(self) -> None:
         """The next ``batch`` trials (never fewer: the trials do not depend on how many
-        were asked for), written as folding JSON and submitted to the engine."""
+        were asked for), written as folding JSON and submitted to the engine. They come
+        from the memo when an earlier run asked them after the same results, else from
+        the study (and are kept in the memo)."""
         assert self.space is not None
-        first = len(self.trials)
-        self.study.sampler = self._sampler(first // self.settings.batch)
+        index, first = len(self._history), len(self.trials)
+        identity = {
+            **self._asked_identity,
+            "told": [[trial["told"] for trial in batch] for batch in self._history],
+        }
+        asked = self.memo.get("asked", identity)
+        if asked is None:
+            self._study()
+            asked = json.loads(json.dumps(self._ask_in_study(index)))
+            self.memo.put("asked", identity, asked)
+        elif self.study is not None and self._ask_in_study(index) != asked:
+            raise RuntimeError(f"Optuna asked other trials than recorded for batch {index}")
+        self._history.append([{"params": params, "told": None} for params in asked])
         batch = []
-        for number in range(first, first + self.settings.batch):
-            handle = self.study.ask(self._distributions)
-            if handle.number != number + self.warm_trials:
-                raise RuntimeError(f"trial {handle.number} asked where {number} was expected")
-            self._handles[number] = handle
-            folding = self._folding(handle.params)
+        for number, params in enumerate(asked, first):
+            folding = self._folding(params)
             text = json.dumps(folding, sort_keys=True)
             name = f"folding-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-            path = write_folding(self.folding_dir / name, folding)
+            path = toolchain().write_folding(self.folding_dir / name, folding)
             leaf = trial_path(self.prefix, number, folding, path)
             self.trials[number] = leaf
             batch.append(leaf)
@@ -301,10 +404,7 @@ class FoldingSearch:
         values = {}
         for param in self.space.params:
             chosen = params[param.name]
-            distribution = self._distributions[param.name]
-            if isinstance(distribution, self._optuna.distributions.IntDistribution):
-                chosen = param.values[int(chosen)]
-            values[param.name] = chosen
+            values[param.name] = param.values[int(chosen)] if _ordered(param.values) else chosen
         return self.space.folding(values)
 
     def _bounds(self) -> list[Expectation]:
@@ -328,28 +428,31 @@ class FoldingSearch:
         return self.engine.measured(leaf, self.prefix) is not None or self.engine.finished(leaf)
 
     def _tell_batch(self) -> None:
-        """Tell the study what the batch measured, in trial order."""
-        state = self._optuna.trial.TrialState
-        for leaf in self._batch:
+        """Record what the batch measured, in trial order (and tell the study, if made)."""
+        recorded = self._history[-1]
+        for leaf, entry in zip(self._batch, recorded, strict=True):
             trial = trial_of(leaf)
             assert trial is not None
-            handle = self._handles.pop(trial.number)
             measured = self.engine.measured(leaf, self.prefix)
             if measured is not None:
                 estimates = measured[0]
                 values = self._values(estimates)
-                if values is None:
-                    self.study.tell(handle, state=state.FAIL)
-                    continue
-                handle.set_user_attr("folding_file", trial.folding_file.name)
-                for name, value in self._constraints(estimates).items():
-                    handle.set_constraint(name, value)
-                self.study.tell(handle, values)
+                entry["told"] = (
+                    "fail"
+                    if values is None
+                    else {
+                        "values": values,
+                        "constraints": self._constraints(estimates),
+                        "file": trial.folding_file.name,
+                    }
+                )
                 continue
             outcome = self.engine.design(leaf)  # ended without estimates
             if outcome.status in ("cancelled", "aborted", "error", "skipped"):
                 # not the trial's verdict (the run stopped, the machine failed): the study
                 # stops here, so that what follows never depends on it
+                if self.study is not None:
+                    self._tell_study(len(self._history) - 1)
                 self._batch = []
                 self.out_of_time = self.engine.out_of_time()
                 self.error = (
@@ -359,18 +462,21 @@ class FoldingSearch:
                     f"{outcome.reason or outcome.status}"
                 )
                 return
-            self.study.tell(handle, state=state.FAIL)  # it failed before its estimates
+            entry["told"] = "fail"  # it failed before its estimates
+        if self.study is not None:
+            self._tell_study(len(self._history) - 1)
         self._batch = []
         self._write_journal()
 
     def _write_journal(self) -> None:
         """The study so far into the journal beside the results store, replacing an
         earlier run's copy, if this process holds the study's lock (else another
-        process writes it)."""
-        if self.storage is None or self.study is None:
+        process writes it). A journal that already holds every trial this run knows
+        (an earlier run wrote them) is left as it is: no study is made for it."""
+        if self.storage is None or self.space is None:
             return
-        if self._journal is None:
-            name = hashlib.sha256(self.study_name.encode()).hexdigest()[:16]
+        name = hashlib.sha256(self.study_name.encode()).hexdigest()[:16]
+        if self._lock is None:
             lock = FileLock(str(self.storage.parent / f".{self.storage.name}.{name}.lock"))
             try:
                 self.storage.parent.mkdir(parents=True, exist_ok=True)
@@ -379,6 +485,14 @@ class FoldingSearch:
                 self.storage = None  # another process writes it
                 return
             self._lock = lock
+        mark = self.storage.parent / f".{self.storage.name}.{name}.written"
+        finished = len(self._warm_told) + sum(
+            trial["told"] is not None for batch in self._history for trial in batch
+        )
+        if self._journal is None and _journal_holds(self.storage, mark) >= finished:
+            return
+        study = self._study()
+        if self._journal is None:
             journal = self._optuna.storages.JournalStorage(
                 self._optuna.storages.journal.JournalFileBackend(str(self.storage))
             )
@@ -389,10 +503,36 @@ class FoldingSearch:
                 storage=journal,
                 directions=[d for d, _ in self.settings.objectives],
             )
-        done = self.study.get_trials(deepcopy=False)
-        finished = [t for t in done if t.state.is_finished()]
-        self._journal.add_trials(finished[self._written :])
-        self._written = len(finished)
+        done = study.get_trials(deepcopy=False)
+        finished_trials = [t for t in done if t.state.is_finished()]
+        self._journal.add_trials(finished_trials[self._written :])
+        self._written = len(finished_trials)
+        st = self.storage.stat()
+        mark.write_text(
+            json.dumps({"trials": self._written, "file": _file_id(st), "size": st.st_size})
+        )
+
+
+def _ordered(values: tuple[Any, ...]) -> bool:
+    """Integer values are searched by index (an ordered distribution), others by value."""
+    return all(isinstance(v, int) for v in values)
+
+
+def _file_id(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino]
+
+
+def _journal_holds(journal: Path, mark: Path) -> int:
+    """How many trials of a study ``mark`` says the journal holds (-1: unknown, e.g. the
+    journal was removed or replaced since)."""
+    try:
+        written = json.loads(mark.read_text())
+        st = journal.stat()
+        if written["file"] == _file_id(st) and written["size"] <= st.st_size:
+            return int(written["trials"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return -1
 
 
 def _violation(expectation: Expectation, value: Any) -> float:
@@ -405,15 +545,3 @@ def _violation(expectation: Expectation, value: Any) -> float:
     if not expectation.holds(value):
         gap = max(gap, 1e-9)
     return gap / (abs(expectation.bound) or 1.0)
-
-
-def _fpga_part(config: dict[str, Any]) -> str | None:
-    """The part FINN's per-node estimates are made for (``fpga_part``, else the board's)."""
-    if config.get("fpga_part"):
-        return str(config["fpga_part"])
-    board = config.get("board")
-    if not board:
-        return None
-    from finn.util.basic import alveo_part_map, pynq_part_map
-
-    return pynq_part_map.get(board) or alveo_part_map.get(board)

@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..finn.backends import field_read
 from .registry import Step
+from .toolchain import current as current_toolchain
 
 #: Bump when the meaning of a key or of an entry's layout changes. 2: manifests record
 #: every file's digest (entries without them cannot be verified, so they are not reused).
@@ -71,7 +71,7 @@ def relevant_config(steps: tuple[Step, ...] | list[Step], config: dict[str, Any]
     """The part of ``config`` that ``steps`` can read."""
     result = {}
     for name, value in config.items():
-        if any(step.may_read(field_read(name)) for step in steps):
+        if any(step.may_read(current_toolchain().field_read(name)) for step in steps):
             result[name] = value
     return result
 

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from .expectations import Expectation
     from .tree import Segment
 
-#: Segment states. ``built``/``reused``/``passthrough`` are usable; the others are not.
+#: Segment states. ``built``/``reused``/``fetched`` (from the remote cache, ``remote_cache.py``)
+#: /``passthrough`` are usable; the others are not.
 #: ``failed``: its own steps failed in this run; ``failed-before``: a recorded failure
 #: reused; ``blocked``: an ancestor did not build; ``error``: the machine's fault (full
 #: disk, FINN missing, a worker killed from outside), never recorded; ``aborted``: a
@@ -25,7 +26,23 @@ if TYPE_CHECKING:
 #: ``cancelled``: the run stopped first (Ctrl-C, -x, the time budget: kind ``budget``);
 #: ``pruned``: not built because every design that needed it was stopped by a gate
 #: (kind ``expect`` or ``pareto``, see gates.py); ``not-run``: not needed.
-OK_STATES = ("built", "reused", "passthrough")
+OK_STATES = ("built", "reused", "fetched", "passthrough")
+
+#: Fill colours of segment states, shared by the DOT and html views (published: the
+#: views read records and the constants of this module, ``GATES`` included).
+STATUS_COLORS = {
+    "built": "palegreen",
+    "reused": "lightblue",
+    "fetched": "lightcyan",
+    "failed": "salmon",
+    "failed-before": "lightsalmon",
+    "blocked": "mistyrose",
+    "pruned": "khaki",
+    "cancelled": "lightgrey",
+    "skipped": "lightgrey",
+    "not-run": "white",
+    "passthrough": "white",
+}
 
 #: Why a segment failed: ``exception`` (a step raised), ``crash`` (its worker died:
 #: exit code, signal), ``timeout``, ``memory``, ``killed`` (SIGKILL from outside: the

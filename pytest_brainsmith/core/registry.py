@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..finn import catalog as finn_catalog
+from . import toolchain
 from .errors import RegistryError, did_you_mean
 
 #: External tools a step needs. A design that needs a missing tool is skipped.
@@ -245,21 +245,6 @@ def _priority(namespace: str) -> int:
 
 
 def finn_registry() -> Registry:
-    """A registry holding FINN's built-in steps and kernels (from static data)."""
-    registry = Registry()
-    code_id = f"finn-plus=={finn_catalog.FINN_VERSION}"
-    for name in finn_catalog.STEPS:
-        reads = finn_catalog.STEP_READS.get(name)
-        registry._add_step(
-            Step(
-                name=name,
-                namespace=FINN_NAMESPACE,
-                reads=None if reads is None else frozenset(reads),
-                needs=FINN_STEP_NEEDS.get(name, frozenset()),
-                code_id=code_id,
-                estimates=name in FINN_ESTIMATE_STEPS,
-            )
-        )
-    for name, backends in finn_catalog.KERNEL_BACKENDS.items():
-        registry.register_kernel(name, backends=backends, namespace=FINN_NAMESPACE)
-    return registry
+    """A registry holding the compiler's (FINN's) built-in steps and kernels, from the
+    toolchain's static data."""
+    return toolchain.current().registry()

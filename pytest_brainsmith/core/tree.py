@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..finn.backends import KERNEL_BACKENDS, field_read
 from .blueprint import MODEL_CHOICE, DesignSpace
+from .outcomes import STATUS_COLORS
 from .registry import Step
+from .toolchain import KERNEL_BACKENDS
+from .toolchain import current as toolchain
 
 _UNSAFE = re.compile(r"[^\w.+\-]")
 
@@ -93,7 +95,7 @@ def build_levels(space: DesignSpace) -> list[Level]:
             Choice("kernel", name, b, lb)
             for b, lb in zip(kernel_choice.backends, labels, strict=True)
         )
-        position = first_reader(field_read(KERNEL_BACKENDS))
+        position = first_reader(toolchain().field_read(KERNEL_BACKENDS))
         order.append((position, 0, n, Level(position, "kernel", name, choices)))
     for n, (fname, values) in enumerate(space.sweeps.items()):
         if len(values) < 2:
@@ -456,21 +458,6 @@ class ExecutionTree:
 
 def build_execution_tree(space: DesignSpace) -> ExecutionTree:
     return ExecutionTree(space)
-
-
-#: Fill colours of segment states, shared by the DOT and html views.
-STATUS_COLORS = {
-    "built": "palegreen",
-    "reused": "lightblue",
-    "failed": "salmon",
-    "failed-before": "lightsalmon",
-    "blocked": "mistyrose",
-    "pruned": "khaki",
-    "cancelled": "lightgrey",
-    "skipped": "lightgrey",
-    "not-run": "white",
-    "passthrough": "white",
-}
 
 
 def _dot_string(lines: list[str]) -> str:

@@ -33,9 +33,8 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..finn import execute as finn_execute
-from ..finn import runner as finn_runner
 from .registry import VITIS_HLS, VIVADO
+from .toolchain import current as toolchain
 
 if TYPE_CHECKING:
     from .builder import BuildSpec
@@ -118,12 +117,12 @@ def golden(plan: dict[str, Any]) -> tuple[Any, Any, bool]:
     import numpy as np
 
     model = Path(plan["model"])
-    _, out_info = finn_execute.io_info(model)
-    exact = _is_integer(out_info.datatype)
+    _, out_info = toolchain().model_io(model)
+    exact = toolchain().is_integer_type(out_info.datatype)
     if plan["inputs_file"]:
         inputs = np.load(plan["inputs_file"], allow_pickle=False).astype(np.float32)
     else:
-        inputs = finn_execute.random_inputs(model, plan["count"], plan["seed"])
+        inputs = toolchain().random_inputs(model, plan["count"], plan["seed"])
     if plan["expected_file"]:
         expected = np.load(plan["expected_file"], allow_pickle=False)
         exact = exact or expected.dtype.kind in "iub"
@@ -133,22 +132,13 @@ def golden(plan: dict[str, Any]) -> tuple[Any, Any, bool]:
     try:
         expected = np.load(cached, allow_pickle=False)
     except (OSError, ValueError):
-        expected = finn_execute.execute(model, inputs)
+        expected = toolchain().execute(model, inputs)
         cached.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-", suffix=".npy")
         with os.fdopen(fd, "wb") as out:
             np.save(out, expected)
         os.replace(tmp, cached)
     return inputs, expected.astype(np.float64), exact
-
-
-def _is_integer(datatype: str) -> bool:
-    from qonnx.core.datatype import DataType
-
-    try:
-        return bool(DataType[datatype].is_integer())
-    except KeyError:
-        return False
 
 
 def tolerances(plan: dict[str, Any], exact: bool) -> tuple[float, float]:
@@ -219,10 +209,10 @@ def verify_steps(
     record.update(atol=atol, rtol=rtol, vectors=int(len(inputs)))
     partitioned = False
     for index, step in enumerate(spec.path_steps):
-        partitioned = partitioned or (step.is_finn and step.name == "create_dataflow_partition")
+        partitioned = partitioned or (step.is_finn and step.name == toolchain().partition_step)
         if index < spec.first:
             continue
-        name = finn_runner.checkpoint_name(step)
+        name = toolchain().checkpoint_name(step)
         if plan["after"] is not None and step.name not in plan["after"]:
             continue
         entry: dict[str, Any] = {"step": name, "status": "skipped"}
@@ -232,13 +222,13 @@ def verify_steps(
             entry["reason"] = "its model was not kept"
             continue
         try:
-            reason = finn_execute.simulator_needed(model)
+            reason = toolchain().simulator_needed(model)
             if reason is None and partitioned and parent_model is None:
                 reason = "the dataflow partition's parent model is in another segment"
             if reason is not None:
                 entry["reason"] = _simulator_reason(reason)
                 continue
-            got = finn_execute.execute(model, inputs, parent_model if partitioned else None)
+            got = toolchain().execute(model, inputs, parent_model if partitioned else None)
         except Exception as exc:
             entry.update(status="failed", error=f"cannot execute the model: {exc}"[:500])
             entry["traceback"] = traceback.format_exc()
@@ -259,7 +249,7 @@ def verify_steps(
 
 def _simulator_reason(reason: str) -> str:
     """Why a model that needs a simulator is not executed here: the missing tool."""
-    tools = finn_runner.available_tools()
+    tools = toolchain().available_tools()
     tool = VITIS_HLS if "cppsim" in reason else VIVADO
     why = tools.get(tool) or "pytest-brainsmith does not drive FINN's simulators yet"
     return f"{reason}: {why}"
@@ -270,10 +260,10 @@ def after_build(spec: BuildSpec, out_dir: Path) -> dict[str, Any]:
     step's checkpoint) and record the result."""
     checkpoints = out_dir / "intermediate_models"
     found = {
-        finn_runner.checkpoint_name(s): checkpoints / f"{finn_runner.checkpoint_name(s)}.onnx"
+        toolchain().checkpoint_name(s): checkpoints / f"{toolchain().checkpoint_name(s)}.onnx"
         for s in spec.steps
     }
-    parent = checkpoints / finn_execute.DATAFLOW_PARENT
+    parent = checkpoints / toolchain().partition_parent
     record = verify_steps(spec, found, parent if parent.is_file() else None)
     assert spec.verify is not None
     _write_json(record_path(spec.verify["base"], spec.key, spec.verify["hash"]), record)
@@ -290,15 +280,15 @@ def again(spec: BuildSpec, cache: SegmentCache, entry_path: Path) -> dict[str, A
     ]
     kept = entry_path / "build" / "intermediate_models"
     found = {
-        finn_runner.checkpoint_name(s): kept / f"{finn_runner.checkpoint_name(s)}.onnx"
+        toolchain().checkpoint_name(s): kept / f"{toolchain().checkpoint_name(s)}.onnx"
         for s in spec.steps
     }
-    found[finn_runner.checkpoint_name(spec.steps[-1])] = entry_path / finn_runner.OUTPUT_MODEL
-    parent = kept / finn_execute.DATAFLOW_PARENT
+    found[toolchain().checkpoint_name(spec.steps[-1])] = entry_path / toolchain().output_model
+    parent = kept / toolchain().partition_parent
     scratch: Path | None = None
-    if not all(found[finn_runner.checkpoint_name(s)].is_file() for s in wanted):
+    if not all(found[toolchain().checkpoint_name(s)].is_file() for s in wanted):
         scratch = Path(tempfile.mkdtemp(dir=spec.staged, prefix="verify-"))
-        outcome = finn_runner.run_segment(
+        outcome = toolchain().run_segment(
             path_steps=spec.path_steps,
             first=spec.first,
             input_model=spec.input_model,
@@ -317,7 +307,7 @@ def again(spec: BuildSpec, cache: SegmentCache, entry_path: Path) -> dict[str, A
             }
         checkpoints = scratch / "build" / "intermediate_models"
         found = {name: checkpoints / f"{name}.onnx" for name in found}
-        parent = checkpoints / finn_execute.DATAFLOW_PARENT
+        parent = checkpoints / toolchain().partition_parent
     try:
         record = verify_steps(spec, found, parent if parent.is_file() else None)
         record["rebuilt_steps"] = scratch is not None
@@ -409,13 +399,13 @@ def execute_design(design: Any, inputs: Any, after: str | None = None) -> Any:
     parent: Path | None = None
     for segment, outcome in zip(chain, outcomes, strict=True):
         for index, step in enumerate(segment.steps):
-            name = finn_runner.checkpoint_name(step)
-            if outcome.entry and step.is_finn and step.name == "create_dataflow_partition":
+            name = toolchain().checkpoint_name(step)
+            if outcome.entry and step.is_finn and step.name == toolchain().partition_step:
                 parent = (
                     Path(outcome.entry)
                     / "build"
                     / "intermediate_models"
-                    / finn_execute.DATAFLOW_PARENT
+                    / toolchain().partition_parent
                 )
             if after is not None and after in (step.name, step.qualified, name):
                 located = (segment, outcome, index)
@@ -431,22 +421,22 @@ def execute_design(design: Any, inputs: Any, after: str | None = None) -> Any:
         segment, outcome, index = located
         entry = Path(outcome.entry)
         if index == len(segment.steps) - 1:
-            model = entry / finn_runner.OUTPUT_MODEL
+            model = entry / toolchain().output_model
         else:
             model = (
                 entry
                 / "build"
                 / "intermediate_models"
-                / f"{finn_runner.checkpoint_name(segment.steps[index])}.onnx"
+                / f"{toolchain().checkpoint_name(segment.steps[index])}.onnx"
             )
             if not model.is_file():
                 raise ValueError(
                     f"the model after {after!r} was not kept (the cache keeps each segment's "
                     "last model); run with --brainsmith-keep-step-models to keep every step's"
                 )
-    reason = finn_execute.simulator_needed(model)
+    reason = toolchain().simulator_needed(model)
     if reason is not None:
         raise RuntimeError(f"cannot execute the model here: {_simulator_reason(reason)}")
     if parent is not None and not parent.is_file():
         parent = None
-    return finn_execute.execute(model, np.asarray(inputs, dtype=np.float32), parent)
+    return toolchain().execute(model, np.asarray(inputs, dtype=np.float32), parent)

@@ -76,6 +76,16 @@ def random_inputs(path: Path | str, count: int, seed: int) -> np.ndarray:
     return (rng.integers(0, 255, size=shape, endpoint=True) / 255.0).astype(np.float32)
 
 
+def is_integer_type(datatype: str) -> bool:
+    """Whether a qonnx DataType name is an integer type (exact comparison)."""
+    from qonnx.core.datatype import DataType
+
+    try:
+        return bool(DataType[datatype].is_integer())
+    except KeyError:
+        return False
+
+
 def simulator_needed(path: Path | str) -> str | None:
     """None if FINN runs the model in Python; else which simulator its layers need."""
     model = _wrapper(path)

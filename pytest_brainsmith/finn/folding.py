@@ -128,6 +128,25 @@ class FoldingSpace:
             for p in self.params
         ] + [{"fixed": self.fixed}, {"tied": sorted(map(str, self.tied.items()))}]
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything the space holds, as JSON (``from_json`` reads it back): a search
+        keeps it so that a later run needs no FINN to know it."""
+        return {
+            "params": [[p.node, p.op_type, p.attribute, list(p.values)] for p in self.params],
+            "fixed": self.fixed,
+            "tied": [[*k, *v] for k, v in self.tied.items()],
+            "limits": [[x.node, x.weight_bits, x.limit] for x in self.limits],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FoldingSpace:
+        return cls(
+            params=[FoldingParam(n, o, a, tuple(v)) for n, o, a, v in data["params"]],
+            fixed={node: dict(attrs) for node, attrs in data["fixed"].items()},
+            tied={(n, a): (s, sa) for n, a, s, sa in data["tied"]},
+            limits=[WidthLimit(n, int(b), int(x)) for n, b, x in data["limits"]],
+        )
+
 
 def divisors(number: int) -> tuple[int, ...]:
     return tuple(x for x in range(1, number + 1) if number % x == 0)

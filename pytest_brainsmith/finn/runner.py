@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from ..core.registry import VITIS_HLS, VIVADO, Step
-from .backends import KERNEL_BACKENDS
+from ..core.toolchain import KERNEL_BACKENDS, ToolchainUnavailable
 
 _DUMMY_VIVADO = "/nonexistent/Vivado/none"
 _finn: dict[str, ModuleType] = {}
@@ -56,7 +56,7 @@ def available_tools(environ: dict[str, str] | None = None) -> dict[str, str | No
     return reasons
 
 
-class FinnUnavailable(Exception):
+class FinnUnavailable(ToolchainUnavailable):
     """FINN cannot be imported in this environment (not a design's failure)."""
 
 

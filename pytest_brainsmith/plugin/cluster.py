@@ -9,29 +9,20 @@ installed) is a usage error, never a failed design.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from ..core.dask_cluster import ClusterError, DaskSession, attach, connect
 from ..core.jobqueue_cluster import JobClass
 from ..core.registry import FINN_STEP_NEEDS
 from ..core.workers import available_cores
-from .run_context import RunContext, step_resources
+from .run_context import RunContext, run_settings, step_resources
 
 __all__ = ["header", "scheduler_option", "start", "step_resources"]
-
-SCHEDULER_ENV = "BRAINSMITH_SCHEDULER"
 
 
 def scheduler_option(config: pytest.Config) -> str | None:
     """``--brainsmith-scheduler``, ``BRAINSMITH_SCHEDULER`` or the ini option."""
-    value = (
-        config.getoption("brainsmith_scheduler")
-        or os.environ.get(SCHEDULER_ENV)
-        or config.getini("brainsmith_scheduler")
-    )
-    return str(value).strip() or None if value else None
+    return run_settings(config).scheduler
 
 
 def start(config: pytest.Config, context: RunContext) -> DaskSession | None:

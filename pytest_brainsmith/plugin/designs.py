@@ -23,6 +23,7 @@ from ..core.engine import Engine
 from ..core.errors import BlueprintError, RegistryError
 from ..core.outcomes import DesignOutcome, SegmentOutcome
 from ..core.tree import Segment
+from ..finn.runner import OUTPUT_MODEL
 from .nodes import control_flow, design_outcome
 from .run_context import run_context
 
@@ -150,6 +151,12 @@ def build_design(config: pytest.Config, leaf: Segment) -> Design:
     if outcome.gate is not None:  # stopped on its estimates: the rest was never built
         pytest.fail(f"design {design_id(leaf)} was not built: {outcome.reason}", pytrace=False)
     results = outcome.segments
+    last = results[-1] if results else None
+    if last is not None and last.key and last.output_model:
+        if not Path(last.output_model).exists():  # left on the remote cache: fetched now
+            why = run_context(config).cache.verify_file(last.key, OUTPUT_MODEL)
+            if why is not None:
+                pytest.fail(f"design {design_id(leaf)}: its final model: {why}", pytrace=False)
     return Design(
         choices=outcome.choices,
         config=outcome.config,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,16 @@ import pytest
 
 from ..core import interrupts
 from ..core.blueprint import DEFAULT_MAX_DESIGNS
-from ..core.cache import CacheError, EntryInUse
+from ..core.cache import LAYOUT, CacheError, EntryInUse
 from ..core.engine import Engine
 from ..core.tree import Segment
 from ..finn import catalog as finn_catalog
 from ..finn import runner as finn_runner
 from ..views.results_store import ResultsStore
 from ..views.terminal import RunRecorder
-from . import cluster, designs, hookspecs
+from . import cluster, designs, hookspecs, remote
 from .cluster import scheduler_option
+from .folding_fronts import export_fronts
 from .nodes import BlueprintFile, DesignItem, FoldingTrialItem
 from .run_context import (
     build_dir,
@@ -145,6 +147,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the cache",
     )
     group.addoption(
+        "--brainsmith-server",
+        nargs="?",
+        const="on",
+        metavar="IDLE",
+        help="build on a warm local server kept between runs (FINN stays imported): found "
+        "again by the next session, stopped after IDLE (default 15m) without work; also the "
+        "ini option brainsmith_server or BRAINSMITH_SERVER=1",
+    )
+    group.addoption(
         "--brainsmith-timeout",
         metavar="SECONDS",
         help="end a segment's build after this long (e.g. 600, 90s, 2h) and fail its designs; "
@@ -162,10 +173,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "segment starts, running ones finish, designs not reached are skipped; a later "
         "run continues from the cache",
     )
+    remote.add_options(group, parser)
     parser.addini(
         "brainsmith_workers", default="", help="worker processes (default auto; 0 = inline)"
     )
     parser.addini("brainsmith_budget", default="", help="time budget of the run (e.g. 2h)")
+    parser.addini("brainsmith_server", default="", help="warm server: on, off or its idle time")
     parser.addini("brainsmith_timeout", default="", help="per-segment build timeout")
     parser.addini(
         "brainsmith_scheduler", default="", help="Dask scheduler address or 'local' (see option)"
@@ -248,6 +261,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--brainsmith-prune needs a run without -n (pytest-xdist)")
     config.pluginmanager.register(designs, "brainsmith-designs")  # marker + design fixture
     config.stash[run_key] = make_run_context(config)
+    config.pluginmanager.register(
+        remote.RemoteReport(config, run_context(config).engine.remote), "brainsmith-remote"
+    )
     collect_only = config.getoption("collectonly")
     if _is_xdist_controller(config) and not collect_only:
         # the controller collects nothing: it cannot wait to see whether designs need it
@@ -262,7 +278,8 @@ def pytest_configure(config: pytest.Config) -> None:
             run_context(config).run_id,
             ResultsStore(results) if results else None,
             _tree_dir(config),
-            build_dir(config) / "foldings",
+            export_foldings=partial(export_fronts, folder=build_dir(config) / "foldings"),
+            running_dir=Path(cache_dir(config)) / LAYOUT / "running",
         )
         config.stash[recorder_key] = recorder
         config.pluginmanager.register(recorder, "brainsmith-recorder")
@@ -336,6 +353,8 @@ class EngineSession:
         if workeroutput is not None:
             workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in self.engine.built]
             workeroutput["brainsmith_process"] = _process_stats(self.engine)
+            if self.engine.remote is not None:
+                workeroutput["brainsmith_remote"] = self.engine.remote.report()
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if not self.engine.closed:  # the session ended early (an error before sessionfinish)
@@ -344,6 +363,9 @@ class EngineSession:
         self._signals.close()
 
     def _close_cluster(self) -> None:
+        close_launcher = getattr(self.engine.launcher, "close", None)
+        if close_launcher is not None:  # the warm server's connection (the server stays)
+            close_launcher()
         context = run_context(self.config)
         if context.cluster is not None:
             context.cluster.close()

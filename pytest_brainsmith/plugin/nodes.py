@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest._code.code import ExceptionChainRepr, ReprFileLocation, ReprTracebackNative
-from _pytest.fixtures import TopRequest
 
 from ..core.engine import EngineClosed, segment_label
 from ..core.errors import BlueprintError, RegistryError
 from ..core.outcomes import DesignOutcome, SegmentOutcome
 from ..core.tree import Segment, trial_path
 from ..views.records import KEY_METRICS
+from .pytest_internals import ExceptionChainRepr, failure_repr, fill_fixtures, init_fixtures
 from .run_context import run_context
 
 
@@ -120,14 +119,7 @@ class DesignItem(pytest.Item):
         super().__init__(**kwargs)
         self.segment = segment
         self.outcome: DesignOutcome | None = None
-        # autouse and usefixtures fixtures, as pytest's own DoctestItem does
-        self.fixturenames: list[str] = []
-        self.funcargs: dict[str, Any] = {}
-        self._fixtureinfo = self.session._fixturemanager.getfixtureinfo(
-            node=self, func=None, cls=None
-        )
-        self.fixturenames = list(self._fixtureinfo.names_closure)
-        self._request = TopRequest(self, _ispytest=True)  # type: ignore[arg-type]
+        init_fixtures(self)  # autouse and usefixtures fixtures, as pytest's DoctestItem
 
     @property
     def choices(self) -> dict[str, Any]:
@@ -139,7 +131,7 @@ class DesignItem(pytest.Item):
         return self.outcome.estimates if self.outcome is not None else {}
 
     def setup(self) -> None:
-        self._request._fillfixtures()
+        fill_fixtures(self)
         for name, value in self.choices.items():
             self.user_properties.append((f"brainsmith.choice.{name}", value))
         engine = run_context(self.config).engine
@@ -207,25 +199,6 @@ class DesignItem(pytest.Item):
                 [engine.key(s) for s in chain],
             )
         return outcome.record(self.nodeid)
-
-
-def failure_repr(summary: str, lines: list[str], location: Path) -> ExceptionChainRepr:
-    """A failure that reads as ``lines`` in the FAILURES section and as the one-line
-    ``summary`` wherever pytest shows one message: the short test summary, junit's
-    ``message``, ``--tb=line``. With a plain string that message would be the whole text,
-    and on CI (where pytest does not trim the summary) every design below a failed segment
-    would repeat the full cause a second time. ``location`` is the file to open (a failed
-    segment's build log). Made of pytest's own repr classes so that it travels through
-    xdist as it is."""
-    return ExceptionChainRepr(
-        [
-            (
-                ReprTracebackNative([line + "\n" for line in lines]),
-                ReprFileLocation(str(location), 1, summary),
-                None,
-            )
-        ]
-    )
 
 
 def describe_not_built(outcome: DesignOutcome) -> ExceptionChainRepr:

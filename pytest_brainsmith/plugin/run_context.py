@@ -18,19 +18,20 @@ from typing import Any
 
 import pytest
 
-from ..core.blueprint import DEFAULT_MAX_DESIGNS, load_design_space
+from ..core.blueprint import load_design_space
 from ..core.blueprint.limits import MEMORY
 from ..core.cache import SegmentCache
+from ..core.composition import RunSettings, SettingError, decide, make_engine
 from ..core.dask_cluster import DaskSession
 from ..core.engine import Engine
 from ..core.folding_search import STUDY_FILE, FoldingSearch
 from ..core.outcomes import SegmentOutcome
 from ..core.registry import Registry, finn_registry
 from ..core.tree import ExecutionTree, Segment, build_execution_tree
-from ..core.units import parse_duration, parse_size
-from ..core.workers import available_cores
+from ..core.units import parse_size
 from ..finn.runner import available_tools
 from .blueprint_options import blueprint_options
+from .remote import remote_cache
 
 
 @dataclass
@@ -106,24 +107,47 @@ def make_run_context(config: pytest.Config) -> RunContext:
     workerinput = getattr(config, "workerinput", None)
     run_id = (workerinput or {}).get("brainsmith_run_id") or uuid.uuid4().hex
     tools = available_tools()
-    engine = Engine(
-        SegmentCache(cache_dir(config)),
-        workers=worker_count(config),
-        timeout=_option(config, "brainsmith_timeout", parse_duration, "a duration such as 90s"),
-        max_memory=_option(config, "brainsmith_max_memory", parse_size, "a size such as 4G"),
-        retry_failed=config.getoption("brainsmith_retry_failed"),
-        rebuild=config.getoption("brainsmith_rebuild"),
+    settings = run_settings(config)
+    cache = SegmentCache(settings.cache)
+    engine = make_engine(
+        settings,
+        cache=cache,
         run_id=run_id,
-        keep_step_models=config.getoption("brainsmith_keep_step_models"),
         tools=tools,
         events=HookEvents(config.hook),
-        budget=_option(config, "brainsmith_budget", parse_duration, "a duration such as 2h"),
+        retry_failed=config.getoption("brainsmith_retry_failed"),
+        rebuild=config.getoption("brainsmith_rebuild"),
+        keep_step_models=config.getoption("brainsmith_keep_step_models"),
         step_resources=step_resources(config),
+        remote=remote_cache(config, cache, run_id),
     )
-    context = RunContext(config, run_id, finn_registry(), max_designs(config), tools, engine)
+    context = RunContext(config, run_id, finn_registry(), settings.max_designs, tools, engine)
     results = results_path(config)
-    context.study_storage = (results.parent if results else build_dir(config)) / STUDY_FILE
+    context.study_storage = (results.parent if results else settings.build_dir) / STUDY_FILE
     return context
+
+
+def run_settings(config: pytest.Config) -> RunSettings:
+    """The run's settings from pytest's options and ini file (``core/composition.py``
+    decides, for pytest and ``explore()`` alike)."""
+    given = {
+        name: config.getoption(f"brainsmith_{name}")
+        for name in ("cache", "workers", "max_designs", "scheduler", "timeout", "max_memory")
+    }
+    given["budget"] = config.getoption("brainsmith_budget")
+    # an xdist worker builds on its own pool (several sessions on one server: untested)
+    given["server"] = (
+        "off" if hasattr(config, "workerinput") else config.getoption("brainsmith_server")
+    )
+    try:
+        return decide(
+            config.rootpath,
+            given,
+            config.getini,
+            xdist_workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1),
+        )
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def results_path(config: pytest.Config) -> Path | None:
@@ -168,61 +192,8 @@ def step_resources(config: pytest.Config) -> dict[str, dict[str, float]]:
 
 
 def cache_dir(config: pytest.Config) -> Path:
-    chosen = (
-        config.getoption("brainsmith_cache")
-        or os.environ.get("BRAINSMITH_CACHE")
-        or config.getini("brainsmith_cache")
-    )
-    if chosen:
-        return Path(chosen).expanduser().absolute()
-    return build_dir(config) / "cache"
+    return run_settings(config).cache
 
 
 def build_dir(config: pytest.Config) -> Path:
-    return config.rootpath / config.getini("brainsmith_build_dir")
-
-
-def max_designs(config: pytest.Config) -> int:
-    for value in (
-        config.getoption("brainsmith_max_designs"),
-        os.environ.get("BRAINSMITH_MAX_COMBINATIONS"),
-        config.getini("brainsmith_max_designs"),
-    ):
-        if value not in (None, ""):
-            try:
-                return int(value)
-            except ValueError:
-                raise pytest.UsageError(
-                    f"brainsmith max designs: expected an integer, got {value!r}"
-                ) from None
-    return DEFAULT_MAX_DESIGNS
-
-
-def worker_count(config: pytest.Config) -> int:
-    """``--brainsmith-workers``: a number, or ``auto`` = this process's cores, shared
-    among pytest-xdist's workers so that workers x pool stays within the cores."""
-    value = config.getoption("brainsmith_workers") or config.getini("brainsmith_workers") or "auto"
-    if str(value).strip().lower() == "auto":
-        xdist_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-        return max(1, available_cores() // max(1, xdist_workers))
-    try:
-        count = int(value)
-    except ValueError:
-        count = -1
-    if count < 0:
-        raise pytest.UsageError(
-            f"--brainsmith-workers: expected 'auto' or a number of worker processes "
-            f"(0 builds inline, for pdb), got {value!r}"
-        )
-    return count
-
-
-def _option(config: pytest.Config, name: str, parse: Any, what: str) -> Any:
-    value = config.getoption(name) or config.getini(name)
-    if value in (None, ""):
-        return None
-    try:
-        return parse(value)
-    except ValueError:
-        flag = "--" + name.replace("_", "-")
-        raise pytest.UsageError(f"{flag}: expected {what}, got {value!r}") from None
+    return run_settings(config).build_dir

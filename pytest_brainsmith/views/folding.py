@@ -5,12 +5,9 @@ designs that use FINN's own folding (a ``target_fps`` sweep) of the same bluepri
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-from ..finn.folding import write_folding
 from .pareto import inline_svg
 
 #: (direction, metric) when a record does not name its search's objectives
@@ -65,34 +62,6 @@ def searches(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def objectives_of(trials: list[dict[str, Any]]) -> list[list[str]]:
     return trials[0]["folding"].get("objectives") or DEFAULT_OBJECTIVES
-
-
-def export_fronts(records: list[dict[str, Any]], folder: Path) -> dict[str, list[Path]]:
-    """Each search's front as ``<folder>/<blueprint>/<prefix>/trial-N.json``, ready for
-    ``folding_config_file`` (a file an earlier run wrote is kept: a blueprint may use it)."""
-    written: dict[str, list[Path]] = {}
-    for search, trials in searches(records).items():
-        target = folder / _safe(search)
-        paths = []
-        for record in front(trials, objectives_of(trials)):
-            source = Path(record["folding"]["file"])
-            folding = json.loads(source.read_text())
-            folding.pop("Defaults", None)
-            paths.append(
-                write_folding(target / f"trial-{record['folding']['trial']}.json", folding)
-            )
-        if paths:
-            written[search] = paths
-    return written
-
-
-def _safe(search: str) -> str:
-    """``blueprints/a.blueprint.yaml::x..y`` -> ``blueprints/a/x..y`` (a relative path)."""
-    blueprint, *parts = search.split("::")
-    stem = blueprint.removesuffix(".yaml").removesuffix(".yml").removesuffix(".blueprint")
-    names = [*stem.split("/"), *parts]
-    clean = ["".join(c if c.isalnum() or c in "._-[]" else "_" for c in n) for n in names]
-    return os.path.join(*[n for n in clean if n not in ("", ".", "..")] or ["search"])
 
 
 def summary_lines(records: list[dict[str, Any]], written: dict[str, list[Path]]) -> list[str]:

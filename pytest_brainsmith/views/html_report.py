@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ..core.tree import STATUS_COLORS
+from ..core.outcomes import STATUS_COLORS
 from . import folding, pareto
 from .records import (
     KEY_METRICS,
@@ -67,6 +67,7 @@ def row_cells(record: dict[str, Any] | None) -> list[str]:
         f"{states.count(state)} {state}"
         for state in (
             "built",
+            "fetched",
             "reused",
             "failed",
             "failed-before",

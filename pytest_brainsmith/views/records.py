@@ -26,6 +26,7 @@ KEY_METRICS: list[tuple[str, str, str]] = [
 _STATUS_RANK = [
     "failed",
     "built",
+    "fetched",
     "failed-before",
     "reused",
     "passthrough",
@@ -109,7 +110,7 @@ def _step_times(records: list[dict[str, Any]]) -> dict[str, float]:
         for seg in record.get("segments", []):
             seconds = list((seg.get("step_seconds") or {}).values())
             names = seg.get("step_names") or []
-            if seg["status"] in ("built", "reused") and len(seconds) == len(names):
+            if seg["status"] in ("built", "reused", "fetched") and len(seconds) == len(names):
                 for name, value in zip(names, seconds, strict=True):
                     times.setdefault(name, []).append(float(value))
     return {name: sum(v) / len(v) for name, v in times.items()}
@@ -154,7 +155,7 @@ def verification_cell(record: dict[str, Any]) -> tuple[str, str]:
 def gates_line(records: Iterable[dict[str, Any]]) -> str | None:
     """``gates saved: expect stopped 2 designs, 3 segments not built (~4.1 s recorded);
     ...``, or None when no gate stopped anything."""
-    from ..core.gates import GATES
+    from ..core.outcomes import GATES
 
     savings = gate_savings(records)
     if not savings:

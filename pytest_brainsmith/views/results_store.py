@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS designs (
     wall_seconds REAL,             -- this test item's time in this run
     segments_built INTEGER,
     segments_reused INTEGER,
+    segments_fetched INTEGER,      -- from the remote cache (--brainsmith-remote-cache)
     segments_pruned INTEGER,       -- not built because a gate stopped this design
     gate TEXT,                     -- expect | pareto | budget: the gate that stopped it
     folding TEXT,                  -- JSON: a folding search trial's folding (trial, file, nodes)
@@ -75,6 +76,7 @@ _ADDED_COLUMNS = {
     "verification": "TEXT",  # passed | failed | skipped | not-run | off
     "verification_step": "TEXT",  # the last step verified, or the one it failed after
     "verification_detail": "TEXT",  # JSON: per step status, vectors differing, max |err|
+    "segments_fetched": "INTEGER",
 }
 
 
@@ -140,6 +142,7 @@ class ResultsStore:
             "wall_seconds": round(wall_seconds, 3),
             "segments_built": states.count("built"),
             "segments_reused": states.count("reused"),
+            "segments_fetched": states.count("fetched"),
             "segments_pruned": states.count("pruned"),
             "gate": record.get("gate")
             or next((s["gate"] for s in record["segments"] if s.get("gate")), None),
@@ -355,6 +358,7 @@ def _write_csv(rows: list[dict[str, Any]], target: Any) -> None:
         "wall_seconds",
         "segments_built",
         "segments_reused",
+        "segments_fetched",
         "cache_key",
     ]
     writer = csv.writer(target)

@@ -5,10 +5,10 @@ exports the execution trees and prints the terminal summary."""
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +63,15 @@ class RunRecorder:
         run_id: str,
         store: ResultsStore | None,
         tree_dir: Path | None,
-        folding_dir: Path | None = None,
+        export_foldings: Callable[[list[dict[str, Any]]], dict[str, list[Path]]] | None = None,
+        running_dir: Path | None = None,
     ) -> None:
         self.config = config
-        #: where the Pareto fronts of folding searches are written as FINN folding JSON
-        self.folding_dir = folding_dir
+        #: writes the Pareto fronts of folding searches (FINN folding JSON) from records:
+        #: the plugin's, so that this view only reads
+        self.export_foldings = export_foldings
+        #: where builds in progress leave their status files (the cache's ``running``)
+        self.running_dir = running_dir
         self.foldings_written: dict[str, list[Path]] = {}
         self.run_id = run_id
         self.store = store
@@ -140,19 +144,6 @@ class RunRecorder:
         patterns = self.config.getini("brainsmith_blueprints")
         return bool(sep) and any(fnmatch.fnmatch(Path(path).name, p) for p in patterns)
 
-    def _running_dir(self) -> Path | None:
-        """``<cache>/v1/running``, as the plugin reads the options (the views need the cache
-        only here; ``cache_dir`` is in plugin/hooks.py, or run_context.py with the engine)."""
-        from ..core.cache import LAYOUT
-
-        for module in ("hooks", "run_context"):
-            try:
-                cache_dir = importlib.import_module(f"..plugin.{module}", __package__).cache_dir
-            except (ImportError, AttributeError):
-                continue
-            return Path(cache_dir(self.config)) / LAYOUT / "running"
-        return None
-
     def _building(
         self, report: pytest.TestReport, known: dict[str, Any] | None
     ) -> dict[str, Any] | None:
@@ -161,7 +152,7 @@ class RunRecorder:
         if report.when != "???":  # only a process that died leaves one behind
             return None
         try:
-            running_dir = self._running_dir()
+            running_dir = self.running_dir
             left = abandoned(running_dir, self.run_started) if running_dir else []
         except Exception:  # only a detail of the cause
             return None
@@ -203,11 +194,9 @@ class RunRecorder:
                 self.export_trees(self.tree_dir)
             except OSError as exc:  # an unwritable directory must not end the session
                 self.tree_error = f"{self.tree_dir}: {exc}"
-        if self.folding_dir is not None and self.records:
+        if self.export_foldings is not None and self.records:
             try:
-                self.foldings_written = folding.export_fronts(
-                    self.ordered_records(), self.folding_dir
-                )
+                self.foldings_written = self.export_foldings(self.ordered_records())
             except (OSError, ValueError) as exc:
                 self.record_errors.append(f"folding JSON files not written: {exc}")
 
@@ -239,7 +228,8 @@ class RunRecorder:
             "segments: "
             + ", ".join(
                 f"{counts.get(state, 0)} {state}"
-                for state in ("built", "reused", "failed", "failed-before")
+                for state in ("built", "fetched", "reused", "failed", "failed-before")
+                if state != "fetched" or counts.get(state)  # only once something was fetched
             )
             + (f", {counts['pruned']} pruned" if counts.get("pruned") else ""),
             f"FINN steps: {executed} for {len(records)} designs instead of {naive}{saved}",

@@ -28,14 +28,13 @@ from .space import (
     StepSlot,
     default_steps,
 )
-from .validate import PATH_CONFIG_FIELDS, RESERVED_CONFIG_FIELDS
+from .validate import RESERVED_CONFIG_FIELDS
 
 __all__ = [
     "DEFAULT_MAX_DESIGNS",
     "MODEL_CHOICE",
     "OUTPUTS",
     "OUTPUT_PRODUCTS",
-    "PATH_CONFIG_FIELDS",
     "RESERVED_CONFIG_FIELDS",
     "DesignSpace",
     "ExploreSettings",

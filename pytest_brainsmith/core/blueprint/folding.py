@@ -21,10 +21,10 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from ...finn.backends import KERNEL_BACKENDS, field_read
-from ...finn.folding import EXTRA_ATTRIBUTES
 from ..errors import did_you_mean
 from ..expectations import METRICS
+from ..toolchain import KERNEL_BACKENDS
+from ..toolchain import current as toolchain
 from .report import Reporter, typename
 from .space import DesignSpace, FoldingSearchSettings, StepSlot
 
@@ -86,12 +86,12 @@ def _attributes(value: Any, report: Reporter) -> dict[str, tuple[str, ...]]:
         raise report.error(key, f"expected a mapping of attribute: [values], got {typename(value)}")
     result: dict[str, tuple[str, ...]] = {}
     for name, values in value.items():
-        if name not in EXTRA_ATTRIBUTES:
+        known = toolchain().folding_attributes
+        if name not in known:
             raise report.error(
                 (*key, name),
                 "not a node attribute the search can set",
-                did_you_mean(str(name), EXTRA_ATTRIBUTES)
-                or f"attributes: {', '.join(EXTRA_ATTRIBUTES)}",
+                did_you_mean(str(name), known) or f"attributes: {', '.join(known)}",
             )
         if (
             not isinstance(values, list)
@@ -221,7 +221,9 @@ def check_trial_choices(space: DesignSpace, report: Reporter) -> None:
         return next((i for i, slot in enumerate(space.slots) if slot.may_read(field)), None)
 
     for name, values in space.sweeps.items():
-        if len(values) < 2 or not any(slot.may_read(field_read(name)) for slot in trial_slots):
+        if len(values) < 2 or not any(
+            slot.may_read(toolchain().field_read(name)) for slot in trial_slots
+        ):
             continue
         position = first_reader(name)
         if position is not None and position >= start:
@@ -237,7 +239,7 @@ def check_trial_choices(space: DesignSpace, report: Reporter) -> None:
                 f"the branch point {slot.branch_name!r} lies in the steps the trials run "
                 "(a trial follows one pipeline): move it before the folding steps or drop it",
             )
-    position = first_reader(field_read(KERNEL_BACKENDS))
+    position = first_reader(toolchain().field_read(KERNEL_BACKENDS))
     if (
         position is not None
         and position >= start

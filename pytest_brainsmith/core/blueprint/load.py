@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ...finn import catalog as finn_catalog
 from ..errors import BlueprintError, BlueprintWarning
 from ..registry import Registry
+from ..toolchain import current as toolchain
 from .expect import resolve_expect
 from .explore import resolve_explore
 from .extends import load_chain
@@ -31,10 +31,11 @@ from .sweeps import check_readers, resolve_sweeps
 from .validate import fixed_config, string_field
 from .verify import resolve_verify
 
-#: FINN steps that fail without a target device (they resolve ``fpga_part``).
-_NEEDS_DEVICE = frozenset(
-    step for step, reads in finn_catalog.STEP_READS.items() if reads and "fpga_part" in reads
-)
+
+def _needs_device() -> frozenset[str]:
+    """The compiler's steps that fail without a target device (they resolve ``fpga_part``)."""
+    reads = toolchain().step_reads
+    return frozenset(step for step, fields in reads.items() if fields and "fpga_part" in fields)
 
 
 def load_design_space(
@@ -187,7 +188,7 @@ def _check_required(
     if "synth_clk_period_ns" not in config and "synth_clk_period_ns" not in sweeps:
         raise report.error((), "missing required key 'clock_ns' (target clock period in ns)")
     has_device = any(k in config or k in sweeps for k in ("fpga_part", "board"))
-    needs = [s.name for s in steps if s.is_finn and s.name in _NEEDS_DEVICE]
+    needs = [s.name for s in steps if s.is_finn and s.name in _needs_device()]
     if not has_device and needs:
         raise report.error(
             (),

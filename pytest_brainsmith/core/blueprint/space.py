@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...finn import catalog as finn_catalog
 from ..errors import BlueprintWarning
 from ..expectations import Expectation
-from ..registry import FINN_NAMESPACE, Kernel, Registry, Step
+from ..registry import Kernel, Registry, Step
+from ..toolchain import current as toolchain
 
 if TYPE_CHECKING:
     from .verify import VerifySettings
@@ -29,13 +29,8 @@ MODEL_CHOICE = "model"
 def default_steps(output: str) -> list[str]:
     """FINN's own pipeline for an output kind (used when a blueprint lists no steps),
     by qualified name: a project step with the same short name does not replace it."""
-    if output == "estimates":
-        steps = list(finn_catalog.ESTIMATE_STEPS)
-    else:
-        steps = list(finn_catalog.DEFAULT_STEPS)
-        if output == "rtl":
-            steps = steps[: steps.index("create_stitched_ip") + 1]
-    return [f"{FINN_NAMESPACE}:{name}" for name in steps]
+    compiler = toolchain()
+    return [f"{compiler.namespace}:{name}" for name in compiler.default_steps(output)]
 
 
 @dataclass(frozen=True)

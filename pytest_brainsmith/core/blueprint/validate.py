@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...finn import catalog as finn_catalog
 from ..errors import did_you_mean
+from ..toolchain import current as toolchain
 from .report import FileReport, KeyPath, Reporter, typename
 from .verify import check_verify_file
 
@@ -47,16 +47,28 @@ DESIGN_SPACE_KEYS = ("steps", "kernels", "finn_config", "folding")
 RESERVED_CONFIG_FIELDS = frozenset({"output_dir", "steps", "start_step", "stop_step", "model_path"})
 #: Fields a blueprint may fix but not sweep.
 UNSWEEPABLE_FIELDS = frozenset({"generate_outputs", "save_intermediate_models"})
-#: Config fields that name files: resolved against the blueprint's folder, hashed by content.
-PATH_CONFIG_FIELDS = frozenset(
-    name
-    for name in finn_catalog.CONFIG_FIELDS
-    if name.endswith("_file") or name in {"verify_input_npy", "verify_expected_output_npy"}
-)
+
+
+def path_config_fields() -> frozenset[str]:
+    """Config fields that name files: resolved against the blueprint's folder, hashed
+    by content."""
+    return frozenset(
+        name
+        for name in toolchain().config_fields
+        if name.endswith("_file") or name in {"verify_input_npy", "verify_expected_output_npy"}
+    )
+
+
 #: Top-level shorthands and the FINN field each stands for.
 SHORTHANDS = {"board": "board", "fpga_part": "fpga_part", "clock_ns": "synth_clk_period_ns"}
-#: FINN's DataflowOutputType values (what generate_outputs may list): its default lists them all.
-OUTPUT_TYPES: tuple[str, ...] = tuple(finn_catalog.CONFIG_FIELDS["generate_outputs"]["default"])
+
+
+def output_types() -> tuple[str, ...]:
+    """FINN's DataflowOutputType values (what generate_outputs may list): its default
+    lists them all."""
+    return tuple(toolchain().config_fields["generate_outputs"]["default"])
+
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "float": (int, float),
@@ -150,7 +162,7 @@ def _fixed_fields(config: dict[Any, Any], report: FileReport) -> dict[str, Any]:
                     "--brainsmith-keep-step-models",
                 )
             continue
-        if name in PATH_CONFIG_FIELDS and value is not None:
+        if name in path_config_fields() and value is not None:
             value = resolve_file(value, key, report, f"the {name}")
         result[name] = value
     return result
@@ -190,7 +202,7 @@ def _design_space(space: Any, report: FileReport) -> dict[str, Any]:
                     f"expected a non-empty list of alternative values, got {typename(values)}",
                     "a single fixed value belongs under the top-level finn_config",
                 )
-            if name in PATH_CONFIG_FIELDS:
+            if name in path_config_fields():
                 values = [
                     None if v is None else resolve_file(v, (*fkey, i), report, f"the {name}")
                     for i, v in enumerate(values)
@@ -201,11 +213,13 @@ def _design_space(space: Any, report: FileReport) -> dict[str, Any]:
 
 
 def check_config_field(name: Any, key: KeyPath, report: Reporter) -> str:
-    if not isinstance(name, str) or name not in finn_catalog.CONFIG_FIELDS:
+    compiler = toolchain()
+    if not isinstance(name, str) or name not in compiler.config_fields:
         raise report.error(
             key,
-            f"unknown FINN config field (DataflowBuildConfig of FINN {finn_catalog.FINN_VERSION})",
-            did_you_mean(str(name), finn_catalog.CONFIG_FIELDS),
+            f"unknown {compiler.name} config field (DataflowBuildConfig of "
+            f"{compiler.name} {compiler.version})",
+            did_you_mean(str(name), compiler.config_fields),
         )
     if name in RESERVED_CONFIG_FIELDS:
         raise report.error(key, "is set by pytest-brainsmith for each segment; remove it")
@@ -286,11 +300,11 @@ def _outputs(value: Any, report: Reporter) -> list[str]:
     if not isinstance(value, list) or not value:
         raise report.error(key, f"expected a list of FINN outputs, got {typename(value)}")
     for i, item in enumerate(value):
-        if item not in OUTPUT_TYPES:
+        if item not in output_types():
             raise report.error(
                 (*key, i),
-                f"unknown FINN output {item!r}; expected one of {', '.join(OUTPUT_TYPES)}",
-                did_you_mean(str(item), OUTPUT_TYPES),
+                f"unknown FINN output {item!r}; expected one of {', '.join(output_types())}",
+                did_you_mean(str(item), output_types()),
             )
     if len(set(value)) != len(value):
         raise report.error(key, "lists the same output twice")
@@ -305,14 +319,15 @@ def check_types(
         if isinstance(value, Path) or value is None:
             continue
         where = key if whole_key else (*key, name)
-        choices = finn_catalog.CONFIG_FIELDS[name].get("choices")
+        field = toolchain().config_fields[name]
+        choices = field.get("choices")
         if choices is not None and not _among(value, choices):
             raise report.error(
                 where,
                 f"{name} expects one of {', '.join(map(str, choices))}, got {value!r}",
                 did_you_mean(str(value), map(str, choices)),
             )
-        annotation = finn_catalog.CONFIG_FIELDS[name]["type"]
+        annotation = field["type"]
         base = annotation.removeprefix("Optional[").removesuffix("]").replace(" | None", "")
         expected = _TYPES.get(base)
         if expected is None:

@@ -173,10 +173,10 @@ def _check_arrays(settings: VerifySettings, models: list[Path], report: MergedRe
     """Shapes of the .npy files against every model's input and output."""
     if settings.inputs_file is None and settings.expected_file is None:
         return
-    from ...finn.execute import io_info
+    from ..toolchain import current as toolchain
 
     count = settings.count
-    infos = [(m, *io_info(m)) for m in models]
+    infos = [(m, *toolchain().model_io(m)) for m in models]
     if settings.inputs_file is not None:
         key = ("verify", "inputs")
         array = _load(settings.inputs_file, key, report)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cache import SegmentCache
 from ..gates import BUDGET, EXPECT, PARETO
@@ -22,6 +22,9 @@ from .gating import Gating
 from .limits import Durations, Limits
 from .scheduler import Driver, EngineEvents, Launcher, Scheduler
 from .tasks import PENDING, TaskGraph, segment_label
+
+if TYPE_CHECKING:
+    from ..remote_cache import RemoteCache
 
 
 class EngineClosed(RuntimeError):
@@ -47,6 +50,7 @@ class Engine:
         launcher: Launcher | None = None,
         budget: float | None = None,
         step_resources: dict[str, dict[str, float]] | None = None,
+        remote: RemoteCache | None = None,
     ) -> None:
         self.cache = cache
         self.run_id = run_id
@@ -56,7 +60,12 @@ class Engine:
         self.estimates_of = results.Estimates()
         self.gating = Gating(self.graph, self.estimates_of, self.durations, budget)
         answers = results.CachedAnswers(
-            cache, self.limits, rebuild=rebuild, retry_failed=retry_failed, run_id=run_id
+            cache,
+            self.limits,
+            rebuild=rebuild,
+            retry_failed=retry_failed,
+            run_id=run_id,
+            remote=remote,
         )
         self.scheduler = Scheduler(
             cache,
@@ -109,6 +118,11 @@ class Engine:
     @property
     def timeout(self) -> float | None:
         return self.limits.timeout
+
+    @property
+    def remote(self) -> RemoteCache | None:
+        """The remote cache tier behind the local cache, if the run has one."""
+        return self.scheduler.answers.remote
 
     @property
     def budget(self) -> float | None:

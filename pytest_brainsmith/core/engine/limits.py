@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...finn import runner as finn_runner
 from ..blueprint.limits import MEMORY
 from ..registry import Step
+from ..toolchain import current as toolchain
 from ..tree import Segment
 
 #: Seconds a step is assumed to take before any build of it was timed.
@@ -118,10 +118,8 @@ class Durations:
 
     def of(self, segment: Segment) -> float:
         """The segment's expected build time."""
-        return sum(
-            self.seconds.get(finn_runner.checkpoint_name(s), DEFAULT_STEP_SECONDS)
-            for s in segment.steps
-        )
+        name = toolchain().checkpoint_name
+        return sum(self.seconds.get(name(s), DEFAULT_STEP_SECONDS) for s in segment.steps)
 
     def record(self, step_seconds: dict[str, float]) -> None:
         self.seconds.update(step_seconds)

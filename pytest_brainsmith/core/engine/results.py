@@ -13,18 +13,21 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...finn import runner as finn_runner
 from .. import verification
 from ..builder import BuildSpec, manifest_for, record_failure
 from ..cache import Entry, Failure, SegmentCache
 from ..expectations import for_design
 from ..gates import EXPECT, Stop
 from ..outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
+from ..toolchain import current as toolchain
 from ..tree import Segment
 from .limits import Limits
 from .tasks import Task
+
+if TYPE_CHECKING:
+    from ..remote_cache import RemoteCache
 
 
 class Estimates:
@@ -36,7 +39,7 @@ class Estimates:
     def of_entry(self, entry: str) -> dict[str, Any] | None:
         if entry not in self._read:
             try:
-                self._read[entry] = finn_runner.read_estimates(Path(entry))
+                self._read[entry] = toolchain().read_estimates(Path(entry))
             except (OSError, ValueError):
                 self._read[entry] = None
         return self._read[entry]
@@ -54,7 +57,8 @@ class Estimates:
 
 class CachedAnswers:
     """What the cache already answers for a task: an entry to reuse, or a recorded
-    failure that still stands."""
+    failure that still stands; on a local miss, what the remote tier has
+    (``remote_cache.py``)."""
 
     def __init__(
         self,
@@ -64,8 +68,11 @@ class CachedAnswers:
         rebuild: bool = False,
         retry_failed: bool = False,
         run_id: str = "",
+        remote: RemoteCache | None = None,
     ) -> None:
         self.cache = cache
+        #: the second tier behind the cache: asked on a local miss, told what was built
+        self.remote = remote
         self.limits = limits
         self.rebuild = rebuild
         self.retry_failed = retry_failed
@@ -75,10 +82,22 @@ class CachedAnswers:
         assert task.key is not None
         entry = self.cache.lookup(task.key)
         if entry is not None and self._fresh(entry):  # None: not verified yet
-            return verification.judge(task.segment, reused(task, entry), self.cache)
+            return verification.judge(task.segment, reused(task, entry, self.run_id), self.cache)
         failure = self.cache.failure(task.key)
         if failure is not None and self._stands(failure, task):
             return failed_before(task, failure, self.run_id)
+        return None
+
+    def fetch(self, task: Task) -> SegmentOutcome | None:
+        """A local miss (the key's lock held): the remote tier's entry, fetched and
+        published here, or its shared failure record."""
+        if self.remote is None or self.rebuild or task.key is None:
+            return None
+        found = self.remote.fetch(task.key)
+        if isinstance(found, Entry):
+            return entry_outcome(task, "fetched", found.key, found.path, found.manifest)
+        if isinstance(found, Failure) and self._stands(found, task):
+            return failed_before(task, found, self.run_id)
         return None
 
     def _fresh(self, entry: Entry) -> bool:
@@ -104,13 +123,15 @@ class CachedAnswers:
 
 
 # -- a segment's outcome ------------------------------------------------------------------
-def outcome_of(task: Task, result: dict[str, Any], cache: SegmentCache) -> SegmentOutcome:
+def outcome_of(
+    task: Task, result: dict[str, Any], cache: SegmentCache, run_id: str = ""
+) -> SegmentOutcome:
     """A worker's answer (or the one made for a dead worker) as the task's outcome."""
     status = result.get("status", "error")
     if status in ("built", "verified"):  # verified: a cached entry, verified now
         entry = cache.lookup(task.key) if status == "verified" and task.key else None
         built = (
-            reused(task, entry)
+            reused(task, entry, run_id)
             if entry
             else entry_outcome(task, "built", task.key, Path(result["entry"]), result)
         )
@@ -152,7 +173,7 @@ def dead_worker_result(task: Task, spec: BuildSpec, cache: SegmentCache) -> dict
         kind, error = worker.exit_cause()
     # what it printed (a crash's own report first), then where the build log ends
     tail = worker.output_tail(lines=12)
-    log = finn_runner.build_log(spec.staged)
+    log = toolchain().build_log(spec.staged)
     with contextlib.suppress(OSError):
         lines = log.read_text(errors="replace").strip().splitlines()[-8:]
         if lines:
@@ -164,8 +185,12 @@ def dead_worker_result(task: Task, spec: BuildSpec, cache: SegmentCache) -> dict
     return {**answer, "status": "error", "kind": kind}
 
 
-def reused(task: Task, entry: Entry) -> SegmentOutcome:
-    return entry_outcome(task, "reused", entry.key, entry.path, entry.manifest)
+def reused(task: Task, entry: Entry, run_id: str) -> SegmentOutcome:
+    """A cached entry's outcome: ``fetched`` if the remote tier brought it in this run
+    (its downloads publish ahead of the engine), else ``reused``."""
+    fetched = (entry.manifest.get("fetched") or {}).get("run_id") == run_id
+    status = "fetched" if fetched and run_id else "reused"
+    return entry_outcome(task, status, entry.key, entry.path, entry.manifest)
 
 
 def entry_outcome(
@@ -179,8 +204,8 @@ def entry_outcome(
         status,
         seconds=timing.get("seconds", 0.0),
         entry=str(path),
-        log=str(finn_runner.build_log(path)),
-        output_model=str(path / finn_runner.OUTPUT_MODEL),
+        log=str(toolchain().build_log(path)),
+        output_model=str(path / toolchain().output_model),
         step_seconds=timing.get("step_seconds", {}),
     )
 
@@ -192,7 +217,7 @@ def failed_before(task: Task, failure: Failure, run_id: str) -> SegmentOutcome:
         failure.key,
         "failed-before",
         seconds=record.get("seconds", 0.0),
-        log=str(finn_runner.build_log(failure.path)),
+        log=str(toolchain().build_log(failure.path)),
         step=record.get("step"),
         error=record.get("error"),
         traceback=record.get("traceback"),

@@ -26,8 +26,7 @@ from typing import Any, Protocol
 
 from filelock import Timeout as LockTimeout
 
-from ...finn import runner as finn_runner
-from .. import interrupts, verification
+from .. import interrupts, toolchain, verification
 from ..builder import BuildSpec, build_segment
 from ..cache import CacheError, SegmentCache
 from ..outcomes import SegmentOutcome
@@ -115,7 +114,7 @@ class Scheduler:
         self._held: list[Task] = []
         self.running: list[Task] = []
         self._exiting: list[Worker] = []  # workers that answered and are still exiting
-        self._finn_error: str | None = None
+        self._toolchain_error: str | None = None
         self._drivers: list[Driver] = []
         self._driving = False
         self._draining = False
@@ -140,6 +139,9 @@ class Scheduler:
             self.gating.compete(tasks)
         if not new:
             return
+        remote = self.answers.remote
+        if remote is not None and not self.answers.rebuild:  # downloads start ahead
+            remote.prefetch([t.key for t in new if t.key and t.segment.steps])
         self._prioritize()
         for task in new:
             if task.state == "waiting" and (task.parent is None or task.parent.state == "done"):
@@ -320,10 +322,12 @@ class Scheduler:
             return
         self._unhold(task)
         try:
-            if self._input_damaged(task):
+            found = self.answers.lookup(task)  # another process may have built it meanwhile
+            if found is None:
+                found = self.answers.fetch(task)
+            if found is None and self._input_damaged(task):
                 lock.release()
                 return
-            found = self.answers.lookup(task)  # another process may have built it meanwhile
             if found is None:
                 if self.cache.failure(task.key) is not None:
                     self.cache.forget_failure(task.key)
@@ -352,7 +356,7 @@ class Scheduler:
     def _launch(self, task: Task, spec: BuildSpec) -> None:
         """Start the task's build on a worker and register it as running."""
         remote = getattr(self.launcher, "remote", False)
-        error = None if remote else self._import_finn()
+        error = None if remote else self._prepare_toolchain()
         if error is not None:
             self._release(task)
             self.finish(task, results.error(task, error))
@@ -395,7 +399,7 @@ class Scheduler:
             owner = owner.parent
         if owner is None or owner.key is None or owner.outcome is None or not owner.outcome.entry:
             return False
-        if self.cache.verify_file(owner.key, finn_runner.OUTPUT_MODEL) is None:
+        if self.cache.verify_file(owner.key, toolchain.current().output_model) is None:
             return False
         node: Task | None = task
         while node is not None and node is not owner:  # the task and passthroughs above it
@@ -406,17 +410,19 @@ class Scheduler:
         self._make_ready(owner)
         return True
 
-    def _import_finn(self) -> str | None:
-        """FINN once in this process, before the first fork: every worker has it."""
-        if self._finn_error is None:
-            self.phase = "importing FINN"
+    def _prepare_toolchain(self) -> str | None:
+        """The compiler (FINN) imported once in this process, before the first fork:
+        every worker has it. Why it cannot be, if so."""
+        if self._toolchain_error is None:
+            compiler = toolchain.current()
+            self.phase = f"importing {compiler.name}"
             try:
-                finn_runner.import_finn()
-            except finn_runner.FinnUnavailable as exc:
-                self._finn_error = str(exc)
+                compiler.prepare()
+            except toolchain.ToolchainUnavailable as exc:
+                self._toolchain_error = str(exc)
             finally:
                 self.phase = ""
-        return self._finn_error
+        return self._toolchain_error
 
     def _spec(self, task: Task) -> BuildSpec:
         segment = task.segment
@@ -526,11 +532,13 @@ class Scheduler:
         try:
             if result is None:
                 result = results.dead_worker_result(task, spec, self.cache)
-            outcome = results.outcome_of(task, result, self.cache)
+            outcome = results.outcome_of(task, result, self.cache, self.run_id)
         finally:
             self._release(task)
         if outcome.status == "built":
             self.durations.record(outcome.step_seconds)
+        if self.answers.remote is not None and outcome.status in ("built", "failed"):
+            self.answers.remote.built(task.key, outcome.status)
         self.finish(task, outcome)
 
     def _release(self, task: Task) -> None:
@@ -576,6 +584,8 @@ class Scheduler:
                 self.durations.save()
             for driver in self._drivers:
                 driver.close()
+            if self.answers.remote is not None:  # the uploads still pending
+                self.answers.remote.close()
 
 
 def _lock_fd(lock: Any) -> int | None:

@@ -1,0 +1,226 @@
+"""The composition root: a run's settings decided once, and the engine wired from them.
+
+``pytest`` (``plugin/run_context.py``) and ``explore()`` (``core/explore.py``) both call
+``decide`` and ``make_engine``, so both read a setting the same way: the caller's own
+value (a command-line option, an ``explore()`` argument), then the environment, then
+the ini file, then the default. The cache defaults to ``<rootdir>/build/brainsmith/cache``
+(the ini option ``brainsmith_build_dir`` moves the build folder), where pytest finds its
+rootdir; ``explore()`` finds the same rootdir and ini file as pytest would for the
+blueprint (``find_project``).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .blueprint import DEFAULT_MAX_DESIGNS
+from .cache import SegmentCache
+from .engine import Engine, EngineEvents, Launcher
+from .units import parse_duration, parse_size
+from .workers import available_cores
+
+#: the environment variable of each setting that has one
+ENV = {
+    "cache": "BRAINSMITH_CACHE",
+    "max_designs": "BRAINSMITH_MAX_COMBINATIONS",
+    "scheduler": "BRAINSMITH_SCHEDULER",
+    "server": "BRAINSMITH_SERVER",
+    "remote_cache": "BRAINSMITH_REMOTE_CACHE",
+}
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+DEFAULT_BUILD_DIR = "build/brainsmith"
+#: pytest's ini files, in the order it looks for them, and their section
+INI_FILES = (
+    ("pytest.ini", "pytest"),
+    (".pytest.ini", "pytest"),
+    ("pyproject.toml", "tool.pytest.ini_options"),
+    ("tox.ini", "pytest"),
+    ("setup.cfg", "tool:pytest"),
+)
+
+
+class SettingError(ValueError):
+    """A setting's value is not one it can take (the message names it)."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run is configured with, decided once."""
+
+    rootdir: Path
+    build_dir: Path  # where the cache, results and studies live by default
+    cache: Path
+    workers: int
+    max_designs: int
+    scheduler: str | None
+    timeout: float | None
+    max_memory: int | None
+    budget: float | None
+    #: the warm server's idle seconds (``engine_server``), None: no server
+    server: float | None = None
+    #: the remote cache tier's URL (``remote_cache``), None: no remote tier
+    remote_cache: str | None = None
+
+
+def decide(
+    rootdir: Path,
+    given: Mapping[str, Any],
+    ini: Callable[[str], Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    xdist_workers: int = 1,
+) -> RunSettings:
+    """The run's settings: each from ``given`` (the caller's values by setting name: ``cache``,
+    ``workers``, ...), else the environment (``ENV``), else ``ini("brainsmith_<name>")``,
+    else its default. ``workers`` ``auto`` (the default) is this process's cores, shared
+    among ``xdist_workers``. Raises ``SettingError`` for a value a setting cannot take."""
+    env = os.environ if env is None else env
+
+    def chosen(name: str) -> Any:
+        for value in (given.get(name), env.get(ENV.get(name, "")), ini(f"brainsmith_{name}")):
+            if value not in (None, ""):
+                return value
+        return None
+
+    build_dir = rootdir / (ini("brainsmith_build_dir") or DEFAULT_BUILD_DIR)
+    cache, scheduler = chosen("cache"), chosen("scheduler")
+    designs = _parsed("brainsmith max designs", chosen("max_designs"), int, "an integer")
+    return RunSettings(
+        rootdir=rootdir,
+        build_dir=build_dir,
+        cache=Path(cache).expanduser().absolute() if cache else build_dir / "cache",
+        workers=_workers(chosen("workers"), xdist_workers),
+        max_designs=DEFAULT_MAX_DESIGNS if designs is None else designs,
+        scheduler=str(scheduler).strip() or None if scheduler else None,
+        timeout=_parsed(
+            "--brainsmith-timeout", chosen("timeout"), parse_duration, "a duration such as 90s"
+        ),
+        max_memory=_parsed(
+            "--brainsmith-max-memory", chosen("max_memory"), parse_size, "a size such as 4G"
+        ),
+        budget=_parsed(
+            "--brainsmith-budget", chosen("budget"), parse_duration, "a duration such as 2h"
+        ),
+        server=_server(chosen("server")),
+        remote_cache=str(chosen("remote_cache")) if chosen("remote_cache") else None,
+    )
+
+
+def make_engine(
+    settings: RunSettings,
+    *,
+    run_id: str,
+    tools: dict[str, str | None],
+    events: EngineEvents | None = None,
+    launcher: Launcher | None = None,
+    cache: SegmentCache | None = None,
+    **flags: Any,
+) -> Engine:
+    """The engine for ``settings`` (``flags``: the per-run switches, e.g. ``rebuild``);
+    with ``server`` (and no scheduler) it builds on the warm server (``engine_server``).
+    ``cache``: the settings' cache, when the caller made it already (a remote tier
+    given in ``flags`` publishes into it)."""
+    cache = cache or SegmentCache(settings.cache)
+    if launcher is None and settings.server and settings.workers and not settings.scheduler:
+        from .engine_server import ServerLauncher, server_dir
+
+        launcher = ServerLauncher(
+            server_dir(),
+            cache.base / "dask",
+            workers=settings.workers,
+            idle=settings.server,
+        )
+    return Engine(
+        cache,
+        workers=settings.workers,
+        timeout=settings.timeout,
+        max_memory=settings.max_memory,
+        budget=settings.budget,
+        run_id=run_id,
+        tools=tools,
+        events=events,
+        launcher=launcher,
+        **flags,
+    )
+
+
+def find_project(path: Path, cwd: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The rootdir and ini options pytest would use for ``path`` (a blueprint, or a
+    folder): the first folder from it upwards with a pytest ini file (``INI_FILES``),
+    else the first with a ``pyproject.toml`` or ``setup.py``, else the folder ``path``
+    and the working directory share (``path``'s own folder if that is the root)."""
+    start = path if path.is_dir() else path.parent
+    start = start.absolute()
+    for folder in (start, *start.parents):
+        for name, section in INI_FILES:
+            options = _ini_options(folder / name, section)
+            if options is not None:
+                return folder, options
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file() or (folder / "setup.py").is_file():
+            return folder, {}
+    common = Path(os.path.commonpath([start, (cwd or Path.cwd()).absolute()]))
+    return (start if common == Path(common.anchor) else common), {}
+
+
+def _ini_options(file: Path, section: str) -> dict[str, Any] | None:
+    """The options of ``section`` in an ini file (None: no such file or section)."""
+    if not file.is_file():
+        return None
+    try:
+        if file.suffix == ".toml":
+            data: Any = tomllib.loads(file.read_text())
+            for part in section.split("."):
+                data = data.get(part) if isinstance(data, dict) else None
+            return {k: v for k, v in data.items()} if isinstance(data, dict) else None
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(file)
+    except (OSError, ValueError, configparser.Error):
+        return None
+    if file.name in ("pytest.ini", ".pytest.ini") and not parser.has_section(section):
+        return {}  # pytest takes these files even without the section
+    return dict(parser[section]) if parser.has_section(section) else None
+
+
+def _server(value: Any) -> float | None:
+    """``server``: on (1, true, yes, on: the default idle time), off, or its idle time."""
+    from .engine_server import IDLE_SECONDS
+
+    text = str(value).strip().lower() if value is not None else ""
+    if value is True or text in _ON:
+        return IDLE_SECONDS
+    if value is None or value is False or text in ("", *_OFF):
+        return None
+    return _parsed(
+        "--brainsmith-server", value, parse_duration, "on, off or an idle time such as 30m"
+    )
+
+
+def _workers(value: Any, xdist_workers: int) -> int:
+    if value is None or str(value).strip().lower() == "auto":
+        return max(1, available_cores() // max(1, xdist_workers))
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0:
+        raise SettingError(
+            f"--brainsmith-workers: expected 'auto' or a number of worker processes "
+            f"(0 builds inline, for pdb), got {value!r}"
+        )
+    return count
+
+
+def _parsed(label: str, value: Any, parse: Callable[[Any], Any], what: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except (TypeError, ValueError):
+        raise SettingError(f"{label}: expected {what}, got {value!r}") from None

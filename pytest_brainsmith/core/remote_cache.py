@@ -1,0 +1,765 @@
+"""A second cache tier on object storage, shared by CI runners (``--brainsmith-remote-cache``).
+
+Storage goes through fsspec: ``s3://BUCKET/PREFIX`` with s3fs (the standard AWS
+configuration: ``AWS_ENDPOINT_URL``, keys, profiles), any other fsspec backend by its
+URL (``gs://``, ``az://``, ``file:///shared/dir``...). Layout under the URL::
+
+    v1/blobs/<sha[:2]>/<sha256>   content-addressed files: an entry's bundle (its files
+                                  but the checkpoint, in one object) and its checkpoint
+    v1/entries/<key>.json         the entry's manifest (the local cache's, with the
+                                  bundle's and the checkpoint's digests), written last
+    v1/failures/<key>.json        a failure record with its bundle (only when shared)
+
+Read-through: a key the local cache misses is looked up here (downloads run ahead on a
+thread pool for every segment the submitted designs need), its bundle is unpacked into
+a staging directory of the local cache and published there like a build, checked
+against the manifest's digests by ``SegmentCache.publish(expected=...)``. The checkpoint
+stays behind (``deferred``) until a child build or a check needs it: the local cache
+then fetches it through ``fetch_deferred``. Nothing that fails a check is used: it is
+reported once (the object's URL and the file) and built here.
+
+Write-through: an entry this run built is uploaded on the pool while the run goes on,
+blobs first and its manifest last (one PUT), so a reader never sees a torn entry; two
+runners uploading one key write the same blobs by content and each a whole manifest.
+
+Faults: the first error that is not "not found" (down, denied, slower than the timeout)
+is one ``RemoteCacheWarning`` and turns the tier off for the rest of the run, which goes
+on with the local cache; no call waits longer than the timeout.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .cache import FAILURE, MANIFEST, MARKER, Entry, Failure, Mismatch, SegmentCache
+
+LAYOUT = "v1"
+MODES = ("read", "write", "readwrite")
+DEFAULT_TIMEOUT = 60.0
+#: Downloads and uploads at once (network-bound: threads, not processes).
+THREADS = 8
+CHECKPOINT = "output.onnx"
+FORMAT = 1
+
+
+class RemoteCacheWarning(UserWarning):
+    """The remote cache could not be used (down, denied, too slow) or held a damaged entry."""
+
+
+class RemoteCacheError(ValueError):
+    """The remote cache cannot be set up as asked (a bad URL or mode, a missing package)."""
+
+
+@dataclass
+class RemoteStats:
+    """What the remote tier moved in this run (seconds: summed over transfers)."""
+
+    fetched: int = 0
+    fetched_bytes: int = 0
+    fetch_seconds: float = 0.0
+    checkpoints: int = 0  # deferred checkpoints fetched when a child needed them
+    checkpoint_bytes: int = 0
+    uploaded: int = 0
+    uploaded_bytes: int = 0
+    upload_seconds: float = 0.0
+    already_there: int = 0  # built here, but another runner had uploaded it
+    failures_fetched: int = 0
+    failures_uploaded: int = 0
+    rejected: int = 0  # remote entries that failed their check
+    pending: int = 0  # uploads abandoned at the end (the remote stopped answering)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Download:
+    """A remote entry (or failure record) read ahead, not yet checked or published."""
+
+    kind: str  # "entry" | "failure"
+    doc: dict[str, Any]
+    size: int  # the bundle's bytes
+    staged: Path  # where the pool's thread unpacked it (private to this process)
+    seconds: float
+
+
+@dataclass
+class _Rejected:
+    """A download that failed its check on the pool: reported by the main thread."""
+
+    damage: _Damaged
+    segment: str | None
+
+
+class _Fault(Exception):
+    """The remote cannot be used (not a miss, not a damaged entry)."""
+
+
+class _Damaged(Exception):
+    """A remote object failed its check: (object URL, file, why)."""
+
+    def __init__(self, url: str, file: str, why: str) -> None:
+        super().__init__(f"{file} {why}")
+        self.url, self.file, self.why = url, file, why
+
+
+def check_backend(url: str) -> None:
+    """Raise RemoteCacheError unless ``url``'s storage can be used here (fsspec knows its
+    protocol and the package implementing it is installed), naming what to install. The
+    package is imported later, on the pool, while collection goes on."""
+    try:
+        import fsspec
+        from fsspec.registry import known_implementations, registry
+    except ImportError:
+        raise RemoteCacheError(
+            f"remote cache {url}: needs the package fsspec (and s3fs for s3://): "
+            "pip install 'pytest-brainsmith[remote]'"
+        ) from None
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    if protocol in registry:
+        return
+    known = known_implementations.get(protocol)
+    if known is None:
+        raise RemoteCacheError(f"remote cache {url}: unknown storage protocol {protocol!r}")
+    module = str(known["class"]).split(".")[0]
+    if importlib.util.find_spec(module) is None:
+        extra = " ('pytest-brainsmith[remote]')" if protocol in ("s3", "s3a") else ""
+        raise RemoteCacheError(
+            f"remote cache {url}: {protocol}:// needs the package {module}: pip install "
+            f"{module}{extra} ({known.get('err') or 'not installed'})"
+        )
+
+
+class RemoteCache:
+    """The remote tier of one ``SegmentCache`` for one run (see the module's docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        cache: SegmentCache,
+        *,
+        mode: str = "readwrite",
+        share_failures: bool = False,
+        timeout: float | None = None,
+        run_id: str = "",
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise RemoteCacheError(
+                f"remote cache mode: expected one of {', '.join(MODES)}, got {mode!r}"
+            )
+        check_backend(url)
+        self.url = url.rstrip("/")
+        self.cache = cache
+        self.mode = mode
+        self.reads = mode in ("read", "readwrite")
+        self.writes = mode in ("write", "readwrite")
+        self.share_failures = share_failures
+        self.timeout = float(timeout or DEFAULT_TIMEOUT)
+        self.run_id = run_id
+        self.stats = RemoteStats()
+        self._options = storage_options or {}
+        self._lock = threading.Lock()
+        self._off: str | None = None  # why the tier is off for this run
+        self._warned_off = False
+        self._warned: set[str] = set()  # damaged keys already reported
+        self._refused: set[str] = set()  # keys whose remote entry failed a check
+        #: downloads read ahead; each ends as None (nothing there), an Entry or Failure
+        #: (published ahead), a _Rejected or a _Download (for ``fetch`` to publish)
+        self._reads: dict[str, concurrent.futures.Future[Any]] = {}
+        self._uploads: list[concurrent.futures.Future[None]] = []
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            THREADS, thread_name_prefix="brainsmith-remote"
+        )
+        # import the backend and make its client while collection goes on
+        self._connection = self._pool.submit(self._connect)
+        if self.reads:
+            cache.deferred_source = self.fetch_deferred
+
+    # -- the storage -------------------------------------------------------------------
+    def _connect(self) -> tuple[Any, str]:
+        import fsspec
+
+        protocol = fsspec.core.split_protocol(self.url)[0] or "file"
+        options = dict(self._options)
+        if protocol in ("s3", "s3a"):
+            # bounded calls, one attempt: a remote that does not answer is given up on
+            options.setdefault(
+                "config_kwargs",
+                {
+                    "connect_timeout": self.timeout,
+                    "read_timeout": self.timeout,
+                    "retries": {"max_attempts": 2},
+                    "max_pool_connections": 2 * THREADS,
+                },
+            )
+            options.setdefault("skip_instance_cache", True)
+        fs, root = fsspec.core.url_to_fs(self.url, **options)
+        if protocol in ("s3", "s3a"):
+            fs.retries = 1  # s3fs's own retry loop, on top of botocore's
+        return fs, f"{root.rstrip('/')}/{LAYOUT}"
+
+    def _fs(self) -> tuple[Any, str]:
+        try:
+            return self._connection.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise _Fault(f"no connection within {self.timeout:g} s") from None
+        except Exception as exc:
+            raise _Fault(_describe(exc, self.timeout)) from exc
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self._fs()[1], *parts])
+
+    def object_url(self, *parts: str) -> str:
+        """An object's URL as the user wrote the remote's, for messages."""
+        return "/".join([self.url, LAYOUT, *parts])
+
+    @staticmethod
+    def _blob(sha256: str) -> tuple[str, str]:
+        return ("blobs", f"{sha256[:2]}/{sha256}")
+
+    def _get(self, *parts: str) -> bytes | None:
+        """An object's bytes; None if there is none (any other error is a _Fault)."""
+        fs, _ = self._fs()
+        try:
+            return fs.cat_file(self._path(*parts))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise _Fault(_describe(exc, self.timeout)) from exc
+
+    def _put(self, data: bytes, *parts: str) -> None:
+        """Write an object whole: readers see the old one or the new one, never a part
+        (object stores put atomically; a directory through a rename)."""
+        fs, _ = self._fs()
+        path = self._path(*parts)
+        try:
+            if _is_local(fs):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+                Path(tmp).write_bytes(data)
+                os.replace(tmp, path)
+            else:
+                fs.pipe_file(path, data)
+        except Exception as exc:
+            raise _Fault(_describe(exc, self.timeout)) from exc
+
+    def _put_file(self, local: Path, *parts: str) -> None:
+        fs, _ = self._fs()
+        path = self._path(*parts)
+        try:
+            if _is_local(fs):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+                with open(local, "rb") as src, open(tmp, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        dst.write(block)
+                os.replace(tmp, path)
+            else:
+                fs.put_file(str(local), path)
+        except Exception as exc:
+            raise _Fault(_describe(exc, self.timeout)) from exc
+
+    def _size(self, *parts: str) -> int | None:
+        fs, _ = self._fs()
+        try:
+            return int(fs.info(self._path(*parts))["size"])
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise _Fault(_describe(exc, self.timeout)) from exc
+
+    # -- faults ------------------------------------------------------------------------
+    @property
+    def off(self) -> str | None:
+        """Why the tier is off for this run (None while it works)."""
+        return self._off
+
+    def _fault(self, why: str) -> None:
+        """Any thread: the remote cannot be used; the run goes on with the local cache."""
+        with self._lock:
+            if self._off is None:
+                self._off = why
+
+    def _warn_off(self) -> None:
+        """The main thread reports the fault once (warnings raised by the pool's threads
+        would land in whatever test runs)."""
+        if self._off is not None and not self._warned_off:
+            self._warned_off = True
+            warnings.warn(
+                f"brainsmith: remote cache {self.url} cannot be used ({self._off}); this run "
+                "goes on with the local cache only (nothing more is fetched or uploaded)",
+                RemoteCacheWarning,
+                stacklevel=2,
+            )
+
+    def _reject(self, key: str, damage: _Damaged, segment: str | None) -> None:
+        """A remote entry failed its check: never used, reported once, built here (and
+        uploaded again over it)."""
+        self._refused.add(key)
+        self.stats.rejected += 1
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        of = f" (segment {segment})" if segment else ""
+        warnings.warn(
+            f"brainsmith: remote cache entry {key[:12]}{of} is damaged: {damage.url}: "
+            f"{damage.file} {damage.why}; not used, built here",
+            RemoteCacheWarning,
+            stacklevel=3,
+        )
+
+    # -- read-through ------------------------------------------------------------------
+    def prefetch(self, keys: list[str]) -> None:
+        """Start downloading what these keys' entries need, unless the local cache has
+        them: ``fetch`` then finds them read (the checkpoints stay behind)."""
+        if not self.reads or self._off is not None:
+            return
+        for key in keys:
+            if key in self._reads or key in self._refused:
+                continue
+            if (self.cache.entry_path(key) / MARKER).is_file():
+                continue
+            self._reads[key] = self._pool.submit(self._download, key, True)
+
+    def fetch(self, key: str) -> Entry | Failure | None:
+        """``key``'s entry from the remote, checked and published in the local cache (or,
+        when failures are shared, its failure record); None when the remote has none, or
+        what it has fails a check (reported), or the remote cannot be used. Called with
+        the key's lock held."""
+        self._warn_off()
+        if not self.reads or self._off is not None or key in self._refused:
+            return None
+        future = self._reads.pop(key, None) or self._pool.submit(self._download, key, False)
+        try:
+            got = future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            self._fault(f"no answer within {self.timeout:g} s")
+            got = None
+        except _Fault as exc:
+            self._fault(str(exc))
+            got = None
+        except _Damaged as exc:
+            self._reject(key, exc, None)
+            return None
+        self._warn_off()
+        if got is None or isinstance(got, Entry | Failure):
+            return got  # nothing there, or published ahead (before this lock was taken)
+        if isinstance(got, _Rejected):
+            self._reject(key, got.damage, got.segment)
+            return None
+        try:
+            found = self._publish(key, got)
+        except _Damaged as exc:
+            self._reject(key, exc, got.doc.get("manifest", {}).get("segment"))
+            return None
+        return found
+
+    def _download(self, key: str, ahead: bool) -> Any:
+        """Pool thread: the entry's manifest and bundle (or a failure's), unpacked; read
+        ``ahead`` of the engine, also published (``_publish_ahead``)."""
+        if self._off is not None:
+            return None
+        started = time.perf_counter()
+        kind, parts = "entry", ("entries", f"{key}.json")
+        raw = self._get(*parts)
+        if raw is None and self.share_failures:
+            kind, parts = "failure", ("failures", f"{key}.json")
+            raw = self._get(*parts)
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            bundle = doc["bundle"]
+            sha, size = str(bundle["sha256"]), int(bundle["size"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _Damaged(self.object_url(*parts), MANIFEST, f"is unreadable ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("key") != key:
+            raise _Damaged(self.object_url(*parts), MANIFEST, f"does not name key {key}")
+        data = self._get(*self._blob(sha))
+        if data is None:
+            raise _Damaged(self.object_url(*self._blob(sha)), "bundle", "is missing")
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+            why = (
+                f"has {len(data)} bytes where the manifest records {size} (truncated)"
+                if len(data) != size
+                else "does not match its sha256 (rewritten)"
+            )
+            raise _Damaged(self.object_url(*self._blob(sha)), "bundle", why)
+        # unpacked here, beside the builds' staging directories (same filesystem: published
+        # by a rename), under a name no build's clean-up takes for its own
+        tmp_root = self.cache.base / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f"fetch.{key}.", dir=tmp_root))
+        try:
+            _unpack(data, staged, self.object_url(*self._blob(sha)))
+        except BaseException:
+            self.cache.discard_staging(staged)
+            raise
+        got = _Download(kind, doc, len(data), staged, time.perf_counter() - started)
+        return self._publish_ahead(key, got) if ahead else got
+
+    def _publish_ahead(self, key: str, got: _Download) -> Any:
+        """Pool thread: publish a download now if the key's lock is free (the engine then
+        finds the entry in the local cache, ``fetched`` in this run); else the lock's
+        holder (the engine, waiting in ``fetch``, or another process) decides."""
+        from filelock import FileLock, Timeout
+
+        # a lock object of its own: the cache's are reentrant for the engine's thread
+        lock = FileLock(str(self.cache.base / "locks" / f"{key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            return got
+        try:
+            if (self.cache.entry_path(key) / MARKER).is_file():  # built or fetched meanwhile
+                self.cache.discard_staging(got.staged)
+                return Entry(key, self.cache.entry_path(key))
+            try:
+                return self._publish(key, got)
+            except _Damaged as exc:
+                return _Rejected(exc, got.doc.get("manifest", {}).get("segment"))
+        finally:
+            lock.release()
+
+    def _publish(self, key: str, got: _Download) -> Entry | Failure:
+        """Unpack a download into staging and publish it like a build; _Damaged if any
+        file is not what the manifest says."""
+        staged = got.staged
+        where = self.object_url(*self._blob(got.doc["bundle"]["sha256"]))
+        try:
+            if got.kind == "failure":
+                record = got.doc.get("record")
+                if not isinstance(record, dict):
+                    raise _Damaged(
+                        self.object_url("failures", f"{key}.json"), FAILURE, "is unreadable"
+                    )
+                failure = self.cache.record_failure(key, staged, record)
+                self._count(failures_fetched=1, fetched_bytes=got.size)
+                return failure
+            manifest, damage = SegmentCache.check_manifest(key, got.doc.get("manifest"))
+            if damage is not None:
+                raise _Damaged(self.object_url("entries", f"{key}.json"), damage.file, damage.why)
+            assert manifest is not None
+            deferred = [n for n in got.doc.get("deferred") or [] if isinstance(n, str)]
+            fetched = {"from": self.url, "run_id": self.run_id, "built_by": manifest.get("run_id")}
+            try:
+                entry = self.cache.publish(
+                    key,
+                    staged,
+                    {**manifest, "fetched": fetched},
+                    expected=manifest["files"],
+                    deferred=deferred,
+                )
+            except Mismatch as exc:
+                raise _Damaged(where, exc.damage.file, exc.damage.why) from None
+            self._count(fetched=1, fetched_bytes=got.size, fetch_seconds=got.seconds)
+            return entry
+        finally:
+            self.cache.discard_staging(staged)
+
+    def fetch_deferred(self, key: str, name: str, record: dict[str, Any], dest: Path) -> str | None:
+        """The local cache's ``deferred_source``: download a file an entry left here (its
+        checkpoint) to ``dest`` and check it; None when done, else why not."""
+        self._warn_off()
+        if self._off is not None:
+            return f"{name} of entry {key[:12]} was left on the remote cache, which is off"
+        sha, size = str(record.get("sha256")), record.get("size")
+        parts = self._blob(sha)
+        started = time.perf_counter()
+        future = self._pool.submit(self._get_file, dest, *parts)
+        try:
+            found = future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            self._fault(f"no answer within {self.timeout:g} s")
+            found = False
+        except _Fault as exc:
+            self._fault(str(exc))
+            found = False
+        self._warn_off()
+        if self._off is not None:
+            return f"{name} of entry {key[:12]} was left on the remote cache, which is off"
+        if not found:
+            damage = _Damaged(self.object_url(*parts), name, "is missing")
+        else:
+            got = dest.stat().st_size
+            if got != size:
+                why = f"has {got} bytes where the manifest records {size} (truncated or rewritten)"
+                damage = _Damaged(self.object_url(*parts), name, why)
+            elif _sha256(dest) != sha:
+                why = "does not match its sha256 in the manifest (rewritten)"
+                damage = _Damaged(self.object_url(*parts), name, why)
+            else:
+                self._count(
+                    checkpoints=1,
+                    checkpoint_bytes=got,
+                    fetch_seconds=time.perf_counter() - started,
+                )
+                return None
+        self._reject(key, damage, None)
+        return f"{name} of entry {key[:12]} on the remote cache {damage.why}"
+
+    def _get_file(self, dest: Path, *parts: str) -> bool:
+        fs, _ = self._fs()
+        try:
+            fs.get_file(self._path(*parts), str(dest))
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise _Fault(_describe(exc, self.timeout)) from exc
+        return True
+
+    # -- write-through -----------------------------------------------------------------
+    def built(self, key: str, status: str) -> None:
+        """The engine built ``key`` (published, or recorded as failed): upload it while
+        the run goes on."""
+        self._warn_off()
+        if not self.writes or self._off is not None:
+            return
+        if status == "built":
+            self._uploads.append(self._pool.submit(self._upload, key))
+        elif status == "failed" and self.share_failures:
+            self._uploads.append(self._pool.submit(self._upload_failure, key))
+
+    def _upload(self, key: str) -> None:
+        if self._off is not None:
+            return
+        started = time.perf_counter()
+        path = self.cache.entry_path(key)
+        manifest = json.loads((path / MANIFEST).read_text())
+        force = key in self._refused  # what is there failed a check: replace it
+        if not force and self._size("entries", f"{key}.json") is not None:
+            self._count(already_there=1)
+            return
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        checkpoint = files.get(CHECKPOINT)
+        deferred: list[str] = []
+        moved = 0
+        if checkpoint is not None and "sha256" in checkpoint and (path / CHECKPOINT).is_file():
+            deferred = sorted(
+                n for n, r in files.items() if r.get("sha256") == checkpoint["sha256"]
+            )
+            blob = self._blob(checkpoint["sha256"])
+            if force or self._size(*blob) != checkpoint["size"]:
+                self._put_file(path / CHECKPOINT, *blob)
+                moved += checkpoint["size"]
+        bundle = _pack(path, [n for n in files if n not in deferred], files)
+        sha = hashlib.sha256(bundle).hexdigest()
+        self._put(bundle, *self._blob(sha))
+        doc = {
+            "format": FORMAT,
+            "key": key,
+            "manifest": manifest,
+            "bundle": {"sha256": sha, "size": len(bundle)},
+            "deferred": deferred,
+            "uploaded": {"run_id": self.run_id, "host": os.uname().nodename, "when": time.time()},
+        }
+        self._put(json.dumps(doc, sort_keys=True).encode(), "entries", f"{key}.json")  # last
+        if self.share_failures:
+            with contextlib.suppress(Exception):
+                fs, _ = self._fs()
+                fs.rm_file(self._path("failures", f"{key}.json"))
+        self._count(
+            uploaded=1,
+            uploaded_bytes=moved + len(bundle),
+            upload_seconds=time.perf_counter() - started,
+        )
+
+    def _upload_failure(self, key: str) -> None:
+        if self._off is not None:
+            return
+        started = time.perf_counter()
+        failure = self.cache.failure(key)
+        if failure is None:
+            return
+        names = sorted(
+            p.relative_to(failure.path).as_posix()
+            for p in failure.path.rglob("*")
+            if p.is_file() and p.name not in (FAILURE, MARKER)
+        )
+        bundle = _pack(failure.path, names, None)
+        sha = hashlib.sha256(bundle).hexdigest()
+        self._put(bundle, *self._blob(sha))
+        doc = {
+            "format": FORMAT,
+            "key": key,
+            "record": failure.record,
+            "bundle": {"sha256": sha, "size": len(bundle)},
+        }
+        self._put(json.dumps(doc, sort_keys=True, default=str).encode(), "failures", f"{key}.json")
+        self._count(
+            failures_uploaded=1,
+            uploaded_bytes=len(bundle),
+            upload_seconds=time.perf_counter() - started,
+        )
+
+    def _count(self, **amounts: float) -> None:
+        with self._lock:
+            for name, amount in amounts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + amount)
+
+    # -- the end -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Wait for the uploads still pending (giving up when none finishes within the
+        timeout: the remote stopped answering), then stop the pool."""
+        try:
+            pending = set(self._uploads)
+            while pending:
+                done, pending = concurrent.futures.wait(
+                    pending, timeout=self.timeout, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                if not done:
+                    self._fault(f"uploads made no progress for {self.timeout:g} s")
+                    self.stats.pending = len(pending)
+                    break
+                for future in done:
+                    exc = future.exception()
+                    if isinstance(exc, _Fault):
+                        self._fault(str(exc))
+                    # else a local entry gone meanwhile (pruned, moved aside): not uploaded
+        finally:
+            # what still runs ends within the timeout (every call is bounded by it), so
+            # that a fault it meets is reported below, not after the run
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            for future in self._reads.values():  # read ahead, never asked for
+                if future.cancelled():
+                    continue
+                exc = future.exception()
+                if isinstance(exc, _Fault):
+                    self._fault(str(exc))
+                elif exc is None and isinstance(future.result(), _Download):
+                    self.cache.discard_staging(future.result().staged)
+            self._reads.clear()
+            self._uploads.clear()
+        self._warn_off()
+
+    def report(self) -> dict[str, Any]:
+        """The counts and why the tier is off, if it is: JSON data (xdist's workers send it)."""
+        return {**self.stats.as_dict(), "off": self._off}
+
+
+def summary_line(url: str, mode: str, stats: dict[str, Any], off: str | None = None) -> str:
+    """``remote cache URL (mode): fetched N entries (X MB, Y s), ...`` for the terminal."""
+    mb = 1e6
+    parts = [
+        f"fetched {int(stats.get('fetched', 0))} entries "
+        f"({stats.get('fetched_bytes', 0) / mb:.1f} MB) and "
+        f"{int(stats.get('checkpoints', 0))} checkpoints "
+        f"({stats.get('checkpoint_bytes', 0) / mb:.1f} MB) "
+        f"in {stats.get('fetch_seconds', 0.0):.1f} s of transfers",
+        f"uploaded {int(stats.get('uploaded', 0))} "
+        f"({stats.get('uploaded_bytes', 0) / mb:.1f} MB in "
+        f"{stats.get('upload_seconds', 0.0):.1f} s of transfers)",
+    ]
+    if stats.get("already_there"):
+        parts.append(f"{int(stats['already_there'])} already there")
+    if stats.get("failures_fetched") or stats.get("failures_uploaded"):
+        parts.append(
+            f"failure records: {int(stats.get('failures_fetched', 0))} fetched, "
+            f"{int(stats.get('failures_uploaded', 0))} uploaded"
+        )
+    if stats.get("rejected"):
+        parts.append(f"{int(stats['rejected'])} damaged entries not used")
+    if stats.get("pending"):
+        parts.append(f"{int(stats['pending'])} uploads abandoned")
+    line = f"remote cache {url} ({mode}): " + ", ".join(parts)
+    return line + (f"; OFF: {off}" if off else "")
+
+
+def _is_local(fs: Any) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    """Why the remote cannot be used, in a few words."""
+    if isinstance(exc, PermissionError):
+        return f"access denied: {exc}"
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) or "Timeout" in name:
+        return f"no answer within {timeout:g} s ({name})"
+    if "Connect" in name or isinstance(exc, ConnectionError):
+        return f"cannot connect: {exc}"
+    return f"{name}: {exc}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: A bundle: this magic, the header's length (8 bytes, big-endian), the header (JSON: each
+#: file's name, size and mtime in ns, or a symlink's target), then the files' bytes.
+BUNDLE_MAGIC = b"brainsmith-bundle-1\n"
+
+
+def _pack(root: Path, names: list[str], files: dict[str, dict[str, Any]] | None) -> bytes:
+    """``root``'s files ``names`` as one bundle (symlinks as the manifest records them),
+    with their modification times, so that files unpacked elsewhere are settled at once
+    (the local cache records their fingerprints when it publishes them)."""
+    header: list[list[Any]] = []
+    payload: list[bytes] = []
+    for name in sorted(names):
+        path = root / name
+        record = (files or {}).get(name, {})
+        if "link" in record:
+            header.append([name, "link", record["link"]])
+            continue
+        data = path.read_bytes()
+        header.append([name, len(data), os.lstat(path).st_mtime_ns])
+        payload.append(data)
+    head = json.dumps(header).encode()
+    return b"".join([BUNDLE_MAGIC, len(head).to_bytes(8, "big"), head, *payload])
+
+
+def _unpack(data: bytes, into: Path, where: str) -> None:
+    """Write a bundle's files under ``into`` (nothing outside it: no absolute name, no
+    ``..``, no symlink leading out); _Damaged if it cannot be read."""
+    try:
+        if not data.startswith(BUNDLE_MAGIC):
+            raise ValueError("not a bundle")
+        at = len(BUNDLE_MAGIC)
+        length = int.from_bytes(data[at : at + 8], "big")
+        header = json.loads(data[at + 8 : at + 8 + length])
+        at += 8 + length
+        made: set[Path] = set()
+        for name, size, extra in header:
+            rel = PurePosixPath(name)
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+                raise ValueError(f"{name!r} would be written outside the entry")
+            target = into.joinpath(*rel.parts)
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
+            if size == "link":
+                link = PurePosixPath(extra)
+                if link.is_absolute() or ".." in (rel.parent / link).parts:
+                    raise ValueError(f"symlink {name!r} leads outside the entry")
+                os.symlink(extra, target)
+                continue
+            chunk = data[at : at + size]
+            if len(chunk) != size:
+                raise ValueError(f"{name} is cut short")
+            at += size
+            with open(target, "wb") as handle:
+                handle.write(chunk)
+            os.utime(target, ns=(extra, extra))
+        if at != len(data):
+            raise ValueError("bytes after the last file")
+    except (ValueError, TypeError, OSError) as exc:
+        raise _Damaged(where, "bundle", f"cannot be unpacked ({exc})") from None

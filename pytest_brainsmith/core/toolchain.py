@@ -1,0 +1,159 @@
+"""The compiler the core drives, behind one door.
+
+The core speaks of steps, segments, keys and cache entries. Which config fields a
+compiler's step reads, its default pipeline, how a segment is built and where its
+reports and checkpoints are, what a folding search may choose: those are the
+toolchain's. FINN's adapter (``pytest_brainsmith/finn/toolchain.py``) implements
+``Toolchain`` and is plugged in (``use``) by the package before anything runs; no
+module of ``core/`` imports FINN or the adapter (a test checks it, as it checks that
+``core/`` imports no pytest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .registry import Registry, Step
+
+#: Pseudo-field under which a design's kernel backend choices (``MVAU: rtl``) travel in
+#: a segment's config; the toolchain says which real field carries them (``field_read``).
+KERNEL_BACKENDS = "kernel_backends"
+
+
+class ToolchainUnavailable(Exception):
+    """The compiler cannot be imported here (the machine's fault, not a design's)."""
+
+
+class Toolchain(Protocol):
+    """What the core needs of a compiler."""
+
+    #: e.g. "FINN"; with ``version``, part of every step's code identity
+    name: str
+    version: str
+    #: the registry namespace of the compiler's own steps (``finn:streamline``)
+    namespace: str
+    #: the file of a cache entry holding the segment's output model
+    output_model: str
+    #: the compiler's config fields: name -> {"type", "default", "choices"?}
+    config_fields: Mapping[str, Mapping[str, Any]]
+    #: the compiler's steps by name -> the config fields each reads (None: unknown)
+    step_reads: Mapping[str, Sequence[str] | None]
+    #: per-node attributes a folding search may choose besides parallelism
+    folding_attributes: tuple[str, ...]
+    #: metrics the compiler estimates per node (what balanced foldings can target)
+    node_estimates: frozenset[str]
+
+    def registry(self) -> Registry:
+        """A registry holding the compiler's own steps and kernels."""
+        ...
+
+    def default_steps(self, output: str) -> list[str]:
+        """The compiler's pipeline (step names) for an output kind (estimates, rtl, bitfile)."""
+        ...
+
+    def field_read(self, config_field: str) -> str:
+        """The config field a step must read to see ``config_field`` (``KERNEL_BACKENDS``
+        travels in a compiler field of its own)."""
+        ...
+
+    def available_tools(self) -> dict[str, str | None]:
+        """For each external tool (vivado, vitis_hls): None if usable here, else why not."""
+        ...
+
+    def prepare(self) -> None:
+        """Import the compiler in this process (before forking workers); raises
+        ``ToolchainUnavailable``."""
+        ...
+
+    def checkpoint_name(self, step: Step) -> str:
+        """The name of the model the compiler saves after ``step``."""
+        ...
+
+    def build_log(self, entry_dir: Path) -> Path: ...
+
+    def read_estimates(self, entry_dir: Path) -> dict[str, Any] | None:
+        """The compiler's estimates of an entry (None: the segment wrote none)."""
+        ...
+
+    def build_into(self, staged: Path, **kwargs: Any) -> Any:
+        """Run a segment's steps into ``staged`` (see ``finn/runner.build_into``)."""
+        ...
+
+    def folding_space(self, model: Path, attributes: Mapping[str, Any]) -> Any:
+        """The foldings the compiler accepts for each node of ``model``."""
+        ...
+
+    def folding_space_from_json(self, data: Any) -> Any:
+        """A folding space kept as JSON (``to_json``) again."""
+        ...
+
+    def folding_code(self) -> str:
+        """A digest of the code that derives folding spaces and proposals (what the
+        folding search keeps depends on it)."""
+        ...
+
+    def balanced_foldings(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def read_folding(self, model: Path, space: Any) -> Any: ...
+
+    def write_folding(self, path: Path, folding: Any) -> Path: ...
+
+    def fpga_part(self, config: Mapping[str, Any]) -> str | None:
+        """The device a config targets (its part, else its board's)."""
+        ...
+
+    # -- executing models (verification, core/verification.py) --------------------------
+    #: the model beside the checkpoints that runs around a dataflow partition, and the
+    #: step that makes it (models after it run inside that parent)
+    partition_parent: str
+    partition_step: str
+
+    def model_io(self, model: Path) -> Any:
+        """(input, output) of a model: each with ``name``, ``shape``, ``datatype``."""
+        ...
+
+    def is_integer_type(self, datatype: str) -> bool: ...
+
+    def random_inputs(self, model: Path, count: int, seed: int) -> Any:
+        """``count`` inputs drawn with ``seed`` from the model's input range."""
+        ...
+
+    def simulator_needed(self, model: Path) -> str | None:
+        """None if the compiler runs the model here in software; else which simulator."""
+        ...
+
+    def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
+        """The model's outputs for each input vector (first axis)."""
+        ...
+
+    def run_segment(self, **kwargs: Any) -> Any:
+        """Run a segment's steps into an output directory, keeping every checkpoint."""
+        ...
+
+    def drop_step_models(self, staged: Path, path_steps: list[Step], first: int) -> None:
+        """Remove the models after each step of a segment but its last."""
+        ...
+
+
+_current: Toolchain | None = None
+#: called once when no toolchain was plugged in yet (the package sets it)
+default_factory: Callable[[], Toolchain] | None = None
+
+
+def use(toolchain: Toolchain) -> None:
+    """Plug ``toolchain`` in for this process."""
+    global _current
+    _current = toolchain
+
+
+def current() -> Toolchain:
+    """The plugged-in toolchain."""
+    global _current
+    if _current is None and default_factory is not None:
+        _current = default_factory()
+    if _current is None:
+        raise RuntimeError("pytest-brainsmith: no toolchain plugged in (core.toolchain.use)")
+    return _current

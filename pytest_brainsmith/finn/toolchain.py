@@ -1,0 +1,142 @@
+"""FINN behind the core's door (``core/toolchain.py``): finn-plus as the compiler.
+
+Everything here is light to import (static catalog data); FINN itself is imported only
+by ``prepare`` and by the builds and folding functions that need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..core.registry import (
+    FINN_ESTIMATE_STEPS,
+    FINN_NAMESPACE,
+    FINN_STEP_NEEDS,
+    Registry,
+    Step,
+)
+from ..core.toolchain import KERNEL_BACKENDS
+from . import catalog, folding, runner
+from . import execute as finn_execute
+
+#: The FINN config field that carries a design's kernel backend choices into FINN (the
+#: runner writes it as ``preferred_impl_style`` defaults): a backend choice branches,
+#: and keys a cache entry, exactly where FINN reads that field, before specialize_layers.
+BACKENDS_READ_AS = "specialize_layers_config_file"
+
+
+class FinnToolchain:
+    """finn-plus (the version ``catalog`` was generated from)."""
+
+    name = "FINN"
+    version = catalog.FINN_VERSION
+    namespace = FINN_NAMESPACE
+    output_model = runner.OUTPUT_MODEL
+    config_fields = catalog.CONFIG_FIELDS
+    step_reads = catalog.STEP_READS
+    folding_attributes = tuple(folding.EXTRA_ATTRIBUTES)
+    node_estimates = frozenset(folding.NODE_ESTIMATES)
+
+    def registry(self) -> Registry:
+        registry = Registry()
+        code_id = f"finn-plus=={catalog.FINN_VERSION}"
+        for name in catalog.STEPS:
+            reads = catalog.STEP_READS.get(name)
+            registry._add_step(
+                Step(
+                    name=name,
+                    namespace=FINN_NAMESPACE,
+                    reads=None if reads is None else frozenset(reads),
+                    needs=FINN_STEP_NEEDS.get(name, frozenset()),
+                    code_id=code_id,
+                    estimates=name in FINN_ESTIMATE_STEPS,
+                )
+            )
+        for name, backends in catalog.KERNEL_BACKENDS.items():
+            registry.register_kernel(name, backends=backends, namespace=FINN_NAMESPACE)
+        return registry
+
+    def default_steps(self, output: str) -> list[str]:
+        if output == "estimates":
+            return list(catalog.ESTIMATE_STEPS)
+        steps = list(catalog.DEFAULT_STEPS)
+        if output == "rtl":
+            steps = steps[: steps.index("create_stitched_ip") + 1]
+        return steps
+
+    def field_read(self, config_field: str) -> str:
+        return BACKENDS_READ_AS if config_field == KERNEL_BACKENDS else config_field
+
+    def available_tools(self) -> dict[str, str | None]:
+        return runner.available_tools()
+
+    def prepare(self) -> None:
+        runner.import_finn()
+
+    def checkpoint_name(self, step: Step) -> str:
+        return runner.checkpoint_name(step)
+
+    def build_log(self, entry_dir: Path) -> Path:
+        return runner.build_log(entry_dir)
+
+    def read_estimates(self, entry_dir: Path) -> dict[str, Any] | None:
+        return runner.read_estimates(entry_dir)
+
+    def build_into(self, staged: Path, **kwargs: Any) -> Any:
+        return runner.build_into(staged, **kwargs)
+
+    def folding_space(self, model: Path, attributes: Mapping[str, Any]) -> Any:
+        return folding.folding_space(model, dict(attributes))
+
+    def folding_space_from_json(self, data: Any) -> Any:
+        return folding.FoldingSpace.from_json(data)
+
+    def folding_code(self) -> str:
+        return hashlib.sha256(Path(folding.__file__).read_bytes()).hexdigest()
+
+    def balanced_foldings(self, *args: Any, **kwargs: Any) -> Any:
+        return folding.balanced_foldings(*args, **kwargs)
+
+    def read_folding(self, model: Path, space: Any) -> Any:
+        return folding.read_folding(model, space)
+
+    def write_folding(self, path: Path, chosen: Any) -> Path:
+        return folding.write_folding(path, chosen)
+
+    def fpga_part(self, config: Mapping[str, Any]) -> str | None:
+        if config.get("fpga_part"):
+            return str(config["fpga_part"])
+        board = config.get("board")
+        if not board:
+            return None
+        from finn.util.basic import alveo_part_map, pynq_part_map
+
+        return pynq_part_map.get(board) or alveo_part_map.get(board)
+
+    # -- executing models (verification) ----------------------------------------------
+    partition_parent = finn_execute.DATAFLOW_PARENT
+    partition_step = "create_dataflow_partition"
+
+    def model_io(self, model: Path) -> Any:
+        return finn_execute.io_info(model)
+
+    def is_integer_type(self, datatype: str) -> bool:
+        return finn_execute.is_integer_type(datatype)
+
+    def random_inputs(self, model: Path, count: int, seed: int) -> Any:
+        return finn_execute.random_inputs(model, count, seed)
+
+    def simulator_needed(self, model: Path) -> str | None:
+        return finn_execute.simulator_needed(model)
+
+    def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
+        return finn_execute.execute(model, inputs, parent)
+
+    def run_segment(self, **kwargs: Any) -> Any:
+        return runner.run_segment(**kwargs)
+
+    def drop_step_models(self, staged: Path, path_steps: list[Step], first: int) -> None:
+        runner.drop_step_models(staged, path_steps, first)

@@ -1,0 +1,161 @@
+"""``--brainsmith-remote-cache``: the remote cache tier's options, and what a run says
+about it (a header line, and in the summary what was fetched and uploaded, summed over
+xdist's workers). The tier itself is ``core/remote_cache.py``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from ..core.cache import SegmentCache
+from ..core.remote_cache import DEFAULT_TIMEOUT, MODES, RemoteCache, RemoteCacheError, summary_line
+from ..core.units import parse_duration
+
+#: per xdist worker: the remote tier's counts, gathered by the controller
+remote_stats_key = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def add_options(group: Any, parser: pytest.Parser) -> None:
+    group.addoption(
+        "--brainsmith-remote-cache",
+        metavar="URL",
+        help="a remote cache tier behind the local cache, shared by CI runners: "
+        "s3://BUCKET/PREFIX (standard AWS configuration: AWS_ENDPOINT_URL, keys, profiles) "
+        "or any fsspec URL (file:///shared/dir, gs://...); also the ini option "
+        "brainsmith_remote_cache or BRAINSMITH_REMOTE_CACHE",
+    )
+    group.addoption(
+        "--brainsmith-remote-cache-mode",
+        choices=list(MODES),
+        help="read: fetch only (untrusted runners); write: upload only; readwrite (default)",
+    )
+    group.addoption(
+        "--brainsmith-remote-cache-failures",
+        action="store_true",
+        default=None,
+        help="also share failure records through the remote cache (fetch and upload them)",
+    )
+    group.addoption(
+        "--brainsmith-remote-cache-timeout",
+        metavar="SECONDS",
+        help=f"the longest one remote call may take before the remote cache is given up "
+        f"for the run (default {DEFAULT_TIMEOUT:g}s)",
+    )
+    parser.addini("brainsmith_remote_cache", default="", help="remote cache URL (see option)")
+    parser.addini(
+        "brainsmith_remote_cache_mode", default="", help="read | write | readwrite (default)"
+    )
+    parser.addini(
+        "brainsmith_remote_cache_failures",
+        type="bool",
+        default=False,
+        help="share failure records through the remote cache",
+    )
+    parser.addini(
+        "brainsmith_remote_cache_timeout", default="", help="longest remote call (e.g. 30s)"
+    )
+
+
+def remote_url(config: pytest.Config) -> str | None:
+    return (
+        config.getoption("brainsmith_remote_cache")
+        or os.environ.get("BRAINSMITH_REMOTE_CACHE")
+        or config.getini("brainsmith_remote_cache")
+        or None
+    )
+
+
+def remote_cache(config: pytest.Config, cache: SegmentCache, run_id: str) -> RemoteCache | None:
+    """The run's remote tier, if one is configured; None in xdist's controller, which
+    builds nothing. A bad mode, URL or missing package is a usage error."""
+    url = remote_url(config)
+    if not url:
+        return None
+    mode = (
+        config.getoption("brainsmith_remote_cache_mode")
+        or config.getini("brainsmith_remote_cache_mode")
+        or "readwrite"
+    )
+    failures = config.getoption("brainsmith_remote_cache_failures")
+    if failures is None:
+        failures = config.getini("brainsmith_remote_cache_failures")
+    value = config.getoption("brainsmith_remote_cache_timeout") or config.getini(
+        "brainsmith_remote_cache_timeout"
+    )
+    try:
+        timeout = parse_duration(value) if value else None
+        if timeout is not None and timeout <= 0:
+            raise ValueError
+    except ValueError:
+        raise pytest.UsageError(
+            f"--brainsmith-remote-cache-timeout: expected a duration such as 30s, got {value!r}"
+        ) from None
+    controller = config.getoption("numprocesses", None) and not hasattr(config, "workerinput")
+    try:
+        if controller or config.getoption("collectonly"):
+            from ..core.remote_cache import check_backend
+
+            check_backend(url)  # the usage error, here too; nothing to fetch or upload
+            if mode not in MODES:
+                raise RemoteCacheError(
+                    f"remote cache mode: expected one of {', '.join(MODES)}, got {mode!r}"
+                )
+            return None
+        return RemoteCache(
+            url, cache, mode=mode, share_failures=bool(failures), timeout=timeout, run_id=run_id
+        )
+    except RemoteCacheError as exc:
+        raise pytest.UsageError(f"brainsmith: {exc}") from None
+
+
+class RemoteReport:
+    """The reporting process prints the remote tier's counts: its own, or those xdist's
+    workers send (``workeroutput["brainsmith_remote"]``, written after the engine's
+    shutdown, which waits for the uploads)."""
+
+    def __init__(self, config: pytest.Config, remote: RemoteCache | None) -> None:
+        self.config = config
+        self.remote = remote
+
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        url = remote_url(config)
+        if not url:
+            return None
+        shared = self.remote.share_failures if self.remote is not None else False
+        failures = ", failure records shared" if shared else ""
+        return f"brainsmith: remote cache {url} ({_mode(config)}{failures})"
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        stats = getattr(node, "workeroutput", {}).get("brainsmith_remote")
+        if stats:
+            self.config.stash.setdefault(remote_stats_key, []).append(stats)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        url = remote_url(self.config)
+        if not url:
+            return
+        gathered = self.config.stash.get(remote_stats_key, [])
+        if self.remote is not None:
+            gathered = [self.remote.report(), *gathered]
+        if not gathered:
+            return
+        total: dict[str, Any] = {}
+        for stats in gathered:
+            for name, value in stats.items():
+                if isinstance(value, int | float):
+                    total[name] = total.get(name, 0) + value
+        off = next((s["off"] for s in gathered if s.get("off")), None)
+        mode = self.remote.mode if self.remote is not None else _mode(self.config)
+        terminalreporter.write_line(summary_line(url, mode, total, off))
+
+
+def _mode(config: pytest.Config) -> str:
+    return (
+        config.getoption("brainsmith_remote_cache_mode")
+        or config.getini("brainsmith_remote_cache_mode")
+        or "readwrite"
+    )

