@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import progress
+from . import progress, verification
 from .cache import CacheError, SegmentCache
 from .registry import Step
 from .toolchain import current as toolchain
@@ -43,6 +43,7 @@ class BuildSpec:
     run_id: str
     keep_step_models: bool = False
     limits: dict[str, float] = field(default_factory=dict)  # timeout, max_memory in force
+    verify: dict[str, Any] | None = None  # what to verify (core/verification.py plan_for)
 
     @property
     def steps(self) -> list[Step]:
@@ -66,6 +67,13 @@ def manifest_for(spec: BuildSpec, seconds: float, step_seconds: dict[str, float]
 
 def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
     """Build, then publish or record; returns the outcome as a small dict."""
+    if spec.verify is not None:
+        entry = cache.lookup(spec.key)
+        if entry is not None:  # built before, not verified with these settings yet
+            try:
+                return verification.again(spec, cache, entry.path)
+            except OSError as exc:
+                return _unrecorded(spec, exc)
     _clean_slate(spec, cache)
     started = time.time()
     with progress.building(
@@ -79,9 +87,16 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
             config=spec.config,
             generate_outputs=spec.generate_outputs,
             work_dir=spec.work_dir,
-            keep_step_models=spec.keep_step_models,
+            keep_step_models=spec.keep_step_models or spec.verify is not None,
             on_step=live.step,
         )
+    if outcome.ok and spec.verify is not None:
+        try:
+            verification.after_build(spec, spec.staged / "build")
+        except OSError as exc:
+            return _unrecorded(spec, exc)
+        if not spec.keep_step_models:
+            toolchain().drop_step_models(spec.staged, spec.path_steps, spec.first)
     seconds = round(time.time() - started, 3)
     manifest = manifest_for(spec, seconds, outcome.step_seconds)
     answer: dict[str, Any] = {"seconds": seconds, "step_seconds": outcome.step_seconds}
@@ -114,6 +129,12 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
             f"({failure.error})"
         )
     return record_failure(spec, cache, manifest, answer, kind)
+
+
+def _unrecorded(spec: BuildSpec, exc: OSError) -> dict[str, Any]:
+    """A verification record that cannot be written: the machine's fault, not recorded."""
+    error = f"cannot record the verification of {spec.label}: {exc}"
+    return {"status": "error", "kind": "environment", "error": error}
 
 
 def _clean_slate(spec: BuildSpec, cache: SegmentCache) -> None:

@@ -720,7 +720,9 @@ class SegmentCache:
             return [self.base / "quarantine" / name]
         if kind == "damaged":
             return [self.entry_path(name)]
-        return [self.entry_path(ident), self.failure_path(ident), self.work_dir(ident)]
+        # verify/<key>: the segment's verification records (core/verification.py)
+        paths = [self.entry_path(ident), self.failure_path(ident), self.work_dir(ident)]
+        return [*paths, self.base / "verify" / ident]
 
     # -- size -------------------------------------------------------------------------
     def size_bytes(self, key: str | None = None) -> int:

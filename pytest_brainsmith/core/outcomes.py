@@ -72,6 +72,8 @@ class SegmentOutcome:
     earlier: bool = True
     #: for ``pruned`` and a budget's ``cancelled``: the recorded seconds not spent on it
     saved_seconds: float = 0.0
+    #: the verification record of its steps (core/verification.py), if verified
+    verification: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,6 +101,20 @@ class DesignOutcome:
     checked: list[tuple[Expectation, Any]] = field(default_factory=list)
     reason: str | None = None  # for skipped / failed / error: one line
     gate: str | None = None  # the gate that stopped it early (gates.py), if one did
+
+    @property
+    def verification(self) -> dict[str, Any]:
+        """Its verification over its segments (core/verification.py)."""
+        from .verification import summary
+
+        return summary(self.segments, self.leaf.tree.space.verify is not None)
+
+    def execute(self, inputs: Any, *, after: str | None = None) -> Any:
+        """Run the design's final model (or its model after the step ``after``) on
+        ``inputs`` (one vector per row) and return the outputs, one row per vector."""
+        from .verification import execute_design
+
+        return execute_design(self, inputs, after)
 
     @property
     def choices(self) -> dict[str, Any]:
@@ -185,6 +201,7 @@ class DesignOutcome:
                 "engine_outcome": self.status,
                 "gate": self.gate,
                 "folding": _folding(self.leaf),
+                "verification": self.verification,
             }
         )
 

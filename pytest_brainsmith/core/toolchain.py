@@ -105,6 +105,38 @@ class Toolchain(Protocol):
         """The device a config targets (its part, else its board's)."""
         ...
 
+    # -- executing models (verification, core/verification.py) --------------------------
+    #: the model beside the checkpoints that runs around a dataflow partition, and the
+    #: step that makes it (models after it run inside that parent)
+    partition_parent: str
+    partition_step: str
+
+    def model_io(self, model: Path) -> Any:
+        """(input, output) of a model: each with ``name``, ``shape``, ``datatype``."""
+        ...
+
+    def is_integer_type(self, datatype: str) -> bool: ...
+
+    def random_inputs(self, model: Path, count: int, seed: int) -> Any:
+        """``count`` inputs drawn with ``seed`` from the model's input range."""
+        ...
+
+    def simulator_needed(self, model: Path) -> str | None:
+        """None if the compiler runs the model here in software; else which simulator."""
+        ...
+
+    def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
+        """The model's outputs for each input vector (first axis)."""
+        ...
+
+    def run_segment(self, **kwargs: Any) -> Any:
+        """Run a segment's steps into an output directory, keeping every checkpoint."""
+        ...
+
+    def drop_step_models(self, staged: Path, path_steps: list[Step], first: int) -> None:
+        """Remove the models after each step of a segment but its last."""
+        ...
+
 
 _current: Toolchain | None = None
 #: called once when no toolchain was plugged in yet (the package sets it)

@@ -361,11 +361,17 @@ def build_into(
         given = checkpoint_name(path_steps[first - 1])
         (checkpoints / f"{given}.onnx").unlink(missing_ok=True)
     if not keep_step_models:
-        for step in path_steps[first:-1]:
-            (checkpoints / f"{checkpoint_name(step)}.onnx").unlink(missing_ok=True)
+        drop_step_models(staged, path_steps, first)
     os.link(outcome.output_model, staged / OUTPUT_MODEL)
     outcome.output_model = staged / OUTPUT_MODEL
     return outcome
+
+
+def drop_step_models(staged: Path, path_steps: list[Step], first: int) -> None:
+    """Remove FINN's model after each step of the segment but its last."""
+    checkpoints = staged / "build" / "intermediate_models"
+    for step in path_steps[first:-1]:
+        (checkpoints / f"{checkpoint_name(step)}.onnx").unlink(missing_ok=True)
 
 
 def read_estimates(entry_dir: Path) -> dict[str, Any] | None:

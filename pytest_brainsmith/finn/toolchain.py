@@ -20,6 +20,7 @@ from ..core.registry import (
 )
 from ..core.toolchain import KERNEL_BACKENDS
 from . import catalog, folding, runner
+from . import execute as finn_execute
 
 #: The FINN config field that carries a design's kernel backend choices into FINN (the
 #: runner writes it as ``preferred_impl_style`` defaults): a backend choice branches,
@@ -114,3 +115,28 @@ class FinnToolchain:
         from finn.util.basic import alveo_part_map, pynq_part_map
 
         return pynq_part_map.get(board) or alveo_part_map.get(board)
+
+    # -- executing models (verification) ----------------------------------------------
+    partition_parent = finn_execute.DATAFLOW_PARENT
+    partition_step = "create_dataflow_partition"
+
+    def model_io(self, model: Path) -> Any:
+        return finn_execute.io_info(model)
+
+    def is_integer_type(self, datatype: str) -> bool:
+        return finn_execute.is_integer_type(datatype)
+
+    def random_inputs(self, model: Path, count: int, seed: int) -> Any:
+        return finn_execute.random_inputs(model, count, seed)
+
+    def simulator_needed(self, model: Path) -> str | None:
+        return finn_execute.simulator_needed(model)
+
+    def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
+        return finn_execute.execute(model, inputs, parent)
+
+    def run_segment(self, **kwargs: Any) -> Any:
+        return runner.run_segment(**kwargs)
+
+    def drop_step_models(self, staged: Path, path_steps: list[Step], first: int) -> None:
+        runner.drop_step_models(staged, path_steps, first)

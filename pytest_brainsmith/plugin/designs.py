@@ -49,6 +49,17 @@ class Design:
 
         return ModelWrapper(str(self.final_model))
 
+    @property
+    def verification(self) -> dict[str, Any]:
+        """Its verification (``verify:``): status, steps verified and skipped, failure."""
+        return self.outcome.verification if self.outcome else {"status": "off", "steps": []}
+
+    def execute(self, inputs: Any, *, after: str | None = None) -> Any:
+        """Run the final model (or the model after the step ``after``) on ``inputs``,
+        one vector per row, with FINN's execution; returns the outputs, one per row."""
+        assert self.outcome is not None
+        return self.outcome.execute(inputs, after=after)
+
 
 def design_leaves(
     config: pytest.Config, ihook: Any, path: Path, where: dict[str, Any]

@@ -142,6 +142,12 @@ class DesignItem(pytest.Item):
     def runtest(self) -> None:
         self.outcome = outcome = design_outcome(self.config, self.segment)
         control_flow(outcome)
+        verified = outcome.verification
+        if verified["status"] != "off":
+            self.user_properties.append(("brainsmith.verification", verified["status"]))
+            step = verified.get("failed_step") or verified.get("last_verified")
+            if step:
+                self.user_properties.append(("brainsmith.verification.step", step))
         if outcome.failure is not None:
             raise DesignNotBuilt(outcome)
         for metric, _title, _better in KEY_METRICS:

@@ -24,6 +24,7 @@ from .records import (
     sharing,
     short_id,
     tree_from_records,
+    verification_cell,
 )
 
 #: (column id, title) inserted after pytest-html's "Test" column.
@@ -32,6 +33,7 @@ COLUMNS: list[tuple[str, str]] = [
     *((f"bs_{metric.lower()}", title) for metric, title, _ in KEY_METRICS),
     ("bs_finn", "FINN s"),
     ("bs_cache", "Segments"),
+    ("bs_verified", "Verified"),
 ]
 _INSERT_AT = 2
 
@@ -77,6 +79,11 @@ def row_cells(record: dict[str, Any] | None) -> list[str]:
         if states.count(state)
     )
     cells.append(_sortable("bs_cache", f"{built:06d}", html.escape(summary)))
+    status, step = verification_cell(record)
+    shown = (
+        status if not step else f"{status} ({'after' if status == 'failed' else 'through'} {step})"
+    )
+    cells.append(_sortable("bs_verified", status, html.escape(shown)))
     return cells
 
 
@@ -138,6 +145,23 @@ def design_details(record: dict[str, Any]) -> str:
                 [
                     [e["expect"], e["value"], "yes" if e["met"] else "NO"]
                     for e in record["expectations"]
+                ],
+            )
+        )
+    steps = (record.get("verification") or {}).get("steps") or []
+    if steps:
+        parts.append(
+            _table(
+                ["verified after", "result", "vectors differing", "max |err|", "why not"],
+                [
+                    [
+                        s["step"],
+                        s["status"],
+                        "" if s.get("differ") is None else f"{s['differ']} of {s['vectors']}",
+                        "" if s.get("max_err") is None else f"{s['max_err']:g}",
+                        s.get("reason") or s.get("error") or "",
+                    ]
+                    for s in steps
                 ],
             )
         )

@@ -116,6 +116,42 @@ def _step_times(records: list[dict[str, Any]]) -> dict[str, float]:
     return {name: sum(v) / len(v) for name, v in times.items()}
 
 
+def verification_line(records: Iterable[dict[str, Any]]) -> str | None:
+    """``verification: 10 designs verified, 2 failed (first: ...)``, or None when no
+    design's blueprint verifies."""
+    results = [r.get("verification") or {} for r in records]
+    counted: dict[str, int] = {}
+    for result in results:
+        status = result.get("status", "off")
+        if status != "off":
+            counted[status] = counted.get(status, 0) + 1
+    if not counted:
+        return None
+    words = {"passed": "verified", "failed": "failed", "skipped": "no step executable here"}
+    parts = [
+        f"{counted[s]} {words.get(s, s)}"
+        for s in ("passed", "failed", "skipped", "not-run")
+        if s in counted
+    ]
+    failed = next((r for r in results if r.get("status") == "failed"), None)
+    first = f" (first: {failed['message']})" if failed and failed.get("message") else ""
+    skipped = [s for r in results for s in r.get("skipped") or []]
+    why = ""
+    if skipped:  # e.g. every step after specialize_layers: its layers need rtlsim or cppsim
+        reason = skipped[0].get("reason") or ""
+        why = f"; {len(skipped)} design steps not executed ({skipped[0]['step']}: {reason})"
+    return f"verification: {', '.join(parts)} designs{first}{why}"
+
+
+def verification_cell(record: dict[str, Any]) -> tuple[str, str]:
+    """(status, step) of a design's verification: its last verified step, or the step
+    it failed after."""
+    result = record.get("verification") or {}
+    status = result.get("status", "off")
+    step = result.get("failed_step") if status == "failed" else result.get("last_verified")
+    return status, step or ""
+
+
 def gates_line(records: Iterable[dict[str, Any]]) -> str | None:
     """``gates saved: expect stopped 2 designs, 3 segments not built (~4.1 s recorded);
     ...``, or None when no gate stopped anything."""

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .records import KEY_METRICS
+from .records import KEY_METRICS, verification_cell
 
 SCHEMA_VERSION = 1
 #: SQL column of each key metric.
@@ -73,6 +73,9 @@ _ADDED_COLUMNS = {
     "segments_pruned": "INTEGER",
     "gate": "TEXT",
     "folding": "TEXT",
+    "verification": "TEXT",  # passed | failed | skipped | not-run | off
+    "verification_step": "TEXT",  # the last step verified, or the one it failed after
+    "verification_detail": "TEXT",  # JSON: per step status, vectors differing, max |err|
     "segments_fetched": "INTEGER",
 }
 
@@ -146,6 +149,9 @@ class ResultsStore:
             "cache_key": record.get("cache_key"),
             "folding": json.dumps(record["folding"]) if record.get("folding") else None,
             "error": record.get("error"),
+            "verification": verification_cell(record)[0],
+            "verification_step": verification_cell(record)[1] or None,
+            "verification_detail": json.dumps(record.get("verification") or {}, sort_keys=True),
             "recorded": _now(),
         }
         for metric, column in METRIC_COLUMNS.items():

@@ -29,6 +29,7 @@ from .records import (
     sharing,
     short_id,
     tree_from_records,
+    verification_line,
 )
 from .results_store import ResultsStore
 
@@ -236,6 +237,9 @@ class RunRecorder:
         gates = gates_line(records)
         if gates:
             lines.append(gates)
+        verified = verification_line(records)
+        if verified:
+            lines.append(verified)
         titles = {metric: title for metric, title, _ in KEY_METRICS}
         for metric, record, value in best_designs(records):
             lines.append(f"best {titles[metric]}: {value:,.6g}  {short_id(record)}")

@@ -24,7 +24,7 @@ from .variables import Variables, expand, expand_text
 #: Longer chains of parents are refused (a safety net; cycles are found by identity).
 MAX_PARENTS = 32
 #: Keys whose mappings are merged key by key.
-_MERGED_MAPPINGS = ("finn_config", "expect", "step_timeouts", "explore")
+_MERGED_MAPPINGS = ("finn_config", "expect", "step_timeouts", "explore", "verify")
 #: Keys whose mappings of mappings are merged two levels deep.
 _MERGED_NESTED = ("step_resources",)
 

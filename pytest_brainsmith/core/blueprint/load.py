@@ -29,6 +29,7 @@ from .report import MergedReport, Reporter, Warnings
 from .space import DEFAULT_MAX_DESIGNS, OUTPUTS, DesignSpace, ModelChoice
 from .sweeps import check_readers, resolve_sweeps
 from .validate import fixed_config, string_field
+from .verify import resolve_verify
 
 
 def _needs_device() -> frozenset[str]:
@@ -125,6 +126,9 @@ def _load(
         step_resources=resolve_step_resources(data.get("step_resources"), slots, registry, report),
         explore=resolve_explore(data.get("explore"), slots, registry, report),
         folding=resolve_folding(space.get("folding"), slots, report),
+        verify=resolve_verify(
+            data.get("verify"), slots, registry, [m.path for m in models], report
+        ),
     )
     result.expect = resolve_expect(data.get("expect"), result.variation_points(), report)
     check_readers(sweeps, slots, report)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BlueprintWarning
 from ..expectations import Expectation
 from ..registry import Kernel, Registry, Step
 from ..toolchain import current as toolchain
+
+if TYPE_CHECKING:
+    from .verify import VerifySettings
 
 DEFAULT_MAX_DESIGNS = 100_000
 OUTPUTS = ("estimates", "rtl", "bitfile")
@@ -134,6 +137,7 @@ class DesignSpace:
     step_resources: dict[str, dict[str, float]] = field(default_factory=dict)
     explore: ExploreSettings | None = None
     folding: FoldingSearchSettings | None = None
+    verify: VerifySettings | None = None  # verify: (core/verification.py)
     warnings: list[BlueprintWarning] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import did_you_mean
 from ..toolchain import current as toolchain
 from .report import FileReport, KeyPath, Reporter, typename
+from .verify import check_verify_file
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -37,9 +38,10 @@ TOP_LEVEL_KEYS = (
     "max_memory",
     "step_resources",
     "explore",
+    "verify",
 )
 #: Top-level keys BrainSmith's blueprints carry and neither BrainSmith nor we read.
-BRAINSMITH_KEYS = ("save_intermediate_models", "verify", "verify_data", "parallel_builds", "debug")
+BRAINSMITH_KEYS = ("save_intermediate_models", "verify_data", "parallel_builds", "debug")
 DESIGN_SPACE_KEYS = ("steps", "kernels", "finn_config", "folding")
 #: Fields the explorer sets itself for every segment; a blueprint may not set them.
 RESERVED_CONFIG_FIELDS = frozenset({"output_dir", "steps", "start_step", "stop_step", "model_path"})
@@ -116,6 +118,10 @@ def check_file(data: dict[Any, Any], report: FileReport) -> dict[Any, Any]:
                 f"expected a mapping of resource: amount (e.g. {{vivado: 1, memory: 16G}}), "
                 f"got {typename(asked)}",
             )
+    if result.get("verify") is None:
+        result.pop("verify", None)
+    else:
+        result["verify"] = check_verify_file(result["verify"], report)
     if "finn_config" in result:
         result["finn_config"] = _fixed_fields(result["finn_config"], report)
     if result.get("design_space") is None:

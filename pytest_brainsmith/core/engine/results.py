@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import verification
 from ..builder import BuildSpec, manifest_for, record_failure
 from ..cache import Entry, Failure, SegmentCache
 from ..expectations import for_design
@@ -80,8 +81,8 @@ class CachedAnswers:
     def lookup(self, task: Task) -> SegmentOutcome | None:
         assert task.key is not None
         entry = self.cache.lookup(task.key)
-        if entry is not None and self._fresh(entry):
-            return reused(task, entry, self.run_id)
+        if entry is not None and self._fresh(entry):  # None: not verified yet
+            return verification.judge(task.segment, reused(task, entry, self.run_id), self.cache)
         failure = self.cache.failure(task.key)
         if failure is not None and self._stands(failure, task):
             return failed_before(task, failure, self.run_id)
@@ -122,11 +123,23 @@ class CachedAnswers:
 
 
 # -- a segment's outcome ------------------------------------------------------------------
-def outcome_of(task: Task, result: dict[str, Any]) -> SegmentOutcome:
+def outcome_of(
+    task: Task, result: dict[str, Any], cache: SegmentCache, run_id: str = ""
+) -> SegmentOutcome:
     """A worker's answer (or the one made for a dead worker) as the task's outcome."""
     status = result.get("status", "error")
-    if status == "built":
-        return entry_outcome(task, "built", task.key, Path(result["entry"]), result)
+    if status in ("built", "verified"):  # verified: a cached entry, verified now
+        entry = cache.lookup(task.key) if status == "verified" and task.key else None
+        built = (
+            reused(task, entry, run_id)
+            if entry
+            else entry_outcome(task, "built", task.key, Path(result["entry"]), result)
+        )
+        judged = verification.judge(task.segment, built, cache, now=True)
+        if judged is None:
+            error = "its verification did not finish (its worker ended first)"
+            return SegmentOutcome(task.label, task.key, "error", error=error, kind="verification")
+        return judged
     return SegmentOutcome(
         task.label,
         task.key,

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from filelock import Timeout as LockTimeout
 
-from .. import interrupts, toolchain
+from .. import interrupts, toolchain, verification
 from ..builder import BuildSpec, build_segment
 from ..cache import CacheError, SegmentCache
 from ..memory_budget import MemoryBudget
@@ -464,6 +464,7 @@ class Scheduler:
             run_id=self.run_id,
             keep_step_models=self.keep_step_models,
             limits=self.limits.for_build(segment),
+            verify=verification.plan_for(segment, self.cache),
         )
 
     # -- held by another process -------------------------------------------------------
@@ -549,7 +550,7 @@ class Scheduler:
         try:
             if result is None:
                 result = results.dead_worker_result(task, spec, self.cache)
-            outcome = results.outcome_of(task, result)
+            outcome = results.outcome_of(task, result, self.cache, self.run_id)
         finally:
             self._release(task)
         if outcome.status == "built":
