@@ -520,7 +520,7 @@ class SegmentCache:
                 continue
             inode = (st.st_dev, st.st_ino)
             try:
-                digest = hashed.get(inode) or _sha256(file)
+                digest = hashed.get(inode) or sha256_of(file)
             except OSError as exc:
                 return Damage(name, f"cannot be read ({_why(exc, file)})", segment)
             hashed[inode] = digest
@@ -752,7 +752,8 @@ def _fingerprint(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """A file's sha256, read in blocks (what manifests record)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -779,7 +780,7 @@ def _digests(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]
                 continue
             inode = (st.st_dev, st.st_ino)
             if inode not in hashed:
-                hashed[inode] = _sha256(path)
+                hashed[inode] = sha256_of(path)
             files[rel] = {"size": st.st_size, "sha256": hashed[inode]}
             if _settled(stamp, st):
                 seen[rel] = _fingerprint(st)

@@ -19,11 +19,11 @@ past what the machine holds, while the small leaves below it run on every core.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from . import step_history
 
 MEMORY_FILE = "memory.json"
 #: Part of the available memory kept free (page cache, the pytest process's growth).
@@ -70,7 +70,7 @@ class MemoryBudget:
     ) -> None:
         self.path = base / MEMORY_FILE
         self.max_memory = max_memory
-        self.peaks = self._load()
+        self.peaks = step_history.read(self.path, int)
         self._new: dict[str, int] = {}
         free = available_memory() if available is None else available
         #: bytes the builds may use together; None: unknown, nothing held back
@@ -110,19 +110,4 @@ class MemoryBudget:
     def save(self) -> None:
         if not self._new:
             return
-        tmp = self.path.with_name(f"{MEMORY_FILE}.{os.getpid()}.tmp")
-        with contextlib.suppress(OSError):
-            merged = self._load()
-            for step, extra in self._new.items():
-                merged[step] = max(extra, merged.get(step, 0))
-            tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
-
-    def _load(self) -> dict[str, int]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {k: int(v) for k, v in data.items() if isinstance(v, int | float)}
+        step_history.merge(self.path, int, self._new, max)  # the largest peak seen

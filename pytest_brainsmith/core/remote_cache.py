@@ -44,7 +44,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .cache import FAILURE, MANIFEST, MARKER, Entry, Failure, Mismatch, SegmentCache
+from .cache import (
+    FAILURE,
+    MANIFEST,
+    MARKER,
+    Entry,
+    Failure,
+    Mismatch,
+    SegmentCache,
+    sha256_of,
+)
 
 LAYOUT = "v1"
 MODES = ("read", "write", "readwrite")
@@ -288,6 +297,17 @@ class RemoteCache:
         """Why the tier is off for this run (None while it works)."""
         return self._off
 
+    def _answer(self, future: concurrent.futures.Future[Any], default: Any) -> Any:
+        """A remote call's result, or ``default`` once the remote is given up (no answer
+        within the timeout, or a fault); a damaged object's error is the caller's."""
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            self._fault(f"no answer within {self.timeout:g} s")
+        except _Fault as exc:
+            self._fault(str(exc))
+        return default
+
     def _fault(self, why: str) -> None:
         """Any thread: the remote cannot be used; the run goes on with the local cache."""
         with self._lock:
@@ -345,13 +365,7 @@ class RemoteCache:
             return None
         future = self._reads.pop(key, None) or self._pool.submit(self._download, key, False)
         try:
-            got = future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            self._fault(f"no answer within {self.timeout:g} s")
-            got = None
-        except _Fault as exc:
-            self._fault(str(exc))
-            got = None
+            got = self._answer(future, None)
         except _Damaged as exc:
             self._reject(key, exc, None)
             return None
@@ -481,14 +495,7 @@ class RemoteCache:
         parts = self._blob(sha)
         started = time.perf_counter()
         future = self._pool.submit(self._get_file, dest, *parts)
-        try:
-            found = future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            self._fault(f"no answer within {self.timeout:g} s")
-            found = False
-        except _Fault as exc:
-            self._fault(str(exc))
-            found = False
+        found = self._answer(future, False)
         self._warn_off()
         if self._off is not None:
             return f"{name} of entry {key[:12]} was left on the remote cache, which is off"
@@ -499,7 +506,7 @@ class RemoteCache:
             if got != size:
                 why = f"has {got} bytes where the manifest records {size} (truncated or rewritten)"
                 damage = _Damaged(self.object_url(*parts), name, why)
-            elif _sha256(dest) != sha:
+            elif sha256_of(dest) != sha:
                 why = "does not match its sha256 in the manifest (rewritten)"
                 damage = _Damaged(self.object_url(*parts), name, why)
             else:
@@ -693,14 +700,6 @@ def _describe(exc: BaseException, timeout: float) -> str:
     if "Connect" in name or isinstance(exc, ConnectionError):
         return f"cannot connect: {exc}"
     return f"{name}: {exc}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 #: A bundle: this magic, the header's length (8 bytes, big-endian), the header (JSON: each

@@ -9,13 +9,11 @@ cache's ``durations.json``), from which the scheduler estimates the work left.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import step_history
 from ..blueprint.limits import MEMORY
 from ..registry import Step
 from ..toolchain import current as toolchain
@@ -120,7 +118,7 @@ class Durations:
 
     def __init__(self, base: Path) -> None:
         self.path = base / DURATIONS_FILE
-        self.seconds = self._load()
+        self.seconds = step_history.read(self.path, float)
 
     def of(self, segment: Segment) -> float:
         """The segment's expected build time: its steps' recorded durations on its own
@@ -139,15 +137,4 @@ class Durations:
 
     def save(self) -> None:
         """Merge what this run timed into the file (another process may have saved too)."""
-        tmp = self.path.with_name(f"{DURATIONS_FILE}.{os.getpid()}.tmp")
-        with contextlib.suppress(OSError):
-            merged = {**self._load(), **self.seconds}
-            tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
-
-    def _load(self) -> dict[str, float]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+        step_history.merge(self.path, float, self.seconds, lambda saved, mine: mine)
