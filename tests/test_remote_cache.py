@@ -120,7 +120,9 @@ def test_second_runner_fetches_what_the_first_built(
     runner_one, aws: Server, tmp_path: Path
 ) -> None:  # noqa: ANN001
     url, first = runner_one
-    assert len(first.passed) == 4 and first.stats["segments_built"] == 7
+    assert len(first.passed) == 4 and first.stats["segments_built"] == 7, [
+        d.reason for d in first.designs
+    ]
     assert first.stats["remote"]["uploaded"] == 7 and first.stats["remote"]["off"] is None
     entries = aws.fs().ls(f"{BUCKET}/tfc/v1/entries")
     assert len(entries) == 7
