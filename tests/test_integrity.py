@@ -69,8 +69,8 @@ FILES = {"output.onnx": b"model" * 1000, "build/report/estimate.json": b'{"LUT":
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the files the cache reads to hash them."""
     names: list[str] = []
-    real = cache_module._sha256
-    monkeypatch.setattr(cache_module, "_sha256", lambda p: names.append(p.name) or real(p))
+    real = cache_module.sha256_of
+    monkeypatch.setattr(cache_module, "sha256_of", lambda p: names.append(p.name) or real(p))
     return names
 
 
