@@ -63,6 +63,20 @@ design_space:
 """
 
 
+def export_model(name: str, folder: Path) -> Path:
+    """``scripts/make_models.py --model NAME FOLDER`` in a process of its own: torch and
+    brevitas exporting in the test process (beside FINN's execution in earlier tests)
+    crashed it, and took the session down with it."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_models.py"), "--model", name, str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return Path(done.stdout.split("wrote ", 1)[1].split(" (", 1)[0])
+
+
 @pytest.fixture(autouse=True)
 def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """pytest run in a subprocess sizes its output to ``COLUMNS`` (80 without a

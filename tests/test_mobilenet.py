@@ -6,12 +6,12 @@ random input, exactly: the steps only move scales and lower layers)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import export_model
 
 from pytest_brainsmith.core.registry import finn_registry
 from pytest_brainsmith.finn.mobilenet_steps import STEPS, register
@@ -19,16 +19,9 @@ from pytest_brainsmith.finn.mobilenet_steps import STEPS, register
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_models():
-    spec = importlib.util.spec_from_file_location("make_models", ROOT / "scripts/make_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return make_models().make_model("mobilenet_tiny", tmp_path_factory.mktemp("models"))
+    return export_model("mobilenet_tiny", tmp_path_factory.mktemp("models"))
 
 
 def test_mobilenet_steps_keep_what_the_network_computes(tiny, tmp_path):

@@ -10,13 +10,11 @@ import json
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODEL, ROOT, run_in, step_project
+from conftest import MODEL, ROOT, export_model, run_in, step_project
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
@@ -254,14 +252,7 @@ verify:
 
 
 def test_cnv_designs_verify_green(tmp_path):
-    # exported in a process of its own: torch and brevitas in this one (beside FINN's
-    # execution of earlier tests) crashed on export
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_models.py"), "--model", "cnv", str(tmp_path)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    export_model("cnv", tmp_path)
     (tmp_path / "cnv.blueprint.yaml").write_text(CNV)
     result = run_in(tmp_path, "--brainsmith-cache", str(tmp_path / "cache"), timeout=600)
     assert "2 passed" in result.stdout, result.stdout + result.stderr
