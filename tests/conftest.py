@@ -63,6 +63,19 @@ design_space:
 """
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """FINN imported once, before any in-process (pytester inline) run: an inline run
+    forgets the modules it imported when it ends, and a C extension among them (numpy's)
+    or FINN's custom-op registry imported a second time breaks every later in-process
+    build (``explore()`` in test_remote_cache failed at convert_to_hw in a full run)."""
+    from pytest_brainsmith.finn.runner import FinnUnavailable, import_finn
+
+    try:
+        import_finn()
+    except FinnUnavailable:
+        pass  # the tests that need FINN say so themselves
+
+
 def export_model(name: str, folder: Path) -> Path:
     """``scripts/make_models.py --model NAME FOLDER`` in a process of its own: torch and
     brevitas exporting in the test process (beside FINN's execution in earlier tests)
