@@ -406,12 +406,15 @@ class DaskLauncher:
         a design needing it is skipped."""
         offered = self.resources()
         return {
-            tool: None
-            if offered.get(tool, 0.0) >= 1
-            else f"no Dask worker declares the resource {tool} (dask worker --resources "
-            f'"{tool}=1" where it is installed)'
-            for tool in tools
+            tool: None if offered.get(tool, 0.0) >= 1 else self.undeclared(tool) for tool in tools
         }
+
+    def undeclared(self, tool: str) -> str:
+        """Why a design needing ``tool`` is skipped: no worker declares it."""
+        return (
+            f"no Dask worker declares the resource {tool} (dask worker --resources "
+            f'"{tool}=1" where it is installed)'
+        )
 
     def describe(self) -> str:
         """The cluster's part of the status line."""

@@ -134,15 +134,11 @@ class JobqueueLauncher(DaskLauncher):
             "section whose worker-extra-args has --resources (see the README, 'Batch jobs')"
         )
 
-    def tools(self, tools: Any) -> dict[str, str | None]:
-        offered = self.resources()
-        return {
-            tool: None
-            if offered.get(tool, 0.0) >= 1
-            else f"no {self.kind} job class declares the resource {tool} (worker-extra-args: "
+    def undeclared(self, tool: str) -> str:
+        return (
+            f"no {self.kind} job class declares the resource {tool} (worker-extra-args: "
             f'["--resources", "{tool}=1"] in a jobqueue section)'
-            for tool in tools
-        }
+        )
 
     def wait_for_workers(self, timeout: float = 0.0) -> None:
         """Jobs start when the batch system says: the session does not wait for them."""

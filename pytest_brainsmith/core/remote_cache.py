@@ -35,11 +35,13 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -253,32 +255,34 @@ class RemoteCache:
     def _put(self, data: bytes, *parts: str) -> None:
         """Write an object whole: readers see the old one or the new one, never a part
         (object stores put atomically; a directory through a rename)."""
-        fs, _ = self._fs()
-        path = self._path(*parts)
-        try:
-            if _is_local(fs):
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-                Path(tmp).write_bytes(data)
-                os.replace(tmp, path)
-            else:
-                fs.pipe_file(path, data)
-        except Exception as exc:
-            raise _Fault(_describe(exc, self.timeout)) from exc
+        self._write(parts, lambda dst: dst.write(data), lambda fs, path: fs.pipe_file(path, data))
 
     def _put_file(self, local: Path, *parts: str) -> None:
+        def copy(dst: Any) -> None:
+            with open(local, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+        self._write(parts, copy, lambda fs, path: fs.put_file(str(local), path))
+
+    def _write(
+        self,
+        parts: tuple[str, ...],
+        fill: Callable[[Any], Any],
+        upload: Callable[[Any, str], Any],
+    ) -> None:
+        """One object written whole: in a directory, ``fill`` a temporary file that is
+        then renamed over it; on object storage, ``upload`` (a PUT is atomic)."""
         fs, _ = self._fs()
         path = self._path(*parts)
         try:
             if _is_local(fs):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-                with open(local, "rb") as src, open(tmp, "wb") as dst:
-                    while block := src.read(1 << 20):
-                        dst.write(block)
+                with open(tmp, "wb") as dst:
+                    fill(dst)
                 os.replace(tmp, path)
             else:
-                fs.put_file(str(local), path)
+                upload(fs, path)
         except Exception as exc:
             raise _Fault(_describe(exc, self.timeout)) from exc
 
