@@ -298,6 +298,20 @@ def test_server_killed_mid_run(tmp_path: Path) -> None:
     assert count(again.stdout, "RemoteCacheWarning") == 1, again.stdout
     assert "cannot be used" in again.stdout
     assert time.monotonic() - started < 60
+    # write only: nothing is read, the fault shows first in the uploads the run waits for
+    # as it ends; the warning still reaches the summary
+    late = run_in(
+        steps_project(tmp_path / "three"),
+        "--brainsmith-cache=c",
+        f"--brainsmith-remote-cache={url}",
+        "--brainsmith-remote-cache-mode=write",
+        "--brainsmith-remote-cache-timeout=10",
+        env=dying.env(),
+    )
+    assert late.returncode == 0, late.stdout + late.stderr
+    assert "2 passed" in late.stdout
+    assert count(late.stdout, "RemoteCacheWarning") == 1, late.stdout
+    assert "cannot be used" in late.stdout
 
 
 def test_a_remote_that_does_not_answer_times_out(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -344,10 +345,12 @@ class EngineSession:
         # an xdist worker that ran out of items lets its running builds finish: another
         # worker may be waiting for them
         drain = hasattr(self.config, "workerinput") and not stopped
-        try:
-            self.engine.shutdown(cancel=not drain)
-        finally:
-            self._close_cluster()
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                self.engine.shutdown(cancel=not drain)
+            finally:
+                self._close_cluster()
+        _report_late_warnings(self.config, caught)
         self._signals.close()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
@@ -370,6 +373,16 @@ class EngineSession:
         if context.cluster is not None:
             context.cluster.close()
             context.cluster = None
+
+
+def _report_late_warnings(config: pytest.Config, caught: list[warnings.WarningMessage]) -> None:
+    """Warnings the engine raised while shutting down (the remote tier found broken by its
+    last uploads) reach the warnings summary: pytest's own capture of ``pytest_sessionfinish``
+    hands them over only after the summary was printed."""
+    for message in caught:
+        config.hook.pytest_warning_recorded.call_historic(
+            kwargs={"warning_message": message, "when": "config", "nodeid": "", "location": None}
+        )
 
 
 @pytest.hookimpl(trylast=True)
