@@ -128,14 +128,14 @@ def pytest_brainsmith_register(registry):
 DESIGN_TEST = """
 import numpy as np
 import pytest
-from pytest_brainsmith.finn.execute import execute, random_inputs
+from pytest_brainsmith.finn.execute import random_inputs
 
 @pytest.mark.brainsmith("e.blueprint.yaml", where={"corrupt|keep": "keep"})
-def test_execute(design):
+def test_execute(design, brainsmith):
     x = random_inputs("tfc.onnx", 3, 7)
     out = design.execute(x)
     assert out.shape == (3, 10)
-    assert np.array_equal(out, execute("tfc.onnx", x))
+    assert np.array_equal(out, brainsmith.execute("tfc.onnx", x))
     assert np.array_equal(design.execute(x, after="finish"), out)
     with pytest.raises(ValueError, match="--brainsmith-keep-step-models"):
         design.execute(x, after="keep")  # mid-segment: the cache kept only the last model
@@ -176,6 +176,8 @@ def test_a_step_that_changes_numerics_fails_its_designs(tmp_path):
     assert "1 failed, 2 passed" in again.stdout
     assert match.group(0) in again.stdout
     assert "0 worker process(es) started" in again.stdout
+    # design.execute() and brainsmith.execute() answer from the cache: FINN not started
+    assert "FINN imported by 0 process(es)" in again.stdout
     assert "in an earlier run" in again.stdout
 
     # changing verify: re-verifies without rebuilding: a huge tolerance lets it pass

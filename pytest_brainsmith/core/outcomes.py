@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .gates import GATES
 
 if TYPE_CHECKING:
+    from .execution_memo import ExecutionMemo
     from .expectations import Expectation
     from .tree import Segment
 
@@ -101,6 +102,8 @@ class DesignOutcome:
     checked: list[tuple[Expectation, Any]] = field(default_factory=list)
     reason: str | None = None  # for skipped / failed / error: one line
     gate: str | None = None  # the gate that stopped it early (gates.py), if one did
+    #: where ``execute`` keeps its answers (the engine's cache; execution_memo.py)
+    executions: ExecutionMemo | None = field(default=None, repr=False, compare=False)
 
     @property
     def verification(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .execution_memo import ExecutionMemo
 from .registry import VITIS_HLS, VIVADO
 from .toolchain import current as toolchain
 
@@ -127,17 +128,8 @@ def golden(plan: dict[str, Any]) -> tuple[Any, Any, bool]:
         expected = np.load(plan["expected_file"], allow_pickle=False)
         exact = exact or expected.dtype.kind in "iub"
         return inputs, expected.astype(np.float64), exact
-    digest = hashlib.sha256(model.read_bytes() + inputs.tobytes()).hexdigest()[:24]
-    cached = Path(plan["base"]) / "golden" / f"{digest}.npy"
-    try:
-        expected = np.load(cached, allow_pickle=False)
-    except (OSError, ValueError):
-        expected = toolchain().execute(model, inputs)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".tmp-", suffix=".npy")
-        with os.fdopen(fd, "wb") as out:
-            np.save(out, expected)
-        os.replace(tmp, cached)
+    memo = ExecutionMemo(Path(plan["base"]).parent)
+    expected = memo.run([model], inputs, lambda: toolchain().execute(model, inputs))
     return inputs, expected.astype(np.float64), exact
 
 
@@ -388,8 +380,8 @@ def summary(outcomes: list[SegmentOutcome], enabled: bool) -> dict[str, Any]:
 def execute_design(design: Any, inputs: Any, after: str | None = None) -> Any:
     """Outputs of a built design's model (its final one, or the one after the step
     ``after``: a short name such as ``streamline`` or FINN's ``step_streamline``) for
-    ``inputs``, one vector per row. Runs here, in this process, with FINN's execution."""
-    import numpy as np
+    ``inputs``, one vector per row. Runs here, in this process, with FINN's execution,
+    unless the same model was executed on the same inputs before (``execution_memo.py``)."""
 
     chain = design.leaf.chain()
     outcomes = design.segments
@@ -434,9 +426,27 @@ def execute_design(design: Any, inputs: Any, after: str | None = None) -> Any:
                     f"the model after {after!r} was not kept (the cache keeps each segment's "
                     "last model); run with --brainsmith-keep-step-models to keep every step's"
                 )
-    reason = toolchain().simulator_needed(model)
-    if reason is not None:
-        raise RuntimeError(f"cannot execute the model here: {_simulator_reason(reason)}")
     if parent is not None and not parent.is_file():
         parent = None
-    return toolchain().execute(model, np.asarray(inputs, dtype=np.float32), parent)
+    return execute_model(design.executions, model, inputs, parent)
+
+
+def execute_model(
+    memo: ExecutionMemo | None, model: Path, inputs: Any, parent: Path | None = None
+) -> Any:
+    """Outputs of ``model`` (inside ``parent``, for a dataflow partition) on ``inputs``,
+    one vector per row: executed with FINN here, or read from ``memo`` when this model
+    ran on these inputs before."""
+    import numpy as np
+
+    vectors = np.asarray(inputs, dtype=np.float32)
+
+    def compute() -> Any:
+        reason = toolchain().simulator_needed(model)
+        if reason is not None:
+            raise RuntimeError(f"cannot execute the model here: {_simulator_reason(reason)}")
+        return toolchain().execute(model, vectors, parent)
+
+    if memo is None:
+        return compute()
+    return memo.run([model] + ([parent] if parent else []), vectors, compute)

@@ -23,6 +23,7 @@ from ..core.engine import Engine
 from ..core.errors import BlueprintError, RegistryError
 from ..core.outcomes import DesignOutcome, SegmentOutcome
 from ..core.tree import Segment
+from ..core.verification import execute_model
 from ..finn.runner import OUTPUT_MODEL
 from .nodes import control_flow, design_outcome
 from .run_context import run_context
@@ -194,6 +195,16 @@ class DesignLookup:
                 pytrace=False,
             )
         return build_design(self._request.config, leaves[0])
+
+    def execute(self, model: str | Path, inputs: Any) -> Any:
+        """Outputs of any model (e.g. the blueprint's input model, the reference a design
+        is compared with; relative to the test file) on ``inputs``, one vector per row:
+        executed with FINN once, then kept in the cache like ``design.execute``'s."""
+        path = (self._request.path.parent / model).resolve()
+        if not path.is_file():
+            pytest.fail(f"brainsmith.execute: no model at {path}", pytrace=False)
+        memo = run_context(self._request.config).engine.executions
+        return execute_model(memo, path, inputs)
 
 
 @pytest.fixture

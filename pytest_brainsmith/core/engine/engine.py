@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..cache import SegmentCache
+from ..execution_memo import ExecutionMemo
 from ..gates import BUDGET, EXPECT, PARETO
 from ..outcomes import DesignOutcome, SegmentOutcome
 from ..registry import Step
@@ -54,6 +55,8 @@ class Engine:
     ) -> None:
         self.cache = cache
         self.run_id = run_id
+        #: designs' executions in Python (``design.execute``), kept by content
+        self.executions = ExecutionMemo(cache.base)
         self.limits = Limits(timeout, max_memory, step_resources or {}, tools or {})
         self.durations = Durations(cache.base)
         self.graph = TaskGraph()
@@ -212,6 +215,11 @@ class Engine:
 
     def design(self, leaf: Segment) -> DesignOutcome:
         """The design's outcome: built (or not), its estimates, its expectations."""
+        outcome = self._design(leaf)
+        outcome.executions = self.executions
+        return outcome
+
+    def _design(self, leaf: Segment) -> DesignOutcome:
         keys = [self.key(s) for s in leaf.chain()]
         reason = self.unrunnable(leaf)
         if reason:

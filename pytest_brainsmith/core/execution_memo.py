@@ -1,0 +1,107 @@
+"""Outputs of executing a model, kept by content so a warm run never starts FINN.
+
+Executing a model needs FINN imported (its custom ops register with qonnx): seconds
+before the first vector. A user's check in Python (``design.execute(inputs)``, the
+reference model executed for comparison) asks the same question on every run of an
+unchanged design, so its answer is kept in the cache like a build's:
+``executions/<digest>.npz``, keyed by what the answer depends on (the model files'
+content, the inputs' bytes, shape and dtype, the toolchain's versions) as DVC's run
+cache keys a stage's outputs. The file holds the outputs and their own digest: a file
+torn or edited is not read back but computed again (nothing corrupt is reused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .keys import file_digest, toolchain
+
+#: Cache subfolder of the kept executions.
+EXECUTIONS = "executions"
+#: bump when what a memo holds changes meaning: older ones are then not read
+SCHEME = 1
+
+
+def execution_digest(models: list[Path], inputs: Any) -> str:
+    """What an execution's outputs depend on, as one sha256."""
+    import numpy as np
+
+    array = np.ascontiguousarray(inputs)
+    identity = {
+        "scheme": SCHEME,
+        "models": [file_digest(Path(m)) for m in models],
+        "inputs": hashlib.sha256(array.tobytes()).hexdigest(),
+        "shape": list(array.shape),
+        "dtype": array.dtype.str,
+        "toolchain": toolchain(),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _outputs_digest(outputs: Any) -> str:
+    import numpy as np
+
+    array = np.ascontiguousarray(outputs)
+    return hashlib.sha256(
+        array.tobytes() + repr((array.shape, array.dtype.str)).encode()
+    ).hexdigest()
+
+
+class ExecutionMemo:
+    """The kept executions under one cache folder (``base``: the cache's own)."""
+
+    def __init__(self, base: Path | str) -> None:
+        self.root = Path(base) / EXECUTIONS
+        #: this process's lookups: (hits, computed)
+        self.hits = 0
+        self.computed = 0
+
+    def path(self, digest: str) -> Path:
+        return self.root / digest[:2] / f"{digest}.npz"
+
+    def read(self, digest: str) -> Any | None:
+        """The kept outputs, or None when absent, torn or not matching their digest."""
+        import numpy as np
+
+        try:
+            with np.load(self.path(digest), allow_pickle=False) as data:
+                outputs, kept = data["outputs"], str(data["digest"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        return outputs if kept == _outputs_digest(outputs) else None
+
+    def write(self, digest: str, outputs: Any) -> None:
+        """Keep ``outputs`` (whole or not at all: a rename; a read-only cache is fine)."""
+        import numpy as np
+
+        path = self.path(digest)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "wb") as out:
+                np.savez(out, outputs=outputs, digest=np.array(_outputs_digest(outputs)))
+            os.replace(tmp, path)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+
+    def run(self, models: list[Path], inputs: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s outputs for ``models`` on ``inputs``: kept ones if any."""
+        digest = execution_digest(models, inputs)
+        outputs = self.read(digest)
+        if outputs is not None:
+            self.hits += 1
+            return outputs
+        outputs = compute()
+        self.computed += 1
+        self.write(digest, outputs)
+        return outputs
