@@ -136,7 +136,9 @@ def mobilenet_weights_to_uram(model: Any, cfg: Any) -> Any:
     """The largest weight memories (the 1024-channel pointwise layers and the classifier,
     at least 2^19 weights each) in UltraRAM, as finn-examples' ZCU104 folding puts them:
     MobileNet-v1's 4.2 M 4-bit weights are more than a ZCU104's block RAM holds. Runs
-    after ``apply_folding_config`` (the folding may have chosen another ``ram_style``)."""
+    after ``apply_folding_config`` (the folding may have chosen another ``ram_style``).
+    On UltraScale+ FINN's weight streamer needs such layers runtime-writeable (its
+    hw_codegen asserts it), as finn-examples' ZCU104 configs declare them."""
     from qonnx.custom_op.registry import getCustomOp
 
     for node in model.graph.node:
@@ -144,6 +146,7 @@ def mobilenet_weights_to_uram(model: Any, cfg: Any) -> Any:
             op = getCustomOp(node)
             if op.get_nodeattr("MW") * op.get_nodeattr("MH") >= 1 << 19:
                 op.set_nodeattr("ram_style", "ultra")
+                op.set_nodeattr("runtime_writeable_weights", 1)
     return model
 
 
