@@ -275,11 +275,12 @@ def balanced_foldings(
 ) -> list[dict[str, Any]]:
     """Foldings balanced across layers, for ``count`` cycle targets spaced evenly in log
     scale from the fastest to the slowest the space allows and for the targets in
-    ``reached`` (e.g. the cycles per frame FINN's own foldings reached): for each target, every node
-    takes its folding of least ``metric`` by FINN's own per-node estimate among those
-    whose expected cycles meet the target (FINN's resource estimates are per node and its
-    throughput is the slowest node's, so these are the cheapest foldings FINN's estimates
-    know of at each throughput). Values by param name; proposals, not results: the search
+    ``reached`` (e.g. the cycles per frame FINN's own foldings reached): for each target,
+    every node takes its folding of least ``metric`` by FINN's own per-node estimate among
+    those whose expected cycles meet the target, the least parallel of equal cost (FINN's
+    resource estimates are per node and its throughput is the slowest node's, so these
+    are the cheapest foldings FINN's estimates know of at each throughput). Values by
+    param name; proposals, not results: the search
     builds them like every trial."""
     import itertools
 
@@ -341,7 +342,11 @@ def balanced_foldings(
         values: dict[str, Any] = {}
         for node, found in options.items():
             meeting = [o for o in found if o[0] <= target] or [min(found)]
-            _, _, combo = min(meeting, key=lambda o: (o[1], o[0]))
+            # equal cost: the least parallel folding that meets the target, as FINN's
+            # SetFolding stops at the first that does. (An RTL MVAU estimates 0 LUT at
+            # every folding; preferring the fastest there unrolled every MVAU of
+            # MobileNet-v1 into one-word weight memories: 174,296 BRAM_18K.)
+            _, _, combo = min(meeting, key=lambda o: (o[1], -o[0]))
             for param, value in zip(groups[node], combo, strict=True):
                 values[param.name] = value
         if values not in proposals:
