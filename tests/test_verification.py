@@ -276,6 +276,7 @@ def test_default_golden_matches_finn_verify_steps(tmp_path):
         "count": 4,
         "seed": 5,
         "base": str(tmp_path / "verify"),
+        "executions": str(tmp_path),
     }
     inputs, expected, exact = verification.golden(plan)
     assert not exact and expected.shape == (4, 10)

@@ -59,9 +59,6 @@ class ExecutionMemo:
 
     def __init__(self, base: Path | str) -> None:
         self.root = Path(base) / EXECUTIONS
-        #: this process's lookups: (hits, computed)
-        self.hits = 0
-        self.computed = 0
 
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / f"{digest}.npz"
@@ -98,10 +95,7 @@ class ExecutionMemo:
         """``compute()``'s outputs for ``models`` on ``inputs``: kept ones if any."""
         digest = execution_digest(models, inputs)
         outputs = self.read(digest)
-        if outputs is not None:
-            self.hits += 1
-            return outputs
-        outputs = compute()
-        self.computed += 1
-        self.write(digest, outputs)
+        if outputs is None:
+            outputs = compute()
+            self.write(digest, outputs)
         return outputs

@@ -81,6 +81,7 @@ def plan_for(segment: Segment, cache: SegmentCache) -> dict[str, Any] | None:
         "atol": settings.atol,
         "rtol": settings.rtol,
         "base": str(cache.base / RECORDS),
+        "executions": str(cache.base),  # where the golden outputs are kept
     }
 
 
@@ -128,7 +129,7 @@ def golden(plan: dict[str, Any]) -> tuple[Any, Any, bool]:
         expected = np.load(plan["expected_file"], allow_pickle=False)
         exact = exact or expected.dtype.kind in "iub"
         return inputs, expected.astype(np.float64), exact
-    memo = ExecutionMemo(Path(plan["base"]).parent)
+    memo = ExecutionMemo(plan["executions"])
     expected = memo.run([model], inputs, lambda: toolchain().execute(model, inputs))
     return inputs, expected.astype(np.float64), exact
 
