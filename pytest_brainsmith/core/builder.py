@@ -66,7 +66,13 @@ def manifest_for(spec: BuildSpec, seconds: float, step_seconds: dict[str, float]
 
 
 def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
-    """Build, then publish or record; returns the outcome as a small dict."""
+    """Build, then publish or record; returns the outcome as a small dict. The caller
+    (the engine) holds the key's lock for the whole build."""
+    with cache.held_by_caller(spec.key):
+        return _build_segment(spec, cache)
+
+
+def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
     if spec.verify is not None:
         entry = cache.lookup(spec.key)
         if entry is not None:  # built before, not verified with these settings yet

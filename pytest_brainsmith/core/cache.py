@@ -247,6 +247,21 @@ class SegmentCache:
             "writable or choose another cache with --brainsmith-cache DIR (or BRAINSMITH_CACHE)"
         )
 
+    @contextlib.contextmanager
+    def held_by_caller(self, key: str) -> Iterator[None]:
+        """In a worker building ``key``: the engine that started the build holds its lock,
+        so this object's own uses of the lock (moving a damaged entry aside) nest in it
+        rather than wait for it (a worker forked before the lock was taken, which a
+        pooled one is, would otherwise wait forever)."""
+        if key in self._held:
+            yield
+            return
+        self._held.add(key)
+        try:
+            yield
+        finally:
+            self._held.discard(key)
+
     def check_writable(self) -> None:
         """Raise CacheError unless this cache can be used: a cache that holds entries may
         be read-only (reusing them writes nothing; a build it cannot do fails that design

@@ -32,6 +32,7 @@ ENV = {
     "scheduler": "BRAINSMITH_SCHEDULER",
     "server": "BRAINSMITH_SERVER",
     "remote_cache": "BRAINSMITH_REMOTE_CACHE",
+    "fresh_workers": "BRAINSMITH_FRESH_WORKERS",
 }
 _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DEFAULT_BUILD_DIR = "build/brainsmith"
@@ -66,6 +67,8 @@ class RunSettings:
     server: float | None = None
     #: the remote cache tier's URL (``remote_cache``), None: no remote tier
     remote_cache: str | None = None
+    #: a process per segment instead of processes reused (``core/worker_pool.py``)
+    fresh_workers: bool = False
 
 
 def decide(
@@ -109,6 +112,7 @@ def decide(
         ),
         server=_server(chosen("server")),
         remote_cache=str(chosen("remote_cache")) if chosen("remote_cache") else None,
+        fresh_workers=_switch("--brainsmith-fresh-workers", chosen("fresh_workers")),
     )
 
 
@@ -146,6 +150,7 @@ def make_engine(
         tools=tools,
         events=events,
         launcher=launcher,
+        fresh_workers=settings.fresh_workers,
         **flags,
     )
 
@@ -200,6 +205,16 @@ def _server(value: Any) -> float | None:
     return _parsed(
         "--brainsmith-server", value, parse_duration, "on, off or an idle time such as 30m"
     )
+
+
+def _switch(label: str, value: Any) -> bool:
+    """An on/off setting (off unless given)."""
+    text = str(value).strip().lower() if value is not None else ""
+    if value is True or text in _ON:
+        return True
+    if value is None or value is False or text in ("", *_OFF):
+        return False
+    raise SettingError(f"{label}: expected on or off (1/0, true/false, yes/no), got {value!r}")
 
 
 def _workers(value: Any, xdist_workers: int) -> int:

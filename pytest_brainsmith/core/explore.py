@@ -82,6 +82,7 @@ def explore(
     remote_cache_mode: str = "readwrite",
     remote_cache_failures: bool = False,
     remote_cache_timeout: float | None = None,
+    fresh_workers: bool | None = None,
 ) -> Exploration:
     """Build every design of ``blueprint`` (those matching ``where``) and judge it,
     then run its folding searches (``design_space.folding``): each trial is a design
@@ -89,7 +90,8 @@ def explore(
     how many trials each search ran and why it stopped early, if it did.
 
     ``workers``: worker processes (default: the cores this process may use; 0 builds
-    inline). ``budget``: seconds after which no new segment starts (designs not reached
+    inline; each builds one segment after another unless ``fresh_workers``, which gives
+    every segment a process of its own). ``budget``: seconds after which no new segment starts (designs not reached
     are ``cancelled``). ``register(registry)`` registers your own steps, as a conftest.py's
     ``pytest_brainsmith_register`` does. ``scheduler``: build on Dask instead, a
     scheduler's address, ``"local"`` (a LocalCluster, closed at the end) or a Dask
@@ -109,6 +111,7 @@ def explore(
     given = {"cache": cache, "workers": workers, "max_designs": max_designs}
     given |= {"timeout": timeout, "max_memory": max_memory, "budget": budget}
     given["remote_cache"] = remote_cache
+    given["fresh_workers"] = fresh_workers
     settings = decide(rootdir, given, ini.get)
     registry = finn_registry()
     if register is not None:

@@ -69,21 +69,7 @@ class Worker:
     ) -> None:
         receive, send = _FORK.Pipe(duplex=False)
         self.output = output
-        self.process = _FORK.Process(
-            target=_worker_main,
-            args=(job, send, output, max_memory, close_fds, os.getpid()),
-            name="brainsmith-worker",
-        )
-        # The child's garbage collections must not write to the objects it shares with
-        # this process (FINN's and torch's: ~0.5 GB): each write copies a page. Frozen,
-        # they are outside every generation of the child; a full collection there then
-        # costs about 0 instead of 260 ms and 110 MB of copied pages (measured). This
-        # process unfreezes at once, so its own garbage is still collected.
-        gc.freeze()
-        try:
-            self.process.start()
-        finally:
-            gc.unfreeze()
+        self.process = fork(_worker_main, (job, send, output, max_memory, close_fds, os.getpid()))
         send.close()
         self.conn: Connection = receive
         self.started = time.monotonic()
@@ -149,26 +135,47 @@ class Worker:
 
     def exit_cause(self) -> tuple[str, str]:
         """(kind, message) for a worker that ended without a result."""
-        code = self.process.exitcode
-        if code is None:
-            return "crash", "the worker did not end"
-        if code > 0:
-            return "crash", f"the worker process exited with code {code}"
-        if code == 0:
-            return "environment", "the worker process ended without a result"
-        sig = signal.Signals(-code)
-        if sig in CRASH_SIGNALS:
-            return "crash", f"the worker process crashed ({sig.name})"
-        if sig == signal.SIGKILL:
-            return (
-                "killed",
-                "the worker process was killed (SIGKILL) from outside; the kernel's "
-                "out-of-memory killer sends it when the machine runs out of memory",
-            )
-        return "killed", f"the worker process was ended by {sig.name}"
+        return exit_cause(self.process.exitcode)
 
     def output_tail(self, lines: int = 30) -> str:
         return output_tail(self.output, lines)
+
+
+def exit_cause(code: int | None) -> tuple[str, str]:
+    """(kind, message) for a worker process that ended with ``code`` and no result."""
+    if code is None:
+        return "crash", "the worker did not end"
+    if code > 0:
+        return "crash", f"the worker process exited with code {code}"
+    if code == 0:
+        return "environment", "the worker process ended without a result"
+    sig = signal.Signals(-code)
+    if sig in CRASH_SIGNALS:
+        return "crash", f"the worker process crashed ({sig.name})"
+    if sig == signal.SIGKILL:
+        return (
+            "killed",
+            "the worker process was killed (SIGKILL) from outside; the kernel's "
+            "out-of-memory killer sends it when the machine runs out of memory",
+        )
+    return "killed", f"the worker process was ended by {sig.name}"
+
+
+def fork(target: Callable[..., None], args: tuple[Any, ...]) -> multiprocessing.Process:
+    """Start ``target(*args)`` in a process forked from this one.
+
+    The child's garbage collections must not write to the objects it shares with this
+    process (FINN's and torch's: ~0.5 GB): each write copies a page. Frozen, they are
+    outside every generation of the child; a full collection there then costs about 0
+    instead of 260 ms and 110 MB of copied pages (measured). This process unfreezes at
+    once, so its own garbage is still collected."""
+    process = _FORK.Process(target=target, args=args, name="brainsmith-worker")
+    gc.freeze()
+    try:
+        process.start()
+    finally:
+        gc.unfreeze()
+    return process
 
 
 def output_tail(output: Path, lines: int = 30) -> str:
@@ -196,17 +203,10 @@ def _worker_main(
     parent: int,
 ) -> None:
     start_rss = memory_budget.extra_peak().get("VmRSS")  # what the fork shares
-    os.setpgid(0, 0)
-    _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    interrupts.unblock()  # forked while the parent deferred them
-    for fd in close_fds:  # other builds' lock files: closing never releases them
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _redirect_output(output)
+    become_worker(parent, close_fds)
+    redirect_output(output)
     if max_memory:
-        _limit_memory(max_memory)
+        limit_memory(max_memory)
     try:
         result = job()
     except BaseException:  # a bug of ours, not the design's: say so, never hang
@@ -217,6 +217,19 @@ def _worker_main(
     conn.close()
 
 
+def become_worker(parent: int, close_fds: tuple[int, ...]) -> None:
+    """What a freshly forked worker does first: a process group of its own (killing it
+    ends what the build started), death with its parent, Ctrl-C left to the parent."""
+    os.setpgid(0, 0)
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    interrupts.unblock()  # forked while the parent deferred them
+    for fd in close_fds:  # other builds' lock files: closing never releases them
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def _die_with_parent(parent: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -225,7 +238,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _redirect_output(output: Path) -> None:
+def redirect_output(output: Path) -> None:
     """Everything the build prints (and a fatal error's traceback) goes to a file in its
     staging directory, never into the parent's terminal or pytest's capture."""
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -237,7 +250,7 @@ def _redirect_output(output: Path) -> None:
     faulthandler.enable(file=sys.stderr)
 
 
-def _limit_memory(max_memory: int) -> None:
+def limit_memory(max_memory: int) -> None:
     """Let the build allocate ``max_memory`` bytes beyond what the fork inherited:
     past it an allocation fails with MemoryError inside the step."""
     inherited = 0

@@ -139,6 +139,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "may use, shared among xdist workers; 0 builds inline in the pytest process, for pdb)",
     )
     group.addoption(
+        "--brainsmith-fresh-workers",
+        action="store_true",
+        default=False,
+        help="build every segment in a process of its own (the strictest isolation) instead "
+        "of reusing worker processes from one successful build to the next; also the ini "
+        "option brainsmith_fresh_workers or BRAINSMITH_FRESH_WORKERS=1",
+    )
+    group.addoption(
         "--brainsmith-scheduler",
         metavar="ADDRESS",
         help="build segments on a Dask cluster: a scheduler's address (tcp://HOST:8786) or "
@@ -179,6 +187,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "brainsmith_workers", default="", help="worker processes (default auto; 0 = inline)"
     )
     parser.addini("brainsmith_budget", default="", help="time budget of the run (e.g. 2h)")
+    parser.addini(
+        "brainsmith_fresh_workers", default="", help="a worker process per segment: on or off"
+    )
     parser.addini("brainsmith_server", default="", help="warm server: on, off or its idle time")
     parser.addini("brainsmith_timeout", default="", help="per-segment build timeout")
     parser.addini(

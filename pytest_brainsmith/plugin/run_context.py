@@ -135,6 +135,7 @@ def run_settings(config: pytest.Config) -> RunSettings:
         for name in ("cache", "workers", "max_designs", "scheduler", "timeout", "max_memory")
     }
     given["budget"] = config.getoption("brainsmith_budget")
+    given["fresh_workers"] = config.getoption("brainsmith_fresh_workers") or None
     # an xdist worker builds on its own pool (several sessions on one server: untested)
     given["server"] = (
         "off" if hasattr(config, "workerinput") else config.getoption("brainsmith_server")

@@ -17,6 +17,7 @@ from ..gates import BUDGET, EXPECT, PARETO
 from ..outcomes import DesignOutcome, SegmentOutcome
 from ..registry import Step
 from ..tree import Segment
+from ..worker_pool import WorkerPool
 from ..workers import Worker, available_cores
 from . import results
 from .gating import Gating
@@ -52,6 +53,7 @@ class Engine:
         budget: float | None = None,
         step_resources: dict[str, dict[str, float]] | None = None,
         remote: RemoteCache | None = None,
+        fresh_workers: bool = False,
     ) -> None:
         self.cache = cache
         self.run_id = run_id
@@ -77,8 +79,9 @@ class Engine:
             self.limits,
             self.durations,
             answers,
-            #: starts one segment's build somewhere: a forked process here (``Worker``)
-            launcher=launcher or Worker,
+            #: starts one segment's build somewhere: here a forked process that builds
+            #: one segment after another (``WorkerPool``), or one each (``Worker``)
+            launcher=launcher or (Worker if fresh_workers else WorkerPool(share=[cache])),
             workers=available_cores() if workers is None else max(0, workers),
             run_id=run_id,
             keep_step_models=keep_step_models,

@@ -32,6 +32,7 @@ from ..cache import CacheError, SegmentCache
 from ..memory_budget import MemoryBudget
 from ..outcomes import SegmentOutcome
 from ..tree import Segment
+from ..worker_pool import WorkerPool
 from ..workers import Worker
 from . import results
 from .gating import Gating
@@ -126,7 +127,8 @@ class Scheduler:
         #: what this engine built (or failed to build) in this run
         self.built: list[SegmentOutcome] = []
         self.waited = 0.0  # seconds tasks were held by another process's build
-        self.processes = 0  # worker processes started
+        self.launched = 0  # builds started on workers
+        self._shared = 0  # tasks whose step functions a worker pool was given
 
     # -- submitting ------------------------------------------------------------------
     def submit(self, chains: list[list[Task]]) -> None:
@@ -284,14 +286,26 @@ class Scheduler:
     def _fits(self, task: Task) -> bool:
         """The task's build fits in memory beside the running ones (always on a cluster,
         whose workers have memory of their own)."""
-        if self.launcher is not Worker:
+        if not self.local:
             return True
         running = [step_names(t.segment) for t in self.running]
         return self.memory.admits(step_names(task.segment), running)
 
     def slots(self, cores: int) -> int:
         """How many builds can run at once: ``cores``, or as many as fit in memory."""
-        return self.memory.workers(cores) if self.launcher is Worker else cores
+        return self.memory.workers(cores) if self.local else cores
+
+    @property
+    def local(self) -> bool:
+        """Builds run in processes forked here (fresh or pooled), sharing this memory."""
+        return self.launcher is Worker or isinstance(self.launcher, WorkerPool)
+
+    @property
+    def processes(self) -> int:
+        """Worker processes started (a pool reuses its processes)."""
+        if isinstance(self.launcher, WorkerPool):
+            return self.launcher.started
+        return self.launched
 
     def _start_ready(self) -> None:
         while self._ready and not self._draining and len(self.running) < self.workers:
@@ -378,7 +392,9 @@ class Scheduler:
             self._release(task)
             self.finish(task, results.error(task, error))
             return
-        held = (_lock_fd(t.lock) for t in self.running)
+        # the lock files a forked process would inherit (this build's too: a pooled
+        # process outlives it); closing them there never releases them here
+        held = (_lock_fd(t.lock) for t in (*self.running, task))
         timeout = spec.limits.get("timeout")
         where: dict[str, Any] = {}
         if remote:
@@ -390,6 +406,11 @@ class Scheduler:
         # a worker started is one shutdown kills: Ctrl-C waits until it is registered
         # (not for a remote launcher, whose calls may wait on the network; a Dask future
         # left unregistered ends with the client)
+        if isinstance(self.launcher, WorkerPool) and len(self.graph.tasks) != self._shared:
+            # every step function known so far, before a process is forked for it
+            self._shared = len(self.graph.tasks)
+            steps = (s for t in self.graph.tasks.values() for s in t.segment.steps)
+            self.launcher.share(s.func for s in steps)
         with contextlib.nullcontext() if remote else interrupts.deferred():
             task.worker = self.launcher(
                 partial(build_segment, spec, self.cache),
@@ -398,7 +419,7 @@ class Scheduler:
                 close_fds=tuple(fd for fd in held if fd is not None),
                 **where,
             )
-            self.processes += 1
+            self.launched += 1
             task.state = "running"
             task.started = time.monotonic()
             # a remote launcher enforces the timeout where the build runs
@@ -606,6 +627,8 @@ class Scheduler:
                 driver.close()
             if self.answers.remote is not None:  # the uploads still pending
                 self.answers.remote.close()
+            if isinstance(self.launcher, WorkerPool):
+                self.launcher.close()
 
 
 def _lock_fd(lock: Any) -> int | None:

@@ -1,0 +1,280 @@
+"""Reused worker processes (core/worker_pool.py): a process builds segment after
+segment, each build in a clean process state with its own log, memory limit and peak;
+failures retire the process; what cannot be pickled still builds in a fresh worker.
+The pool's own tests fork from this process (no FINN); the project tests run pytest on
+the real FINN builder with registered pure-Python steps, as test_engine.py does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import run_in, step_project, take_builds
+
+from pytest_brainsmith.core.worker_pool import PooledWorker, WorkerPool
+from pytest_brainsmith.core.workers import Worker
+
+
+def answer(status: str = "built", **extra: Any) -> dict[str, Any]:
+    """A job's answer, with what the process looked like while it ran."""
+    return {
+        "status": status,
+        "pid": os.getpid(),
+        "cwd": os.getcwd(),
+        "leak": os.environ.get("BRAINSMITH_TEST_LEAK"),
+        **extra,
+    }
+
+
+def messy(folder: str) -> dict[str, Any]:
+    """A build that changes the process: its directory and its environment."""
+    seen = answer()
+    os.chdir(folder)
+    os.environ["BRAINSMITH_TEST_LEAK"] = "left behind"
+    print("messy was here")
+    return seen
+
+
+def fails() -> dict[str, Any]:
+    return answer("failed")
+
+
+def sleeps() -> dict[str, Any]:
+    time.sleep(600)
+    return answer()
+
+
+def allocates(size: int) -> dict[str, Any]:
+    block = bytearray(size)
+    block[::4096] = b"x" * len(block[::4096])  # touched: resident
+    del block
+    return answer()
+
+
+def uses(guard: Any) -> dict[str, Any]:
+    return answer(locked=guard.locked())
+
+
+def finish(worker: PooledWorker | Worker, timeout: float = 30.0) -> dict[str, Any] | None:
+    """Wait for the build as the scheduler does; its answer (None if the process died)."""
+    deadline = time.monotonic() + timeout
+    while not worker.poll():
+        assert time.monotonic() < deadline, "the build did not end"
+        time.sleep(0.01)
+    worker.reap()
+    return worker.result
+
+
+#: what the pool is told before its first fork (the engine shares every step function)
+KNOWN = (answer, messy, fails, sleeps, allocates, uses)
+
+
+@pytest.fixture
+def pool():
+    made = WorkerPool(share=KNOWN)
+    yield made
+    made.close()
+    assert not made.processes
+
+
+def test_a_process_builds_one_segment_after_another_each_in_a_clean_state(
+    pool: WorkerPool, tmp_path: Path
+):
+    first = finish(pool(partial(messy, str(tmp_path)), output=tmp_path / "1.log"))
+    second = finish(pool(answer, output=tmp_path / "2.log"))
+    assert first and second and first["pid"] == second["pid"] != os.getpid()
+    assert (pool.started, pool.reused) == (1, 1)
+    # what the first build changed is put back before the next one
+    assert second["cwd"] == first["cwd"] == os.getcwd()
+    assert first["leak"] is None and second["leak"] is None
+    # each build writes its own log
+    assert "messy was here" in (tmp_path / "1.log").read_text()
+    assert "messy was here" not in (tmp_path / "2.log").read_text()
+
+
+def test_a_failed_build_retires_its_process(pool: WorkerPool, tmp_path: Path):
+    failed = finish(pool(fails, output=tmp_path / "1.log"))
+    after = finish(pool(answer, output=tmp_path / "2.log"))
+    assert failed and after and failed["pid"] != after["pid"]
+    assert pool.started == 2 and pool.reused == 0
+    assert len(pool.processes) == 1  # the failed one ended
+
+
+def test_a_killed_build_ends_its_process_only_and_the_next_build_gets_a_new_one(
+    pool: WorkerPool, tmp_path: Path
+):
+    idle = finish(pool(answer, output=tmp_path / "0.log"))
+    hanging = pool(sleeps, output=tmp_path / "1.log")
+    assert isinstance(hanging, PooledWorker) and hanging.pid == idle["pid"]  # reused
+    time.sleep(0.2)
+    hanging.kill("timeout")
+    assert hanging.poll() and hanging.result is None
+    assert hanging.exit_cause()[0] == "killed"
+    assert not os.path.exists(f"/proc/{hanging.pid}/stat") or _zombie_or_gone(hanging.pid)
+    after = finish(pool(answer, output=tmp_path / "2.log"))
+    assert after and after["pid"] != hanging.pid
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_function_made_after_the_process_was_forked_gets_a_new_process(
+    pool: WorkerPool, tmp_path: Path
+):
+    before = finish(pool(answer, output=tmp_path / "1.log"))
+    secret = f"closure-{time.time()}"
+
+    def late() -> dict[str, Any]:  # a closure: pickle cannot name it, the fork has it
+        return answer(secret=secret)
+
+    after = finish(pool(late, output=tmp_path / "2.log"))
+    assert before and after and after["secret"] == secret
+    assert after["pid"] != before["pid"]  # the first process never saw ``late``
+    again = finish(pool(answer, output=tmp_path / "3.log"))
+    assert again and again["pid"] == after["pid"]  # and the new one serves the rest
+
+
+def test_a_job_that_cannot_be_pickled_builds_in_a_fresh_worker(pool: WorkerPool, tmp_path: Path):
+    guard = threading.Lock()  # a lock cannot be pickled
+
+    worker = pool(partial(uses, guard), output=tmp_path / "1.log")
+    assert isinstance(worker, Worker)
+    result = finish(worker)
+    assert result and result["locked"] is False and result["pid"] != os.getpid()
+    assert pool.fresh == 1
+
+
+def test_each_build_measures_its_own_peak_memory(pool: WorkerPool, tmp_path: Path):
+    big = finish(pool(partial(allocates, 300 << 20), output=tmp_path / "1.log"))
+    small = finish(pool(answer, output=tmp_path / "2.log"))
+    assert big and small and big["pid"] == small["pid"]
+
+    def extra(result: dict[str, Any]) -> int:
+        return result["memory"]["VmHWM"] - result["memory"]["start_rss"]
+
+    assert extra(big) > 250 << 20
+    assert extra(small) < 50 << 20  # not the 300 MB the process peaked at before
+
+
+def test_a_memory_limit_applies_per_build_beyond_what_the_process_holds(
+    pool: WorkerPool, tmp_path: Path
+):
+    over = finish(
+        pool(partial(allocates, 512 << 20), output=tmp_path / "1.log", max_memory=128 << 20)
+    )
+    assert over and over["status"] == "error" and "MemoryError" in over["error"]
+    within = finish(
+        pool(partial(allocates, 64 << 20), output=tmp_path / "2.log", max_memory=128 << 20)
+    )
+    unlimited = finish(pool(partial(allocates, 512 << 20), output=tmp_path / "3.log"))
+    assert within and within["status"] == "built"
+    assert unlimited and unlimited["status"] == "built" and unlimited["pid"] == within["pid"]
+
+
+def test_closing_the_pool_ends_its_processes(tmp_path: Path):
+    pool = WorkerPool(share=KNOWN)
+    pids = [finish(pool(answer, output=tmp_path / f"{i}.log"))["pid"] for i in range(2)]
+    assert pool.processes
+    pool.close()
+    assert not pool.processes
+    assert all(_zombie_or_gone(pid) for pid in pids)
+
+
+# -- in a pytest run, on FINN's builder ------------------------------------------------
+STEPS = """
+import json, os, threading
+
+HERE = os.path.dirname(__file__)
+
+def _log(name):
+    with open(os.path.join(HERE, "seen.jsonl"), "a") as log:
+        log.write(json.dumps({"step": name, "pid": os.getpid(),
+                              "leak": os.environ.get("BRAINSMITH_TEST_LEAK")}) + "\\n")
+
+def root(model, cfg):
+    _log("root")
+    return model
+
+def raises(model, cfg):
+    _log("raises")
+    raise ValueError("raises was asked to fail")
+
+class Guarded:
+    # a step object holding a lock: pickle cannot send it, the fork has it
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.__name__ = "guarded"
+
+    def __call__(self, model, cfg):
+        _log("guarded")
+        return model
+
+def pytest_brainsmith_register(registry):
+    registry.register_step(root, reads=())
+    registry.register_step(raises, reads=())
+    registry.register_step(Guarded(), name="guarded", reads=())
+    for i in range(4):
+        def leaf(model, cfg, i=i):  # closures made in a loop, as generated steps are
+            _log(f"leaf{i}")
+            os.environ["BRAINSMITH_TEST_LEAK"] = f"leaf{i}"
+            return model
+        registry.register_step(leaf, name=f"leaf{i}", reads=())
+
+def pytest_brainsmith_segment_finish(segment, result):
+    with open(os.path.join(HERE, "builds.jsonl"), "a") as log:
+        log.write(json.dumps({"segment": result.segment, "status": result.status,
+                              "kind": result.kind}) + "\\n")
+"""
+
+
+def seen(folder: Path) -> dict[str, dict[str, Any]]:
+    log = folder / "seen.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    log.unlink()
+    return {row["step"]: row for row in rows}
+
+
+def processes(out: str) -> int:
+    found = re.search(r"(\d+) worker process\(es\) started", out)
+    assert found, out
+    return int(found[1])
+
+
+def test_a_run_reuses_its_workers_and_fresh_workers_give_each_segment_a_process(
+    tmp_path: Path,
+):
+    folder = step_project(
+        tmp_path / "p", STEPS, "    - root\n    - [leaf0, leaf1, leaf2, leaf3, guarded, raises]\n"
+    )
+    done = run_in(folder, "--brainsmith-workers", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "5 passed, 1 failed" in done.stdout, done.stdout
+    assert "raises was asked to fail" in done.stdout
+    steps = seen(folder)
+    assert len(take_builds(folder)) == 7
+    pids = [row["pid"] for row in steps.values()]
+    # one process built segment after segment (the step object holding a lock too: it
+    # is sent by identity); only the failed build retired its process, so the builds
+    # after it, if any, ran in one other process. None saw what another left behind.
+    assert len(set(pids)) <= 2 and processes(done.stdout) == len(set(pids)), steps
+    assert all(row["leak"] is None for row in steps.values()), steps
+    failed = list(steps).index("raises")
+    assert set(pids[: failed + 1]) == {pids[failed]} and pids[failed] not in pids[failed + 1 :]
+
+    (folder / "build").rename(tmp_path / "first-build")
+    fresh = run_in(folder, "--brainsmith-workers", "1", "--brainsmith-fresh-workers")
+    assert "5 passed, 1 failed" in fresh.stdout, fresh.stdout
+    steps = seen(folder)
+    assert len({row["pid"] for row in steps.values()}) == 7
+    assert processes(fresh.stdout) == 7
