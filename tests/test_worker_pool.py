@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import threading
 import time
 from functools import partial
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_in, step_project, take_builds
+from conftest import MODEL, run_in, step_project, take_builds
 
 from pytest_brainsmith.core.worker_pool import PooledWorker, WorkerPool
 from pytest_brainsmith.core.workers import Worker
@@ -278,3 +279,81 @@ def test_a_run_reuses_its_workers_and_fresh_workers_give_each_segment_a_process(
     steps = seen(folder)
     assert len({row["pid"] for row in steps.values()}) == 7
     assert processes(fresh.stdout) == 7
+
+
+SWEEP = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10.0
+output: estimates
+design_space:
+  kernels:
+    - MVAU: [hls, rtl]
+    - Thresholding
+  finn_config:
+    target_fps: [50000, 400000]
+  steps:
+    - qonnx_to_finn
+    - tidy_up
+    - streamline
+    - convert_to_hw
+    - create_dataflow_partition
+    - specialize_layers
+    - target_fps_parallelization
+    - apply_folding_config
+    - generate_estimate_reports
+"""
+
+
+def digest(path: Path) -> str:
+    """A file's digest; for a model, with the build's staging folder (a path FINN writes
+    into the dataflow partition's node, different for every build) taken out."""
+    import hashlib
+
+    if path.suffix != ".onnx":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.STRING:
+                text = re.sub(r"\S*/v1/tmp/[0-9a-f]+\.[^/]+/", "STAGED/", attribute.s.decode())
+                attribute.s = text.encode()
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def entries(cache: Path) -> dict[str, dict[str, str]]:
+    """Every cache entry's models and estimate reports by their digest (not its logs nor
+    its manifest: they say when and by whom)."""
+    found = {}
+    for entry in (cache / "v1" / "entries").glob("*/*"):
+        found[entry.name] = {
+            str(path.relative_to(entry)): digest(path)
+            for path in sorted(entry.rglob("*"))
+            if path.suffix == ".onnx" or path.name.startswith("estimate_")
+        }
+    return found
+
+
+def test_reused_workers_build_on_finn_exactly_what_fresh_workers_build(tmp_path: Path):
+    """FINN steps run in a process that built other segments before produce, file for
+    file, what a process per segment produces."""
+    folder = tmp_path / "p"
+    folder.mkdir()
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    (folder / "sweep.blueprint.yaml").write_text(SWEEP)
+    runs = {}
+    for mode, flags in (("pooled", ()), ("fresh", ("--brainsmith-fresh-workers",))):
+        cache = tmp_path / f"cache-{mode}"
+        done = run_in(folder, "--brainsmith-cache", str(cache), *flags, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "4 passed" in done.stdout, done.stdout
+        runs[mode] = (entries(cache), processes(done.stdout))
+    (pooled, pooled_processes), (fresh, fresh_processes) = runs["pooled"], runs["fresh"]
+    assert len(fresh) == fresh_processes >= 5  # a shared front end and its branches
+    assert pooled_processes < fresh_processes
+    assert pooled.keys() == fresh.keys()
+    for key, files in fresh.items():
+        assert files, key
+        assert pooled[key] == files, key

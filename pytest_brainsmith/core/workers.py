@@ -1,12 +1,13 @@
-"""Worker processes: each segment is built in a process of its own.
+"""Worker processes: a segment is built in a process forked from this one.
 
 The process is forked from the calling process once FINN is imported there, so the
 caller is a fork server preloaded with FINN: a fork costs milliseconds, FINN's import
-seconds, and user steps registered from a ``conftest.py`` are simply there. A process
-per segment is what isolation needs: a crash, a hang or a memory blow-up ends that
+seconds, and user steps registered from a ``conftest.py`` are simply there. A process of
+its own per build is what isolation needs: a crash, a hang or a memory blow-up ends that
 process only, and the parent sees its exit or kills it at its deadline.
 (``concurrent.futures.ProcessPoolExecutor`` breaks on the first crash, with every
-pending future, and has no per-task timeout.)
+pending future, and has no per-task timeout.) ``Worker`` is one build in a fresh fork;
+``worker_pool.WorkerPool`` hands a forked process one build after another.
 
 Each worker runs in a process group of its own, so a Ctrl-C at the terminal reaches
 only the parent, which decides; killing the group also ends what the build started
