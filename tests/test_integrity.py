@@ -161,6 +161,28 @@ def test_files_written_a_while_before_publishing_are_never_read_again(
     assert copy.lookup(key) is not None and reads == []
 
 
+def test_files_written_just_before_publishing_are_vouched_for_and_a_rewrite_is_caught(
+    tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+):
+    """Publishing sets the mtime of files written in the current tick back a tick
+    (instead of waiting for the tick to pass): the first reuse reads nothing, and a write
+    right after publishing, in the same tick, still shows."""
+    cache = SegmentCache(tmp_path / "c")
+    key = "9a" * 32
+    waits: list[float] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(cache_module.time, "sleep", waits.append)
+        path = publish(cache, key, FILES)  # written just now
+    assert waits == []  # no wait for the tick to pass
+    reads.clear()
+    assert cache.lookup(key) is not None and reads == []
+    report = path / "build/report/estimate.json"
+    report.chmod(0o644)
+    report.write_bytes(b'{"LUT":    1}')  # same size, at once
+    with pytest.warns(CacheIntegrityWarning, match="estimate.json"):
+        assert cache.lookup(key) is None
+
+
 def test_files_written_within_a_timestamp_tick_are_read_until_they_settle(
     tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ):

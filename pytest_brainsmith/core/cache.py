@@ -28,9 +28,9 @@ ctime, inode, device) matches the one recorded when it was last found intact is
 not read again. A write sets mtime and ctime to the current timestamp tick, so a
 fingerprint is only recorded once the older of the two lies a tick before the
 stat (else a write in that same tick would not show): a truncated or rewritten
-file, even with its mtime set back, is always read and caught. Publishing waits
-until FINN's last file is a tick old (at most 20 ms) and records every
-fingerprint, so the first reuse reads nothing; a cache copied to another
+file, even with its mtime set back, is always read and caught. Publishing sets the
+mtime of the files FINN wrote last a tick back (a later write sets another) and
+records every fingerprint, so the first reuse reads nothing; a cache copied to another
 filesystem (new inodes, same content) is read once and then trusted. A damaged
 entry is moved aside under its key's lock, reported with a
 ``CacheIntegrityWarning`` and rebuilt by the caller.
@@ -835,18 +835,25 @@ def _deferred(entry: Path) -> list[str]:
 
 
 def _settle(root: Path) -> None:
-    """Wait (at most TICK_NS, once per published entry) until the files FINN wrote last
-    are a timestamp tick old, so that publishing can record every fingerprint."""
-    newest = 0
+    """Make the files FINN wrote last a timestamp tick old, so that publishing can record
+    every fingerprint: their mtime is set back a tick (rather than waiting for the tick
+    to pass, up to TICK_NS per published entry). Any later write sets mtime to the
+    current tick, which then differs from the one recorded. Files already a tick old
+    (among them hard links to other entries' files) are left as they are."""
+    now = time.time_ns()
     for dirpath, _, names in os.walk(root):
         for name in names:
-            st = os.lstat(os.path.join(dirpath, name))
-            newest = max(newest, min(st.st_mtime_ns, st.st_ctime_ns))
-    if newest % 1_000_000_000 == 0:
-        return  # whole-second timestamps: a second is too long to wait
-    wait = newest + TICK_NS - time.time_ns()
-    if 0 < wait <= TICK_NS:
-        time.sleep(wait / 1e9 + 0.001)
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            older = min(st.st_mtime_ns, st.st_ctime_ns)
+            if older % 1_000_000_000 == 0 or now - st.st_mtime_ns > TICK_NS or st.st_nlink > 1:
+                continue  # whole-second timestamps, settled already, or shared
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            with contextlib.suppress(OSError):
+                os.utime(
+                    path, ns=(st.st_atime_ns, now - TICK_NS - 1_000_000), follow_symlinks=False
+                )
 
 
 def _settled(stamp: int, st: os.stat_result) -> bool:
