@@ -59,6 +59,10 @@ def allocates(size: int) -> dict[str, Any]:
     return answer()
 
 
+def exits() -> dict[str, Any]:
+    os._exit(3)
+
+
 def uses(guard: Any) -> dict[str, Any]:
     return answer(locked=guard.locked())
 
@@ -74,7 +78,7 @@ def finish(worker: PooledWorker | Worker, timeout: float = 30.0) -> dict[str, An
 
 
 #: what the pool is told before its first fork (the engine shares every step function)
-KNOWN = (answer, messy, fails, sleeps, allocates, uses)
+KNOWN = (answer, messy, fails, sleeps, allocates, uses, exits)
 
 
 @pytest.fixture
@@ -192,6 +196,35 @@ def test_closing_the_pool_ends_its_processes(tmp_path: Path):
     assert all(_zombie_or_gone(pid) for pid in pids)
 
 
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_fork_server_imports_the_compiler_and_forks_the_processes(tmp_path: Path):
+    pool = WorkerPool(share=KNOWN, fork_server=True)
+    try:
+        assert pool.prepare() is None and pool.imports == 1
+        assert pool.server is not None
+        server = pool.server.process.pid
+        first = finish(pool(answer, output=tmp_path / "1.log"))
+        assert first and parent_of(first["pid"]) == server  # forked there, not here
+        again = finish(pool(answer, output=tmp_path / "2.log"))
+        assert again and again["pid"] == first["pid"]
+        # its children's deaths are told as those of the pool's own children
+        crashed = pool(exits, output=tmp_path / "3.log")
+        assert finish(crashed) is None
+        assert crashed.exit_cause() == ("crash", "the worker process exited with code 3")
+        hanging = pool(sleeps, output=tmp_path / "4.log")
+        time.sleep(0.2)
+        hanging.kill("timeout")
+        assert hanging.poll() and hanging.exit_cause()[0] == "killed"
+        after = finish(pool(answer, output=tmp_path / "5.log"))
+        assert after and parent_of(after["pid"]) == server
+    finally:
+        pool.close()
+    assert _zombie_or_gone(server) and _zombie_or_gone(after["pid"])
+
+
 # -- in a pytest run, on FINN's builder ------------------------------------------------
 STEPS = """
 import json, os, threading
@@ -236,6 +269,11 @@ def pytest_brainsmith_segment_finish(segment, result):
     with open(os.path.join(HERE, "builds.jsonl"), "a") as log:
         log.write(json.dumps({"segment": result.segment, "status": result.status,
                               "kind": result.kind}) + "\\n")
+
+def pytest_sessionfinish(session):
+    import sys
+    with open(os.path.join(HERE, "finn_here"), "w") as f:
+        f.write(str("finn.builder.build_dataflow" in sys.modules))
 """
 
 
@@ -272,6 +310,9 @@ def test_a_run_reuses_its_workers_and_fresh_workers_give_each_segment_a_process(
     assert all(row["leak"] is None for row in steps.values()), steps
     failed = list(steps).index("raises")
     assert set(pids[: failed + 1]) == {pids[failed]} and pids[failed] not in pids[failed + 1 :]
+    # FINN was imported by the fork server the processes came from, not by pytest
+    assert "FINN imported by 1 process(es)" in done.stdout
+    assert (folder / "finn_here").read_text() == "False"
 
     (folder / "build").rename(tmp_path / "first-build")
     fresh = run_in(folder, "--brainsmith-workers", "1", "--brainsmith-fresh-workers")

@@ -68,6 +68,10 @@ class Toolchain(Protocol):
         ``ToolchainUnavailable``."""
         ...
 
+    def prepared(self) -> bool:
+        """The compiler is imported in this process already."""
+        ...
+
     def checkpoint_name(self, step: Step) -> str:
         """The name of the model the compiler saves after ``step``."""
         ...

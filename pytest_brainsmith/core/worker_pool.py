@@ -40,7 +40,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import memory_budget
+from . import memory_budget, toolchain
+from .fork_server import ForkServer, ForkServerError
 from .workers import (
     _FORK,
     Worker,
@@ -85,14 +86,26 @@ class _Unpickler(pickle.Unpickler):
 
 
 class _Process:
-    """One pooled process, as the parent sees it."""
+    """One pooled process, as the parent sees it: forked by the pool's fork server if it
+    has one (``fork_server.py``), else from this process."""
 
-    def __init__(self, pool: WorkerPool, close_fds: tuple[int, ...]) -> None:
+    def __init__(self, pool: WorkerPool, newest: int, close_fds: tuple[int, ...]) -> None:
         mine, theirs = _FORK.Pipe(duplex=True)
-        self.known = len(pool.table)  # table entries the process inherits
-        # the process also closes the parent's ends of its siblings' pipes
-        siblings = tuple(p.conn.fileno() for p in pool.processes if not p.conn.closed)
-        self.process = fork(_pool_main, (theirs, close_fds + siblings, os.getpid(), pool.table))
+        self.process: Any = None
+        server = pool.server
+        if server is not None and server.imported and server.known > newest:
+            try:  # the server holds none of this process's files: nothing to close there
+                self.process = server.fork(theirs, ())
+                self.known = server.known
+            except ForkServerError:
+                pool.drop_server()
+        if self.process is None:
+            if pool.server_used:  # what the server did for its forks, here
+                toolchain.current().prepare()
+            # the process also closes the parent's ends of its siblings' pipes
+            siblings = tuple(p.conn.fileno() for p in pool.processes if not p.conn.closed)
+            self.known = len(pool.table)  # table entries the process inherits
+            self.process = fork(_pool_main, (theirs, close_fds + siblings, os.getpid(), pool.table))
         theirs.close()
         self.conn: Connection = mine
         self.rss: int | None = None  # resident memory after its first build
@@ -101,7 +114,7 @@ class _Process:
     @property
     def pid(self) -> int:
         assert self.process.pid is not None
-        return self.process.pid
+        return int(self.process.pid)
 
     def end(self) -> None:
         """Kill it and its process group (it holds nothing: idle or retired)."""
@@ -134,9 +147,11 @@ class PooledWorker:
         return self.slot.pid
 
     def waitables(self) -> list[Any]:
-        if self.result is None and not self._eof:
-            return [self.conn, self.process.sentinel]
-        return [self.process.sentinel]
+        """Its pipe (which ends when the process does), and its sentinel if it has one."""
+        found = [self.conn] if self.result is None and not self._eof else []
+        if self.process.sentinel is not None:
+            found.append(self.process.sentinel)
+        return found
 
     def poll(self) -> bool:
         """True once the build answered or the process ended without an answer."""
@@ -148,7 +163,7 @@ class PooledWorker:
                 self._eof = True
         if self.result is not None:
             return True
-        if self.process.is_alive():
+        if not self._eof and self.process.is_alive():
             return False
         self.process.join()
         self._give_back()
@@ -184,7 +199,7 @@ class WorkerPool:
 
     remote = False
 
-    def __init__(self, share: Iterable[Any] = ()) -> None:
+    def __init__(self, share: Iterable[Any] = (), *, fork_server: bool | None = None) -> None:
         self.table: list[Any] = []  # append-only: a process knows a prefix of it
         self._numbers: dict[int, int] = {}  # id(object) -> its number in the table
         self.processes: list[_Process] = []  # alive: idle or building
@@ -192,7 +207,41 @@ class WorkerPool:
         self.started = 0  # processes forked (pooled and fresh)
         self.reused = 0  # builds given to a process that had built before
         self.fresh = 0  # builds that could not be pickled: a fresh worker each
+        #: fork the processes from a server that imports the compiler (None: unless the
+        #: compiler is imported here already)
+        self.fork_server = fork_server
+        self.server: ForkServer | None = None
+        self.server_used = False
+        self.imports = 0  # compiler imports in the pool's servers
         self.share(share)
+
+    def prepare(self, close_fds: tuple[int, ...] = ()) -> str | None:
+        """Get the compiler ready for the processes: a fork server importing it, or an
+        import here. Why it cannot be, if so."""
+        compiler = toolchain.current()
+        wanted = self.fork_server
+        if wanted is None:
+            wanted = not getattr(compiler, "prepared", lambda: False)()
+        if self.server is None and wanted and not self.server_used:
+            siblings = tuple(p.conn.fileno() for p in self.processes if not p.conn.closed)
+            self.server = ForkServer(self.table, close_fds + siblings, _pool_main)
+            self.server_used = True
+        if self.server is not None:
+            error = self.server.ready()
+            if error is None:
+                self.imports = 1
+            return error
+        try:
+            compiler.prepare()
+        except toolchain.ToolchainUnavailable as exc:
+            return str(exc)
+        return None
+
+    def drop_server(self) -> None:
+        """The server died: later processes are forked from here."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
     def share(self, objects: Iterable[Any]) -> None:
         """Send these objects by identity from now on (the engine shares its cache and
@@ -213,6 +262,8 @@ class WorkerPool:
         try:
             payload, newest = self._dumps(job)
         except (pickle.PicklingError, TypeError, AttributeError):
+            if self.server_used:  # forked from here: the compiler must be here too
+                toolchain.current().prepare()
             self.fresh += 1
             self.started += 1
             return Worker(job, output=output, max_memory=max_memory, close_fds=close_fds)
@@ -230,6 +281,9 @@ class WorkerPool:
         kill first)."""
         for process in list(self.processes):
             self._retire(process)
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
     # -- the table ---------------------------------------------------------------------
     def _add(self, obj: Any) -> int:
@@ -261,7 +315,7 @@ class WorkerPool:
                 self.reused += 1
                 return process
             self._retire(process)  # forked before what this build needs
-        process = _Process(self, close_fds)
+        process = _Process(self, newest, close_fds)
         self.processes.append(process)
         self.started += 1
         return process

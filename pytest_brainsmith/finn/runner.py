@@ -72,6 +72,11 @@ def import_finn() -> dict[str, ModuleType]:
     return _finn
 
 
+def finn_imported() -> bool:
+    """FINN's builder is imported in this process."""
+    return bool(_finn)
+
+
 def _import_finn() -> None:
     global import_count
     with _patched_environ({"XILINX_VIVADO": os.environ.get("XILINX_VIVADO") or _DUMMY_VIVADO}):

@@ -76,6 +76,9 @@ class FinnToolchain:
     def prepare(self) -> None:
         runner.import_finn()
 
+    def prepared(self) -> bool:
+        return runner.finn_imported()
+
     def checkpoint_name(self, step: Step) -> str:
         return runner.checkpoint_name(step)
 

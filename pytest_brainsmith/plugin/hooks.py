@@ -551,7 +551,7 @@ def _check_cache_writable(config: pytest.Config) -> None:
 def _process_stats(engine: Engine) -> dict[str, float]:
     return {
         "waited": round(engine.waited, 3),
-        "finn_imports": finn_runner.import_count,
+        "finn_imports": finn_runner.import_count + engine.toolchain_imports,
         "processes": engine.processes,
     }
 

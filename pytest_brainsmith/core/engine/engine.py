@@ -151,6 +151,11 @@ class Engine:
         return self.scheduler.processes
 
     @property
+    def toolchain_imports(self) -> int:
+        """Compiler imports outside this process (the worker pool's fork server)."""
+        return self.scheduler.toolchain_imports
+
+    @property
     def closed(self) -> bool:
         return self.scheduler.closed
 

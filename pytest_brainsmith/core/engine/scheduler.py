@@ -119,6 +119,7 @@ class Scheduler:
         self.running: list[Task] = []
         self._exiting: list[Worker] = []  # workers that answered and are still exiting
         self._toolchain_error: str | None = None
+        self._prepared = False
         self._drivers: list[Driver] = []
         self._driving = False
         self._draining = False
@@ -301,6 +302,11 @@ class Scheduler:
         return self.launcher is Worker or isinstance(self.launcher, WorkerPool)
 
     @property
+    def toolchain_imports(self) -> int:
+        """Compiler imports outside this process (the worker pool's fork server)."""
+        return self.launcher.imports if isinstance(self.launcher, WorkerPool) else 0
+
+    @property
     def processes(self) -> int:
         """Worker processes started (a pool reuses its processes)."""
         if isinstance(self.launcher, WorkerPool):
@@ -387,14 +393,19 @@ class Scheduler:
     def _launch(self, task: Task, spec: BuildSpec) -> None:
         """Start the task's build on a worker and register it as running."""
         remote = getattr(self.launcher, "remote", False)
-        error = None if remote else self._prepare_toolchain()
+        # the lock files a forked process would inherit (this build's too: a pooled
+        # process outlives it); closing them there never releases them here
+        held = tuple(fd for t in (*self.running, task) if (fd := _lock_fd(t.lock)) is not None)
+        if isinstance(self.launcher, WorkerPool) and len(self.graph.tasks) != self._shared:
+            # every step function known so far, before a process (or the fork server) is forked
+            self._shared = len(self.graph.tasks)
+            steps = (s for t in self.graph.tasks.values() for s in t.segment.steps)
+            self.launcher.share([build_segment, *(s.func for s in steps)])
+        error = None if remote else self._prepare_toolchain(held)
         if error is not None:
             self._release(task)
             self.finish(task, results.error(task, error))
             return
-        # the lock files a forked process would inherit (this build's too: a pooled
-        # process outlives it); closing them there never releases them here
-        held = (_lock_fd(t.lock) for t in (*self.running, task))
         timeout = spec.limits.get("timeout")
         where: dict[str, Any] = {}
         if remote:
@@ -406,17 +417,12 @@ class Scheduler:
         # a worker started is one shutdown kills: Ctrl-C waits until it is registered
         # (not for a remote launcher, whose calls may wait on the network; a Dask future
         # left unregistered ends with the client)
-        if isinstance(self.launcher, WorkerPool) and len(self.graph.tasks) != self._shared:
-            # every step function known so far, before a process is forked for it
-            self._shared = len(self.graph.tasks)
-            steps = (s for t in self.graph.tasks.values() for s in t.segment.steps)
-            self.launcher.share(s.func for s in steps)
         with contextlib.nullcontext() if remote else interrupts.deferred():
             task.worker = self.launcher(
                 partial(build_segment, spec, self.cache),
                 output=spec.staged / "worker.log",
                 max_memory=int(spec.limits["max_memory"]) if "max_memory" in spec.limits else None,
-                close_fds=tuple(fd for fd in held if fd is not None),
+                close_fds=held,
                 **where,
             )
             self.launched += 1
@@ -448,18 +454,22 @@ class Scheduler:
         self._make_ready(owner)
         return True
 
-    def _prepare_toolchain(self) -> str | None:
-        """The compiler (FINN) imported once in this process, before the first fork:
-        every worker has it. Why it cannot be, if so."""
-        if self._toolchain_error is None:
+    def _prepare_toolchain(self, held: tuple[int, ...] = ()) -> str | None:
+        """The compiler (FINN) imported once before the first fork: in the pool's fork
+        server (``fork_server.py``), else in this process. Why it cannot be, if so."""
+        if self._toolchain_error is None and not self._prepared:
             compiler = toolchain.current()
             self.phase = f"importing {compiler.name}"
             try:
-                compiler.prepare()
+                if isinstance(self.launcher, WorkerPool):
+                    self._toolchain_error = self.launcher.prepare(held)
+                else:
+                    compiler.prepare()
             except toolchain.ToolchainUnavailable as exc:
                 self._toolchain_error = str(exc)
             finally:
                 self.phase = ""
+            self._prepared = self._toolchain_error is None
         return self._toolchain_error
 
     def _spec(self, task: Task) -> BuildSpec:

@@ -1,0 +1,168 @@
+"""The process the worker pool forks its processes from, so pytest never imports FINN.
+
+Importing FINN (torch, brevitas, qonnx) costs seconds, and a process that did needs
+most of a second more to exit. The pytest process has no use for FINN itself, so the
+pool (``worker_pool.WorkerPool``) forks this server once, when the first segment must
+be built: the server imports the compiler and, on request, forks the pool's
+processes, which start with FINN loaded as before. The pytest process then ends as
+quickly as it started. If FINN is in the pytest process already (a test imported it),
+the pool forks from there as it always could, and no server is started.
+
+The server is a fork of the pytest process taken once the engine has shared every step
+function it knows (``WorkerPool.share``), so its children find them by identity as
+children of the pytest process would. It runs in a process group of its own, ignores
+Ctrl-C, dies with the pytest process (``PR_SET_PDEATHSIG``) and so do its children.
+Requests travel over a socket pair: ``fork`` (the new process's end of its pipe goes
+along as a file descriptor) and ``wait`` (the exit code of a child that ended: the
+server is its parent, so only the server can collect it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
+from typing import Any
+
+from . import toolchain
+from .workers import _FORK, become_worker, exit_cause, fork
+
+
+class ForkServerError(Exception):
+    """The server cannot fork processes (it died): the pool forks from here instead."""
+
+
+class ForkServer:
+    """The parent's handle on the server."""
+
+    def __init__(self, table: list[Any], close_fds: tuple[int, ...], serve: Any) -> None:
+        mine, theirs = _FORK.Pipe(duplex=True)
+        self.known = len(table)  # the table entries its children know
+        self.process = fork(_serve, (theirs, close_fds, os.getpid(), table, serve))
+        theirs.close()
+        self.conn: Connection = mine
+        self.error: str | None = None
+        self.imported = False  # the compiler is imported there
+
+    def ready(self) -> str | None:
+        """Wait until the server has imported the compiler; why it cannot serve, if so."""
+        if not self.imported and self.error is None:
+            try:
+                kind, detail = self.conn.recv()
+            except (EOFError, OSError):
+                self.process.join(timeout=10)
+                kind, detail = "dead", exit_cause(self.process.exitcode)[1]
+            if kind == "ready":
+                self.imported = True
+            else:
+                self.error = str(detail)
+        return self.error
+
+    def fork(self, conn: Connection, close_fds: tuple[int, ...]) -> ServedProcess:
+        """A new process, serving builds on ``conn`` (the child's end of its pipe)."""
+        try:
+            self.conn.send(("fork", close_fds))
+            reduction.send_handle(self.conn, conn.fileno(), self.process.pid)
+            kind, pid = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise ForkServerError(f"the fork server is gone ({exc})") from None
+        if kind != "forked":
+            raise ForkServerError(f"the fork server could not fork: {pid}")
+        return ServedProcess(self, pid)
+
+    def wait(self, pid: int) -> int | None:
+        """The exit code of the server's child ``pid`` once it ended (multiprocessing's
+        convention: -N for signal N), None if the server cannot say."""
+        try:
+            self.conn.send(("wait", pid))
+            kind, code = self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        return code if kind == "status" else None
+
+    def close(self) -> None:
+        """End the server (its children die with it)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        self.process.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+class ServedProcess:
+    """A child of the server, with what the pool uses of ``multiprocessing.Process``
+    (``pid``, ``is_alive``, ``join``, ``exitcode``). Its death shows as the end of its
+    pipe; the server then tells its exit code."""
+
+    sentinel = None  # nothing to wait on but its pipe
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server = server
+        self.pid = pid
+        self.exitcode: int | None = None
+        self._joined = False
+
+    def is_alive(self) -> bool:
+        return not self._joined
+
+    def join(self, timeout: float | None = None) -> None:
+        """Collect its exit code (call once it ended, or was killed)."""
+        if not self._joined:
+            self._joined = True
+            self.exitcode = self.server.wait(self.pid)
+
+
+# -- in the server ---------------------------------------------------------------------
+def _serve(
+    conn: Connection, close_fds: tuple[int, ...], parent: int, table: list[Any], serve: Any
+) -> None:
+    become_worker(parent, close_fds)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # the import's chatter never reaches the terminal
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    try:
+        toolchain.current().prepare()
+    except Exception as exc:  # ToolchainUnavailable, or a broken installation
+        with contextlib.suppress(OSError):
+            conn.send(("unavailable", str(exc)))
+        _drain(conn)
+    conn.send(("ready", None))
+    me = os.getpid()
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # the parent is gone: nothing to tidy
+        if request[0] == "fork":
+            fd = reduction.recv_handle(conn)
+            gc.freeze()  # as workers.fork: the children's collections copy no shared page
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    conn.close()
+                    serve(Connection(fd), request[1], me, table)
+                finally:
+                    os._exit(1)
+            gc.unfreeze()
+            os.close(fd)
+            conn.send(("forked", pid))
+        elif request[0] == "wait":
+            try:
+                _, status = os.waitpid(request[1], 0)
+                conn.send(("status", os.waitstatus_to_exitcode(status)))
+            except ChildProcessError:
+                conn.send(("status", None))
+
+
+def _drain(conn: Connection) -> None:
+    """Answer nothing more until the parent closes (it reads why and stops asking)."""
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            conn.recv()
+    os._exit(0)
