@@ -1,8 +1,9 @@
 """Worker processes: a segment is built in a process forked from this one.
 
-The process is forked from the calling process once FINN is imported there, so the
-caller is a fork server preloaded with FINN: a fork costs milliseconds, FINN's import
-seconds, and user steps registered from a ``conftest.py`` are simply there. A process of
+The process is forked from a process that has FINN imported (the caller, or the worker
+pool's fork server, itself a fork of the caller: ``fork_server.py``): a fork costs
+milliseconds, FINN's import seconds, and user steps registered from a ``conftest.py``
+are simply there. A process of
 its own per build is what isolation needs: a crash, a hang or a memory blow-up ends that
 process only, and the parent sees its exit or kills it at its deadline.
 (``concurrent.futures.ProcessPoolExecutor`` breaks on the first crash, with every
