@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 from functools import partial
@@ -223,6 +224,24 @@ def test_a_fork_server_imports_the_compiler_and_forks_the_processes(tmp_path: Pa
     finally:
         pool.close()
     assert _zombie_or_gone(server) and _zombie_or_gone(after["pid"])
+
+
+def test_a_dead_fork_server_ends_its_builds_as_killed_and_the_pool_forks_from_here(
+    tmp_path: Path,
+):
+    pool = WorkerPool(share=KNOWN, fork_server=True)
+    try:
+        assert pool.prepare() is None and pool.server is not None
+        building = pool(sleeps, output=tmp_path / "1.log")
+        time.sleep(0.2)
+        os.kill(pool.server.process.pid, signal.SIGKILL)  # e.g. the OOM killer's choice
+        assert finish(building) is None
+        # the machine's doing, not the design's: never recorded as the build's crash
+        assert building.exit_cause()[0] == "killed"
+        after = finish(pool(answer, output=tmp_path / "2.log"))
+        assert after and parent_of(after["pid"]) == os.getpid() and pool.server is None
+    finally:
+        pool.close()
 
 
 # -- in a pytest run, on FINN's builder ------------------------------------------------

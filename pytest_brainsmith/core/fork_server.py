@@ -114,7 +114,9 @@ class ServedProcess:
         """Collect its exit code (call once it ended, or was killed)."""
         if not self._joined:
             self._joined = True
-            self.exitcode = self.server.wait(self.pid)
+            code = self.server.wait(self.pid)
+            # no answer: the server died, and the kernel killed its children with it
+            self.exitcode = -signal.SIGKILL if code is None else code
 
 
 # -- in the server ---------------------------------------------------------------------
