@@ -183,6 +183,28 @@ def test_files_written_just_before_publishing_are_vouched_for_and_a_rewrite_is_c
         assert cache.lookup(key) is None
 
 
+def test_a_hard_link_within_the_entry_is_vouched_for_and_one_to_another_entry_left_alone(
+    tmp_path: Path, reads: list[str]
+):
+    cache = SegmentCache(tmp_path / "c")
+    outside = tmp_path / "elsewhere.onnx"  # stands for another entry's file
+    outside.write_bytes(b"other" * 100)
+    old = time.time_ns() - 10**9
+    os.utime(outside, ns=(old, old))
+    outside_before = outside.stat()
+    key = "5e" * 32
+    with cache.staging(key) as staged:
+        (staged / "build").mkdir()
+        (staged / "build" / "final.onnx").write_bytes(b"model" * 1000)
+        os.link(staged / "build" / "final.onnx", staged / "output.onnx")
+        os.link(outside, staged / "build" / "parent.onnx")
+        cache.publish(key, staged, {"key": key, "segment": "bp::5e"})
+    reads.clear()
+    assert cache.verify_file(key, "output.onnx") is None
+    assert reads == []  # the file FINN wrote last, linked twice in the entry: vouched for
+    assert outside.stat().st_mtime_ns == outside_before.st_mtime_ns  # never touched
+
+
 def test_files_written_within_a_timestamp_tick_are_read_until_they_settle(
     tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ):

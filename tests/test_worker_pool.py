@@ -64,6 +64,20 @@ def exits() -> dict[str, Any]:
     os._exit(3)
 
 
+def exits_leaving_a_child() -> dict[str, Any]:
+    """Dies while a process it forked holds its pipe open (a build's helper process)."""
+    if os.fork() == 0:
+        time.sleep(5)
+        os._exit(0)
+    os._exit(3)
+
+
+def reads_environment() -> dict[str, Any]:
+    return answer(
+        seen=os.environ.get("BRAINSMITH_TEST_SETTING"), out=os.readlink("/proc/self/fd/1")
+    )
+
+
 def uses(guard: Any) -> dict[str, Any]:
     return answer(locked=guard.locked())
 
@@ -79,7 +93,17 @@ def finish(worker: PooledWorker | Worker, timeout: float = 30.0) -> dict[str, An
 
 
 #: what the pool is told before its first fork (the engine shares every step function)
-KNOWN = (answer, messy, fails, sleeps, allocates, uses, exits)
+KNOWN = (
+    answer,
+    messy,
+    fails,
+    sleeps,
+    allocates,
+    uses,
+    exits,
+    exits_leaving_a_child,
+    reads_environment,
+)
 
 
 @pytest.fixture
@@ -103,6 +127,19 @@ def test_a_process_builds_one_segment_after_another_each_in_a_clean_state(
     # each build writes its own log
     assert "messy was here" in (tmp_path / "1.log").read_text()
     assert "messy was here" not in (tmp_path / "2.log").read_text()
+
+
+def test_each_build_sees_the_environment_as_it_is_when_it_starts(
+    pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    before = finish(pool(reads_environment, output=tmp_path / "1.log"))
+    monkeypatch.setenv("BRAINSMITH_TEST_SETTING", "set after the fork")
+    after = finish(pool(reads_environment, output=tmp_path / "2.log"))
+    assert before and after and before["pid"] == after["pid"]
+    assert before["seen"] is None and after["seen"] == "set after the fork"
+    # while it builds its output goes to the build's log, and nowhere once it is idle
+    assert after["out"] == str(tmp_path / "2.log")
+    assert os.readlink(f"/proc/{after['pid']}/fd/1") == "/dev/null"
 
 
 def test_a_failed_build_retires_its_process(pool: WorkerPool, tmp_path: Path):
@@ -224,6 +261,17 @@ def test_a_fork_server_imports_the_compiler_and_forks_the_processes(tmp_path: Pa
     finally:
         pool.close()
     assert _zombie_or_gone(server) and _zombie_or_gone(after["pid"])
+
+
+def test_a_served_process_that_dies_is_seen_even_if_its_pipe_stays_open(tmp_path: Path):
+    pool = WorkerPool(share=KNOWN, fork_server=True)
+    try:
+        assert pool.prepare() is None
+        worker = pool(exits_leaving_a_child, output=tmp_path / "1.log")
+        assert finish(worker, timeout=4) is None  # not the 5 s its child keeps the pipe
+        assert worker.exit_cause() == ("crash", "the worker process exited with code 3")
+    finally:
+        pool.close()
 
 
 def test_a_dead_fork_server_ends_its_builds_as_killed_and_the_pool_forks_from_here(

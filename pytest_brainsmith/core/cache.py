@@ -838,22 +838,24 @@ def _settle(root: Path) -> None:
     """Make the files FINN wrote last a timestamp tick old, so that publishing can record
     every fingerprint: their mtime is set back a tick (rather than waiting for the tick
     to pass, up to TICK_NS per published entry). Any later write sets mtime to the
-    current tick, which then differs from the one recorded. Files already a tick old
-    (among them hard links to other entries' files) are left as they are."""
+    current tick, which then differs from the one recorded. Files already a tick old, and
+    files linked from outside the entry (another entry's), are left as they are."""
     now = time.time_ns()
+    found: dict[tuple[int, int], tuple[str, os.stat_result, int]] = {}
     for dirpath, _, names in os.walk(root):
         for name in names:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            older = min(st.st_mtime_ns, st.st_ctime_ns)
-            if older % 1_000_000_000 == 0 or now - st.st_mtime_ns > TICK_NS or st.st_nlink > 1:
-                continue  # whole-second timestamps, settled already, or shared
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            with contextlib.suppress(OSError):
-                os.utime(
-                    path, ns=(st.st_atime_ns, now - TICK_NS - 1_000_000), follow_symlinks=False
-                )
+            if stat.S_ISREG(st.st_mode):
+                inode = (st.st_dev, st.st_ino)
+                seen = found.get(inode)
+                found[inode] = (path, st, seen[2] + 1 if seen else 1)
+    for path, st, links in found.values():
+        older = min(st.st_mtime_ns, st.st_ctime_ns)
+        if older % 1_000_000_000 == 0 or now - st.st_mtime_ns > TICK_NS or st.st_nlink > links:
+            continue  # whole-second timestamps, settled already, or shared with another entry
+        with contextlib.suppress(OSError):
+            os.utime(path, ns=(st.st_atime_ns, now - TICK_NS - 1_000_000), follow_symlinks=False)
 
 
 def _settled(stamp: int, st: os.stat_result) -> bool:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import select
 import signal
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import toolchain
+from . import interrupts, toolchain
 from .workers import _FORK, become_worker, exit_cause, fork
 
 
@@ -64,9 +65,10 @@ class ForkServer:
     def fork(self, conn: Connection, close_fds: tuple[int, ...]) -> ServedProcess:
         """A new process, serving builds on ``conn`` (the child's end of its pipe)."""
         try:
-            self.conn.send(("fork", close_fds))
-            reduction.send_handle(self.conn, conn.fileno(), self.process.pid)
-            kind, pid = self.conn.recv()
+            with interrupts.deferred():  # a request is answered before the next is asked
+                self.conn.send(("fork", close_fds))
+                reduction.send_handle(self.conn, conn.fileno(), self.process.pid)
+                kind, pid = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise ForkServerError(f"the fork server is gone ({exc})") from None
         if kind != "forked":
@@ -74,11 +76,12 @@ class ForkServer:
         return ServedProcess(self, pid)
 
     def wait(self, pid: int) -> int | None:
-        """The exit code of the server's child ``pid`` once it ended (multiprocessing's
+        """The exit code of the server's child ``pid``, which has ended (multiprocessing's
         convention: -N for signal N), None if the server cannot say."""
         try:
-            self.conn.send(("wait", pid))
-            kind, code = self.conn.recv()
+            with interrupts.deferred():
+                self.conn.send(("wait", pid))
+                kind, code = self.conn.recv()
         except (EOFError, OSError):
             return None
         return code if kind == "status" else None
@@ -96,27 +99,35 @@ class ForkServer:
 
 class ServedProcess:
     """A child of the server, with what the pool uses of ``multiprocessing.Process``
-    (``pid``, ``is_alive``, ``join``, ``exitcode``). Its death shows as the end of its
-    pipe; the server then tells its exit code."""
-
-    sentinel = None  # nothing to wait on but its pipe
+    (``pid``, ``sentinel``, ``is_alive``, ``join``, ``exitcode``). Its sentinel is a
+    pidfd, readable once it ended (even while a process it started still holds its
+    pipe open); the server then tells its exit code."""
 
     def __init__(self, server: ForkServer, pid: int) -> None:
         self.server = server
         self.pid = pid
         self.exitcode: int | None = None
-        self._joined = False
+        self.sentinel: int | None = None
+        with contextlib.suppress(OSError, AttributeError):  # Linux 5.3+
+            self.sentinel = os.pidfd_open(pid)
 
     def is_alive(self) -> bool:
-        return not self._joined
+        if self.exitcode is not None:
+            return False
+        if self.sentinel is None:
+            return True  # only the end of its pipe will say
+        return not select.select([self.sentinel], [], [], 0)[0]
 
     def join(self, timeout: float | None = None) -> None:
         """Collect its exit code (call once it ended, or was killed)."""
-        if not self._joined:
-            self._joined = True
+        if self.exitcode is None:
             code = self.server.wait(self.pid)
             # no answer: the server died, and the kernel killed its children with it
             self.exitcode = -signal.SIGKILL if code is None else code
+            if self.sentinel is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self.sentinel)
+                self.sentinel = None
 
 
 # -- in the server ---------------------------------------------------------------------

@@ -9,9 +9,10 @@ Isolation stays per segment where it matters: a crash, a timeout, a Ctrl-C or a
 memory blow-up ends that process only (the parent kills its process group, as for a
 fresh worker), and a process is retired (never given another segment) after any
 build that did not succeed or that left it holding much more memory than it started
-with. Between builds the process puts back its working directory, its environment and
-its memory limit; each build writes its own log, is limited to ``max_memory`` beyond
-what the process holds when it starts, and measures its own peak (``VmHWM`` is reset).
+with. Each build starts with the parent's environment and working directory as they
+are then (as a fresh fork would), writes its own log (detached when it ends), is limited
+to ``max_memory`` beyond what the process holds when it starts, and measures its own
+peak (``VmHWM`` is reset); the memory limit is lifted after it.
 ``--brainsmith-fresh-workers`` keeps the strictest isolation: a process per segment.
 
 A segment's build is sent pickled, but what the process already has is sent by
@@ -40,7 +41,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import memory_budget, toolchain
+from . import interrupts, memory_budget, toolchain
 from .fork_server import ForkServer, ForkServerError
 from .workers import (
     _FORK,
@@ -118,6 +119,10 @@ class _Process:
 
     def end(self) -> None:
         """Kill it and its process group (it holds nothing: idle or retired)."""
+        if self.process.exitcode is not None:  # collected already: its pid may be reused
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
@@ -166,6 +171,11 @@ class PooledWorker:
         if not self._eof and self.process.is_alive():
             return False
         self.process.join()
+        if self.result is None:  # sent just before it ended
+            with contextlib.suppress(EOFError, OSError):
+                if self.conn.poll():
+                    self.result = self.conn.recv()
+                    return True
         self._give_back()
         return True
 
@@ -224,8 +234,9 @@ class WorkerPool:
             wanted = not getattr(compiler, "prepared", lambda: False)()
         if self.server is None and wanted and not self.server_used:
             siblings = tuple(p.conn.fileno() for p in self.processes if not p.conn.closed)
-            self.server = ForkServer(self.table, close_fds + siblings, _pool_main)
-            self.server_used = True
+            with interrupts.deferred():  # a server started is one ``close`` ends
+                self.server = ForkServer(self.table, close_fds + siblings, _pool_main)
+                self.server_used = True
         if self.server is not None:
             error = self.server.ready()
             if error is None:
@@ -267,13 +278,14 @@ class WorkerPool:
             self.fresh += 1
             self.started += 1
             return Worker(job, output=output, max_memory=max_memory, close_fds=close_fds)
+        message = (str(output), max_memory, payload, dict(os.environ), os.getcwd())
         process = self._take(newest, close_fds)
         try:
-            process.conn.send((str(output), max_memory, payload))
+            process.conn.send(message)
         except OSError:  # it died while idle: a new one
             self._retire(process)
             process = self._take(newest, close_fds)
-            process.conn.send((str(output), max_memory, payload))
+            process.conn.send(message)
         return PooledWorker(self, process, output)
 
     def close(self) -> None:
@@ -323,13 +335,20 @@ class WorkerPool:
     def _returned(self, process: _Process, result: dict[str, Any] | None) -> None:
         if process not in self.processes:
             return
-        if result is None or result.get("status") not in REUSABLE or not process.process.is_alive():
+        if (
+            result is None
+            or result.get("status") not in REUSABLE
+            or result.get("retire")
+            or not process.process.is_alive()
+        ):
             self._retire(process)
             return
         process.builds += 1
-        rss = (result.get("memory") or {}).get("VmRSS")
-        if isinstance(rss, int):
-            process.rss = process.rss or rss
+        memory = result.get("memory") or {}
+        rss, start = memory.get("VmRSS"), memory.get("start_rss")
+        if process.rss is None and isinstance(start, int):
+            process.rss = start  # what it held before its first build
+        if isinstance(rss, int) and process.rss is not None:
             if rss - process.rss > RETIRE_GROWTH:
                 self._retire(process)
                 return
@@ -346,13 +365,18 @@ class WorkerPool:
 # -- in the pooled process -------------------------------------------------------------
 def _pool_main(conn: Connection, close_fds: tuple[int, ...], parent: int, table: list[Any]) -> None:
     become_worker(parent, close_fds)
-    home, environment = os.getcwd(), dict(os.environ)
     limits = resource.getrlimit(resource.RLIMIT_AS)
     while True:
         try:
-            output, max_memory, payload = conn.recv()
+            output, max_memory, payload, environment, cwd = conn.recv()
         except (EOFError, OSError):
             os._exit(0)  # the parent is gone: nothing to tidy (torch's exit is slow)
+        # the parent's environment and directory as they are now, as a fresh fork has them
+        if os.environ != environment:
+            os.environ.clear()
+            os.environ.update(environment)
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
         redirect_output(Path(output))
         if max_memory:
             limit_memory(max_memory)
@@ -365,20 +389,28 @@ def _pool_main(conn: Connection, close_fds: tuple[int, ...], parent: int, table:
             result = {"status": "error", "kind": "environment", "error": traceback.format_exc()}
         if isinstance(result, dict):
             result["memory"] = {**memory_budget.extra_peak(), "start_rss": start_rss}
-        with contextlib.suppress(OSError, ValueError):
-            resource.setrlimit(resource.RLIMIT_AS, limits)
-            os.chdir(home)
-        if os.environ != environment:
-            os.environ.clear()
-            os.environ.update(environment)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, limits)
+            except (OSError, ValueError):
+                result["retire"] = True  # still limited: never build again
+        _detach_output()
         _trim()
         try:
             conn.send(result)
         except (OSError, ValueError):
             os._exit(1)
+
+
+def _detach_output() -> None:
+    """Stop writing to the build's log (it is published with the entry): whatever the
+    idle process prints goes nowhere."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def _reset_peak() -> None:
