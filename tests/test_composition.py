@@ -55,6 +55,16 @@ def test_each_setting_comes_from_the_caller_then_the_environment_then_the_ini(tm
         decide(tmp_path, {"workers": "many"}, {}.get, env={})
     with pytest.raises(SettingError, match="--brainsmith-timeout: expected a duration"):
         decide(tmp_path, {"timeout": "soon"}, {}.get, env={})
+    # reused workers unless fresh ones are asked for, by the option, the environment or the ini
+    assert decide(tmp_path, {}, {}.get, env={}).fresh_workers is False
+    assert decide(tmp_path, {"fresh_workers": True}, {}.get, env={}).fresh_workers is True
+    fresh = {"BRAINSMITH_FRESH_WORKERS": "1"}
+    assert decide(tmp_path, {}, {}.get, env=fresh).fresh_workers is True
+    assert (
+        decide(tmp_path, {}, {"brainsmith_fresh_workers": "off"}.get, env={}).fresh_workers is False
+    )
+    with pytest.raises(SettingError, match="ini brainsmith_fresh_workers.*expected on or off"):
+        decide(tmp_path, {}, {"brainsmith_fresh_workers": "maybe"}.get, env={})
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,10 @@ def decide(
         ),
         server=_server(chosen("server")),
         remote_cache=str(chosen("remote_cache")) if chosen("remote_cache") else None,
-        fresh_workers=_switch("--brainsmith-fresh-workers", chosen("fresh_workers")),
+        fresh_workers=_switch(
+            "--brainsmith-fresh-workers (ini brainsmith_fresh_workers, BRAINSMITH_FRESH_WORKERS)",
+            chosen("fresh_workers"),
+        ),
     )
 
 
@@ -197,24 +200,30 @@ def _server(value: Any) -> float | None:
     """``server``: on (1, true, yes, on: the default idle time), off, or its idle time."""
     from .engine_server import IDLE_SECONDS
 
-    text = str(value).strip().lower() if value is not None else ""
-    if value is True or text in _ON:
-        return IDLE_SECONDS
-    if value is None or value is False or text in ("", *_OFF):
-        return None
+    switch = _on_off(value)
+    if switch is not None:
+        return IDLE_SECONDS if switch else None
     return _parsed(
         "--brainsmith-server", value, parse_duration, "on, off or an idle time such as 30m"
     )
 
 
-def _switch(label: str, value: Any) -> bool:
-    """An on/off setting (off unless given)."""
+def _on_off(value: Any) -> bool | None:
+    """True for on (1, true, yes, on), False for off or nothing given, None otherwise."""
     text = str(value).strip().lower() if value is not None else ""
     if value is True or text in _ON:
         return True
     if value is None or value is False or text in ("", *_OFF):
         return False
-    raise SettingError(f"{label}: expected on or off (1/0, true/false, yes/no), got {value!r}")
+    return None
+
+
+def _switch(label: str, value: Any) -> bool:
+    """An on/off setting (off unless given)."""
+    switch = _on_off(value)
+    if switch is None:
+        raise SettingError(f"{label}: expected on or off (1/0, true/false, yes/no), got {value!r}")
+    return switch
 
 
 def _workers(value: Any, xdist_workers: int) -> int:

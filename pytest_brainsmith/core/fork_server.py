@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from . import interrupts, toolchain
-from .workers import _FORK, become_worker, exit_cause, fork
+from .workers import _FORK, become_worker, exit_cause, fork, kill_group
 
 
 class ForkServerError(Exception):
@@ -88,10 +88,7 @@ class ForkServer:
 
     def close(self) -> None:
         """End the server (its children die with it)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        kill_group(self.process.pid)  # type: ignore[arg-type]
         self.process.join(timeout=10)
         with contextlib.suppress(OSError):
             self.conn.close()

@@ -31,12 +31,11 @@ import io
 import os
 import pickle
 import resource
-import signal
 import sys
 import time
-import traceback
 import types
 from collections.abc import Callable, Iterable
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -49,9 +48,9 @@ from .workers import (
     become_worker,
     exit_cause,
     fork,
-    limit_memory,
+    kill_group,
     output_tail,
-    redirect_output,
+    run_job,
 )
 
 #: A process holding this much more resident memory after a build than when it was
@@ -101,16 +100,14 @@ class _Process:
             except ForkServerError:
                 pool.drop_server()
         if self.process is None:
-            if pool.server_used:  # what the server did for its forks, here
-                toolchain.current().prepare()
+            pool.compiler_here()
             # the process also closes the parent's ends of its siblings' pipes
-            siblings = tuple(p.conn.fileno() for p in pool.processes if not p.conn.closed)
             self.known = len(pool.table)  # table entries the process inherits
-            self.process = fork(_pool_main, (theirs, close_fds + siblings, os.getpid(), pool.table))
+            close_fds += pool.pipe_ends()
+            self.process = fork(_pool_main, (theirs, close_fds, os.getpid(), pool.table))
         theirs.close()
         self.conn: Connection = mine
-        self.rss: int | None = None  # resident memory after its first build
-        self.builds = 0
+        self.rss: int | None = None  # resident memory before its first build
 
     @property
     def pid(self) -> int:
@@ -119,15 +116,9 @@ class _Process:
 
     def end(self) -> None:
         """Kill it and its process group (it holds nothing: idle or retired)."""
-        if self.process.exitcode is not None:  # collected already: its pid may be reused
-            with contextlib.suppress(OSError):
-                self.conn.close()
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        self.process.join(timeout=10)
+        if self.process.exitcode is None:  # once collected, its pid may be reused
+            kill_group(self.pid)
+            self.process.join(timeout=10)
         with contextlib.suppress(OSError):
             self.conn.close()
 
@@ -233,9 +224,8 @@ class WorkerPool:
         if wanted is None:
             wanted = not getattr(compiler, "prepared", lambda: False)()
         if self.server is None and wanted and not self.server_used:
-            siblings = tuple(p.conn.fileno() for p in self.processes if not p.conn.closed)
             with interrupts.deferred():  # a server started is one ``close`` ends
-                self.server = ForkServer(self.table, close_fds + siblings, _pool_main)
+                self.server = ForkServer(self.table, close_fds + self.pipe_ends(), _pool_main)
                 self.server_used = True
         if self.server is not None:
             error = self.server.ready()
@@ -247,6 +237,16 @@ class WorkerPool:
         except toolchain.ToolchainUnavailable as exc:
             return str(exc)
         return None
+
+    def compiler_here(self) -> None:
+        """Import the compiler in this process before forking from it, if the pool's
+        processes came from a server (which had it) until now."""
+        if self.server_used:
+            toolchain.current().prepare()
+
+    def pipe_ends(self) -> tuple[int, ...]:
+        """This process's ends of its processes' pipes (a fork of it must close them)."""
+        return tuple(p.conn.fileno() for p in self.processes if not p.conn.closed)
 
     def drop_server(self) -> None:
         """The server died: later processes are forked from here."""
@@ -273,8 +273,7 @@ class WorkerPool:
         try:
             payload, newest = self._dumps(job)
         except (pickle.PicklingError, TypeError, AttributeError):
-            if self.server_used:  # forked from here: the compiler must be here too
-                toolchain.current().prepare()
+            self.compiler_here()  # a fresh worker is forked from here
             self.fresh += 1
             self.started += 1
             return Worker(job, output=output, max_memory=max_memory, close_fds=close_fds)
@@ -343,7 +342,6 @@ class WorkerPool:
         ):
             self._retire(process)
             return
-        process.builds += 1
         memory = result.get("memory") or {}
         rss, start = memory.get("VmRSS"), memory.get("start_rss")
         if process.rss is None and isinstance(start, int):
@@ -377,18 +375,12 @@ def _pool_main(conn: Connection, close_fds: tuple[int, ...], parent: int, table:
             os.environ.update(environment)
         with contextlib.suppress(OSError):
             os.chdir(cwd)
-        redirect_output(Path(output))
-        if max_memory:
-            limit_memory(max_memory)
         _reset_peak()
         start_rss = memory_budget.extra_peak().get("VmRSS")
-        try:
-            job = _Unpickler(io.BytesIO(payload), table).load()
-            result = job()
-        except BaseException:  # a bug of ours, not the design's: say so, never hang
-            result = {"status": "error", "kind": "environment", "error": traceback.format_exc()}
+        result = run_job(
+            partial(_load_and_run, payload, table), Path(output), max_memory, start_rss
+        )
         if isinstance(result, dict):
-            result["memory"] = {**memory_budget.extra_peak(), "start_rss": start_rss}
             try:
                 resource.setrlimit(resource.RLIMIT_AS, limits)
             except (OSError, ValueError):
@@ -399,6 +391,10 @@ def _pool_main(conn: Connection, close_fds: tuple[int, ...], parent: int, table:
             conn.send(result)
         except (OSError, ValueError):
             os._exit(1)
+
+
+def _load_and_run(payload: bytes, table: list[Any]) -> Any:
+    return _Unpickler(io.BytesIO(payload), table).load()()
 
 
 def _detach_output() -> None:

@@ -126,11 +126,7 @@ class Worker:
     def kill(self, why: str) -> None:
         """End the worker and everything it started, now."""
         self.killed_by_us = why
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)  # not yet in its own group
+        kill_group(self.pid)
         self.process.join(timeout=10)
         with contextlib.suppress(OSError):
             self.conn.close()
@@ -206,6 +202,15 @@ def _worker_main(
 ) -> None:
     start_rss = memory_budget.extra_peak().get("VmRSS")  # what the fork shares
     become_worker(parent, close_fds)
+    conn.send(run_job(job, output, max_memory, start_rss))
+    conn.close()
+
+
+def run_job(
+    job: Callable[[], Any], output: Path, max_memory: int | None, start_rss: int | None
+) -> Any:
+    """Run one build in this worker: its output to ``output``, at most ``max_memory``
+    allocated beyond what the process holds; its answer, with its peak memory."""
     redirect_output(output)
     if max_memory:
         limit_memory(max_memory)
@@ -215,8 +220,16 @@ def _worker_main(
         result = {"status": "error", "kind": "environment", "error": traceback.format_exc()}
     if isinstance(result, dict):  # the build's peak memory, for the engine's budget
         result["memory"] = {**memory_budget.extra_peak(), "start_rss": start_rss}
-    conn.send(result)
-    conn.close()
+    return result
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a worker and everything it started (its process group)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # not yet in its own group
 
 
 def become_worker(parent: int, close_fds: tuple[int, ...]) -> None:
