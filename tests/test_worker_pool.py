@@ -1,6 +1,6 @@
-"""Reused worker processes (core/worker_pool.py): a process builds segment after
-segment, each build in a clean process state with its own log, memory limit and peak;
-failures retire the process; what cannot be pickled still builds in a fresh worker.
+"""The worker pool (core/worker_pool.py): every build in a process of its own, forked
+ahead from the zygote, with its own log, memory limit and peak; what cannot be pickled
+still builds in a fresh worker.
 The pool's own tests fork from this process (no FINN); the project tests run pytest on
 the real FINN builder with registered pure-Python steps, as test_engine.py does."""
 
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import MODEL, run_in, step_project, take_builds
 
-from pytest_brainsmith.core.worker_pool import PooledWorker, WorkerPool
+from pytest_brainsmith.core.worker_pool import ForkedBuild, WorkerPool
 from pytest_brainsmith.core.workers import Worker
 
 
@@ -82,7 +82,7 @@ def uses(guard: Any) -> dict[str, Any]:
     return answer(locked=guard.locked())
 
 
-def finish(worker: PooledWorker | Worker, timeout: float = 30.0) -> dict[str, Any] | None:
+def finish(worker: ForkedBuild | Worker, timeout: float = 30.0) -> dict[str, Any] | None:
     """Wait for the build as the scheduler does; its answer (None if the process died)."""
     deadline = time.monotonic() + timeout
     while not worker.poll():
@@ -114,14 +114,15 @@ def pool():
     assert not made.processes
 
 
-def test_a_process_builds_one_segment_after_another_each_in_a_clean_state(
+def test_every_build_runs_in_a_process_of_its_own_and_leaves_nothing_behind(
     pool: WorkerPool, tmp_path: Path
 ):
     first = finish(pool(partial(messy, str(tmp_path)), output=tmp_path / "1.log"))
     second = finish(pool(answer, output=tmp_path / "2.log"))
-    assert first and second and first["pid"] == second["pid"] != os.getpid()
-    assert (pool.started, pool.reused) == (1, 1)
-    # what the first build changed is put back before the next one
+    assert first and second and first["pid"] != second["pid"]
+    assert os.getpid() not in (first["pid"], second["pid"])
+    assert pool.started == 2
+    # what the first build changed never reaches the second
     assert second["cwd"] == first["cwd"] == os.getcwd()
     assert first["leak"] is None and second["leak"] is None
     # each build writes its own log
@@ -129,33 +130,30 @@ def test_a_process_builds_one_segment_after_another_each_in_a_clean_state(
     assert "messy was here" not in (tmp_path / "2.log").read_text()
 
 
+def test_the_next_process_is_forked_ahead_while_a_build_runs(pool: WorkerPool, tmp_path: Path):
+    building = pool(sleeps, output=tmp_path / "1.log")
+    spares = [p.pid for p in pool._spares]
+    assert len(spares) == pool.spares == 1 and building.pid not in spares
+    after = finish(pool(answer, output=tmp_path / "2.log"))
+    assert after and after["pid"] == spares[0]  # no fork on the next build's path
+    building.kill("cancel")
+
+
 def test_each_build_sees_the_environment_as_it_is_when_it_starts(
     pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     before = finish(pool(reads_environment, output=tmp_path / "1.log"))
+    # the next build's process was forked ahead, before this change: it still sees it
     monkeypatch.setenv("BRAINSMITH_TEST_SETTING", "set after the fork")
     after = finish(pool(reads_environment, output=tmp_path / "2.log"))
-    assert before and after and before["pid"] == after["pid"]
+    assert before and after
     assert before["seen"] is None and after["seen"] == "set after the fork"
-    # while it builds its output goes to the build's log, and nowhere once it is idle
-    assert after["out"] == str(tmp_path / "2.log")
-    assert os.readlink(f"/proc/{after['pid']}/fd/1") == "/dev/null"
+    assert after["out"] == str(tmp_path / "2.log")  # its output goes to its own log
 
 
-def test_a_failed_build_retires_its_process(pool: WorkerPool, tmp_path: Path):
-    failed = finish(pool(fails, output=tmp_path / "1.log"))
-    after = finish(pool(answer, output=tmp_path / "2.log"))
-    assert failed and after and failed["pid"] != after["pid"]
-    assert pool.started == 2 and pool.reused == 0
-    assert len(pool.processes) == 1  # the failed one ended
-
-
-def test_a_killed_build_ends_its_process_only_and_the_next_build_gets_a_new_one(
-    pool: WorkerPool, tmp_path: Path
-):
-    idle = finish(pool(answer, output=tmp_path / "0.log"))
+def test_a_killed_build_ends_its_process_only(pool: WorkerPool, tmp_path: Path):
     hanging = pool(sleeps, output=tmp_path / "1.log")
-    assert isinstance(hanging, PooledWorker) and hanging.pid == idle["pid"]  # reused
+    assert isinstance(hanging, ForkedBuild)
     time.sleep(0.2)
     hanging.kill("timeout")
     assert hanging.poll() and hanging.result is None
@@ -172,10 +170,11 @@ def _zombie_or_gone(pid: int) -> bool:
         return True
 
 
-def test_a_function_made_after_the_process_was_forked_gets_a_new_process(
+def test_a_function_made_after_the_spare_was_forked_gets_a_process_that_knows_it(
     pool: WorkerPool, tmp_path: Path
 ):
     before = finish(pool(answer, output=tmp_path / "1.log"))
+    spare = pool._spares[0].pid
     secret = f"closure-{time.time()}"
 
     def late() -> dict[str, Any]:  # a closure: pickle cannot name it, the fork has it
@@ -183,9 +182,8 @@ def test_a_function_made_after_the_process_was_forked_gets_a_new_process(
 
     after = finish(pool(late, output=tmp_path / "2.log"))
     assert before and after and after["secret"] == secret
-    assert after["pid"] != before["pid"]  # the first process never saw ``late``
-    again = finish(pool(answer, output=tmp_path / "3.log"))
-    assert again and again["pid"] == after["pid"]  # and the new one serves the rest
+    assert after["pid"] != spare  # the spare never saw ``late``: it was ended
+    assert _zombie_or_gone(spare)
 
 
 def test_a_job_that_cannot_be_pickled_builds_in_a_fresh_worker(pool: WorkerPool, tmp_path: Path):
@@ -201,7 +199,7 @@ def test_a_job_that_cannot_be_pickled_builds_in_a_fresh_worker(pool: WorkerPool,
 def test_each_build_measures_its_own_peak_memory(pool: WorkerPool, tmp_path: Path):
     big = finish(pool(partial(allocates, 300 << 20), output=tmp_path / "1.log"))
     small = finish(pool(answer, output=tmp_path / "2.log"))
-    assert big and small and big["pid"] == small["pid"]
+    assert big and small
 
     def extra(result: dict[str, Any]) -> int:
         return result["memory"]["VmHWM"] - result["memory"]["start_rss"]
@@ -222,13 +220,14 @@ def test_a_memory_limit_applies_per_build_beyond_what_the_process_holds(
     )
     unlimited = finish(pool(partial(allocates, 512 << 20), output=tmp_path / "3.log"))
     assert within and within["status"] == "built"
-    assert unlimited and unlimited["status"] == "built" and unlimited["pid"] == within["pid"]
+    assert unlimited and unlimited["status"] == "built"
 
 
 def test_closing_the_pool_ends_its_processes(tmp_path: Path):
     pool = WorkerPool(share=KNOWN)
     pids = [finish(pool(answer, output=tmp_path / f"{i}.log"))["pid"] for i in range(2)]
-    assert pool.processes
+    assert pool.processes  # the spare
+    pids += [p.pid for p in pool.processes]
     pool.close()
     assert not pool.processes
     assert all(_zombie_or_gone(pid) for pid in pids)
@@ -247,7 +246,7 @@ def test_a_fork_server_imports_the_compiler_and_forks_the_processes(tmp_path: Pa
         first = finish(pool(answer, output=tmp_path / "1.log"))
         assert first and parent_of(first["pid"]) == server  # forked there, not here
         again = finish(pool(answer, output=tmp_path / "2.log"))
-        assert again and again["pid"] == first["pid"]
+        assert again and again["pid"] != first["pid"] and parent_of(again["pid"]) == server
         # its children's deaths are told as those of the pool's own children
         crashed = pool(exits, output=tmp_path / "3.log")
         assert finish(crashed) is None
@@ -258,6 +257,12 @@ def test_a_fork_server_imports_the_compiler_and_forks_the_processes(tmp_path: Pa
         assert hanging.poll() and hanging.exit_cause()[0] == "killed"
         after = finish(pool(answer, output=tmp_path / "5.log"))
         assert after and parent_of(after["pid"]) == server
+        # the server collects the processes that answered and exited: no zombie piles up
+        time.sleep(0.2)  # they exit on their own time
+        finish(pool(answer, output=tmp_path / "6.log"))  # a fork asked: it collects first
+        children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
+        assert first["pid"] not in map(int, children)
+        assert again["pid"] not in map(int, children)
     finally:
         pool.close()
     assert _zombie_or_gone(server) and _zombie_or_gone(after["pid"])
@@ -285,7 +290,8 @@ def test_a_dead_fork_server_ends_its_builds_as_killed_and_the_pool_forks_from_he
         os.kill(pool.server.process.pid, signal.SIGKILL)  # e.g. the OOM killer's choice
         assert finish(building) is None
         # the machine's doing, not the design's: never recorded as the build's crash
-        assert building.exit_cause()[0] == "killed"
+        kind, why = building.exit_cause()
+        assert kind == "killed" and "the fork server" in why and "died" in why
         after = finish(pool(answer, output=tmp_path / "2.log"))
         assert after and parent_of(after["pid"]) == os.getpid() and pool.server is None
     finally:
@@ -357,9 +363,7 @@ def processes(out: str) -> int:
     return int(found[1])
 
 
-def test_a_run_reuses_its_workers_and_fresh_workers_give_each_segment_a_process(
-    tmp_path: Path,
-):
+def test_a_run_builds_each_segment_in_a_process_forked_from_the_zygote(tmp_path: Path):
     folder = step_project(
         tmp_path / "p", STEPS, "    - root\n    - [leaf0, leaf1, leaf2, leaf3, guarded, raises]\n"
     )
@@ -369,24 +373,37 @@ def test_a_run_reuses_its_workers_and_fresh_workers_give_each_segment_a_process(
     assert "raises was asked to fail" in done.stdout
     steps = seen(folder)
     assert len(take_builds(folder)) == 7
-    pids = [row["pid"] for row in steps.values()]
-    # one process built segment after segment (the step object holding a lock too: it
-    # is sent by identity); only the failed build retired its process, so the builds
-    # after it, if any, ran in one other process. None saw what another left behind.
-    assert len(set(pids)) <= 2 and processes(done.stdout) == len(set(pids)), steps
+    # a process per segment (the step object holding a lock too: it is sent by
+    # identity), none of them pytest; none saw what another left behind
+    pids = {row["pid"] for row in steps.values()}
+    assert len(pids) == 7 and processes(done.stdout) == 7, steps
     assert all(row["leak"] is None for row in steps.values()), steps
-    failed = list(steps).index("raises")
-    assert set(pids[: failed + 1]) == {pids[failed]} and pids[failed] not in pids[failed + 1 :]
     # FINN was imported by the fork server the processes came from, not by pytest
     assert "FINN imported by 1 process(es)" in done.stdout
     assert (folder / "finn_here").read_text() == "False"
+    # every entry says how it was built
+    manifests = (folder / "build" / "brainsmith" / "cache" / "v1" / "entries").glob(
+        "*/*/manifest.json"
+    )
+    assert {json.loads(m.read_text())["isolation"] for m in manifests} == {"process"}
 
-    (folder / "build").rename(tmp_path / "first-build")
-    fresh = run_in(folder, "--brainsmith-workers", "1", "--brainsmith-fresh-workers")
-    assert "5 passed, 1 failed" in fresh.stdout, fresh.stdout
-    steps = seen(folder)
-    assert len({row["pid"] for row in steps.values()}) == 7
-    assert processes(fresh.stdout) == 7
+
+def test_fresh_workers_is_obsolete_and_says_so(tmp_path: Path):
+    folder = step_project(tmp_path / "p", STEPS, "    - root\n    - [leaf0, leaf1]\n")
+    done = run_in(folder, "--brainsmith-workers", "1", "--brainsmith-fresh-workers")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "--brainsmith-fresh-workers" in done.stdout and "changes nothing" in done.stdout
+    assert processes(done.stdout) == 3
+
+
+def test_inline_builds_say_so_in_their_entries(tmp_path: Path):
+    folder = step_project(tmp_path / "p", STEPS, "    - root\n    - [leaf0, leaf1]\n")
+    done = run_in(folder, "--brainsmith-workers", "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifests = (folder / "build" / "brainsmith" / "cache" / "v1" / "entries").glob(
+        "*/*/manifest.json"
+    )
+    assert {json.loads(m.read_text())["isolation"] for m in manifests} == {"inline"}
 
 
 SWEEP = """
@@ -444,24 +461,26 @@ def entries(cache: Path) -> dict[str, dict[str, str]]:
     return found
 
 
-def test_reused_workers_build_on_finn_exactly_what_fresh_workers_build(tmp_path: Path):
-    """FINN steps run in a process that built other segments before produce, file for
-    file, what a process per segment produces."""
+def test_one_worker_and_two_build_on_finn_exactly_the_same_files(tmp_path: Path):
+    """A segment's files do not depend on which worker built it, nor on what that worker's
+    process built before: with one worker every segment follows another, with two they
+    are spread over both."""
     folder = tmp_path / "p"
     folder.mkdir()
     shutil.copyfile(MODEL, folder / "tfc.onnx")
     (folder / "sweep.blueprint.yaml").write_text(SWEEP)
     runs = {}
-    for mode, flags in (("pooled", ()), ("fresh", ("--brainsmith-fresh-workers",))):
-        cache = tmp_path / f"cache-{mode}"
-        done = run_in(folder, "--brainsmith-cache", str(cache), *flags, timeout=600)
+    for workers in ("1", "2"):
+        cache = tmp_path / f"cache-{workers}"
+        done = run_in(
+            folder, "--brainsmith-cache", str(cache), "--brainsmith-workers", workers, timeout=600
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "4 passed" in done.stdout, done.stdout
-        runs[mode] = (entries(cache), processes(done.stdout))
-    (pooled, pooled_processes), (fresh, fresh_processes) = runs["pooled"], runs["fresh"]
-    assert len(fresh) == fresh_processes >= 5  # a shared front end and its branches
-    assert pooled_processes < fresh_processes
-    assert pooled.keys() == fresh.keys()
-    for key, files in fresh.items():
+        runs[workers] = (entries(cache), processes(done.stdout))
+    (one, one_processes), (two, two_processes) = runs["1"], runs["2"]
+    assert len(one) == one_processes == two_processes >= 5  # a front end and its branches
+    assert one.keys() == two.keys()
+    for key, files in one.items():
         assert files, key
-        assert pooled[key] == files, key
+        assert two[key] == files, key

@@ -44,6 +44,10 @@ class BuildSpec:
     keep_step_models: bool = False
     limits: dict[str, float] = field(default_factory=dict)  # timeout, max_memory in force
     verify: dict[str, Any] | None = None  # what to verify (core/verification.py plan_for)
+    #: where it is built: "process" (a fresh process forked from a clean zygote) or
+    #: "inline" (the caller's own process, ``--brainsmith-workers 0``: whatever that
+    #: process holds reaches the build); recorded in the entry's manifest
+    isolation: str = "process"
 
     @property
     def steps(self) -> list[Step]:
@@ -62,6 +66,7 @@ def manifest_for(spec: BuildSpec, seconds: float, step_seconds: dict[str, float]
         "run_id": spec.run_id,
         "host": os.uname().nodename,
         "pid": os.getpid(),
+        "isolation": spec.isolation,
     }
 
 

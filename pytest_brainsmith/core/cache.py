@@ -211,6 +211,9 @@ class SegmentCache:
         self._held: set[str] = set()  # keys whose lock this object holds
         #: where files an entry left on a remote cache come from (remote_cache.py)
         self.deferred_source: DeferredSource | None = None
+        #: the umask of the process that made the cache (the run's), which every entry's
+        #: modes follow whatever umask a build's steps set in their own process
+        self.umask = _current_umask()
 
     # -- paths ------------------------------------------------------------------
     def entry_path(self, key: str) -> Path:
@@ -648,7 +651,7 @@ class SegmentCache:
         ``deferred`` files were left behind (fetched when first used, ``verify_file``)."""
         target = self.entry_path(key)
         try:
-            _make_read_only(staged)
+            _make_read_only(staged, self.umask)
             _settle(staged)
             files, seen = _digests(staged)
             if expected is not None:
@@ -659,12 +662,14 @@ class SegmentCache:
                 files = dict(sorted(expected.items()))
                 if deferred:
                     _write_json(staged / DEFERRED, sorted(deferred))
+                    os.chmod(staged / DEFERRED, 0o444 & ~self.umask)
             manifest = {**manifest, "files": files}
             _write_json(staged / MANIFEST, manifest)
-            os.chmod(staged / MANIFEST, 0o444)
-            if seen:  # then the first reuse reads none of them
-                _write_memo(staged / VERIFIED, seen)
+            os.chmod(staged / MANIFEST, 0o444 & ~self.umask)
+            if seen and _write_memo(staged / VERIFIED, seen):  # the first reuse reads none
+                os.chmod(staged / VERIFIED, 0o444 & ~self.umask)
             _write_marker(staged, manifest.get("segment"))
+            os.chmod(staged / MARKER, 0o444 & ~self.umask)
             target.parent.mkdir(parents=True, exist_ok=True)
             self._set_aside(key, target)  # a forced rebuild replaces the old entry
             os.rename(staged, target)
@@ -678,8 +683,11 @@ class SegmentCache:
     def record_failure(self, key: str, staged: Path, record: dict[str, Any]) -> Failure:
         target = self.failure_path(key)
         try:
+            _make_read_only(staged, self.umask)
             _write_json(staged / FAILURE, record)
             _write_marker(staged, record.get("segment"))
+            for name in (FAILURE, MARKER):
+                os.chmod(staged / name, 0o444 & ~self.umask)
             target.parent.mkdir(parents=True, exist_ok=True)
             self._set_aside(key, target)
             os.rename(staged, target)
@@ -946,13 +954,23 @@ def _write_marker(directory: Path, segment: Any = None) -> None:
         os.fsync(handle.fileno())
 
 
-def _make_read_only(root: Path) -> None:
+def _make_read_only(root: Path, umask: int) -> None:
+    """The same modes for every entry, whatever the build's steps did to their umask or
+    their files: folders 0777 and files read-only (0444, 0555 if executable), less the
+    run's ``umask``, so every user of a shared cache reads what any one published."""
     for dirpath, _, files in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~umask)
         for name in files:
             path = os.path.join(dirpath, name)
             if not os.path.islink(path):
-                mode = os.stat(path).st_mode
-                os.chmod(path, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+                executable = os.stat(path).st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+                os.chmod(path, (0o555 if executable else 0o444) & ~umask)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _read_record(path: Path) -> dict[str, Any]:

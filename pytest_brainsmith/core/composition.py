@@ -67,8 +67,8 @@ class RunSettings:
     server: float | None = None
     #: the remote cache tier's URL (``remote_cache``), None: no remote tier
     remote_cache: str | None = None
-    #: a process per segment instead of processes reused (``core/worker_pool.py``)
-    fresh_workers: bool = False
+    #: settings given that no longer change anything, with what to do instead
+    obsolete: tuple[str, ...] = ()
 
 
 def decide(
@@ -112,10 +112,7 @@ def decide(
         ),
         server=_server(chosen("server")),
         remote_cache=str(chosen("remote_cache")) if chosen("remote_cache") else None,
-        fresh_workers=_switch(
-            "--brainsmith-fresh-workers (ini brainsmith_fresh_workers, BRAINSMITH_FRESH_WORKERS)",
-            chosen("fresh_workers"),
-        ),
+        obsolete=_obsolete(chosen),
     )
 
 
@@ -153,7 +150,6 @@ def make_engine(
         tools=tools,
         events=events,
         launcher=launcher,
-        fresh_workers=settings.fresh_workers,
         **flags,
     )
 
@@ -206,6 +202,18 @@ def _server(value: Any) -> float | None:
     return _parsed(
         "--brainsmith-server", value, parse_duration, "on, off or an idle time such as 30m"
     )
+
+
+def _obsolete(chosen: Callable[[str], Any]) -> tuple[str, ...]:
+    """What the run was given that no longer changes anything, and why."""
+    found = []
+    label = "--brainsmith-fresh-workers (ini brainsmith_fresh_workers, BRAINSMITH_FRESH_WORKERS)"
+    if _switch(label, chosen("fresh_workers")):
+        found.append(
+            f"{label} changes nothing any more: every segment is built in a process of its "
+            "own, forked from a zygote that never builds (core/worker_pool.py)"
+        )
+    return tuple(found)
 
 
 def _on_off(value: Any) -> bool | None:

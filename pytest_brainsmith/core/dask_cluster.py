@@ -7,7 +7,9 @@ work and a dashboard; this module only hands it the engine's segments.
 Each segment the engine starts is one Dask task, submitted once its parent is built
 (the engine starts a segment only then), with the engine's critical-path priority and
 the worker resources its steps need (``vivado: 1``). On the worker the task forks the
-build as the local engine does (``workers.Worker``): the same isolation, memory limit
+build as the local engine does (``workers.Worker``), and the build is unpickled only in
+that fork: the worker process itself never runs (nor imports) a build's code, so every
+build starts from the state the worker had when it imported FINN. The same memory limit
 and crash report, and the timeout is enforced there, from when the build starts (Dask
 has no per-task timeout). The answer is the small dict ``build_segment`` returns;
 artifacts stay in the cache directory, which every worker must see (``check_cache``).
@@ -98,16 +100,12 @@ def run_on_worker(
         toolchain.current().prepare()  # once per worker (or by --preload): each fork has it
     except toolchain.ToolchainUnavailable as exc:
         return _environment(f"on Dask worker {host}: {exc}")
-    try:
-        job = pickle.loads(payload)
-    except Exception as exc:
-        return _environment(
-            f"Dask worker {host} cannot load the segment's build ({type(exc).__name__}: {exc}); "
-            "a worker needs pytest-brainsmith, FINN and the installed modules your steps "
-            "import (steps from conftest.py files and the project's folder travel by value)"
-        )
+    # unpickled in the build's own process: the modules it imports (and whatever they do
+    # to FINN when imported) stay there, never in the worker the next build is forked from
     with _may_fork():
-        worker = Worker(job, output=Path(output), max_memory=max_memory)
+        worker = Worker(
+            partial(_load_and_build, payload, host), output=Path(output), max_memory=max_memory
+        )
     deadline = time.monotonic() + timeout if timeout else None
     while not worker.poll():
         now = time.monotonic()
@@ -127,6 +125,20 @@ def run_on_worker(
         "dead": [kind, f"{message} (on Dask worker {host})"],
         "killed_by_us": worker.killed_by_us,
     }
+
+
+def _load_and_build(payload: bytes, host: str) -> dict[str, Any]:
+    """In the build's process: the segment's build, unpickled, run."""
+    try:
+        job = pickle.loads(payload)
+    except Exception as exc:
+        return _environment(
+            f"Dask worker {host} cannot load the segment's build ({type(exc).__name__}: {exc}); "
+            "a worker needs pytest-brainsmith, FINN and the installed modules your steps "
+            "import (steps from conftest.py files and the project's folder travel by value)"
+        )["result"]
+    result: dict[str, Any] = job()
+    return result
 
 
 #: Where batch systems tell a job its id: the system's name for messages, the variable.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,8 +91,8 @@ def explore(
     how many trials each search ran and why it stopped early, if it did.
 
     ``workers``: worker processes (default: the cores this process may use; 0 builds
-    inline; each builds one segment after another unless ``fresh_workers``, which gives
-    every segment a process of its own). ``budget``: seconds after which no new segment starts (designs not reached
+    inline; every segment is built in a process of its own; ``fresh_workers`` is
+    obsolete and changes nothing). ``budget``: seconds after which no new segment starts (designs not reached
     are ``cancelled``). ``register(registry)`` registers your own steps, as a conftest.py's
     ``pytest_brainsmith_register`` does. ``scheduler``: build on Dask instead, a
     scheduler's address, ``"local"`` (a LocalCluster, closed at the end) or a Dask
@@ -113,6 +114,8 @@ def explore(
     given["remote_cache"] = remote_cache
     given["fresh_workers"] = fresh_workers
     settings = decide(rootdir, given, ini.get)
+    for why in settings.obsolete:
+        warnings.warn(why, DeprecationWarning, stacklevel=2)
     registry = finn_registry()
     if register is not None:
         register(registry)

@@ -104,6 +104,7 @@ class ServedProcess:
         self.server = server
         self.pid = pid
         self.exitcode: int | None = None
+        self.orphaned: str | None = None  # why it ended, if its server died first
         self.sentinel: int | None = None
         with contextlib.suppress(OSError, AttributeError):  # Linux 5.3+
             self.sentinel = os.pidfd_open(pid)
@@ -119,8 +120,15 @@ class ServedProcess:
         """Collect its exit code (call once it ended, or was killed)."""
         if self.exitcode is None:
             code = self.server.wait(self.pid)
-            # no answer: the server died, and the kernel killed its children with it
-            self.exitcode = -signal.SIGKILL if code is None else code
+            if code is None:  # no answer: the server died, and the kernel killed its children
+                self.exitcode = -signal.SIGKILL
+                self.orphaned = (
+                    f"the fork server (pid {self.server.process.pid}) that forked this "
+                    "worker died, and the worker with it; nothing is recorded: the next "
+                    "run builds it again"
+                )
+            else:
+                self.exitcode = code
             if self.sentinel is not None:
                 with contextlib.suppress(OSError):
                     os.close(self.sentinel)
@@ -144,11 +152,13 @@ def _serve(
         _drain(conn)
     conn.send(("ready", None))
     me = os.getpid()
+    ended: dict[int, int] = {}  # exit codes of children collected, not yet asked for
     while True:
         try:
             request = conn.recv()
         except (EOFError, OSError):
             os._exit(0)  # the parent is gone: nothing to tidy
+        _collect(ended)  # children that answered and exited: no zombie piles up
         if request[0] == "fork":
             fd = reduction.recv_handle(conn)
             gc.freeze()  # as workers.fork: the children's collections copy no shared page
@@ -163,11 +173,24 @@ def _serve(
             os.close(fd)
             conn.send(("forked", pid))
         elif request[0] == "wait":
-            try:
-                _, status = os.waitpid(request[1], 0)
-                conn.send(("status", os.waitstatus_to_exitcode(status)))
-            except ChildProcessError:
-                conn.send(("status", None))
+            code = ended.pop(request[1], None)
+            if code is None:
+                with contextlib.suppress(ChildProcessError):
+                    _, status = os.waitpid(request[1], 0)
+                    code = os.waitstatus_to_exitcode(status)
+            conn.send(("status", code))
+
+
+def _collect(ended: dict[int, int]) -> None:
+    """Collect every child that has exited, keeping its exit code for a ``wait``."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        ended[pid] = os.waitstatus_to_exitcode(status)
 
 
 def _drain(conn: Connection) -> None:

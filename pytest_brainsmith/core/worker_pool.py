@@ -1,36 +1,37 @@
-"""Reused worker processes: one forked process builds segment after segment.
+"""Every build in a process of its own, forked ahead of time from a zygote that never builds.
 
-A process per segment (``workers.Worker``) costs about 60 ms of kernel time per build on
-a FINN-sized process (copying its page tables, faulting in the pages it writes,
-tearing it down), which is most of a small segment's overhead. The pool keeps each
-forked process and hands it the next segment, one at a time, through a pipe.
+A build leaves things in its process: module globals, monkeypatches of the compiler's
+classes, the environment, the working directory, the umask, rlimits, threads, open
+files, numpy's random state. A process reused for the next build would hand all of it
+on under a cache key that names none of it, so a result would depend on which build ran
+before it. Here no process builds twice: each segment is built in a fresh fork of the
+**zygote**, the pool's fork server (``fork_server.py``): a fork of the pytest process
+taken once the engine has shared every step function it knows, which imports the
+compiler and then does nothing but fork. Every build starts from that same state.
 
-Isolation stays per segment where it matters: a crash, a timeout, a Ctrl-C or a
-memory blow-up ends that process only (the parent kills its process group, as for a
-fresh worker), and a process is retired (never given another segment) after any
-build that did not succeed or that left it holding much more memory than it started
-with. Each build starts with the parent's environment and working directory as they
-are then (as a fresh fork would), writes its own log (detached when it ends), is limited
-to ``max_memory`` beyond what the process holds when it starts, and measures its own
-peak (``VmHWM`` is reset); the memory limit is lifted after it.
-``--brainsmith-fresh-workers`` keeps the strictest isolation: a process per segment.
+What makes this cheap: a fork of a FINN-sized process (~0.5 GB, torch included: FINN's
+custom-op package imports it) takes ~8 ms of page-table copying and its exit as long
+again, so neither is left on a build's path. The pool keeps ``spares`` processes forked
+ahead (the server forks them while builds run), hands each one build, and a process
+that answered exits on its own time (the scheduler reaps it later). The zygote's objects
+are frozen across the fork (``gc.freeze``), so a collection in a build copies none of
+its pages.
 
-A segment's build is sent pickled, but what the process already has is sent by
-identity: every function (a user's step, even a lambda from a ``conftest.py``) and the
-objects the pool was told to share (the cache) are numbered in a table the process
-inherited when it was forked, so nothing has to be importable by name. A build that
-names something newer than the process is given a newly forked one; a build that cannot
-be pickled at all runs in a fresh worker of its own.
+A segment's build is sent pickled, but what the zygote already has is sent by identity:
+every function (a user's step, even a lambda from a ``conftest.py``) and the objects the
+pool was told to share (the cache) are numbered in a table the zygote inherited, so
+nothing has to be importable by name. A build that names something newer than the
+zygote is given a process forked from here; a build that cannot be pickled at all runs in
+a fresh worker of its own (``workers.Worker``). Each build also gets the parent's
+environment and working directory as they are when it starts, as a fork taken then would.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import pickle
-import resource
 import sys
 import time
 import types
@@ -52,13 +53,6 @@ from .workers import (
     output_tail,
     run_job,
 )
-
-#: A process holding this much more resident memory after a build than when it was
-#: forked is retired: the next build gets a fresh fork, not a bloated process.
-RETIRE_GROWTH = 512 * 1024 * 1024
-#: Answers after which a process builds again; after any other (a failure, an error of
-#: ours) it is retired, so no state a failed build left behind reaches the next one.
-REUSABLE = ("built", "verified")
 
 
 class _Pickler(pickle.Pickler):
@@ -86,8 +80,8 @@ class _Unpickler(pickle.Unpickler):
 
 
 class _Process:
-    """One pooled process, as the parent sees it: forked by the pool's fork server if it
-    has one (``fork_server.py``), else from this process."""
+    """One process forked for one build, as the parent sees it: from the pool's zygote
+    if it has one that knows table entry ``newest``, else from this process."""
 
     def __init__(self, pool: WorkerPool, newest: int, close_fds: tuple[int, ...]) -> None:
         mine, theirs = _FORK.Pipe(duplex=True)
@@ -104,10 +98,9 @@ class _Process:
             # the process also closes the parent's ends of its siblings' pipes
             self.known = len(pool.table)  # table entries the process inherits
             close_fds += pool.pipe_ends()
-            self.process = fork(_pool_main, (theirs, close_fds, os.getpid(), pool.table))
+            self.process = fork(_build_once, (theirs, close_fds, os.getpid(), pool.table))
         theirs.close()
         self.conn: Connection = mine
-        self.rss: int | None = None  # resident memory before its first build
 
     @property
     def pid(self) -> int:
@@ -115,7 +108,7 @@ class _Process:
         return int(self.process.pid)
 
     def end(self) -> None:
-        """Kill it and its process group (it holds nothing: idle or retired)."""
+        """Kill it and its process group, and collect it."""
         if self.process.exitcode is None:  # once collected, its pid may be reused
             kill_group(self.pid)
             self.process.join(timeout=10)
@@ -123,8 +116,9 @@ class _Process:
             self.conn.close()
 
 
-class PooledWorker:
-    """One segment build on a pooled process: ``Worker``'s interface for the scheduler."""
+class ForkedBuild:
+    """One segment build in its own forked process: ``Worker``'s interface for the
+    scheduler."""
 
     def __init__(self, pool: WorkerPool, process: _Process, output: Path) -> None:
         self.pool = pool
@@ -136,7 +130,6 @@ class PooledWorker:
         self.result: dict[str, Any] | None = None
         self.killed_by_us: str | None = None
         self._eof = False
-        self._returned = False
 
     @property
     def pid(self) -> int:
@@ -166,47 +159,57 @@ class PooledWorker:
             with contextlib.suppress(EOFError, OSError):
                 if self.conn.poll():
                     self.result = self.conn.recv()
-                    return True
-        self._give_back()
+        self.pool._ended(self.slot)
         return True
 
     def reap(self, timeout: float = 0.0) -> bool:
-        """The build is over: the process goes back to the pool (or is retired)."""
-        self._give_back()
+        """Collect the process once it has exited (True), killing it after ``timeout`` if
+        given and it lingers; one that answered exits on its own, off the build's path."""
+        if self.process.exitcode is None and self.process.is_alive():
+            if not timeout:
+                return False
+            deadline = time.monotonic() + timeout
+            while self.process.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self.process.is_alive():
+                self.killed_by_us = self.killed_by_us or "lingered"
+        self.pool._ended(self.slot)
         return True
 
     def kill(self, why: str) -> None:
         self.killed_by_us = why
-        self.slot.end()
-        self._give_back()
+        self.pool._ended(self.slot)
 
     def exit_cause(self) -> tuple[str, str]:
+        orphaned = getattr(self.process, "orphaned", None)
+        if orphaned is not None and self.killed_by_us is None:
+            return "killed", orphaned
         return exit_cause(self.process.exitcode)
 
     def output_tail(self, lines: int = 30) -> str:
         return output_tail(self.output, lines)
 
-    def _give_back(self) -> None:
-        if not self._returned:
-            self._returned = True
-            self.pool._returned(self.slot, self.result)
-
 
 class WorkerPool:
-    """The local launcher that reuses its processes (see the module's docstring).
+    """The local launcher (see the module's docstring): a fresh process per build, forked
+    ahead from a zygote.
 
     ``share``: objects sent to the processes by identity (the engine's cache: its
-    state at fork time is what a fresh worker would see too)."""
+    state at fork time is what a fresh worker would see too). ``spares``: processes kept
+    forked ahead (the scheduler sets it to its number of workers)."""
 
     remote = False
 
-    def __init__(self, share: Iterable[Any] = (), *, fork_server: bool | None = None) -> None:
+    def __init__(
+        self, share: Iterable[Any] = (), *, fork_server: bool | None = None, spares: int = 1
+    ) -> None:
         self.table: list[Any] = []  # append-only: a process knows a prefix of it
         self._numbers: dict[int, int] = {}  # id(object) -> its number in the table
-        self.processes: list[_Process] = []  # alive: idle or building
-        self._idle: list[_Process] = []
-        self.started = 0  # processes forked (pooled and fresh)
-        self.reused = 0  # builds given to a process that had built before
+        self.processes: list[_Process] = []  # alive: spare or building
+        self._spares: list[_Process] = []
+        self.spares = spares
+        self._needed = -1  # the newest table entry a build has needed
+        self.started = 0  # processes given a build (forked ahead or not)
         self.fresh = 0  # builds that could not be pickled: a fresh worker each
         #: fork the processes from a server that imports the compiler (None: unless the
         #: compiler is imported here already)
@@ -225,7 +228,7 @@ class WorkerPool:
             wanted = not getattr(compiler, "prepared", lambda: False)()
         if self.server is None and wanted and not self.server_used:
             with interrupts.deferred():  # a server started is one ``close`` ends
-                self.server = ForkServer(self.table, close_fds + self.pipe_ends(), _pool_main)
+                self.server = ForkServer(self.table, close_fds + self.pipe_ends(), _build_once)
                 self.server_used = True
         if self.server is not None:
             error = self.server.ready()
@@ -269,7 +272,7 @@ class WorkerPool:
         output: Path,
         max_memory: int | None = None,
         close_fds: tuple[int, ...] = (),
-    ) -> PooledWorker | Worker:
+    ) -> ForkedBuild | Worker:
         try:
             payload, newest = self._dumps(job)
         except (pickle.PicklingError, TypeError, AttributeError):
@@ -277,21 +280,24 @@ class WorkerPool:
             self.fresh += 1
             self.started += 1
             return Worker(job, output=output, max_memory=max_memory, close_fds=close_fds)
+        self._needed = max(self._needed, newest)
         message = (str(output), max_memory, payload, dict(os.environ), os.getcwd())
         process = self._take(newest, close_fds)
         try:
             process.conn.send(message)
-        except OSError:  # it died while idle: a new one
-            self._retire(process)
+        except OSError:  # it died while waiting: a new one
+            self._end(process)
             process = self._take(newest, close_fds)
             process.conn.send(message)
-        return PooledWorker(self, process, output)
+        self.started += 1
+        self._fork_ahead(close_fds)
+        return ForkedBuild(self, process, output)
 
     def close(self) -> None:
         """End every process of the pool (builds still running are the scheduler's to
         kill first)."""
         for process in list(self.processes):
-            self._retire(process)
+            self._end(process)
         if self.server is not None:
             self.server.close()
             self.server = None
@@ -319,103 +325,74 @@ class WorkerPool:
 
     # -- processes ---------------------------------------------------------------------
     def _take(self, newest: int, close_fds: tuple[int, ...]) -> _Process:
-        """An idle process that knows table entry ``newest``, else a new one."""
-        while self._idle:
-            process = self._idle.pop()
+        """A spare that knows table entry ``newest``, else a process forked now."""
+        while self._spares:
+            process = self._spares.pop(0)
             if process.known > newest and process.process.is_alive():
-                self.reused += 1
                 return process
-            self._retire(process)  # forked before what this build needs
+            self._end(process)  # forked before what this build needs, or dead
         process = _Process(self, newest, close_fds)
         self.processes.append(process)
-        self.started += 1
         return process
 
-    def _returned(self, process: _Process, result: dict[str, Any] | None) -> None:
-        if process not in self.processes:
-            return
-        if (
-            result is None
-            or result.get("status") not in REUSABLE
-            or result.get("retire")
-            or not process.process.is_alive()
-        ):
-            self._retire(process)
-            return
-        memory = result.get("memory") or {}
-        rss, start = memory.get("VmRSS"), memory.get("start_rss")
-        if process.rss is None and isinstance(start, int):
-            process.rss = start  # what it held before its first build
-        if isinstance(rss, int) and process.rss is not None:
-            if rss - process.rss > RETIRE_GROWTH:
-                self._retire(process)
-                return
-        self._idle.append(process)
+    def _fork_ahead(self, close_fds: tuple[int, ...]) -> None:
+        """Fork spares while the build just started runs: the next build need not wait
+        for a fork. A spare knows what builds have needed so far."""
+        while len(self._spares) < self.spares:
+            try:
+                process = _Process(self, self._needed, close_fds)
+            except OSError:
+                return  # no process to spare now (out of pids or memory): fork when needed
+            self.processes.append(process)
+            self._spares.append(process)
 
-    def _retire(self, process: _Process) -> None:
+    def _ended(self, process: _Process) -> None:
+        """A build's process is over (answered, died or killed): collect it."""
+        self._end(process)
+
+    def _end(self, process: _Process) -> None:
         with contextlib.suppress(ValueError):
             self.processes.remove(process)
         with contextlib.suppress(ValueError):
-            self._idle.remove(process)
+            self._spares.remove(process)
         process.end()
 
 
-# -- in the pooled process -------------------------------------------------------------
-def _pool_main(conn: Connection, close_fds: tuple[int, ...], parent: int, table: list[Any]) -> None:
+# -- in a forked process ---------------------------------------------------------------
+def _build_once(
+    conn: Connection, close_fds: tuple[int, ...], parent: int, table: list[Any]
+) -> None:
+    """Wait for one build, run it, answer and exit (the exit's teardown is off its path)."""
     become_worker(parent, close_fds)
-    limits = resource.getrlimit(resource.RLIMIT_AS)
-    while True:
-        try:
-            output, max_memory, payload, environment, cwd = conn.recv()
-        except (EOFError, OSError):
-            os._exit(0)  # the parent is gone: nothing to tidy (torch's exit is slow)
-        # the parent's environment and directory as they are now, as a fresh fork has them
-        if os.environ != environment:
-            os.environ.clear()
-            os.environ.update(environment)
-        with contextlib.suppress(OSError):
-            os.chdir(cwd)
-        _reset_peak()
-        start_rss = memory_budget.extra_peak().get("VmRSS")
-        result = run_job(
-            partial(_load_and_run, payload, table), Path(output), max_memory, start_rss
-        )
-        if isinstance(result, dict):
-            try:
-                resource.setrlimit(resource.RLIMIT_AS, limits)
-            except (OSError, ValueError):
-                result["retire"] = True  # still limited: never build again
-        _detach_output()
-        _trim()
-        try:
-            conn.send(result)
-        except (OSError, ValueError):
-            os._exit(1)
+    try:
+        output, max_memory, payload, environment, cwd = conn.recv()
+    except (EOFError, OSError):
+        os._exit(0)  # never given a build: nothing to tidy (torch's exit is slow)
+    # the parent's environment and directory as they are now, as a fork taken now has them
+    if os.environ != environment:
+        os.environ.clear()
+        os.environ.update(environment)
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)
+    _reset_peak()
+    start_rss = memory_budget.extra_peak().get("VmRSS")
+    result = run_job(partial(_load_and_run, payload, table), Path(output), max_memory, start_rss)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    try:
+        conn.send(result)
+    except (OSError, ValueError):
+        os._exit(1)
+    os._exit(0)
 
 
 def _load_and_run(payload: bytes, table: list[Any]) -> Any:
     return _Unpickler(io.BytesIO(payload), table).load()()
 
 
-def _detach_output() -> None:
-    """Stop writing to the build's log (it is published with the entry): whatever the
-    idle process prints goes nowhere."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-
-
 def _reset_peak() -> None:
-    """Start this build's peak resident set (``VmHWM``) from what the process holds now."""
+    """Start this build's peak resident set (``VmHWM``) from what the process holds now,
+    not from the zygote's (a fork inherits its high-water mark)."""
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-
-
-def _trim() -> None:
-    """Give the build's freed heap back to the system (glibc keeps it otherwise)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)

@@ -142,9 +142,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--brainsmith-fresh-workers",
         action="store_true",
         default=False,
-        help="build every segment in a process of its own (the strictest isolation) instead "
-        "of reusing worker processes from one successful build to the next; also the ini "
-        "option brainsmith_fresh_workers or BRAINSMITH_FRESH_WORKERS=1",
+        help="obsolete: every segment is built in a process of its own (accepted with a warning)",
     )
     group.addoption(
         "--brainsmith-scheduler",
@@ -188,7 +186,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("brainsmith_budget", default="", help="time budget of the run (e.g. 2h)")
     parser.addini(
-        "brainsmith_fresh_workers", default="", help="a worker process per segment: on or off"
+        "brainsmith_fresh_workers", default="", help="obsolete (every build has its own process)"
     )
     parser.addini("brainsmith_server", default="", help="warm server: on, off or its idle time")
     parser.addini("brainsmith_timeout", default="", help="per-segment build timeout")

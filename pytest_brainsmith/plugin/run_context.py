@@ -108,6 +108,8 @@ def make_run_context(config: pytest.Config) -> RunContext:
     run_id = (workerinput or {}).get("brainsmith_run_id") or uuid.uuid4().hex
     tools = available_tools()
     settings = run_settings(config)
+    for why in settings.obsolete:
+        config.issue_config_time_warning(pytest.PytestDeprecationWarning(why), stacklevel=2)
     cache = SegmentCache(settings.cache)
     engine = make_engine(
         settings,

@@ -18,7 +18,7 @@ from ..outcomes import DesignOutcome, SegmentOutcome
 from ..registry import Step
 from ..tree import Segment
 from ..worker_pool import WorkerPool
-from ..workers import Worker, available_cores
+from ..workers import available_cores
 from . import results
 from .gating import Gating
 from .limits import Durations, Limits
@@ -53,7 +53,6 @@ class Engine:
         budget: float | None = None,
         step_resources: dict[str, dict[str, float]] | None = None,
         remote: RemoteCache | None = None,
-        fresh_workers: bool = False,
     ) -> None:
         self.cache = cache
         self.run_id = run_id
@@ -79,9 +78,9 @@ class Engine:
             self.limits,
             self.durations,
             answers,
-            #: starts one segment's build somewhere: here a forked process that builds
-            #: one segment after another (``WorkerPool``), or one each (``Worker``)
-            launcher=launcher or (Worker if fresh_workers else WorkerPool(share=[cache])),
+            #: starts one segment's build somewhere: here a process of its own, forked
+            #: ahead from a zygote that never builds (``WorkerPool``)
+            launcher=launcher or WorkerPool(share=[cache]),
             workers=available_cores() if workers is None else max(0, workers),
             run_id=run_id,
             keep_step_models=keep_step_models,

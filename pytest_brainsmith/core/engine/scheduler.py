@@ -308,7 +308,7 @@ class Scheduler:
 
     @property
     def processes(self) -> int:
-        """Worker processes started (a pool reuses its processes)."""
+        """Worker processes that built (one per build)."""
         if isinstance(self.launcher, WorkerPool):
             return self.launcher.started
         return self.launched
@@ -369,6 +369,7 @@ class Scheduler:
                 if self.cache.failure(task.key) is not None:
                     self.cache.forget_failure(task.key)
                 spec = self._spec(task)
+                spec.isolation = "inline" if inline else "process"
         except BaseException:
             lock.release()
             raise
@@ -401,6 +402,8 @@ class Scheduler:
             self._shared = len(self.graph.tasks)
             steps = (s for t in self.graph.tasks.values() for s in t.segment.steps)
             self.launcher.share([build_segment, *(s.func for s in steps)])
+        if isinstance(self.launcher, WorkerPool):
+            self.launcher.spares = max(1, self.workers)  # forked ahead, one per build slot
         error = None if remote else self._prepare_toolchain(held)
         if error is not None:
             self._release(task)
