@@ -47,6 +47,7 @@ class ForkServer:
         self.conn: Connection = mine
         self.error: str | None = None
         self.imported = False  # the compiler is imported there
+        self._pending: list[ServedProcess] = []  # forks asked, not yet answered
 
     def ready(self) -> str | None:
         """Wait until the server has imported the compiler; why it cannot serve, if so."""
@@ -63,21 +64,43 @@ class ForkServer:
         return self.error
 
     def fork(self, conn: Connection, close_fds: tuple[int, ...]) -> ServedProcess:
-        """A new process, serving builds on ``conn`` (the child's end of its pipe)."""
+        """A new process, serving builds on ``conn`` (the child's end of its pipe). Only
+        asked for here: the server forks while this process goes on, and the new
+        process's pid is read when first needed (``ServedProcess.pid``)."""
         try:
-            with interrupts.deferred():  # a request is answered before the next is asked
+            with interrupts.deferred():  # a request is sent whole
                 self.conn.send(("fork", close_fds))
                 reduction.send_handle(self.conn, conn.fileno(), self.process.pid)
-                kind, pid = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise ForkServerError(f"the fork server is gone ({exc})") from None
-        if kind != "forked":
-            raise ForkServerError(f"the fork server could not fork: {pid}")
-        return ServedProcess(self, pid)
+        served = ServedProcess(self)
+        self._pending.append(served)
+        return served
+
+    def settle(self) -> None:
+        """Read the answers to the forks asked so far, in the order they were asked."""
+        while self._pending:
+            try:
+                with interrupts.deferred():
+                    kind, pid = self.conn.recv()
+            except (EOFError, OSError):
+                kind, pid = "gone", None
+            if kind == "forked":
+                self._pending.pop(0).born(pid)
+                continue
+            why = "the fork server is gone" if kind == "gone" else f"it could not fork: {pid}"
+            for served in self._pending:
+                served.unborn(why)
+            self._pending.clear()
+            self.error = why
+            return
 
     def wait(self, pid: int) -> int | None:
         """The exit code of the server's child ``pid``, which has ended (multiprocessing's
         convention: -N for signal N), None if the server cannot say."""
+        self.settle()  # the answers to earlier forks come first
+        if self.error is not None:
+            return None
         try:
             with interrupts.deferred():
                 self.conn.send(("wait", pid))
@@ -96,29 +119,49 @@ class ForkServer:
 
 class ServedProcess:
     """A child of the server, with what the pool uses of ``multiprocessing.Process``
-    (``pid``, ``sentinel``, ``is_alive``, ``join``, ``exitcode``). Its sentinel is a
-    pidfd, readable once it ended (even while a process it started still holds its
-    pipe open); the server then tells its exit code."""
+    (``pid``, ``sentinel``, ``is_alive``, ``join``, ``exitcode``). Its pid arrives when
+    the server has forked it (read when first needed). Its sentinel is a pidfd, readable
+    once it ended (even while a process it started still holds its pipe open); the
+    server then tells its exit code."""
 
-    def __init__(self, server: ForkServer, pid: int) -> None:
+    def __init__(self, server: ForkServer) -> None:
         self.server = server
-        self.pid = pid
+        self._pid: int | None = None
         self.exitcode: int | None = None
         self.orphaned: str | None = None  # why it ended, if its server died first
-        self.sentinel: int | None = None
+        self._sentinel: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        if self._pid is None and self.exitcode is None:
+            self.server.settle()
+        return self._pid
+
+    @property
+    def sentinel(self) -> int | None:
+        self.pid  # noqa: B018 (the pid, and with it the pidfd, once the server answered)
+        return self._sentinel
+
+    def born(self, pid: int) -> None:
+        self._pid = pid
         with contextlib.suppress(OSError, AttributeError):  # Linux 5.3+
-            self.sentinel = os.pidfd_open(pid)
+            self._sentinel = os.pidfd_open(pid)
+
+    def unborn(self, why: str) -> None:
+        """The server never forked it: as a process killed with its server."""
+        self.exitcode = -signal.SIGKILL
+        self.orphaned = f"{why}; nothing is recorded: the next run builds it again"
 
     def is_alive(self) -> bool:
-        if self.exitcode is not None:
+        if self.pid is None or self.exitcode is not None:
             return False
-        if self.sentinel is None:
+        if self._sentinel is None:
             return True  # only the end of its pipe will say
-        return not select.select([self.sentinel], [], [], 0)[0]
+        return not select.select([self._sentinel], [], [], 0)[0]
 
     def join(self, timeout: float | None = None) -> None:
         """Collect its exit code (call once it ended, or was killed)."""
-        if self.exitcode is None:
+        if self.exitcode is None and self.pid is not None:
             code = self.server.wait(self.pid)
             if code is None:  # no answer: the server died, and the kernel killed its children
                 self.exitcode = -signal.SIGKILL
@@ -129,10 +172,10 @@ class ServedProcess:
                 )
             else:
                 self.exitcode = code
-            if self.sentinel is not None:
+            if self._sentinel is not None:
                 with contextlib.suppress(OSError):
-                    os.close(self.sentinel)
-                self.sentinel = None
+                    os.close(self._sentinel)
+                self._sentinel = None
 
 
 # -- in the server ---------------------------------------------------------------------

@@ -86,6 +86,8 @@ class _Process:
     def __init__(self, pool: WorkerPool, newest: int, close_fds: tuple[int, ...]) -> None:
         mine, theirs = _FORK.Pipe(duplex=True)
         self.process: Any = None
+        if pool.server is not None and pool.server.error is not None:
+            pool.drop_server()  # it died: forks come from here from now on
         server = pool.server
         if server is not None and server.imported and server.known > newest:
             try:  # the server holds none of this process's files: nothing to close there
@@ -103,14 +105,15 @@ class _Process:
         self.conn: Connection = mine
 
     @property
-    def pid(self) -> int:
-        assert self.process.pid is not None
-        return int(self.process.pid)
+    def pid(self) -> int | None:
+        """Its pid (None if the zygote never forked it: it died first)."""
+        return self.process.pid
 
     def end(self) -> None:
         """Kill it and its process group, and collect it."""
-        if self.process.exitcode is None:  # once collected, its pid may be reused
-            kill_group(self.pid)
+        pid = self.pid
+        if self.process.exitcode is None and pid is not None:  # once collected, its pid
+            kill_group(pid)  # may be reused
             self.process.join(timeout=10)
         with contextlib.suppress(OSError):
             self.conn.close()
@@ -132,7 +135,7 @@ class ForkedBuild:
         self._eof = False
 
     @property
-    def pid(self) -> int:
+    def pid(self) -> int | None:
         return self.slot.pid
 
     def waitables(self) -> list[Any]:
