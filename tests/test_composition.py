@@ -55,16 +55,57 @@ def test_each_setting_comes_from_the_caller_then_the_environment_then_the_ini(tm
         decide(tmp_path, {"workers": "many"}, {}.get, env={})
     with pytest.raises(SettingError, match="--brainsmith-timeout: expected a duration"):
         decide(tmp_path, {"timeout": "soon"}, {}.get, env={})
-    # reused workers unless fresh ones are asked for, by the option, the environment or the ini
-    assert decide(tmp_path, {}, {}.get, env={}).fresh_workers is False
-    assert decide(tmp_path, {"fresh_workers": True}, {}.get, env={}).fresh_workers is True
-    fresh = {"BRAINSMITH_FRESH_WORKERS": "1"}
-    assert decide(tmp_path, {}, {}.get, env=fresh).fresh_workers is True
-    assert (
-        decide(tmp_path, {}, {"brainsmith_fresh_workers": "off"}.get, env={}).fresh_workers is False
-    )
+    # --brainsmith-fresh-workers changes nothing any more: every build has its own process
+    assert decide(tmp_path, {}, {}.get, env={}).obsolete == ()
+    for chosen in ({"fresh_workers": True}, {}):
+        env = {} if chosen else {"BRAINSMITH_FRESH_WORKERS": "1"}
+        (why,) = decide(tmp_path, chosen, {}.get, env=env).obsolete
+        assert "--brainsmith-fresh-workers" in why and "changes nothing" in why
+    assert decide(tmp_path, {}, {"brainsmith_fresh_workers": "off"}.get, env={}).obsolete == ()
     with pytest.raises(SettingError, match="ini brainsmith_fresh_workers.*expected on or off"):
         decide(tmp_path, {}, {"brainsmith_fresh_workers": "maybe"}.get, env={})
+
+
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        ({"scheduler": "nosuch"}, r"--brainsmith-scheduler .*expected 'local'.*got 'nosuch'"),
+        ({"scheduler": "tcp://nosuch"}, r"'tcp://nosuch' has no port number"),
+        ({"scheduler": "slurmx"}, r"got 'slurmx'; did you mean 'slurm'"),
+        ({"remote_cache": "s3://"}, r"--brainsmith-remote-cache .*such as s3://my-bucket"),
+        ({"remote_cache": "file://"}, r"expected a URL with a bucket or folder"),
+        ({"remote_cache": "file:///"}, r"expected a URL with a bucket or folder"),
+        ({"max_memory": "1"}, r"--brainsmith-max-memory: expected a size of at least 64M"),
+        ({"max_memory": "63M"}, r"--brainsmith-max-memory: expected a size of at least 64M"),
+    ],
+)
+def test_a_setting_it_cannot_take_is_named_with_what_it_accepts(
+    tmp_path: Path, given: dict, match: str
+):
+    with pytest.raises(SettingError, match=match):
+        decide(tmp_path, given, {}.get, env={})
+
+
+def test_settings_it_can_take_pass(tmp_path: Path):
+    for scheduler in ("local", "slurm", "tcp://10.0.0.1:8786", "127.0.0.1:8786", "tls://h:1"):
+        assert decide(tmp_path, {"scheduler": scheduler}, {}.get, env={}).scheduler == scheduler
+    settings = decide(tmp_path, {"remote_cache": "s3://bucket", "max_memory": "64M"}, {}.get)
+    assert (settings.remote_cache, settings.max_memory) == ("s3://bucket", 64 << 20)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--brainsmith-scheduler", "tcp://nosuch"),
+        ("--brainsmith-remote-cache", "s3://"),
+        ("--brainsmith-max-memory", "1"),
+    ],
+)
+def test_pytest_says_so_as_a_usage_error(pytester: pytest.Pytester, args: tuple[str, str]):
+    done = pytester.runpytest_subprocess(*args)
+    assert done.ret == pytest.ExitCode.USAGE_ERROR
+    done.stderr.fnmatch_lines([f"ERROR: {args[0]}*expected*"])
+    assert "INTERNALERROR" not in done.stdout.str() + done.stderr.str()
 
 
 @pytest.mark.parametrize(

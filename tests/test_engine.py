@@ -6,6 +6,7 @@ pure-Python steps on the bundled model (each step is a fraction of a second)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -307,6 +308,14 @@ def test_interrupting_a_build_leaves_nothing_behind_and_the_rerun_builds_it(
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out  # pytest's "interrupted"
     assert "brainsmith" in out  # the summary was printed
+    # recorded as an interrupted run, with what it finished; the numbers agree
+    assert re.search(r"designs: \d+ passed.*; interrupted: \d+ started and not reported", out), out
+    built = int(re.search(r"this run built (\d+) segments", out)[1])
+    shown = int(re.search(r"segments: (\d+) built", out)[1])
+    more = re.search(r"segments: (\d+) more built for designs not reported", out)
+    assert shown + (int(more[1]) if more else 0) == built, out
+    with sqlite3.connect(folder / "build" / "brainsmith" / "results.sqlite") as db:
+        assert db.execute("SELECT exitstatus FROM runs").fetchall() == [(2,)]
     assert_ended([int((folder / "slow.pid").read_text())], "the worker outlived the session")
     state = cache_state(folder / "build" / "brainsmith" / "cache")
     assert state["failures"] == []  # an interrupt is nobody's failure

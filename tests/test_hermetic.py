@@ -289,3 +289,36 @@ def test_a_finn_build_after_a_step_that_patched_finn_gets_finns_own_folding(tmp_
     assert estimates(folder, "leave_folding") == wanted
     # and the patch did what it does to its own design: no folding at all
     assert estimates(folder, "patch_folding")["fps"] < wanted["fps"]
+
+
+ZYGOTE_KILLER = """
+import os, signal, time
+
+
+def kill_zygote(model, cfg):
+    os.kill(os.getppid(), signal.SIGKILL)  # the fork server: as the OOM killer might
+    time.sleep(30)  # the kernel ends this process with its parent
+    return model
+
+
+def fine(model, cfg):
+    return model
+
+
+def pytest_brainsmith_register(registry):
+    registry.register_step(kill_zygote, reads=())
+    registry.register_step(fine, reads=())
+"""
+
+
+def test_a_fork_server_killed_mid_run_is_named_and_counted(pytester: pytest.Pytester):
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    pytester.makeconftest(ZYGOTE_KILLER)
+    (pytester.path / "e.blueprint.yaml").write_text(STEPS_HEAD + "    - [kill_zygote, fine]\n")
+    done = pytester.runpytest_subprocess("--brainsmith-workers", "1", "-p", "no:cacheprovider")
+    done.assert_outcomes(passed=1, failed=1)
+    out = done.stdout.str()
+    assert "the fork server (pid" in out and "died, and the worker with it" in out
+    assert "1 lost (the machine's fault" in out
+    # nothing recorded: the next run builds it again (and the server dies again)
+    assert not list((pytester.path / "build" / "brainsmith" / "cache" / "v1").glob("failures/*"))

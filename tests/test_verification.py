@@ -7,6 +7,7 @@ default golden checked against FINN's own verify_steps output files."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -83,6 +84,29 @@ def test_npy_files_checked_against_the_model(project, write):
 
     text = error(write("gone.blueprint.yaml", HEAD + "verify:\n  expected: missing.npy\n"))
     assert "gone.blueprint.yaml:5: verify.expected:" in text and "not found" in text
+
+
+def test_npy_files_that_cannot_be_arrays_are_named_with_what_they_are(project, write):
+    # a header that claims far more than the file holds is refused before anything is
+    # allocated (np.load would try to allocate it)
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**9, 1, 28, 28)}
+    with open(project / "big.npy", "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.write(b"\0" * 64)
+    text = error(write("big.blueprint.yaml", HEAD + "verify:\n  inputs: big.npy\n"))
+    assert "big.blueprint.yaml:5: verify.inputs:" in text
+    assert "header claims an array of shape (1000000000, 1, 28, 28)" in text and "64 bytes" in text
+    (project / "folder.npy").mkdir()
+    os.mkfifo(project / "fifo.npy")
+    (project / "zero.npy").symlink_to("/dev/zero")
+    for name, kind in (
+        ("folder", "is a directory"),
+        ("fifo", "is a named pipe (FIFO)"),
+        ("zero", "is a character device"),
+    ):
+        text = error(write(f"{name}.blueprint.yaml", HEAD + f"verify:\n  inputs: {name}.npy\n"))
+        assert f"{name}.blueprint.yaml:5: verify.inputs:" in text and kind in text, text
+        assert "not found" not in text
 
 
 def test_bad_keys_and_values(project, write):

@@ -22,7 +22,9 @@ from typing import Any
 from .blueprint import DEFAULT_MAX_DESIGNS
 from .cache import SegmentCache
 from .engine import Engine, EngineEvents, Launcher
-from .units import parse_duration, parse_size
+from .errors import did_you_mean
+from .jobqueue_cluster import BATCH_SYSTEMS
+from .units import parse_duration, parse_memory_limit
 from .workers import available_cores
 
 #: the environment variable of each setting that has one
@@ -100,18 +102,21 @@ def decide(
         cache=Path(cache).expanduser().absolute() if cache else build_dir / "cache",
         workers=_workers(chosen("workers"), xdist_workers),
         max_designs=DEFAULT_MAX_DESIGNS if designs is None else designs,
-        scheduler=str(scheduler).strip() or None if scheduler else None,
+        scheduler=_scheduler(scheduler),
         timeout=_parsed(
             "--brainsmith-timeout", chosen("timeout"), parse_duration, "a duration such as 90s"
         ),
         max_memory=_parsed(
-            "--brainsmith-max-memory", chosen("max_memory"), parse_size, "a size such as 4G"
+            "--brainsmith-max-memory",
+            chosen("max_memory"),
+            parse_memory_limit,
+            "a size of at least 64M, such as 4G",
         ),
         budget=_parsed(
             "--brainsmith-budget", chosen("budget"), parse_duration, "a duration such as 2h"
         ),
         server=_server(chosen("server")),
-        remote_cache=str(chosen("remote_cache")) if chosen("remote_cache") else None,
+        remote_cache=remote_cache_url(chosen("remote_cache")),
         obsolete=_obsolete(chosen),
     )
 
@@ -202,6 +207,51 @@ def _server(value: Any) -> float | None:
     return _parsed(
         "--brainsmith-server", value, parse_duration, "on, off or an idle time such as 30m"
     )
+
+
+#: Dask's address schemes (``tcp://host:port``; a bare ``host:port`` is tcp)
+DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
+SCHEDULER_LABEL = "--brainsmith-scheduler (ini brainsmith_scheduler, BRAINSMITH_SCHEDULER)"
+
+
+def _scheduler(value: Any) -> str | None:
+    """``scheduler``: ``local``, a batch system's name or a Dask scheduler's address."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    if text == "local" or text in BATCH_SYSTEMS:
+        return text
+    scheme, found, rest = text.partition("://")
+    if not found:
+        scheme, rest = "tcp", text
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if scheme in DASK_SCHEMES and colon and host and port.isdigit():
+        return text
+    accepted = (
+        "'local' (a LocalCluster here), a batch system ("
+        + ", ".join(sorted(BATCH_SYSTEMS))
+        + ") or a Dask scheduler's address such as tcp://host:8786"
+    )
+    hint = did_you_mean(text, ["local", *BATCH_SYSTEMS])
+    why = f"; {hint}" if hint else ""
+    if found and scheme in DASK_SCHEMES and not (colon and port.isdigit()):
+        why = f"; {text!r} has no port number{why}"
+    raise SettingError(f"{SCHEDULER_LABEL}: expected {accepted}, got {text!r}{why}")
+
+
+def remote_cache_url(value: Any) -> str | None:
+    """``remote_cache``: a URL with a bucket or a folder (``s3://BUCKET/PREFIX``)."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    scheme, found, rest = text.partition("://")
+    if found and not rest.strip("/"):
+        raise SettingError(
+            "--brainsmith-remote-cache (ini brainsmith_remote_cache, BRAINSMITH_REMOTE_CACHE): "
+            f"expected a URL with a bucket or folder, such as {scheme}://my-bucket/brainsmith, "
+            f"got {text!r}"
+        )
+    return text
 
 
 def _obsolete(chosen: Callable[[str], Any]) -> tuple[str, ...]:

@@ -27,6 +27,22 @@ def parse_size(text: str | int | float) -> int:
     return int(value)
 
 
+#: The smallest memory limit a build is given: Python and the compiler's first
+#: allocations need tens of MB beyond what a worker shares with its zygote.
+MIN_MEMORY_LIMIT = 64 * 1024 * 1024
+
+
+def parse_memory_limit(text: str | int | float) -> int:
+    """A build's memory limit: a size (``parse_size``) of at least ``MIN_MEMORY_LIMIT``."""
+    size = parse_size(text)
+    if size < MIN_MEMORY_LIMIT:
+        raise ValueError(
+            f"expected at least 64M (a build needs that much beyond what its process "
+            f"shares), got {text!r}"
+        )
+    return size
+
+
 def parse_duration(text: str | int | float) -> float:
     """Seconds from ``90``, ``90s``, ``2h``, ``1h30m``, ``500ms``."""
     if isinstance(text, bool):

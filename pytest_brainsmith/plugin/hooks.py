@@ -571,11 +571,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     builds = [(r.status, r.seconds) for r in engine.built]
     builds += config.stash.get(worker_builds_key, [])
     recorder = config.stash.get(recorder_key, None)
-    lines = recorder.summary_lines() if recorder is not None else []
+    interrupted = int(exitstatus) == pytest.ExitCode.INTERRUPTED
+    lines = recorder.summary_lines(interrupted=interrupted) if recorder is not None else []
     if not builds and not lines:
         return
     built = sum(1 for status, _ in builds if status == "built")
     failed = sum(1 for status, _ in builds if status == "failed")
+    unreported = built - (recorder.built_segments() if recorder is not None else built)
+    if unreported > 0:  # built for designs an interrupted run never reported
+        lines.insert(
+            2,
+            f"segments: {unreported} more built for designs not reported (in the cache: "
+            "the next run reuses them)",
+        )
     terminalreporter.write_sep("-", "brainsmith")
     for line in lines + cluster.lost_jobs(engine):
         terminalreporter.write_line(line)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ..core.cache import SegmentCache
+from ..core.composition import SettingError, remote_cache_url
 from ..core.remote_cache import DEFAULT_TIMEOUT, MODES, RemoteCache, RemoteCacheError, summary_line
 from ..core.units import parse_duration
 
@@ -59,12 +60,16 @@ def add_options(group: Any, parser: pytest.Parser) -> None:
 
 
 def remote_url(config: pytest.Config) -> str | None:
-    return (
+    value = (
         config.getoption("brainsmith_remote_cache")
         or os.environ.get("BRAINSMITH_REMOTE_CACHE")
         or config.getini("brainsmith_remote_cache")
         or None
     )
+    try:
+        return remote_cache_url(value)
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def remote_cache(config: pytest.Config, cache: SegmentCache, run_id: str) -> RemoteCache | None:

@@ -28,7 +28,7 @@ from ..core.folding_search import STUDY_FILE, FoldingSearch
 from ..core.outcomes import SegmentOutcome
 from ..core.registry import Registry, finn_registry
 from ..core.tree import ExecutionTree, Segment, build_execution_tree
-from ..core.units import parse_size
+from ..core.units import parse_memory_limit
 from ..finn.runner import available_tools
 from .blueprint_options import blueprint_options
 from .remote import remote_cache
@@ -179,7 +179,7 @@ def step_resources(config: pytest.Config) -> dict[str, dict[str, float]]:
                 if not eq or not name:
                     raise ValueError
                 if name == MEMORY:
-                    asked[name] = 0.0 if amount == "0" else float(parse_size(amount))
+                    asked[name] = 0.0 if amount == "0" else float(parse_memory_limit(amount))
                 else:
                     asked[name] = float(amount)
                     if not math.isfinite(asked[name]) or asked[name] < 0:

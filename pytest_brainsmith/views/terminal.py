@@ -182,6 +182,16 @@ class RunRecorder:
             self.store_error = f"{type(exc).__name__}: {exc}"
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        interrupted = int(exitstatus) == pytest.ExitCode.INTERRUPTED
+        if self.store is not None and not self._run_started and not self.store_error:
+            if interrupted and (self.started or session.items):  # a run row all the same
+                try:
+                    self.store.start_run(
+                        self.run_id, self.config.invocation_params.args, finn_catalog.FINN_VERSION
+                    )
+                    self._run_started = True
+                except Exception as exc:
+                    self.store_error = f"{type(exc).__name__}: {exc}"
         if self.store is not None and self._run_started and not self.store_error:
             try:
                 self.store.finish_run(self.run_id, int(exitstatus))
@@ -216,24 +226,40 @@ class RunRecorder:
         self.trees_written = written
         return written
 
-    def summary_lines(self) -> list[str]:
+    def built_segments(self) -> int:
+        """Distinct segments built in this run for the designs that reported."""
+        return segment_counts(self.ordered_records()).get("built", 0)
+
+    def summary_lines(self, *, interrupted: bool = False) -> list[str]:
         records = self.ordered_records()
-        if not records:
+        if not records and not interrupted:
             return []
         counts = segment_counts(records)
         executed, naive = sharing(records)
         saved = f" ({100 * (1 - executed / naive):.0f}% saved by sharing)" if naive else ""
+        designs = outcomes_line(records)
+        if interrupted:
+            designs += f"; interrupted: {len(self.started)} started and not reported"
         lines = [
-            outcomes_line(records),
+            designs,
             "segments: "
             + ", ".join(
                 f"{counts.get(state, 0)} {state}"
                 for state in ("built", "fetched", "reused", "failed", "failed-before")
                 if state != "fetched" or counts.get(state)  # only once something was fetched
             )
-            + (f", {counts['pruned']} pruned" if counts.get("pruned") else ""),
-            f"FINN steps: {executed} for {len(records)} designs instead of {naive}{saved}",
+            + (f", {counts['pruned']} pruned" if counts.get("pruned") else "")
+            + (
+                f", {counts['error']} lost (the machine's fault: not recorded, built again "
+                "next run)"
+                if counts.get("error")
+                else ""
+            ),
         ]
+        if records:
+            lines.append(
+                f"FINN steps: {executed} for {len(records)} designs instead of {naive}{saved}"
+            )
         gates = gates_line(records)
         if gates:
             lines.append(gates)

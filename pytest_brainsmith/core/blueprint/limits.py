@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import RegistryError, did_you_mean
 from ..registry import Registry
-from ..units import parse_duration, parse_size
+from ..units import parse_duration, parse_memory_limit
 from .report import FileReport, MergedReport, Reporter, typename
 from .space import StepSlot
 
@@ -40,7 +40,7 @@ def resolve_max_memory(data: dict[Any, Any], report: Reporter) -> int | None:
             ("max_memory",), f"expected a size such as 4G or 512M, got {typename(value)}"
         )
     try:
-        return parse_size(value)
+        return parse_memory_limit(value)
     except (ValueError, OverflowError) as exc:
         raise report.error(("max_memory",), str(exc)[:200]) from None
 
@@ -159,7 +159,7 @@ def resource_amount(name: str, value: Any, key: tuple[Any, ...], report: Reporte
         if value in (0, "0"):
             return 0.0
         try:
-            return float(parse_size(value))
+            return float(parse_memory_limit(value))
         except (ValueError, OverflowError) as exc:
             raise report.error(key, str(exc)[:200]) from None
     try:

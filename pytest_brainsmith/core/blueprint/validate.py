@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +242,26 @@ def resolve_file(value: Any, key: KeyPath, report: FileReport, what: str) -> Pat
         raise report.error(key, f"cannot use {what} {value[:80]!r}: {reason}") from None
     if not found:
         shown = str(path) if str(path).isprintable() else repr(str(path))
-        raise report.error(key, f"{what} not found: {shown}")
+        raise report.error(key, f"{what} {_not_a_file(path)}: {shown}")
     return path
+
+
+def _not_a_file(path: Path) -> str:
+    """What a path that is not a regular file is instead."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "not found"
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return f"is {kind}, not a file"
+    return "is not a regular file"
 
 
 # -- the merged blueprint -----------------------------------------------------------------

@@ -19,6 +19,7 @@ input and output shapes at collection.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,12 +156,38 @@ def _tolerance(raw: dict[str, Any], name: str, report: MergedReport) -> float | 
     return float(value)
 
 
+#: The largest .npy file of inputs or expected outputs read at collection.
+MAX_ARRAY_BYTES = 1 << 30
+
+
 def _load(path: Path, key: tuple[str, str], report: MergedReport) -> Any:
     import numpy as np
 
     try:
+        with open(path, "rb") as handle:  # the header first: what it claims is bounded
+            version = np.lib.format.read_magic(handle)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read_header is None:
+                raise ValueError(f".npy format version {version} is not supported")
+            shape, _, dtype = read_header(handle)
+            start = handle.tell()
+            data = handle.seek(0, os.SEEK_END) - start
+    except (OSError, ValueError, SyntaxError, TypeError) as exc:
+        raise report.error(key, f"cannot read {path} as a .npy array: {exc}"[:300]) from None
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > MAX_ARRAY_BYTES or claimed > data:
+        raise report.error(
+            key,
+            f"{path.name}: its header claims an array of shape {shape} ({claimed:,} bytes) "
+            f"but the file holds {data:,} bytes of data"
+            + (f" (at most {MAX_ARRAY_BYTES:,} are read)" if claimed > MAX_ARRAY_BYTES else ""),
+        )
+    try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, MemoryError) as exc:
         raise report.error(key, f"cannot read {path} as a .npy array: {exc}"[:300]) from None
     if not hasattr(array, "dtype") or array.dtype.kind not in "fiub":
         raise report.error(
