@@ -356,6 +356,9 @@ class FoldingSearch:
                 **entry["model"],
                 "capacity": self.capacity,
                 "estimates": self.settings.estimates,
+                "solver": self.solved.get("stats", {}),
+                "front": len(self.solved.get("front", [])),
+                "fastest": (self.solved.get("front") or [{}])[0].get("estimated_throughput_fps"),
             }
             self.trials[number] = leaf
             batch.append(leaf)
