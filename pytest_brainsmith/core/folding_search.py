@@ -307,8 +307,9 @@ class FoldingSearch:
         self.plan = found["designs"]
         where = "::".join(self.prefix.nodeid_parts())
         self.study_name = f"{self.prefix.tree.space.name}:{where}:exact"
-        if not self.plan:
+        if not self.plan:  # every trial an infeasible proposal: the last one fails
             self.error = f"the exact search found no design to build: {found.get('why')}"
+            self.exhausted = True
             return False
         self._opened = True
         return True
