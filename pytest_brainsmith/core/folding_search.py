@@ -38,6 +38,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -285,6 +286,7 @@ class FoldingSearch:
 
             compiler = toolchain()
             compiler.prepare()
+            started = time.perf_counter()
             table = compiler.cost_table(
                 model,
                 part,
@@ -300,6 +302,9 @@ class FoldingSearch:
                 max_cycles=max_cycles,
                 targets=targets,
                 metric="cost" if self.settings.estimates == "corrected" else "finn",
+            )
+            found["stats"]["table_seconds"] = round(
+                time.perf_counter() - started - found["stats"]["seconds"], 3
             )
             found = json.loads(json.dumps(found))  # what the memo gives back, also now
             self.memo.put("plan", identity, found)

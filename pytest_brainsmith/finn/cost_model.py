@@ -58,12 +58,16 @@ def cost_table(
     *,
     ultra: bool = True,
     minimize_bit_width: bool = True,
+    backends: bool = False,
 ) -> dict[str, Any]:
     """Every unit of choice of the model (a node, or nodes FINN ties) with its options:
     ``{"units": [{"nodes", "op_types", "options": [{"attrs", "cycles", "finn", "cost"}]}],
     "corrections": {...}}``. ``attributes``: node attributes the blueprint restricts
     (``ram_style: [auto, block]``: only these; one value: fixed). ``ultra``: the part
-    has UltraRAM (else no memory is offered in it)."""
+    has UltraRAM (else no memory is offered in it). ``backends``: an MVAU may also take
+    the other backend (HLS or RTL, where FINN's rules allow it), its options marked
+    ``backend``: a folding cannot apply them (the backend is chosen at
+    ``specialize_layers``), so this is for what-if figures of the model only."""
     from finn.transformation.qonnx.give_unique_node_names_recursive import (
         GiveUniqueNodeNamesRecursive,
     )
@@ -81,7 +85,8 @@ def cost_table(
             continue
         window = tied.get(node.name)
         members = [window, node.name] if window else [node.name]
-        settings = _unit_settings(model, members, restrict, ultra)
+        other = evaluator.other_backend(node) if backends else None
+        settings = _unit_settings(model, members, restrict, ultra, other)
         options = _dedupe([evaluator.option(members, chosen) for chosen in settings])
         units.append(
             {
@@ -166,10 +171,14 @@ def _memory_styles(inst: Any, ultra: bool) -> list[str]:
 
 
 def _unit_settings(
-    model: Any, members: list[str], restrict: dict[str, list[Any]], ultra: bool
+    model: Any,
+    members: list[str],
+    restrict: dict[str, list[Any]],
+    ultra: bool,
+    other: Any = None,
 ) -> list[dict[str, dict[str, Any]]]:
-    """Every setting of a unit FINN accepts: node -> attributes."""
-    from finn.util.basic import MAX_ALLOWED_AP_INT_W
+    """Every setting of a unit FINN accepts: node -> attributes (``other``: the op as the
+    other backend, whose settings are marked ``backend``)."""
     from finn.util.fpgadataflow import is_hls_node
     from qonnx.custom_op.registry import getCustomOp
 
@@ -212,29 +221,7 @@ def _unit_settings(
     choices: dict[str, list[Any]] = {}
     check = None
     if op in _MVAU:
-        width = int(inst.get_nodeattr("MW"))
-        simd = _divisors(width)
-        if is_hls_node(node):  # FINN's HLS MVAU: "SIMD >= MW / 1024" (at hw_codegen)
-            simd = [v for v in simd if v >= width / 1024]
-        choices["SIMD"] = simd
-        choices["PE"] = _divisors(int(inst.get_nodeattr("MH")))
-        if inst.get_nodeattr("mem_mode") in ("internal_decoupled", "internal_embedded"):
-            choices["ram_style"] = _memory_styles(inst, ultra)
-        if is_hls_node(node):
-            choices["resType"] = ["lut", "dsp"]
-        if "mem_mode" in restrict:
-            choices["mem_mode"] = restrict["mem_mode"]
-        for name in ("ram_style", "resType", "ram_style_thresholds"):
-            if name in choices or name in restrict:
-                choices[name] = _restricted(inst, name, choices.get(name, []), restrict)
-        if is_hls_node(node):
-            bits = inst.get_input_datatype(1).bitwidth()
-
-            def check(attrs: dict[str, Any]) -> bool:
-                mode = attrs.get("mem_mode", inst.get_nodeattr("mem_mode"))
-                wide = attrs["PE"] * attrs["SIMD"] * bits > MAX_ALLOWED_AP_INT_W
-                return not (mode == "internal_decoupled" and wide)
-
+        choices, check = _mvau_choices(inst, is_hls_node(node), ultra, restrict)
     elif op == _SWG or op.startswith("ConvolutionInputGenerator"):
         channels = int(inst.get_nodeattr("IFMChannels"))
         choices["SIMD"] = _divisors(channels)
@@ -254,16 +241,63 @@ def _unit_settings(
             choices["ram_style"] = _memory_styles(inst, ultra)
         if op == "Thresholding_rtl" and "PE" in choices:
             return _threshold_settings(node.name, inst, choices["PE"], ultra)
-    names = list(choices)
+    result = _combinations(node.name, choices, check, op in _MVAU)
+    if op in _MVAU and other is not None:  # the other backend's settings, marked
+        backend = "hls" if op == "MVAU_rtl" else "rtl"
+        alt_choices, alt_check = _mvau_choices(other, backend == "hls", ultra, restrict)
+        for setting in _combinations(node.name, alt_choices, alt_check, True):
+            setting[node.name]["backend"] = backend
+            result.append(setting)
+    return result or [{node.name: {}}]
+
+
+def _combinations(
+    name: str, choices: dict[str, list[Any]], check: Any, weights: bool
+) -> list[dict[str, dict[str, Any]]]:
     result = []
     for combo in itertools.product(*choices.values()):
-        attrs = dict(zip(names, combo, strict=True))
+        attrs = dict(zip(choices, combo, strict=True))
         if check is not None and not check(attrs):
             continue
-        if attrs.get("ram_style") == "ultra" and op in _MVAU:
+        if weights and attrs.get("ram_style") == "ultra":
             attrs["runtime_writeable_weights"] = 1
-        result.append({node.name: attrs})
-    return result or [{node.name: {}}]
+        result.append({name: attrs})
+    return result
+
+
+def _mvau_choices(
+    inst: Any, hls: bool, ultra: bool, restrict: dict[str, list[Any]]
+) -> tuple[dict[str, list[Any]], Any]:
+    """An MVAU's settings (``hls``: FINN's HLS MVAU, else the RTL one) and the check a
+    combination must pass."""
+    from finn.util.basic import MAX_ALLOWED_AP_INT_W
+
+    choices: dict[str, list[Any]] = {}
+    width = int(inst.get_nodeattr("MW"))
+    simd = _divisors(width)
+    if hls:  # FINN's HLS MVAU: "SIMD >= MW / 1024" (at hw_codegen)
+        simd = [v for v in simd if v >= width / 1024]
+    choices["SIMD"] = simd
+    choices["PE"] = _divisors(int(inst.get_nodeattr("MH")))
+    if inst.get_nodeattr("mem_mode") in ("internal_decoupled", "internal_embedded"):
+        choices["ram_style"] = _memory_styles(inst, ultra)
+    if hls:
+        choices["resType"] = ["lut", "dsp"]
+    if "mem_mode" in restrict:
+        choices["mem_mode"] = restrict["mem_mode"]
+    for name in ("ram_style", "resType", "ram_style_thresholds"):
+        if name in choices or name in restrict:
+            choices[name] = _restricted(inst, name, choices.get(name, []), restrict)
+    if not hls:
+        return choices, None
+    bits = inst.get_input_datatype(1).bitwidth()
+
+    def check(attrs: dict[str, Any]) -> bool:
+        mode = attrs.get("mem_mode", inst.get_nodeattr("mem_mode"))
+        wide = attrs["PE"] * attrs["SIMD"] * bits > MAX_ALLOWED_AP_INT_W
+        return not (mode == "internal_decoupled" and wide)
+
+    return choices, check
 
 
 #: a depth trigger no memory reaches (FINN's RTL thresholding: 0 would mean "unset")
@@ -343,6 +377,7 @@ class _Evaluator:
         self.types = {n.name: n.op_type for n in model.graph.node}
         self.corrected: set[str] = set()
         self._writeable: dict[str, dict[str, Any]] = {}
+        self.others: dict[str, Any] = {}  # node -> the op as its other backend
 
     def _writeable_widths(self, name: str, inst: Any) -> dict[str, Any]:
         """The accumulator and output datatypes FINN's ``minimize_bit_width`` gives the
@@ -354,15 +389,39 @@ class _Evaluator:
             }
         return self._writeable[name]
 
+    def other_backend(self, node: Any) -> Any:
+        """The MVAU as FINN's other backend would make it (None: not an MVAU, or FINN's
+        RTL MVAU cannot take it), with its attributes."""
+        import copy
+
+        from finn.transformation.fpgadataflow.specialize_layers import _mvu_rtl_possible
+        from qonnx.custom_op.registry import getCustomOp
+
+        if node.op_type not in _MVAU:
+            return None
+        twin = copy.deepcopy(node)
+        if node.op_type == "MVAU_rtl":
+            twin.op_type, twin.domain = "MVAU_hls", "finn.custom_op.fpgadataflow.hls"
+        else:
+            twin.op_type, twin.domain = "MVAU_rtl", "finn.custom_op.fpgadataflow.rtl"
+            if not _mvu_rtl_possible(node, self.part, self.model):
+                return None
+        inst = _fast(getCustomOp(twin))
+        self.others[node.name] = inst
+        return inst
+
     def op_type(self, name: str) -> str:
         return self.types[name]
 
     def option(self, members: list[str], chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
         cycles, finn, cost = 0, [0.0] * 4, [0.0] * 4
         for name in members:
-            attrs = chosen.get(name, {})
-            inst = self.ops[name]
-            writeable = attrs.get("runtime_writeable_weights") and name.startswith(("MVAU", "VVAU"))
+            attrs = dict(chosen.get(name, {}))
+            inst, op = self.ops[name], self.types[name]
+            if attrs.pop("backend", None):  # the other backend's op (what-if figures)
+                inst = self.others[name]
+                op = inst.onnx_node.op_type
+            writeable = attrs.get("runtime_writeable_weights") and op in (*_MVAU, *_VVAU)
             widths = ("accDataType", "outputDataType") if writeable else ()
             saved = {a: inst.get_nodeattr(a) for a in (*attrs, *widths)}
             try:
@@ -378,7 +437,7 @@ class _Evaluator:
                     float(inst.uram_estimation(self.part)),
                     float(inst.dsp_estimation(self.part)),
                 ]
-                extra = self._correction(self.types[name], inst)
+                extra = self._correction(op, inst)
             finally:
                 for attribute, value in saved.items():
                     inst.set_nodeattr(attribute, value)

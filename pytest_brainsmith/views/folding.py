@@ -145,7 +145,8 @@ def summary_lines(records: list[dict[str, Any]], written: dict[str, list[Path]])
                 f"  exact search: {model.get('front', '?')} designs on the solved front "
                 f"({stats.get('options', '?'):,} settings of {stats.get('units', '?')} units, "
                 f"{stats.get('solves', '?')} knapsacks, {stats.get('programs', '?')} integer "
-                f"programs, {stats.get('seconds', 0):.1f} s)"
+                f"programs; FINN's figures read in {stats.get('table_seconds', 0):.1f} s, "
+                f"solved in {stats.get('seconds', 0):.1f} s)"
                 + (f"; the fastest that fits: {fastest:,.0f} fps" if fastest else "")
             )
             built = [
