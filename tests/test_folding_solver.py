@@ -242,3 +242,11 @@ def test_the_views_front_is_the_pareto_set_of_the_feasible_built_trials():
     part = [["minimize", "part"], ["maximize", "estimated_throughput_fps"]]
     assert views.part_fraction(trials[2]) == pytest.approx(0.9)
     assert {r["folding"]["trial"] for r in views.front(trials, part)} == {1, 2}
+
+
+def test_a_board_gives_its_part_without_the_toolchain():
+    assert fpga_parts.part_of({"board": "ZCU104"}) == "xczu7ev-ffvc1156-2-e"
+    assert fpga_parts.part_of({"fpga_part": "xc7z020clg400-1", "board": "ZCU104"}) == (
+        "xc7z020clg400-1"
+    )
+    assert fpga_parts.part_of({"board": "KV260_SOM"}) is None  # the toolchain knows it

@@ -190,7 +190,7 @@ class FoldingSearch:
             return False
         measured = [self.engine.measured(d) for d in self._warm]
         config = self.prefix.config()
-        part = toolchain().fpga_part(config)
+        part = fpga_parts.part_of(config) or toolchain().fpga_part(config)
         self.capacity = fpga_parts.capacity(part) if part else None
         if self.exact:
             return self._open_exact(Path(outcome.output_model), measured, outcome.key)
@@ -259,7 +259,7 @@ class FoldingSearch:
             if found is not None and isinstance(found[0].get("max_cycles"), int | float)
         ]
         objective = next(m for d, m in self.settings.objectives if d == "minimize")
-        part = toolchain().fpga_part(config)
+        part = fpga_parts.part_of(config) or toolchain().fpga_part(config)
         identity = {
             "prefix": self.engine.key(self.prefix),
             "settings": self.settings.key(),

@@ -21,6 +21,26 @@ PARTS: dict[str, tuple[int, int, int, int]] = {
 }
 
 
+#: boards -> their part (as FINN's ``pynq_part_map``/``alveo_part_map`` name them), so that
+#: a blueprint's ``board`` gives its capacity without importing FINN
+BOARDS: dict[str, str] = {
+    "Pynq-Z1": "xc7z020clg400-1",
+    "Pynq-Z2": "xc7z020clg400-1",
+    "ZCU104": "xczu7ev-ffvc1156-2-e",
+    "ZCU102": "xczu9eg-ffvb1156-2-e",
+    "U250": "xcu250-figd2104-2L-e",
+}
+
+
+def part_of(config: dict[str, object]) -> str | None:
+    """The part a build config targets, where this table knows it (``fpga_part``, else
+    the part of ``board``); None: ask the toolchain."""
+    if config.get("fpga_part"):
+        return str(config["fpga_part"])
+    board = config.get("board")
+    return BOARDS.get(str(board)) if board else None
+
+
 def device_of(fpga_part: str) -> str | None:
     """The table's device a part string names (``xczu7ev-ffvc1156-2-e`` -> ``xczu7ev``)."""
     name = fpga_part.strip().lower()

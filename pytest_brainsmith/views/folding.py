@@ -143,7 +143,7 @@ def summary_lines(records: list[dict[str, Any]], written: dict[str, list[Path]])
             fastest = model.get("fastest")
             lines.append(
                 f"  exact search: {model.get('front', '?')} designs on the solved front "
-                f"({stats.get('options', '?'):,} settings of {stats.get('units', '?')} units, "
+                f"({stats.get('options', 0):,} settings of {stats.get('units', 0)} units, "
                 f"{stats.get('solves', '?')} knapsacks, {stats.get('programs', '?')} integer "
                 f"programs; FINN's figures read in {stats.get('table_seconds', 0):.1f} s, "
                 f"solved in {stats.get('seconds', 0):.1f} s)"
