@@ -350,8 +350,7 @@ def solve_front(problem: Problem, targets: list[int] | None = None) -> Solution:
     steps: list[int] = []
     if budgets:
         stack = [(0, len(budgets) - 1)]
-        if value(0) < math.inf or True:
-            steps.append(0)
+        steps.append(0)  # the least budget: the fastest design, if anything fits there
         while stack:
             low, high = stack.pop()
             if high <= low or _same(value(low), value(high)):
