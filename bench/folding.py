@@ -1,26 +1,28 @@
-"""FINN's own folding (a ``target_fps`` sweep) against the folding search
-(``design_space.folding``) given the same wall-clock time, on real FINN. Prints markdown.
+"""FINN's own folding (a ``target_fps`` sweep) against the exact folding search
+(``design_space.folding``, ``search: exact``), on real FINN. Prints markdown.
 
-    .venv/bin/python bench/folding.py [--model tfc|cnv|mobilenet] [--targets N] [--warm]
+    flock /tmp/finn.lock .venv/bin/python bench/folding.py [--model tfc|cnv|mobilenet]
+        [--targets N] [--trials N] [--optuna]
 
-``--model mobilenet``: MobileNet-v1 w4a4 on a ZCU104-class part at 200 MHz, with the
-project's MobileNet steps (the estimate pipeline of bench/mobilenet.py, registered from a
-conftest.py in each arm's folder).
+``--model cnv``: CNV-w2a2 on the xc7z020 at 10 ns; ``--model mobilenet``: MobileNet-v1
+w4a4 on the ZCU104's part at 5 ns with the project's MobileNet steps (the estimate
+pipeline of bench/mobilenet.py, registered from a conftest.py in each arm's folder).
 
-(A) FINN's folding: the model's estimate pipeline with ``target_fps`` swept over N
-    values spaced evenly in log scale (FINN's ``target_fps_parallelization`` picks one
-    folding per value), on an empty cache, the engine's default pool: wall time T.
-(B) The folding search: the same pipeline and model, Optuna's NSGA-II on
-    [min LUT, max estimated_throughput_fps], on its own empty cache, with
-    ``--brainsmith-budget T`` (it stops asking for trials when T has passed).
-(C) with ``--warm``: the sweep and the search in one blueprint, the search's first
-    generation being FINN's foldings of the sweep (``warm_start``); budget 2T, so the
-    search gets about T after the sweep.
+(A) FINN's folding: the estimate pipeline with ``target_fps`` swept over N values spaced
+    evenly in log scale (FINN's ``target_fps_parallelization``), on an empty cache.
+(E) The exact search: the same sweep and, below the same shared steps, the exact search
+    (its first designs: the cheapest at each throughput FINN's foldings reached and at
+    the network's named targets), on its own empty cache; min LUT (corrected for FINN's
+    known estimate gaps) within the part. Its wall time includes the sweep.
+(B) with ``--optuna``: the Optuna search alone (NSGA-II, warm-started from the sweep
+    designs in the same blueprint) given (A)'s time again.
 
-For each target throughput of the sweep: the lowest LUT (and BRAM) among the designs
-of each arm that reach it; and the hypervolume of each arm's front (LUT against
-frames/s, both normalised: LUT by the largest LUT on FINN's front, frames/s by the
-largest frames/s of any design; the reference point is (1, 0)).
+For each target throughput of the sweep and each named target: the lowest LUT among the
+designs of each arm that reach it (FINN's estimate; the exact arm also corrected) with
+its BRAM_18K / URAM / DSP; the fastest design that fits the part; the solver's time; the
+cost model's agreement with FINN on every design it built. For MobileNet also the
+fastest design the model allows with per-layer MVAU backends (HLS or RTL per layer):
+a what-if of the model only (a folding cannot change a backend after specialize_layers).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sqlite3
 import sys
 import tempfile
@@ -38,9 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from explore import model_file, run_pytest  # noqa: E402
 
-#: target_fps range per model at 100 MHz (from all-folded to about fully unfolded);
-#: MobileNet-v1 at 200 MHz
+#: target_fps range per model (from about all-folded to about fully unfolded)
 RANGE = {"tfc": (2_000, 2_000_000), "cnv": (20, 20_000), "mobilenet": (100, 10_000)}
+#: named targets (frames/s) whose cheapest design the issue asks for
+NAMED = {"tfc": [], "cnv": [868], "mobilenet": [500, 1800]}
+PART = {"tfc": "xc7z020clg400-1", "cnv": "xc7z020clg400-1", "mobilenet": "xczu7ev-ffvc1156-2-e"}
+CLOCK = {"tfc": 10.0, "cnv": 10.0, "mobilenet": 5.0}
+RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 
 
 def targets(model: str, count: int) -> list[int]:
@@ -57,61 +62,63 @@ def blueprint(folder: Path, model: str, fps: list[int], search: str) -> None:
         (folder / "conftest.py").write_text(CONFTEST)
         (folder / "fold.blueprint.yaml").write_text(
             f"name: mobilenet-folding\nmodel: {mobilenet_file('mobilenet')}\n"
-            "fpga_part: xczu7ev-ffvc1156-2-e\nclock_ns: 5\n"
+            f"fpga_part: {PART[model]}\nclock_ns: {CLOCK[model]}\n"
             "finn_config:\n  standalone_thresholds: true\n"
             f"design_space:\n  steps:\n{STEPS}{sweep}{search}"
         )
         return
     (folder / "fold.blueprint.yaml").write_text(
-        f"name: {model}-folding\nmodel: {model_file(model)}\nfpga_part: xc7z020clg400-1\n"
-        f"clock_ns: 10\ndesign_space:\n{sweep}{search}"  # FINN's estimate pipeline
+        f"name: {model}-folding\nmodel: {model_file(model)}\nfpga_part: {PART[model]}\n"
+        f"clock_ns: {CLOCK[model]}\ndesign_space:\n{sweep}{search}"  # FINN's estimate pipeline
     )
 
 
 def designs(store: Path) -> list[dict]:
+    """Every design with estimates (passed or an infeasible proposal), with its figures."""
     with sqlite3.connect(store) as db:
-        rows = db.execute(
-            "SELECT design, estimates, folding FROM designs WHERE outcome = 'passed'"
-        ).fetchall()
+        rows = db.execute("SELECT design, outcome, estimates, folding FROM designs").fetchall()
     found = []
-    for design, estimates, folding in rows:
-        values = json.loads(estimates)
-        if all(isinstance(values.get(k), int | float) for k in ("LUT", "BRAM_18K")):
-            found.append(
-                {
-                    "design": design,
-                    "trial": folding is not None,
-                    "LUT": values["LUT"],
-                    "BRAM": values["BRAM_18K"],
-                    "fps": values["estimated_throughput_fps"],
-                }
+    for design, outcome, estimates, folding in rows:
+        values = json.loads(estimates or "{}")
+        if not all(isinstance(values.get(k), int | float) for k in RESOURCES):
+            continue
+        model = (json.loads(folding) if folding else {}).get("model")
+        point = {k: values[k] for k in RESOURCES}
+        point["corrected"] = (
+            values["LUT"] + model["corrected"]["LUT"] - model["finn"]["LUT"] if model else None
+        )
+        agrees = None
+        if model:
+            agrees = all(model["finn"][k] == values[k] for k in RESOURCES) and (
+                model["max_cycles"] == values["max_cycles"]
             )
+        point.update(
+            design=design,
+            trial=folding is not None,
+            passed=outcome == "passed",
+            fps=values["estimated_throughput_fps"],
+            agrees=agrees,
+        )
+        found.append(point)
     return found
 
 
-def front(points: list[dict]) -> list[dict]:
-    best, result = -1.0, []
-    for p in sorted(points, key=lambda p: (p["LUT"], -p["fps"])):
-        if p["fps"] > best:
-            result.append(p)
-            best = p["fps"]
-    return result
+def fits(point: dict, capacity: dict) -> bool:
+    return all(point[k] <= capacity[k] for k in RESOURCES)
 
 
-def hypervolume(points: list[dict], lut_ref: float, fps_max: float) -> float:
-    """Area dominated by the front within (LUT <= lut_ref, fps >= 0), normalised."""
-    area, previous = 0.0, 0.0
-    for p in sorted(front(points), key=lambda p: p["fps"]):  # fps ascending, LUT ascending
-        if p["LUT"] > lut_ref:
-            continue
-        area += (1 - p["LUT"] / lut_ref) * (p["fps"] - previous) / fps_max
-        previous = p["fps"]
-    return area
+def cheapest(points: list[dict], fps: float, capacity: dict) -> dict | None:
+    reaching = [p for p in points if p["fps"] >= fps and fits(p, capacity)]
+    return min(reaching, key=lambda p: (p["LUT"], p["BRAM_18K"])) if reaching else None
 
 
-def cheapest(points: list[dict], fps: float, metric: str) -> float | None:
-    reaching = [p[metric] for p in points if p["fps"] >= fps]
-    return min(reaching) if reaching else None
+def cell(point: dict | None, corrected: bool = False) -> str:
+    if point is None:
+        return "-"
+    lut = f"{point['LUT']:,.0f}"
+    if corrected and point.get("corrected") is not None:
+        lut += f" ({point['corrected']:,.0f})"
+    return f"{lut} / {point['BRAM_18K']:,.0f} / {point['URAM']:,.0f} / {point['DSP']:,.0f}"
 
 
 def arm(tmp: Path, name: str, model: str, fps: list[int], search: str, *extra: str):
@@ -120,78 +127,113 @@ def arm(tmp: Path, name: str, model: str, fps: list[int], search: str, *extra: s
     blueprint(folder, model, fps, search)
     store = folder / "results.sqlite"
     seconds, out = run_pytest(
-        folder,
-        folder / "cache",
-        "--brainsmith-results",
-        str(store),
-        *extra,
-        allow_failed=True,
+        folder, folder / "cache", "--brainsmith-results", str(store), *extra, allow_failed=True
     )
-    built = re.search(r"this run built (\d+) segments", out)
-    return seconds, designs(store), int(built.group(1)) if built else 0, out
+    return seconds, designs(store), out, folder
+
+
+def backends_what_if(folder: Path, model: str) -> str:
+    """The fastest design the cost model allows with per-layer MVAU backends (in this
+    process: FINN imported here), against the same model without them."""
+    from pytest_brainsmith.core.folding_solver import Problem, solve_front
+    from pytest_brainsmith.core.fpga_parts import capacity
+    from pytest_brainsmith.finn.cost_model import cost_table
+    from pytest_brainsmith.finn.runner import import_finn
+
+    import_finn()
+    prefix = next((folder / "cache").rglob("step_specialize_layers.onnx"))
+    found = []
+    for backends in (False, True):
+        table = cost_table(prefix, PART[model], {}, ultra=True, backends=backends)
+        solution = solve_front(Problem(table, "LUT", capacity(PART[model])))
+        fastest = solution.fastest
+        fps = fastest.fps(CLOCK[model]) if fastest else 0.0
+        options = sum(len(u["options"]) for u in table["units"])
+        found.append(
+            f"{'with' if backends else 'without'} per-layer backends: {fps:,.0f} fps "
+            f"({options:,} settings, solved in {solution.seconds:.1f} s)"
+        )
+    return "; ".join(found)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=sorted(RANGE), default="tfc")
     parser.add_argument("--targets", type=int, default=16, help="target_fps values in (A)")
-    parser.add_argument("--trials", type=int, default=3000, help="trial items (B runs until T)")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--warm", action="store_true", help="also (C): sweep + warm search")
-    parser.add_argument("--sampler", choices=["nsga2", "tpe", "random"], default="nsga2")
-    parser.add_argument("--cold", action="store_true", help="leave out (B), the cold search")
+    parser.add_argument("--trials", type=int, default=24, help="designs (E) builds")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--optuna", action="store_true", help="also (B), the Optuna search")
     args = parser.parse_args()
     fps = targets(args.model, args.targets)
-    search = (
-        f"  folding:\n    trials: {args.trials}\n    batch: {args.batch}\n    seed: 0\n"
-        f"    sampler: {args.sampler}\n"
-        "    objectives: [min LUT, max estimated_throughput_fps]\n"
+    named = NAMED[args.model]
+    from pytest_brainsmith.core.fpga_parts import capacity as part_capacity
+
+    capacity = part_capacity(PART[args.model])
+    assert capacity is not None
+    exact = (
+        f"  folding:\n    trials: {args.trials}\n    batch: {args.batch}\n"
+        + (f"    targets: [{', '.join(map(str, named))}]\n" if named else "")
+        + "    objectives: [min LUT, max estimated_throughput_fps]\n"
     )
     rows = []
+    what_if = ""
     with tempfile.TemporaryDirectory(prefix="bs-folding-") as tmp:
         base = Path(tmp)
-        seconds, finn, built, _ = arm(base, "finn", args.model, fps, "")
-        rows.append(("(A) FINN's folding, target_fps sweep", seconds, finn, built))
-        budget = f"{math.ceil(seconds)}s"
-        if not args.cold:
-            seconds_b, found, built_b, _ = arm(
-                base, "search", args.model, [], search, "--brainsmith-budget", budget
+        seconds, finn, out_a, _ = arm(base, "finn", args.model, fps, "")
+        rows.append(("(A) FINN's folding, target_fps sweep", seconds, finn, out_a))
+        seconds_e, found, out_e, folder_e = arm(base, "exact", args.model, fps, exact)
+        rows.append(("(E) sweep + exact search", seconds_e, found, out_e))
+        if args.optuna:
+            search = (
+                "  folding:\n    search: optuna\n    trials: 3000\n    batch: 16\n"
+                "    seed: 0\n    objectives: [min LUT, max estimated_throughput_fps]\n"
             )
-            rows.append((f"(B) folding search, budget {budget}", seconds_b, found, built_b))
-        if args.warm:
-            warm = search + "    warm_start: true\n"
-            budget_c = f"{math.ceil(2 * seconds)}s"
-            seconds_c, both, built_c, _ = arm(
-                base, "warm", args.model, fps, warm, "--brainsmith-budget", budget_c
+            budget = f"{math.ceil(2 * seconds)}s"
+            seconds_b, sampled, out_b, _ = arm(
+                base, "optuna", args.model, fps, search, "--brainsmith-budget", budget
             )
-            rows.append((f"(C) sweep + warm search, budget {budget_c}", seconds_c, both, built_c))
-    finn_front = front(finn)
-    lut_ref = max(p["LUT"] for p in finn_front)
-    fps_max = max(p["fps"] for _, _, points, _ in rows for p in points)
-    print(f"\n{args.model.upper()}, {len(fps)} target_fps values, 2 cores, default pool\n")
-    print("| arm | wall s | designs with estimates | segments built | front size | hypervolume |")
-    print("|---|---|---|---|---|---|")
-    for name, seconds, points, built in rows:
-        print(
-            f"| {name} | {seconds:.1f} | {len(points)} | {built} | {len(front(points))} "
-            f"| {hypervolume(points, lut_ref, fps_max):.4f} |"
-        )
+            rows.append((f"(B) sweep + Optuna search, budget {budget}", seconds_b, sampled, out_b))
+        if args.model == "mobilenet":
+            what_if = backends_what_if(folder_e, args.model)
+    print(f"\n{args.model.upper()} on {PART[args.model]}, {CLOCK[args.model]} ns, 2 cores\n")
+    print("| arm | wall s | designs with estimates | trials | fastest that fits the part (fps) |")
+    print("|---|---|---|---|---|")
+    for name, seconds, points, _ in rows:
+        fitting = [p for p in points if fits(p, capacity)]
+        fastest = max((p["fps"] for p in fitting), default=0)
+        trials = sum(p["trial"] for p in points)
+        print(f"| {name} | {seconds:.1f} | {len(points)} | {trials} | {fastest:,.0f} |")
+    for line in out_e.splitlines():
+        if "exact search:" in line or "cost model and FINN agree" in line:
+            print(f"\n(E) {line.strip()}")
+    agree = [p["agrees"] for p in found if p["agrees"] is not None]
+    print(
+        f"\n(E) designs built by the exact search whose FINN estimates equal the model's: "
+        f"{sum(agree)} of {len(agree)}"
+    )
     names = [r[0].split(")")[0] + ")" for r in rows]
-    print("\nLowest LUT / BRAM_18K among designs reaching each target throughput:\n")
-    print("| target fps | " + " | ".join(f"{n} LUT / BRAM" for n in names) + " | LUT vs (A) |")
+    print(
+        "\nLowest LUT (exact arm: FINN's estimate (corrected)) / BRAM_18K / URAM / DSP among "
+        "the designs that fit the part and reach each throughput:\n"
+    )
+    print("| target fps | " + " | ".join(names) + " | LUT vs (A) |")
     print("|---|" + "---|" * (len(rows) + 1))
-    for target in fps:
-        cells, luts = [], []
-        for _, _, points, _ in rows:
-            lut, bram = cheapest(points, target, "LUT"), cheapest(points, target, "BRAM")
-            luts.append(lut)
-            cells.append("-" if lut is None else f"{lut:,.0f} / {bram:,.0f}")
-        ratios = [
-            f"{(lut / luts[0] - 1) * 100:+.1f}%" if lut and luts[0] else "-" for lut in luts[1:]
-        ]
-        print(f"| {target:,} | " + " | ".join(cells) + f" | {' / '.join(ratios)} |")
-    best = max((p for _, _, pts, _ in rows for p in pts), key=lambda p: p["fps"])
-    print(f"\nfastest design of any arm: {best['fps']:,.0f} fps ({best['design']})")
+    worse = 0
+    for target in sorted(set(fps) | set(named)):
+        points = [cheapest(p, target, capacity) for _, _, p, _ in rows]
+        cells = [cell(p, corrected=i > 0) for i, p in enumerate(points)]
+        ratios = []
+        for p in points[1:]:
+            if p and points[0]:
+                ratios.append(f"{(p['LUT'] / points[0]['LUT'] - 1) * 100:+.1f}%")
+                worse += p["LUT"] > points[0]["LUT"] and target in fps and p is points[1]
+            else:
+                ratios.append("-")
+        mark = " (named)" if target in named else ""
+        print(f"| {target:,}{mark} | " + " | ".join(cells) + f" | {' / '.join(ratios)} |")
+    print(f"\n(E) worse than (A) in FINN's LUT at {worse} of {len(fps)} sweep targets")
+    if what_if:
+        print(f"\nMobileNet, the fastest design that fits the part (cost model): {what_if}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ written folding JSON reproduces its trial's estimates as ``folding_config_file``
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -29,6 +30,7 @@ SEARCH = """
   finn_config:
     target_fps: [10000, 100000]
   folding:
+    search: optuna
     trials: 6
     batch: 3
     seed: 7
@@ -85,11 +87,21 @@ def trials(folder: Path, store: str = "build/brainsmith/results.sqlite") -> dict
     [
         ("{trails: 5}", "design_space.folding.trails: unknown key"),
         ("{trials: 0}", "design_space.folding.trials: expected an integer from 1"),
-        ("{objectives: [min LUTS]}", "design_space.folding.objectives[0]: 'LUTS' is not an"),
+        ("{search: optuna, objectives: [min LUTS]}", "folding.objectives[0]: 'LUTS' is not an"),
+        ("{objectives: [min LUTS]}", "objectives[0]: the exact search minimises a cost at"),
         ("{objectives: [lowest LUT]}", "expected 'min METRIC' or 'max METRIC'"),
         ("{sampler: cmaes}", "design_space.folding.sampler: expected one of nsga2, tpe, random"),
         ("{attributes: {ram_styles: [block]}}", "design_space.folding.attributes.ram_styles"),
-        ("{search: grid}", "design_space.folding.search: expected 'optuna'"),
+        ("{search: grid}", "design_space.folding.search: expected one of exact, optuna"),
+        (
+            "{objectives: [min estimated_latency_ns, max estimated_throughput_fps]}",
+            "objectives[0]: the exact search minimises a cost at each throughput",
+        ),
+        ("{objectives: [min LUT, min DSP]}", "needs one cost to minimise and 'max estim"),
+        ("{targets: [0]}", "design_space.folding.targets: expected a list of throughputs"),
+        ("{estimates: raw}", "design_space.folding.estimates: expected one of corrected, fi"),
+        ("{search: optuna, targets: [5]}", "folding.targets: only the exact search"),
+        ("{search: optuna, objectives: [min part]}", "'part' is not an estimate metric"),
         ("[1, 2]", "design_space.folding: expected a mapping"),
     ],
 )
@@ -131,7 +143,7 @@ def test_without_optuna_a_search_is_a_collection_error_naming_the_package(
     shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
     # hides the installed package from this session as an uninstalled one would be
     pytester.makeconftest("import sys\nsys.modules['optuna'] = None\n")
-    pytester.makefile(".blueprint.yaml", s=PIPELINE + "  folding: {trials: 3}\n")
+    pytester.makefile(".blueprint.yaml", s=PIPELINE + "  folding: {search: optuna, trials: 3}\n")
     result = pytester.runpytest("--collect-only", "-q")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
@@ -193,6 +205,24 @@ def test_folding_search_on_finn_tfc(tmp_path: Path):
     assert "folding search tfc.blueprint.yaml::qonnx_to_finn..specialize_layers: 6 trials" in (
         done.stdout
     )
+    # what Optuna was told is what each trial measured, on the objectives' metrics and
+    # directions (a flipped objective or another metric fed back would differ)
+    import optuna
+
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(
+            str(folder / "build" / "brainsmith" / "folding-studies.journal")
+        )
+    )
+    (summary,) = optuna.get_all_study_summaries(journal)
+    study = optuna.load_study(study_name=summary.study_name, storage=journal)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE"]
+    by_file = {Path(t["folding"]["file"]).name: t["estimates"] for t in first.values()}
+    told = [t for t in study.trials if "folding_file" in t.user_attrs]
+    assert len(told) == 6
+    for trial in told:
+        measured = by_file[trial.user_attrs["folding_file"]]
+        assert trial.values == [measured["LUT"], measured["estimated_throughput_fps"]]
 
     # the same seed again: nothing rebuilt, with the stored study and without it
     done = run(folder)
@@ -253,23 +283,27 @@ def test_folding_search_on_finn_tfc(tmp_path: Path):
 
 def test_trials_past_the_estimates_are_gated_like_every_design(tmp_path: Path):
     """A pipeline going on after the estimates (hw_codegen): a trial that misses an
-    ``expect`` bound on its estimates stops there, like every design (the expect gate);
-    the others generate code. The search goes on with the estimates, not the code."""
+    ``expect`` bound on its estimates stops there, like every design (the expect gate),
+    and is an infeasible proposal (skipped with the reason, not a failed test: the run
+    passes); the others generate code. The search goes on with the estimates."""
     folder = tmp_path / "codegen"
     folder.mkdir()
     shutil.copyfile(MODEL, folder / "tfc.onnx")
     blueprint = PIPELINE + "  steps:\n    - at_end: {insert: hw_codegen}\n"
-    blueprint += '  folding: {trials: 3, batch: 3, seed: 1}\nexpect:\n  LUT: "<= 6000"\n'
+    blueprint += "  folding: {search: optuna, trials: 3, batch: 3, seed: 1}\n"
+    blueprint += 'expect:\n  LUT: "<= 6000"\n'
     (folder / "tfc.blueprint.yaml").write_text(blueprint)
     done = run(folder)
+    assert done.returncode == 0, done.stdout
     found = trials(folder)
     assert sorted(found) == [0, 1, 2], done.stdout
-    stopped = [n for n, t in found.items() if "stopped before hw_codegen" in (t["error"] or "")]
+    stopped = [n for n, t in found.items() if t["outcome"] == "skipped"]
     passed = [n for n, t in found.items() if t["outcome"] == "passed"]
     assert stopped and passed, done.stdout
     for number in stopped:
-        assert found[number]["outcome"] == "failed"
+        assert found[number]["error"].startswith("infeasible proposal: LUT <= 6000 (got ")
         assert found[number]["estimates"]["LUT"] > 6000
+    assert "infeasible proposal: LUT <= 6000 (got " in done.stdout, done.stdout
     for number in passed:
         assert found[number]["estimates"]["LUT"] <= 6000
     with sqlite3.connect(folder / "build" / "brainsmith" / "results.sqlite") as db:
@@ -280,3 +314,162 @@ def test_trials_past_the_estimates_are_gated_like_every_design(tmp_path: Path):
             ).fetchall()
         )
     assert all(pruned[n] == 1 for n in stopped) and all(pruned[n] == 0 for n in passed)
+
+
+def test_a_search_with_no_feasible_trial_fails_its_last(tmp_path: Path):
+    """Infeasible proposals are skipped; the search's last trial fails when none of its
+    trials was feasible (the run's verdict is the search's best). The exact search finds
+    nothing within an impossible bound: no design built, the same verdict."""
+    folder = tmp_path / "none"
+    folder.mkdir()
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    for search in ("optuna", "exact"):
+        (folder / "tfc.blueprint.yaml").write_text(
+            PIPELINE
+            + f"  folding: {{search: {search}, trials: 2, batch: 2}}\n"
+            + 'expect:\n  LUT: "<= 100"\n'
+        )
+        done = run(folder)
+        assert done.returncode == 1, done.stdout
+        assert "SKIPPED [1] tfc.blueprint.yaml:1: " in done.stdout, done.stdout  # trial-0
+        assert "FAILED tfc.blueprint.yaml::qonnx_to_finn..specialize_layers::folding[trial-1]" in (
+            done.stdout
+        ), done.stdout
+        assert "none of its" in done.stdout and "met every expectation" in done.stdout
+        if search == "exact":
+            assert "the exact search found no design to build" in done.stdout, done.stdout
+
+
+#: The exact search (the default) below FINN's target_fps foldings, minimising FINN's own
+#: LUT figure (``estimates: finn``), so that "never worse than FINN" is on one scale.
+EXACT = """
+  finn_config:
+    target_fps: [3000, 30000, 300000]
+  folding:
+    trials: 8
+    batch: 4
+    targets: [100000]
+    estimates: finn
+expect:
+  BRAM_18K: "<= 40"
+"""
+
+#: Run in a process of its own (FINN imported there): the cost table of the search's
+#: model, cut to 3 options per unit so that every design can be enumerated, solved and
+#: enumerated; prints JSON.
+BRUTE_FORCE = """
+import itertools, json, sys
+from pathlib import Path
+from pytest_brainsmith.finn.runner import import_finn
+from pytest_brainsmith.finn.cost_model import cost_table
+from pytest_brainsmith.core.folding_solver import Problem, solve_front
+
+import_finn()
+table = cost_table(Path(sys.argv[1]), "xc7z020clg400-1", {}, ultra=False)
+for unit in table["units"]:  # per budget, the option of least LUT and of least DSP
+    options, kept = unit["options"], []
+    for budget in (64, 256, 1024):
+        meeting = [o for o in options if o["cycles"] <= budget] or options
+        for r in (0, 3):
+            best = min(meeting, key=lambda o: (o["cost"][r], o["cost"][0], -o["cycles"]))
+            if best not in kept:
+                kept.append(best)
+    unit["options"] = kept
+capacity = {"DSP": 200}  # binds: the least-LUT options use DSPs
+designs = []
+combinations = list(itertools.product(*(u["options"] for u in table["units"])))
+for combo in combinations:
+    totals = [sum(o["cost"][i] for o in combo) for i in range(4)]
+    if totals[3] <= capacity["DSP"]:
+        designs.append((max(o["cycles"] for o in combo), totals[0]))
+best, brute = float("inf"), []
+for cycles, value in sorted(designs):
+    if value < best:
+        brute.append([cycles, value])
+        best = value
+solution = solve_front(Problem(table, "LUT", capacity))
+print(json.dumps({
+    "combinations": len(combinations),
+    "brute": brute,
+    "solved": [[d.max_cycles, d.value] for d in solution.front],
+    "programs": solution.programs,
+}))
+"""
+
+
+def pareto_set(points: dict[int, tuple[float, float]]) -> set[int]:
+    """Trials no other beats on both (min LUT, max fps): written independently of the views."""
+    return {
+        n
+        for n, (lut, fps) in points.items()
+        if not any(
+            (o_lut <= lut and o_fps >= fps) and (o_lut, o_fps) != (lut, fps)
+            for o_lut, o_fps in points.values()
+        )
+    }
+
+
+def test_exact_search_on_finn_tfc(tmp_path: Path):
+    folder = tmp_path / "exact"
+    folder.mkdir()
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    (folder / "tfc.blueprint.yaml").write_text(PIPELINE + EXACT)
+    done = run(folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = trials(folder)
+    assert sorted(found) == list(range(8)), done.stdout
+    # every built design is what the cost model said it would be (FINN's own estimates)
+    for number, trial in found.items():
+        model, estimates = trial["folding"]["model"], trial["estimates"]
+        for metric in ("LUT", "BRAM_18K", "URAM", "DSP"):
+            assert model["finn"][metric] == estimates[metric], (number, metric)
+        assert model["max_cycles"] == estimates["max_cycles"], number
+        assert estimates["BRAM_18K"] <= 40  # the expect bound is the solver's constraint
+        assert trial["outcome"] == "passed", (number, trial["error"])
+    assert "cost model and FINN agree on 8 of 8 built designs" in done.stdout, done.stdout
+    # never worse than FINN's own folding at its throughputs (its cycles are targets)
+    with sqlite3.connect(folder / "build" / "brainsmith" / "results.sqlite") as db:
+        finn = [
+            json.loads(e)
+            for (e,) in db.execute("SELECT estimates FROM designs WHERE folding IS NULL")
+        ]
+    assert len(finn) == 3
+    for design in finn:
+        reaching = [
+            t["estimates"]["LUT"]
+            for t in found.values()
+            if t["estimates"]["estimated_throughput_fps"] >= design["estimated_throughput_fps"]
+        ]
+        assert reaching and min(reaching) <= design["LUT"], (design, reaching)
+    # the user's target: the cheapest design of the front at >= 100,000 fps is trial-0
+    assert found[0]["estimates"]["estimated_throughput_fps"] >= 100_000
+    # the written front is the Pareto set of what was built (and met every expectation)
+    points = {
+        n: (t["estimates"]["LUT"], t["estimates"]["estimated_throughput_fps"])
+        for n, t in found.items()
+    }
+    written = (folder / "build" / "brainsmith" / "foldings").rglob("trial-*.json")
+    assert {int(p.stem.split("-")[1]) for p in written} == pareto_set(points)
+
+    # a warm run: the plan is in the cache, nothing is built, FINN is not imported
+    again = run(folder)
+    assert "this run built 0 segments" in again.stdout, again.stdout
+    assert "FINN imported by" not in again.stdout or "FINN imported by 0" in again.stdout
+    assert {n: t["folding"]["nodes"] for n, t in trials(folder).items()} == {
+        n: t["folding"]["nodes"] for n, t in found.items()
+    }
+
+    # the solver against brute force on this model's own FINN figures, capacity binding
+    model = next((folder / "build" / "brainsmith" / "cache").rglob("step_specialize_layers.onnx"))
+    checked = subprocess.run(
+        [sys.executable, "-c", BRUTE_FORCE, str(model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    result = json.loads(checked.stdout.strip().splitlines()[-1])
+    assert result["combinations"] > 1000 and len(result["brute"]) > 3, result
+    assert result["programs"] > 0, result  # the capacity bound: integer programs solved
+    assert result["solved"] == result["brute"], result

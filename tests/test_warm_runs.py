@@ -20,6 +20,7 @@ design_space:
   finn_config:
     target_fps: [10000, 100000]
   folding:
+    search: optuna
     trials: 4
     batch: 2
     seed: 3

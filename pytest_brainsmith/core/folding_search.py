@@ -1,6 +1,15 @@
-"""A folding search: Optuna asks for foldings, the engine builds them as trials.
+"""A folding search: foldings asked for and built by the engine as trials.
 
-One search per prefix of a blueprint's tree (the steps every trial shares). Once the
+``search: exact`` (the default): once the prefix (the steps every trial shares) is
+built, FINN's own per-node cost model of every setting of every node is read from its
+model in process (``finn/cost_model.py``) and solved (``core/folding_solver.py``): the
+cheapest design at every throughput within the part (and the ``expect:`` bounds). The
+trials are the designs of that front, built on real FINN in order (the cheapest meeting
+each ``targets`` throughput and each FINN folding's throughput first); each trial's
+record holds what the model predicted of it beside FINN's estimates. Nothing depends on
+what a trial measured, so the plan is kept in the cache and a warm run needs no FINN.
+
+``search: optuna``: one search per prefix of a blueprint's tree. Once the
 prefix is built, the search space is read from its model (``finn/folding.py``: FINN's
 own rules). The study's first trials are, with ``warm_start``, FINN's foldings of the
 designs below the prefix (told with their estimates, nothing rebuilt) and foldings
@@ -29,6 +38,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
+from . import fpga_parts
 from .expectations import Expectation, for_design
 from .folding_memo import FoldingMemo, code_identity
 from .toolchain import current as toolchain
@@ -69,6 +80,14 @@ class FoldingSearch:
         self.trials: dict[int, Segment] = {}  # trial number -> its design (leaf)
         self.error: str | None = None  # why no (more) trials are asked
         self.out_of_time = False  # the time budget stopped it
+        self.exact = self.settings.search == "exact"
+        #: the exact search's designs, in build order (folding, model), and how solved
+        self.plan: list[dict[str, Any]] = []
+        self.solved: dict[str, Any] = {}
+        self.exhausted = False  # the exact front has fewer designs than trials
+        #: the part's LUT/BRAM_18K/URAM/DSP (None: unknown): a trial beyond is infeasible
+        self.capacity: dict[str, int] | None = None
+        self._opened = False
         self.space: Any = None  # the toolchain's folding space (``finn.folding.FoldingSpace``)
         self.study: Any = None
         self.study_name = ""
@@ -117,7 +136,11 @@ class FoldingSearch:
         if self.error is not None or not self.wanted:
             return
         try:
-            if self.space is None and not self._open():
+            if not self._opened and not self._open():
+                return
+            if self.exact:  # nothing depends on what a trial measured: ask as wanted
+                while self.error is None and len(self.trials) < self.wanted:
+                    self._ask_exact()
                 return
             if self._batch and all(self._measured(t) for t in self._batch):
                 self._tell_batch()
@@ -133,7 +156,7 @@ class FoldingSearch:
         """The run ends: a batch that finished is told and the journal written (trials
         not told are not written: a later run asks them again)."""
         with contextlib.suppress(Exception):
-            if self.space is not None and self.error is None and self._batch:
+            if self._opened and not self.exact and self.error is None and self._batch:
                 if all(self._measured(t) for t in self._batch):
                     self._tell_batch()
         with contextlib.suppress(Exception):
@@ -165,12 +188,17 @@ class FoldingSearch:
                 f"{', step ' + cause.step if cause.step else ''}: {cause.error})"
             )
             return False
+        measured = [self.engine.measured(d) for d in self._warm]
+        config = self.prefix.config()
+        part = fpga_parts.part_of(config) or toolchain().fpga_part(config)
+        self.capacity = fpga_parts.capacity(part) if part else None
+        if self.exact:
+            return self._open_exact(Path(outcome.output_model), measured, outcome.key)
         if importlib.util.find_spec("optuna") is None:
             from .blueprint.folding import OPTUNA_MISSING
 
             self.error = OPTUNA_MISSING
             return False
-        measured = [self.engine.measured(d) for d in self._warm]
         try:
             derived = self._derive(Path(outcome.output_model), measured, outcome.key)
         except FileNotFoundError as exc:
@@ -209,7 +237,153 @@ class FoldingSearch:
             "warm": self._warm_told,
             "proposals": self._proposals,
         }
+        self._opened = True
         return True
+
+    # -- the exact search ---------------------------------------------------------------
+    def _open_exact(
+        self, model: Path, measured: list[tuple[dict[str, Any], str] | None], key: str | None
+    ) -> bool:
+        """The plan: FINN's cost model of the prefix's model solved (from the memo, else
+        with FINN; ``core/folding_solver.py``)."""
+        config = self.prefix.config()
+        clock = float(config.get("synth_clk_period_ns") or 0)
+        if clock <= 0:
+            self.error = "the exact search needs the clock (clock_ns) to count throughput"
+            return False
+        capacity, max_cycles = self._solver_bounds(clock)
+        targets = [int(1e9 / clock / fps) for fps in self.settings.targets]
+        targets += [
+            int(found[0]["max_cycles"])
+            for found in measured
+            if found is not None and isinstance(found[0].get("max_cycles"), int | float)
+        ]
+        objective = next(m for d, m in self.settings.objectives if d == "minimize")
+        part = fpga_parts.part_of(config) or toolchain().fpga_part(config)
+        identity = {
+            "prefix": self.engine.key(self.prefix),
+            "settings": self.settings.key(),
+            "attributes": {k: list(v) for k, v in sorted(self.settings.attributes.items())},
+            "part": part,
+            "capacity": capacity,
+            "max_cycles": max_cycles,
+            "targets": targets,
+            "clock": clock,
+            "minimize_bit_width": config.get("minimize_bit_width", True),
+            "code": code_identity(),
+        }
+        found = self.memo.get("plan", identity)
+        if found is None:
+            if not model.exists() and key:  # left on the remote cache: fetched now
+                why = self.engine.cache.verify_file(key, toolchain().output_model)
+                if why is not None:
+                    self.error = f"the model after the shared steps cannot be had: {why}"
+                    return False
+            if not part:
+                self.error = "the exact search needs the part (fpga_part or board)"
+                return False
+            from .folding_solver import plan
+
+            compiler = toolchain()
+            compiler.prepare()
+            started = time.perf_counter()
+            table = compiler.cost_table(
+                model,
+                part,
+                {k: list(v) for k, v in self.settings.attributes.items()},
+                ultra=bool(self.capacity and self.capacity.get("URAM")),
+                minimize_bit_width=bool(config.get("minimize_bit_width", True)),
+            )
+            found = plan(
+                table,
+                objective=objective,
+                capacity=capacity,
+                clock_ns=clock,
+                max_cycles=max_cycles,
+                targets=targets,
+                metric="cost" if self.settings.estimates == "corrected" else "finn",
+            )
+            found["stats"]["table_seconds"] = round(
+                time.perf_counter() - started - found["stats"]["seconds"], 3
+            )
+            found = json.loads(json.dumps(found))  # what the memo gives back, also now
+            self.memo.put("plan", identity, found)
+        self.solved = {k: v for k, v in found.items() if k != "designs"}
+        self.plan = found["designs"]
+        where = "::".join(self.prefix.nodeid_parts())
+        self.study_name = f"{self.prefix.tree.space.name}:{where}:exact"
+        if not self.plan:  # every trial an infeasible proposal: the last one fails
+            self.error = f"the exact search found no design to build: {found.get('why')}"
+            self.exhausted = True
+            return False
+        self._opened = True
+        return True
+
+    def _solver_bounds(self, clock: float) -> tuple[dict[str, float] | None, int | None]:
+        """The capacity the solver keeps designs within: the part's, less the ``expect:``
+        bounds on resources; and the most cycles an ``expect:`` throughput bound allows.
+        (Other bounds are checked on the built designs only.)"""
+        capacity: dict[str, float] = dict(self.capacity or {})
+        max_cycles: int | None = None
+        for bound in self._bounds():
+            if bound.metric in fpga_parts.RESOURCES and bound.op in ("<=", "<"):
+                limit = bound.bound if bound.op == "<=" else bound.bound - 1e-6
+                capacity[bound.metric] = min(capacity.get(bound.metric, math.inf), limit)
+            cycles = None
+            if bound.metric == "estimated_throughput_fps" and bound.op in (">=", ">"):
+                exact = 1e9 / clock / bound.bound
+                cycles = math.floor(exact) - (1 if bound.op == ">" and exact.is_integer() else 0)
+            elif bound.metric == "max_cycles" and bound.op in ("<=", "<"):
+                cycles = math.floor(bound.bound) - (1 if bound.op == "<" else 0)
+            if cycles is not None:
+                max_cycles = cycles if max_cycles is None else min(max_cycles, cycles)
+        return (capacity or None), max_cycles
+
+    def _ask_exact(self) -> None:
+        """The plan's next ``batch`` designs, written as folding JSON and submitted."""
+        first = len(self.trials)
+        if first >= len(self.plan):
+            self.exhausted = True
+            self.error = (
+                f"the solved front has {len(self.plan)} design(s), all built as "
+                f"trial-0..{len(self.plan) - 1}: there is no trial-{first} to build"
+            )
+            return
+        batch = []
+        for number, entry in enumerate(self.plan[first : first + self.settings.batch], first):
+            folding = entry["folding"]
+            text = json.dumps(folding, sort_keys=True)
+            name = f"folding-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+            path = toolchain().write_folding(self.folding_dir / name, folding)
+            leaf = trial_path(self.prefix, number, folding, path)
+            trial = trial_of(leaf)
+            assert trial is not None
+            trial.predicted = {
+                **entry["model"],
+                "capacity": self.capacity,
+                "estimates": self.settings.estimates,
+                "solver": self.solved.get("stats", {}),
+                "front": len(self.solved.get("front", [])),
+                "fastest": (self.solved.get("front") or [{}])[0].get("estimated_throughput_fps"),
+            }
+            self.trials[number] = leaf
+            batch.append(leaf)
+        self.engine.submit(batch)
+
+    # -- what a trial's verdict needs ---------------------------------------------------
+    def beyond_part(self, estimates: dict[str, Any]) -> list[str]:
+        """What a design's estimates use beyond the part's capacity (empty: it fits)."""
+        found = []
+        for metric, limit in (self.capacity or {}).items():
+            value = estimates.get(metric)
+            if isinstance(value, int | float) and value > limit:
+                found.append(f"{metric} {value:,.0f} > {limit:,} (the part's)")
+        return found
+
+    def feasible(self, leaf: Segment) -> bool:
+        """The trial met every expectation and fits the part."""
+        outcome = self.engine.design(leaf)
+        return outcome.status == "passed" and not self.beyond_part(outcome.estimates)
 
     def _derive(
         self,
@@ -419,8 +593,14 @@ class FoldingSearch:
         return None
 
     def _constraints(self, estimates: dict[str, Any]) -> dict[str, float]:
-        """Optuna's constraints (<= 0 is feasible): the ``expect:`` bounds, relative."""
-        return {str(e): _violation(e, estimates.get(e.metric)) for e in self._bounds()}
+        """Optuna's constraints (<= 0 is feasible): the ``expect:`` bounds and the part's
+        capacity, relative."""
+        found = {str(e): _violation(e, estimates.get(e.metric)) for e in self._bounds()}
+        for metric, limit in (self.capacity or {}).items():
+            value = estimates.get(metric)
+            if isinstance(value, int | float) and limit > 0:
+                found[f"{metric} <= {limit} (the part)"] = (value - limit) / limit
+        return found
 
     def _measured(self, leaf: Segment) -> bool:
         """The trial has its estimates (the steps after them need not be done: the next
@@ -473,7 +653,7 @@ class FoldingSearch:
         earlier run's copy, if this process holds the study's lock (else another
         process writes it). A journal that already holds every trial this run knows
         (an earlier run wrote them) is left as it is: no study is made for it."""
-        if self.storage is None or self.space is None:
+        if self.storage is None or self.space is None or self.exact:
             return
         name = hashlib.sha256(self.study_name.encode()).hexdigest()[:16]
         if self._lock is None:

@@ -217,12 +217,15 @@ def _folding(leaf: Any) -> dict[str, Any] | None:
     if trial is None:
         return None
     objectives = [list(o) for o in trial.tree.space.folding.objectives]
-    return {
+    found = {
         "trial": trial.number,
         "file": str(trial.folding_file),
         "nodes": trial.folding,
         "objectives": objectives,
     }
+    if trial.predicted is not None:  # the exact search's cost model: FINN's and corrected
+        found["model"] = trial.predicted
+    return found
 
 
 def jsonable(value: Any) -> Any:

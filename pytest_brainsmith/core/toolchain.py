@@ -101,6 +101,14 @@ class Toolchain(Protocol):
 
     def balanced_foldings(self, *args: Any, **kwargs: Any) -> Any: ...
 
+    def cost_table(
+        self, model: Path, fpga_part: str, attributes: Mapping[str, Any], **kw: Any
+    ) -> Any:
+        """Every setting each node of ``model`` may take and the compiler's per-node
+        estimates of it (cycles, LUT, BRAM_18K, URAM, DSP; the compiler's figure and a
+        corrected one), as JSON for ``core/folding_solver.py``."""
+        ...
+
     def read_folding(self, model: Path, space: Any) -> Any: ...
 
     def write_folding(self, path: Path, folding: Any) -> Path: ...

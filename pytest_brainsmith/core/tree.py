@@ -237,7 +237,7 @@ class TrialSegment(Segment):
     segments too (``trial_path``). It is not one of the prefix's children: trials are
     asked for while the run goes on."""
 
-    __slots__ = ("number", "folding", "folding_file")
+    __slots__ = ("number", "folding", "folding_file", "predicted")
 
     def __init__(
         self,
@@ -260,6 +260,8 @@ class TrialSegment(Segment):
         self.number = number
         self.folding = folding
         self.folding_file = folding_file
+        #: what the exact search's cost model predicts of it (None: not predicted)
+        self.predicted: dict[str, Any] | None = None
 
 
 def trial_path(prefix: Segment, number: int, folding: dict[str, Any], path: Path) -> Segment:

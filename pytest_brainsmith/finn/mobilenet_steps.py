@@ -138,10 +138,19 @@ def mobilenet_weights_to_uram(model: Any, cfg: Any) -> Any:
     MobileNet-v1's 4.2 M 4-bit weights are more than a ZCU104's block RAM holds. Runs
     after ``apply_folding_config`` (the folding may have chosen another ``ram_style``).
     On UltraScale+ FINN's weight streamer needs such layers runtime-writeable (its
-    hw_codegen asserts it), as finn-examples' ZCU104 configs declare them."""
+    hw_codegen asserts it), as finn-examples' ZCU104 configs declare them. A layer whose
+    ``ram_style`` the folding config names (a folding search chose its memory) keeps it."""
+    import json
+    from pathlib import Path
+
     from qonnx.custom_op.registry import getCustomOp
 
+    chosen: dict[str, Any] = {}
+    if getattr(cfg, "folding_config_file", None):
+        chosen = json.loads(Path(cfg.folding_config_file).read_text())
     for node in model.graph.node:
+        if "ram_style" in chosen.get(node.name, {}):
+            continue
         if node.op_type.startswith("MVAU"):
             op = getCustomOp(node)
             if op.get_nodeattr("MW") * op.get_nodeattr("MH") >= 1 << 19:

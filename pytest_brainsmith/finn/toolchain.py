@@ -19,7 +19,7 @@ from ..core.registry import (
     Step,
 )
 from ..core.toolchain import KERNEL_BACKENDS
-from . import catalog, folding, runner
+from . import catalog, cost_model, folding, runner
 from . import execute as finn_execute
 
 #: The FINN config field that carries a design's kernel backend choices into FINN (the
@@ -98,10 +98,18 @@ class FinnToolchain:
         return folding.FoldingSpace.from_json(data)
 
     def folding_code(self) -> str:
-        return hashlib.sha256(Path(folding.__file__).read_bytes()).hexdigest()
+        digest = hashlib.sha256()
+        for module in (folding, cost_model):
+            digest.update(Path(module.__file__).read_bytes())
+        return digest.hexdigest()
 
     def balanced_foldings(self, *args: Any, **kwargs: Any) -> Any:
         return folding.balanced_foldings(*args, **kwargs)
+
+    def cost_table(
+        self, model: Path, fpga_part: str, attributes: Mapping[str, Any], **kw: Any
+    ) -> Any:
+        return cost_model.cost_table(model, fpga_part, dict(attributes), **kw)
 
     def read_folding(self, model: Path, space: Any) -> Any:
         return folding.read_folding(model, space)

@@ -273,6 +273,10 @@ class FoldingTrialItem(DesignItem):
             _skip(reason)
 
     def runtest(self) -> None:
+        """A trial is a proposal: one that misses an ``expect:`` bound or the part is
+        infeasible, skipped with the reason (the search goes on from it), not a failed
+        test. The search's last trial fails if no trial of the search was feasible: the
+        run's verdict is the search's best, not every proposal's."""
         search = run_context(self.config).folding_search(self.prefix)
         try:
             trial = search.trial(self.number)
@@ -282,9 +286,37 @@ class FoldingTrialItem(DesignItem):
             reason = search.error or "the search stopped before this trial"
             if search.out_of_time or run_context(self.config).engine.closed:
                 _skip(reason)
+            if search.exhausted:
+                self._none_feasible(search)
+                _skip(reason)
             pytest.fail(f"folding search: {reason}", pytrace=False)
         self.segment = trial
-        super().runtest()
+        try:
+            super().runtest()
+        except ExpectationsFailed as exc:
+            misses = "; ".join(
+                f"{e} (got {'nothing' if v is None else f'{v:,.6g}'})"
+                for e, v in exc.outcome.misses
+            )
+            self._none_feasible(search)
+            _skip(f"infeasible proposal: {misses or exc.outcome.reason}")
+        beyond = search.beyond_part(self.outcome.estimates if self.outcome else {})
+        if beyond:
+            self._none_feasible(search)
+            _skip(f"infeasible proposal: beyond the part: {'; '.join(beyond)}")
+
+    def _none_feasible(self, search: Any) -> None:
+        """On the search's last trial: fail if no trial of the search was feasible."""
+        settings = self.prefix.tree.space.folding
+        if self.number != settings.trials - 1:
+            return
+        leaves = [search.trials[n] for n in sorted(search.trials)]
+        if not any(search.feasible(leaf) for leaf in leaves):
+            pytest.fail(
+                f"folding search: none of its {len(leaves)} trial(s) met every expectation "
+                "and fit the part (each is reported as an infeasible proposal)",
+                pytrace=False,
+            )
 
     def record(self) -> dict[str, Any]:
         if self.outcome is not None:

@@ -282,7 +282,7 @@ def summary_html(records: list[dict[str, Any]]) -> list[str]:
                 ],
             )
         )
-    searched = folding.folding_svg(records)
+    searched = folding.folding_html(records)
     if searched:
         parts.append(f'<div class="bs-section bs-folding">{searched}</div>')
     parts.append(f'<p class="bs-legend">{legend}</p>')

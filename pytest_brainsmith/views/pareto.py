@@ -34,7 +34,11 @@ def plotted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def front_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Pareto-optimal designs among those that passed (met every expectation; a
+    folding search's infeasible proposals are skipped), else among all plotted."""
     points = plotted(records)
+    passed = [r for r in points if r.get("outcome") == "passed"]
+    points = passed or points
     xy = [(r["estimates"][X_METRIC], r["estimates"][Y_METRIC]) for r in points]
     return [points[i] for i in pareto_front(xy)]
 
@@ -69,8 +73,8 @@ def pareto_svg(records: list[dict[str, Any]]) -> str | None:
                 [r["estimates"][Y_METRIC] for r in mine],
                 s=36,
                 facecolors=color if passed else "none",
-                edgecolors=color,
-                label=name if passed else f"{name} (failed)",
+                edgecolors=color if passed else "#aaaaaa",
+                label=name if passed else f"{name} (failed or infeasible)",
             )
     front = front_records(points)
     axes.step(

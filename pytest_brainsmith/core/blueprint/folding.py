@@ -1,13 +1,17 @@
-"""``design_space.folding``: a search over per-layer parallelism (PE/SIMD) with Optuna.
+"""``design_space.folding``: a search over per-layer foldings: FINN's cost model solved
+exactly (``search: exact``, the default) or sampled with Optuna (``search: optuna``).
 
     design_space:
       folding:
-        search: optuna
-        trials: 200
-        objectives: [min LUT, max estimated_throughput_fps]
-        seed: 0                  # same seed, same trials
-        sampler: nsga2           # nsga2 | tpe | random
-        batch: 16                # trials asked together (a generation)
+        search: exact            # exact | optuna
+        trials: 16               # designs built on FINN (exact: of the solved front)
+        objectives: [min LUT, max estimated_throughput_fps]   # exact: min LUT, BRAM_18K,
+                                 # URAM, DSP or part (the largest fraction of the part)
+        targets: [500, 1800]     # exact: throughputs whose cheapest design is built first
+        estimates: corrected     # exact: corrected (FINN's known gaps charged) | finn
+        seed: 0                  # optuna: same seed, same trials
+        sampler: nsga2           # optuna: nsga2 | tpe | random
+        batch: 16                # trials asked (built) together
         attributes: {ram_style: [auto, distributed]}
         warm_start: true         # start from FINN's foldings of the blueprint's designs
 
@@ -37,8 +41,16 @@ FOLDING_KEYS = (
     "batch",
     "attributes",
     "warm_start",
+    "targets",
+    "estimates",
 )
+SEARCHES = ("exact", "optuna")
 SAMPLERS = ("nsga2", "tpe", "random")
+#: what the exact search can minimise at each throughput (``part``: the largest fraction
+#: of the part's LUT, BRAM_18K, URAM and DSP a design uses)
+EXACT_COSTS = ("LUT", "BRAM_18K", "URAM", "DSP", "part")
+THROUGHPUT = "estimated_throughput_fps"
+ESTIMATES = ("corrected", "finn")
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
 #: the steps a trial starts at: the first of these in the pipeline
 FOLDING_STEPS = ("target_fps_parallelization", "apply_folding_config")
@@ -46,6 +58,10 @@ FOLDING_STEPS = ("target_fps_parallelization", "apply_folding_config")
 OPTUNA_MISSING = (
     "the folding search needs Optuna, which is not installed: "
     "pip install 'pytest-brainsmith[search]' (or pip install optuna)"
+)
+SCIPY_MISSING = (
+    "the exact folding search needs scipy, which is not installed: "
+    "pip install 'pytest-brainsmith[search]' (or pip install scipy)"
 )
 MAX_TRIALS = 100_000
 
@@ -60,7 +76,7 @@ def _int(raw: dict[Any, Any], name: str, default: int, low: int, report: Reporte
     return value
 
 
-def _objective(value: Any, index: int, report: Reporter) -> tuple[str, str]:
+def _objective(value: Any, index: int, report: Reporter, exact: bool) -> tuple[str, str]:
     key = ("design_space", "folding", "objectives", index)
     parts = value.split() if isinstance(value, str) else []
     if len(parts) != 2 or parts[0] not in DIRECTIONS:
@@ -68,6 +84,16 @@ def _objective(value: Any, index: int, report: Reporter) -> tuple[str, str]:
             key,
             f"expected 'min METRIC' or 'max METRIC', got {value!r}"[:200],
             "e.g. objectives: [min LUT, max estimated_throughput_fps]",
+        )
+    if exact:
+        if (parts[0] == "min" and parts[1] in EXACT_COSTS) or value.split() == ["max", THROUGHPUT]:
+            return DIRECTIONS[parts[0]], parts[1]
+        raise report.error(
+            key,
+            f"the exact search minimises a cost at each throughput: 'min' one of "
+            f"{', '.join(EXACT_COSTS)}, or 'max {THROUGHPUT}'; got {value!r}"[:300],
+            did_you_mean(parts[1], EXACT_COSTS)
+            or "search: optuna samples foldings on any estimate metrics",
         )
     if parts[1] not in METRICS:
         raise report.error(
@@ -123,8 +149,14 @@ def resolve_folding(
                 "unknown key",
                 did_you_mean(str(name), FOLDING_KEYS) or f"allowed keys: {', '.join(FOLDING_KEYS)}",
             )
-    if raw.get("search", "optuna") != "optuna":
-        raise report.error((*key, "search"), f"expected 'optuna', got {raw.get('search')!r}"[:200])
+    search = raw.get("search", "exact")
+    if search not in SEARCHES:
+        raise report.error(
+            (*key, "search"),
+            f"expected one of {', '.join(SEARCHES)}, got {search!r}"[:200],
+            did_you_mean(str(search), SEARCHES),
+        )
+    exact = search == "exact"
     trials = _int(raw, "trials", 100, 1, report)
     batch = _int(raw, "batch", 16, 1, report)
     seed = _int(raw, "seed", 0, 0, report)
@@ -141,9 +173,24 @@ def resolve_folding(
             f"expected a list such as [min LUT, max estimated_throughput_fps], "
             f"got {typename(objectives_raw)}",
         )
-    objectives = tuple(_objective(v, i, report) for i, v in enumerate(objectives_raw))
+    objectives = tuple(_objective(v, i, report, exact) for i, v in enumerate(objectives_raw))
     if len({m for _, m in objectives}) != len(objectives):
         raise report.error((*key, "objectives"), "lists the same metric twice")
+    if exact and sorted(d for d, _ in objectives) != ["maximize", "minimize"]:
+        raise report.error(
+            (*key, "objectives"),
+            f"the exact search needs one cost to minimise and 'max {THROUGHPUT}'",
+            "e.g. objectives: [min LUT, max estimated_throughput_fps]",
+        )
+    targets = _targets(raw.get("targets"), report)
+    estimates = raw.get("estimates", "corrected")
+    if estimates not in ESTIMATES:
+        raise report.error(
+            (*key, "estimates"), f"expected one of {', '.join(ESTIMATES)}, got {estimates!r}"[:200]
+        )
+    for name in ("targets", "estimates"):
+        if name in raw and not exact:
+            raise report.error((*key, name), "only the exact search (search: exact) reads it")
     attributes = _attributes(raw.get("attributes"), report)
     warm_start = raw.get("warm_start", True)
     if not isinstance(warm_start, bool):
@@ -151,8 +198,10 @@ def resolve_folding(
             (*key, "warm_start"), f"expected true or false, got {warm_start!r}"[:200]
         )
     start = _start(slots, report)
-    if importlib.util.find_spec("optuna") is None:
+    if not exact and importlib.util.find_spec("optuna") is None:
         raise report.error((*key, "search"), OPTUNA_MISSING)
+    if exact and importlib.util.find_spec("scipy") is None:
+        raise report.error((*key, "search"), SCIPY_MISSING)
     return FoldingSearchSettings(
         trials=trials,
         objectives=objectives,
@@ -162,7 +211,27 @@ def resolve_folding(
         attributes=attributes,
         start_slot=start,
         warm_start=warm_start,
+        search=search,
+        targets=targets,
+        estimates=estimates,
     )
+
+
+def _targets(value: Any, report: Reporter) -> tuple[float, ...]:
+    key = ("design_space", "folding", "targets")
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise report.error(
+            key,
+            f"expected a list of throughputs in frames/s (positive numbers), got {value!r}"[:200],
+            "e.g. targets: [500, 1800]",
+        )
+    return tuple(float(v) for v in value)
 
 
 def _start(slots: list[StepSlot], report: Reporter) -> int:

@@ -99,10 +99,17 @@ class FoldingSearchSettings:
     start_slot: int  # the slot where a trial's own steps begin
     #: the first generation holds FINN's foldings of the designs below the shared steps
     warm_start: bool = True
+    #: ``exact``: FINN's cost model solved (core/folding_solver.py); ``optuna``: sampled
+    search: str = "exact"
+    #: throughputs (frames/s) whose cheapest design the exact search builds first
+    targets: tuple[float, ...] = ()
+    #: the figures the exact search minimises: ``corrected`` (FINN's estimates with their
+    #: known gaps charged) or ``finn`` (FINN's own)
+    estimates: str = "corrected"
 
     def key(self) -> dict[str, object]:
         """What a study is keyed by (``trials`` is not: raising it continues a study)."""
-        return {
+        key: dict[str, object] = {
             "objectives": [list(o) for o in self.objectives],
             "seed": self.seed,
             "sampler": self.sampler,
@@ -110,6 +117,9 @@ class FoldingSearchSettings:
             "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
             "warm_start": self.warm_start,
         }
+        if self.search != "optuna":  # (an Optuna study's key stays what it was)
+            key.update(search=self.search, targets=list(self.targets), estimates=self.estimates)
+        return key
 
 
 @dataclass
