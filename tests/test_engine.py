@@ -369,6 +369,15 @@ def pytest_brainsmith_segment_finish(segment, result):
 """
 
 
+FINN_IN_PYTEST = """
+
+def pytest_configure(config):
+    from pytest_brainsmith.finn.runner import import_finn
+
+    import_finn()
+"""
+
+
 @pytest.mark.parametrize("where", ["fork", "finalizer"])
 def test_a_sigterm_python_would_swallow_still_stops_the_run(tmp_path: Path, where: str):
     folder = make_project(
@@ -377,10 +386,11 @@ def test_a_sigterm_python_would_swallow_still_stops_the_run(tmp_path: Path, wher
     conftest = folder / "conftest.py"
     conftest.write_text(conftest.read_text() + SIGTERM_IN_A_CALLBACK)
     env = {"SLOW_SECONDS": "600", "SIGTERM_IN": where}
-    # "fork": the signal comes as a worker is forked for a build after ``fine``: with a
-    # process per segment (a reused one would build it without a fork)
-    fresh = ("--brainsmith-fresh-workers",) if where == "fork" else ()
-    done = run(folder, "--brainsmith-workers", "2", *fresh, env=env, timeout=120)
+    # "fork": the signal comes as a worker is forked for a build after ``fine``, in the
+    # pytest process: FINN imported there, the builds are forked from it, not from a zygote
+    if where == "fork":
+        conftest.write_text(conftest.read_text() + FINN_IN_PYTEST)
+    done = run(folder, "--brainsmith-workers", "2", env=env, timeout=120)
     assert (folder / "sent").exists()
     if where == "finalizer":  # the first KeyboardInterrupt was dropped
         assert (folder / "swallowed").exists()
