@@ -91,6 +91,11 @@ class BlueprintBaseline:
     settings: RegressSettings | None
     front_metrics: tuple[str, ...]
 
+    @property
+    def where(self) -> str:
+        """Where the baseline was read (a store's run included), for messages."""
+        return self.baseline.source if self.baseline is not None else str(self.source)
+
 
 class BaselinePlugin:
     """Registered in every process; collection and tests happen where items run (no
@@ -210,7 +215,7 @@ class BaselinePlugin:
             raise
         comparison = self._compare(item, entry)
         if comparison is not None and comparison.regressions and not self.update:
-            raise RegressionFailed(comparison, str(entry.source))
+            raise RegressionFailed(comparison, entry.where)
         return result
 
     def _compare(self, item: Any, entry: BlueprintBaseline) -> regression.DesignComparison | None:
@@ -253,7 +258,7 @@ class BaselinePlugin:
         comparison = item.stash.get(comparison_key, None)
         if isinstance(record, dict) and comparison is not None:
             entry = self.baseline_of(item)
-            record["baseline"] = comparison.as_dict(str(entry.source) if entry else None)
+            record["baseline"] = comparison.as_dict(entry.where if entry else None)
             if self.config.getoption("htmlpath", None) and hasattr(report, "extras"):
                 from pytest_html import extras
 
@@ -341,7 +346,7 @@ class BaselineItem(pytest.Item):
             "nodeid": self.nodeid,
             "blueprint": self.nodeid.split("::", 1)[0],
             "blueprint_name": self.entry.name,
-            "source": str(self.entry.source),
+            "source": self.entry.where,
             **self.data,
         }
 
@@ -446,7 +451,7 @@ class FrontItem(BaselineItem):
             comparison = excinfo.value.comparison
             lines = [
                 f"the Pareto front of {self.entry.name} regressed against the baseline "
-                f"{self.entry.source}:",
+                f"{self.entry.where}:",
                 *comparison.lines(),
             ]
             return failure_repr(comparison.summary(), lines, self.path)
@@ -484,7 +489,7 @@ class GoneItem(BaselineItem):
             f"{m} {regression.number(v)}" for m, v in design.estimates.items() if m in _SHOWN
         )
         what = (
-            f"design {design.label} of the baseline {self.entry.source} is gone from "
+            f"design {design.label} of the baseline {self.entry.where} is gone from "
             f"blueprint {self.entry.name} (it was {design.outcome}{': ' + values if values else ''})"
         )
         settings = self.entry.settings
