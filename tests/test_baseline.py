@@ -109,6 +109,26 @@ def test_the_baseline_file_is_a_design_a_line_and_round_trips():
     assert {"t": 4} not in bigger["front"]["designs"]
 
 
+def test_a_design_keeps_its_identity_when_a_sweep_narrows_to_one_value_or_widens():
+    both = [
+        record({"MVAU": "hls", "target_fps": 100000}, LUT=3528),
+        record({"MVAU": "hls", "target_fps": 400000}, LUT=7019),
+    ]
+    base = regression.parse(regression.dumps(regression.document("t", both)), "t.json", "t")
+    # target_fps: [100000] is no branch point any more: the designs' choices lose it
+    narrowed = {"target_fps": 100000, "MVAU": "rtl"}
+    assert base.get({"MVAU": "hls"}, narrowed) is not None
+    assert base.get({"MVAU": "hls"}, narrowed).estimates["LUT"] == 3528
+    assert base.get({"MVAU": "hls"}) is None  # by its choices alone: another design
+    gone = regression.gone(base, [{"MVAU": "hls"}], narrowed)
+    assert [d.choices for d in gone] == [{"MVAU": "hls", "target_fps": 400000}]
+    # the other way: a baseline of one target_fps, a blueprint that now sweeps it
+    one = regression.document("t", [record({"MVAU": "hls"}, LUT=3528)], fixed={"target_fps": 1})
+    base = regression.parse(regression.dumps(one), "t.json", "t")
+    assert base.get({"MVAU": "hls", "target_fps": 1}, {}) is not None
+    assert base.get({"MVAU": "hls", "target_fps": 4}, {}) is None
+
+
 def test_hypervolume_is_exact_on_small_fronts():
     assert regression.hypervolume([(0.0, 0.0)], (1.0, 1.0)) == 1.0
     assert regression.hypervolume([(0.0, 0.5), (0.5, 0.0)], (1.0, 1.0)) == 0.75

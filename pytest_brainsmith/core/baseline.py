@@ -178,15 +178,59 @@ class Baseline:
     source: str
     front_metrics: tuple[str, ...] = DEFAULT_FRONT_METRICS
     toolchain: str | None = None
+    #: what every design of the baseline's blueprint had in common (``fixed_choices``)
+    fixed: dict[str, Any] = field(default_factory=dict)
 
-    def get(self, choices: dict[str, Any]) -> BaselineDesign | None:
-        return self.designs.get(identity(choices))
+    def get(
+        self, choices: dict[str, Any], fixed: dict[str, Any] | None = None
+    ) -> BaselineDesign | None:
+        """The baseline's design with these choices. A branch point that one side no longer
+        has (a sweep narrowed to one value, or widened from one) matches on the value the
+        other side fixed for it (``fixed``: the blueprint's, ``self.fixed``: the baseline's)."""
+        exact = self.designs.get(identity(choices))
+        if exact is not None or fixed is None:
+            return exact
+        found = [
+            d
+            for d in self.designs.values()
+            if all(
+                _value(k, choices, fixed) == _value(k, d.choices, self.fixed)
+                for k in set(choices) | set(d.choices)
+            )
+        ]
+        return found[0] if len(found) == 1 else None
 
     def front(self, metrics: Sequence[str] | None = None) -> list[BaselineDesign]:
         """The baseline's passing designs no other passing design dominates."""
         chosen = tuple(metrics or self.front_metrics)
         entrants = [(d, d.estimates) for d in self.designs.values() if d.outcome == "passed"]
         return [d for d, _ in front_of(entrants, chosen)]
+
+
+_MISSING = object()
+
+
+def _value(key: str, choices: dict[str, Any], fixed: dict[str, Any]) -> Any:
+    if key in choices:
+        return choices[key]
+    return fixed.get(key, _MISSING)  # never equal to anything, itself included
+
+
+def fixed_choices(space: Any) -> dict[str, Any]:
+    """What a blueprint fixes where another version of it may branch: its FINN config
+    fields (a sweep of one value included), a kernel's one backend, its one model. A
+    design's identity is its choices; these let a design match across a sweep that grew
+    from one value or shrank to one."""
+    fixed: dict[str, Any] = dict(space.finn_config)
+    for name, values in space.sweeps.items():
+        if len(values) == 1:
+            fixed[name] = values[0]
+    for choice in space.kernels:
+        if len(choice.backends) == 1:
+            fixed[choice.kernel.name] = choice.backends[0]
+    if len(space.models) == 1:
+        fixed["model"] = space.models[0].name
+    return json.loads(json.dumps(fixed, default=str))
 
 
 def _metrics_of(estimates: dict[str, Any] | None) -> dict[str, float]:
@@ -204,6 +248,7 @@ def document(
     front_metrics: Sequence[str] = DEFAULT_FRONT_METRICS,
     blueprint_file: str | None = None,
     toolchain: str | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A baseline document from design records (``DesignOutcome.record()``, the results
     store's rows): designs sorted by identity, no time stamp, so a baseline committed
@@ -230,6 +275,8 @@ def document(
     if toolchain:
         doc["toolchain"] = toolchain
     doc["front"] = {"metrics": list(front_metrics), "designs": on_front}
+    if fixed:
+        doc["fixed"] = fixed
     doc["designs"] = designs
     return doc
 
@@ -289,8 +336,16 @@ def parse(text: str | bytes, source: str, blueprint: str | None = None) -> Basel
     if not isinstance(metrics, list) or not metrics or any(m not in METRICS for m in metrics):
         raise BaselineError(f'{source}: "front.metrics": expected a list of estimate metrics')
     toolchain = doc.get("toolchain")
+    fixed = doc.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise BaselineError(f'{source}: "fixed": expected a mapping of name: value')
     return Baseline(
-        name, parsed, source, tuple(metrics), toolchain if isinstance(toolchain, str) else None
+        name,
+        parsed,
+        source,
+        tuple(metrics),
+        toolchain if isinstance(toolchain, str) else None,
+        fixed,
     )
 
 
@@ -489,10 +544,11 @@ def compare_design(
     estimates: dict[str, Any],
     verification: str | None,
     settings: RegressSettings | None,
+    fixed: dict[str, Any] | None = None,
 ) -> DesignComparison:
     """A design against the baseline's design of the same choices. Every metric both
     report is compared; those ``regress:`` lists are gated by their tolerance."""
-    base = baseline.get(choices) if baseline is not None else None
+    base = baseline.get(choices, fixed) if baseline is not None else None
     deltas = []
     if base is not None:
         now = _metrics_of(estimates)
@@ -691,9 +747,15 @@ def compare_front(
     )
 
 
-def gone(baseline: Baseline, current: Iterable[dict[str, Any]]) -> list[BaselineDesign]:
-    """The baseline's designs the blueprint no longer has."""
-    present = {identity(c) for c in current}
+def gone(
+    baseline: Baseline, current: Iterable[dict[str, Any]], fixed: dict[str, Any] | None = None
+) -> list[BaselineDesign]:
+    """The baseline's designs no design of the blueprint matches (``Baseline.get``)."""
+    present = set()
+    for choices in current:
+        found = baseline.get(choices, fixed)
+        if found is not None:
+            present.add(identity(found.choices))
     return [d for key, d in sorted(baseline.designs.items()) if key not in present]
 
 

@@ -90,6 +90,7 @@ class BlueprintBaseline:
     baseline: Baseline | None
     settings: RegressSettings | None
     front_metrics: tuple[str, ...]
+    fixed: dict[str, Any]  # what the blueprint fixes (core/baseline.py's fixed_choices)
 
     @property
     def where(self) -> str:
@@ -173,7 +174,8 @@ class BaselinePlugin:
                 raise
             found = None  # written anew from this run
         metrics = settings.front_metrics if settings is not None else _front_metrics(tree)
-        entry = BlueprintBaseline(space.path, space.name, source, found, settings, metrics)
+        fixed = regression.fixed_choices(space)
+        entry = BlueprintBaseline(space.path, space.name, source, found, settings, metrics, fixed)
         self.blueprints[space.path] = entry
         if settings is None and not self.update:
             return []  # deltas on the designs' records, nothing gated
@@ -230,6 +232,7 @@ class BaselinePlugin:
                 outcome.estimates,
                 outcome.verification.get("status"),
                 entry.settings,
+                entry.fixed,
             )
         except Exception:  # a comparison must never cost the design its own verdict
             return None
@@ -314,7 +317,7 @@ class BaselineCollector(pytest.Collector):
             return items  # updating drops what is gone
         current = [dict(c.describe() for c in leaf.choices()) for leaf in self.tree.designs()]
         folding = self.tree.space.folding
-        for design in regression.gone(self.entry.baseline, current):
+        for design in regression.gone(self.entry.baseline, current, self.entry.fixed):
             if folding is not None and "folding" in design.choices:
                 number = str(design.choices["folding"]).removeprefix("trial-")
                 if number.isdigit() and int(number) < folding.trials:
@@ -389,9 +392,10 @@ class FrontItem(BaselineItem):
             for name in ("hypervolume", "baseline_hypervolume", "verdict"):
                 self.user_properties.append((f"brainsmith.front.{name}", self.data["front"][name]))
             current = [o.choices for o in outcomes]
-            self.data["gone"] = [d.label for d in regression.gone(entry.baseline, current)]
+            gone = regression.gone(entry.baseline, current, entry.fixed)
+            self.data["gone"] = [d.label for d in gone]
             self.data["new"] = [
-                regression.label(c) for c in current if entry.baseline.get(c) is None
+                regression.label(c) for c in current if entry.baseline.get(c, entry.fixed) is None
             ]
         plugin = self.config.pluginmanager.get_plugin("brainsmith-baseline")
         if getattr(plugin, "update", False):
@@ -435,6 +439,7 @@ class FrontItem(BaselineItem):
             front_metrics=entry.front_metrics,
             blueprint_file=relative,
             toolchain=f"{compiler.name} {compiler.version}",
+            fixed=entry.fixed,
         )
         try:
             regression.write_text(entry.source.location, regression.dumps(doc))
