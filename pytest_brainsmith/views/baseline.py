@@ -72,9 +72,12 @@ def summary_lines(
                 + (f"; lost: {'; '.join(front['lost'])}" if front.get("lost") else "")
             )
         if check.get("written"):
+            dropped = len(check.get("gone") or [])
             lines.append(
                 f"baseline written: {check['written']} ({check.get('designs', 0)} designs of "
-                f"{check.get('blueprint_name')})"
+                f"{check.get('blueprint_name')}"
+                + (f"; {dropped} gone from the blueprint dropped" if dropped else "")
+                + ")"
             )
     return lines
 
