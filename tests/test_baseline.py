@@ -578,3 +578,39 @@ def test_on_finn_a_worse_folding_fails_exactly_the_designs_it_touches(tmp_path: 
     assert [o for n, o in got.items() if n.startswith("gone[")] == ["skipped", "skipped"]
     assert all(o == "passed" for n, o in got.items() if n.startswith("MVAU"))
     assert re.search(r"lost from the front: MVAU=\w+, target_fps=400000", shrunk.stdout)
+
+
+def test_on_finn_folding_trials_are_shown_against_the_baseline_not_gated(tmp_path: Path):
+    """Trial N of a folding search is another folding once anything before it changed: it
+    is compared, not gated; the designs with FINN's folding are gated as any design."""
+    pytest.importorskip("optuna")
+    folder = tmp_path / "search"
+    folder.mkdir()
+    shutil.copyfile(MODEL, folder / "tfc.onnx")
+    (folder / "pytest.ini").write_text("[pytest]\n")
+    (folder / "tfc.blueprint.yaml").write_text(
+        "model: tfc.onnx\nfpga_part: xc7z020clg400-1\nclock_ns: 10\n"
+        "design_space:\n  finn_config:\n    target_fps: [10000, 100000]\n"
+        "  folding:\n    trials: 3\n    batch: 3\n    seed: 7\n"
+        "regress:\n  LUT: +0%\n  front: hypervolume -100%\n"
+    )
+    made = run_in(folder, "--brainsmith-baseline-update", timeout=900)
+    assert made.returncode == 0, made.stdout
+    path = folder / "tfc.baseline.json"
+    doc = json.loads(path.read_text())
+    trials = [d for d in doc["designs"] if "folding" in d["choices"]]
+    assert sorted(d["choices"]["folding"] for d in trials) == ["trial-0", "trial-1", "trial-2"]
+    # a baseline in which every design was 100 LUTs cheaper than this run's
+    for entry in doc["designs"]:
+        entry["estimates"]["LUT"] -= 100
+    path.write_text(json.dumps(doc))
+    result = run_in(folder, "--junitxml=j.xml", timeout=900)
+    got = outcomes(folder / "j.xml")
+    assert {n: o for n, o in got.items() if n.startswith("target_fps")} == {
+        "target_fps[10000]": "failed",
+        "target_fps[100000]": "failed",
+    }
+    assert [o for n, o in got.items() if n.startswith("folding[")] == ["passed"] * 3
+    assert properties(folder / "j.xml", "folding[trial-1]")["brainsmith.baseline"] == "worse"
+    assert got["front"] == "passed" and not any(n.startswith("gone[") for n in got)
+    assert "baseline: 2 regressed, 3 worse within tolerance" in result.stdout
