@@ -444,6 +444,11 @@ def test_a_baseline_from_a_results_store_run(tmp_path: Path):
     (run,) = [line.split()[0] for line in _runs(store)[:1]]
     named = run_in(folder, "--brainsmith-baseline", f"{store}#{run}", "-q")
     assert named.returncode == 1
+    # the latest run (that one) as the baseline: target_fps 3 failed there by its regression
+    # alone, so it is a design that passed, with its LUTs: nothing changed since
+    latest = run_in(folder, "--brainsmith-baseline", str(store))
+    assert latest.returncode == 0, latest.stdout
+    assert "baseline: 4 same" in latest.stdout
     refused = run_in(folder, "--brainsmith-baseline", str(store), "--brainsmith-baseline-update")
     assert refused.returncode == 4 and "is a results store" in refused.stderr
 

@@ -176,7 +176,7 @@ class BaselinePlugin:
         metrics = settings.front_metrics if settings is not None else _front_metrics(tree)
         fixed = regression.fixed_choices(space)
         entry = BlueprintBaseline(space.path, space.name, source, found, settings, metrics, fixed)
-        self.blueprints[space.path] = entry
+        self.blueprints[Path(file.path).resolve()] = entry
         if settings is None and not self.update:
             return []  # deltas on the designs' records, nothing gated
         return [BaselineCollector.from_parent(file, name="baseline", entry=entry, tree=tree)]
@@ -202,13 +202,13 @@ class BaselinePlugin:
         return found
 
     def baseline_of(self, item: pytest.Item) -> BlueprintBaseline | None:
-        return self.blueprints.get(Path(item.path))
+        return self.blueprints.get(Path(item.path).resolve())
 
     # -- a design's test -----------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Any:
         entry = self.baseline_of(item) if isinstance(item, DesignItem) else None
-        if entry is None or entry.baseline is None and entry.settings is None:
+        if entry is None or (entry.baseline is None and entry.settings is None):
             return (yield)
         try:
             result = yield
@@ -570,7 +570,7 @@ def _from_store(source: Source, blueprint: str, this_run: str) -> Baseline | Non
     path = Path(source.location)
     if not path.is_file():
         raise BaselineError(f"{source}: no results store there")
-    store = ResultsStore(path)
+    store = ResultsStore(path, readonly=True)
     try:
         runs = [r["run_id"] for r in store.runs() if r["designs"] and r["run_id"] != this_run]
         if source.store_run:
@@ -585,8 +585,9 @@ def _from_store(source: Source, blueprint: str, this_run: str) -> Baseline | Non
             rows = [row_dict(r) for r in store.designs(run_id, blueprint)]
             rows = [r for r in rows if r.get("blueprint_name") in (None, blueprint)]
             if rows:
-                for row in rows:
-                    row["verification"] = row.get("verification")
+                for row in rows:  # failed by a regression alone: the design itself passed
+                    if row["outcome"] == "failed" and row.get("baseline") == "regressed":
+                        row["outcome"] = "passed" if not row.get("error") else "failed"
                 doc = regression.document(blueprint, rows)
                 return regression.parse(
                     regression.dumps(doc), f"{source.location}#{run_id[:12]}", blueprint

@@ -104,11 +104,16 @@ def _now() -> str:
 
 
 class ResultsStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly  # read as it is: no schema written (a baseline's source)
         self._db: sqlite3.Connection | None = None
 
     def connect(self) -> sqlite3.Connection:
+        if self._db is None and self.readonly:
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=60)
+            db.row_factory = sqlite3.Row
+            self._db = db
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=60)
