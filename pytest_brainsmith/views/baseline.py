@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..core.gates import number
 from .records import short_id
 
 #: Fill colours of a design's baseline status (the html cell).
@@ -83,8 +84,6 @@ def summary_lines(
 
 
 def _n(value: Any) -> str:
-    from ..core.gates import number
-
     return number(value) if value is not None else "?"
 
 
