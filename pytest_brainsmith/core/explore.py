@@ -13,6 +13,7 @@ reused there and the other way round.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -84,6 +85,7 @@ def explore(
     remote_cache_failures: bool = False,
     remote_cache_timeout: float | None = None,
     fresh_workers: bool | None = None,
+    results: str | Path | bool | None = True,
 ) -> Exploration:
     """Build every design of ``blueprint`` (those matching ``where``) and judge it,
     then run its folding searches (``design_space.folding``): each trial is a design
@@ -106,6 +108,10 @@ def explore(
     tier, read and written as ``remote_cache_mode`` says (``read``, ``write``,
     ``readwrite``); ``stats["remote"]`` is what it moved; ``RemoteCacheError`` for a bad
     remote.
+    ``results``: the results store the run is recorded in, as a pytest run is (``True``:
+    where pytest would write it, the ini option ``brainsmith_results`` or
+    ``<build dir>/results.sqlite``; a path; ``False``, ``None`` or ``"none"``: not
+    recorded); ``stats["results"]`` names it.
     """
     path = Path(blueprint).absolute()
     rootdir, ini = find_project(path)
@@ -151,15 +157,19 @@ def explore(
     if scheduler is None:
         scheduler = settings.scheduler
     session = _cluster(engine, scheduler) if scheduler is not None else None
+    recorder = RunRecord(_results_path(results, rootdir, settings.build_dir, ini), run_id, path)
+    designs: list[DesignOutcome] = []
     # Ctrl-C and SIGTERM raise KeyboardInterrupt, once every worker is killed
     with interrupts.installed(raise_at_exit=True):
         try:
             searches = _folding_searches(engine, tree, where)  # they run beside the designs
             engine.submit(leaves)
-            designs = [engine.design(leaf) for leaf in leaves]
+            for leaf in leaves:
+                designs.append(recorder.add(engine.design(leaf)))
             for search in searches:
-                designs += _trials(engine, search, where)
+                designs += [recorder.add(d) for d in _trials(engine, search, where)]
         finally:
+            recorder.finish(designs)
             with interrupts.deferred():  # a second Ctrl-C waits for the workers' end
                 engine.shutdown(cancel=True)
                 if session is not None:
@@ -182,11 +192,80 @@ def explore(
     stats["segments_fetched"] = len(fetched)
     if remote is not None:
         stats["remote"] = remote.report()
+    if recorder.path is not None:
+        stats["results"] = str(recorder.path)
+    if recorder.error:
+        stats["results_error"] = recorder.error
     if searches:
         stats["folding_searches"] = {
             segment_label(s.prefix): {"trials": len(s.trials), "error": s.error} for s in searches
         }
     return Exploration(designs, stats)
+
+
+def _results_path(
+    results: str | Path | bool | None, rootdir: Path, build_dir: Path, ini: dict[str, Any]
+) -> Path | None:
+    """Where ``explore()`` records its run: as pytest decides (``True``), or as given."""
+    if results is True:
+        chosen = ini.get("brainsmith_results") or ""
+        if not chosen:
+            return build_dir / "results.sqlite"
+        results = chosen if Path(chosen).is_absolute() else str(rootdir / chosen)
+    if results is None or results is False or str(results).lower() in ("", "none"):
+        return None
+    return Path(results).expanduser().absolute()
+
+
+class RunRecord:
+    """``explore()``'s run in the results store, a design as it is judged (an
+    interrupted run keeps what it finished). The store belongs to the views (it only
+    writes design records); a store that cannot be written costs the run nothing."""
+
+    def __init__(self, path: Path | None, run_id: str, blueprint: Path) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.blueprint = blueprint
+        self.error: str | None = None
+        self._store: Any = None
+        self._last = time.monotonic()
+
+    def add(self, design: DesignOutcome) -> DesignOutcome:
+        now = time.monotonic()
+        elapsed, self._last = now - self._last, now
+        if self.path is None or self.error:
+            return design
+        try:
+            if self._store is None:
+                from ..views.results_store import ResultsStore
+
+                self._store = ResultsStore(self.path)
+                compiler = toolchain.current()
+                self._store.start_run(
+                    self.run_id, ["explore()", str(self.blueprint)], compiler.version
+                )
+            record = design.record()
+            record["outcome"] = _OUTCOMES.get(design.status, design.status)
+            self._store.add_design(self.run_id, record, elapsed)
+        except Exception as exc:  # the store must never cost the run its designs
+            self.error = f"{self.path}: {type(exc).__name__}: {exc}"
+        return design
+
+    def finish(self, designs: list[DesignOutcome]) -> None:
+        if self._store is None:
+            return
+        try:
+            failed = any(d.status not in ("passed", "skipped") for d in designs)
+            if not self.error:
+                self._store.finish_run(self.run_id, 1 if failed else 0)
+        except Exception as exc:
+            self.error = f"{self.path}: {type(exc).__name__}: {exc}"
+        finally:
+            self._store.close()
+
+
+#: a design's status as the results store's ``outcome`` (pytest's words)
+_OUTCOMES = {"cancelled": "skipped", "aborted": "failed"}
 
 
 def _selected(leaf: Segment, where: dict[str, Any] | None) -> bool:

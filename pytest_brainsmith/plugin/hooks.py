@@ -28,7 +28,7 @@ from ..finn import catalog as finn_catalog
 from ..finn import runner as finn_runner
 from ..views.results_store import ResultsStore
 from ..views.terminal import RunRecorder
-from . import cluster, designs, hookspecs, remote
+from . import baseline, cluster, designs, hookspecs, remote
 from .cluster import scheduler_option
 from .folding_fronts import export_fronts
 from .nodes import BlueprintFile, DesignItem, FoldingTrialItem
@@ -181,6 +181,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "run continues from the cache",
     )
     remote.add_options(group, parser)
+    baseline.add_options(group, parser)
     parser.addini(
         "brainsmith_workers", default="", help="worker processes (default auto; 0 = inline)"
     )
@@ -270,6 +271,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # the xdist controller collects nothing, so it cannot tell what is in use
         raise pytest.UsageError("--brainsmith-prune needs a run without -n (pytest-xdist)")
     config.pluginmanager.register(designs, "brainsmith-designs")  # marker + design fixture
+    config.pluginmanager.register(baseline.BaselinePlugin(config), "brainsmith-baseline")
     config.stash[run_key] = make_run_context(config)
     config.pluginmanager.register(
         remote.RemoteReport(config, run_context(config).engine.remote), "brainsmith-remote"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ..core.outcomes import STATUS_COLORS
-from . import folding, pareto
+from . import baseline, folding, pareto
 from .records import (
     KEY_METRICS,
     best_designs,
@@ -34,7 +34,13 @@ COLUMNS: list[tuple[str, str]] = [
     ("bs_finn", "FINN s"),
     ("bs_cache", "Segments"),
     ("bs_verified", "Verified"),
+    ("bs_baseline", "vs baseline"),
 ]
+#: Tables longer than this are collapsed in a design's details (per-layer estimates of a
+#: network of 80 layers, the FINN config): a report of many designs stays readable.
+COLLAPSE_ROWS = 12
+#: Execution trees with more segments than this show their first levels open only.
+OPEN_TREE_SEGMENTS = 40
 _INSERT_AT = 2
 
 
@@ -49,6 +55,36 @@ def _number_cell(column: str, value: Any) -> str:
         return _sortable(column, "~", "")
     shown = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
     return _sortable(column, f"{value:020.3f}", shown)
+
+
+def _baseline_cell(record: dict[str, Any] | None) -> str:
+    key, text, color = baseline.cell(record)
+    style = f' style="background:{color}"' if text else ""
+    return f'<td class="col-bs_baseline"{style}><span hidden>{key}</span>{html.escape(text)}</td>'
+
+
+def check_cells(check: dict[str, Any]) -> list[str]:
+    """The row of a blueprint's item against its baseline (``front``, ``gone[...]``)."""
+    cells = [f'<td class="col-bs_design">{html.escape(baseline.check_text(check))}</td>']
+    cells += [f'<td class="col-{column}"></td>' for column, _ in COLUMNS[1:-1]]
+    front = check.get("front") or {}
+    if check.get("kind") == "gone":
+        allowed = bool(check.get("allowed"))
+        color, text = ("khaki", "gone (allowed)") if allowed else ("salmon", "gone")
+    else:
+        verdict = front.get("verdict", "")
+        color = baseline.COLORS.get(verdict, "white")
+        text = f"front {verdict} ({_percent(front)})" if front else check.get("outcome", "")
+    cells.append(
+        f'<td class="col-bs_baseline" style="background:{color}"><span hidden>0</span>'
+        f"{html.escape(text)}</td>"
+    )
+    return cells
+
+
+def _percent(front: dict[str, Any]) -> str:
+    value = front.get("percent")
+    return "new front" if value is None else f"{value:+.2f}%"
 
 
 def row_cells(record: dict[str, Any] | None) -> list[str]:
@@ -84,6 +120,7 @@ def row_cells(record: dict[str, Any] | None) -> list[str]:
         status if not step else f"{status} ({'after' if status == 'failed' else 'through'} {step})"
     )
     cells.append(_sortable("bs_verified", status, html.escape(shown)))
+    cells.append(_baseline_cell(record))
     return cells
 
 
@@ -120,13 +157,61 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
     return "".join(out)
 
 
+def _collapsible(title: str, table: str, rows: int) -> str:
+    """A long table behind a summary line (closed), a short one as it is."""
+    if rows <= COLLAPSE_ROWS:
+        return table
+    return f"<details><summary>{html.escape(title)} ({rows} rows)</summary>{table}</details>"
+
+
+def _failure_line(record: dict[str, Any]) -> str:
+    """Why the design did not pass, in one line: where a build failed, or what stopped it."""
+    error = html.escape(record["error"])
+    step = record.get("failed_step")
+    if step:
+        return f"<p>failed at step {html.escape(str(step))}: {error}</p>"
+    outcome = record.get("outcome")
+    what = {"skipped": "skipped", "passed": "note"}.get(outcome or "", "failed")
+    return f"<p>{what}: {error}</p>"
+
+
+def baseline_details(record: dict[str, Any]) -> str | None:
+    """A design against its baseline: the verdict and each changed metric (an extra of
+    its own: the comparison is made after the design's record)."""
+    compared = record.get("baseline")
+    if not compared:
+        return None
+    _key, _text, color = baseline.cell(record)
+    parts = [
+        f'<div class="bs-details"><p style="background:{color}">against the baseline '
+        f"{html.escape(compared.get('source') or '')}: {html.escape(compared.get('summary', ''))}</p>"
+    ]
+    deltas = compared.get("deltas") or []
+    if deltas:
+        parts.append(
+            _table(
+                ["metric", "baseline", "now", "change", "tolerance", "verdict"],
+                [
+                    [
+                        d["metric"],
+                        f"{d['baseline']:,.6g}",
+                        f"{d['value']:,.6g}",
+                        d["change"],
+                        d.get("tolerance") or "not gated",
+                        d["verdict"],
+                    ]
+                    for d in deltas
+                ],
+            )
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def design_details(record: dict[str, Any]) -> str:
     parts = [f'<div class="bs-details"><b>{html.escape(short_id(record))}</b>']
     if record.get("error"):
-        parts.append(
-            f"<p>failed at step {html.escape(str(record.get('failed_step')))}: "
-            f"{html.escape(record['error'])}</p>"
-        )
+        parts.append(_failure_line(record))
     seg_rows = [
         [
             seg["name"],
@@ -165,19 +250,25 @@ def design_details(record: dict[str, Any]) -> str:
                 ],
             )
         )
-    if record.get("layers"):
-        metrics = sorted({m for layer in record["layers"].values() for m in layer})
-        parts.append(
-            _table(
-                ["layer", *metrics],
-                [
-                    [name, *(layer.get(m, "") for m in metrics)]
-                    for name, layer in record["layers"].items()
-                ],
-            )
+    layers = record.get("layers") or {}
+    if layers:
+        metrics = sorted({m for layer in layers.values() for m in layer})
+        table = _table(
+            ["layer", *metrics],
+            [[name, *(layer.get(m, "") for m in metrics)] for name, layer in layers.items()],
         )
-    config = {k: v for k, v in (record.get("config") or {}).items()}
-    parts.append(_table(["FINN config", "value"], [[k, v] for k, v in sorted(config.items())]))
+        parts.append(
+            f"<details><summary>per-layer estimates ({len(layers)} layers)</summary>"
+            f"{table}</details>"
+        )
+    config = sorted((record.get("config") or {}).items())
+    parts.append(
+        _collapsible(
+            "FINN config",
+            _table(["FINN config", "value"], [[k, v] for k, v in config]),
+            len(config),
+        )
+    )
     parts.append("</div>")
     return "".join(parts)
 
@@ -194,7 +285,7 @@ STYLE = """<style>
 </style>"""
 
 
-def _tree_html(node: dict[str, Any]) -> str:
+def _tree_html(node: dict[str, Any], depth: int = 0, open_depth: float = float("inf")) -> str:
     color = STATUS_COLORS.get(node.get("status", ""), "white")
     steps = ", ".join(s.rsplit(":", 1)[-1] for s in node["steps"]) or "no steps"
     label = (
@@ -209,26 +300,33 @@ def _tree_html(node: dict[str, Any]) -> str:
     children = node.get("children", [])
     if not children:
         return f"<li>{label}</li>"
-    inner = "".join(_tree_html(child) for child in children)
-    return f"<li><details open><summary>{label}</summary><ul>{inner}</ul></details></li>"
+    inner = "".join(_tree_html(child, depth + 1, open_depth) for child in children)
+    shown = " open" if depth < open_depth else ""
+    return f"<li><details{shown}><summary>{label}</summary><ul>{inner}</ul></details></li>"
 
 
 def tree_section(blueprint: str, records: list[dict[str, Any]]) -> str:
     tree = tree_from_records(blueprint, records)
     stats = tree["stats"]
+    # a big tree (MobileNet's trials) opens its first levels only
+    open_depth = float("inf") if stats["segments"] <= OPEN_TREE_SEGMENTS else 2
     return (
         f'<div class="bs-section"><h3>Execution tree: {html.escape(tree["name"])} '
         f"({html.escape(blueprint)})</h3>"
         f"<p>{stats['designs']} designs, {stats['segments']} segments, "
         f"{stats['steps_executed']} FINN steps instead of {stats['steps_naive']} "
         f"({stats['saving_percent']}% saved by sharing)</p>"
-        f'<ul class="bs-tree">{_tree_html(tree["root"])}</ul></div>'
+        f'<ul class="bs-tree">{_tree_html(tree["root"], 0, open_depth)}</ul></div>'
     )
 
 
-def summary_html(records: list[dict[str, Any]]) -> list[str]:
-    """The report's brainsmith section: counts, best designs, Pareto plot, trees."""
-    if not records:
+def summary_html(
+    records: list[dict[str, Any]], checks: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """The report's brainsmith section: counts, against the baseline, best designs,
+    Pareto plot (with the baselines' fronts), trees."""
+    checks = checks or []
+    if not records and not checks:
         return []
     counts = segment_counts(records)
     executed, naive = sharing(records)
@@ -255,6 +353,9 @@ def summary_html(records: list[dict[str, Any]]) -> list[str]:
                 ],
             )
         )
+    compared = baseline.summary_lines(records, checks)
+    if compared:
+        parts.append("<p>" + "<br>".join(html.escape(line) for line in compared) + "</p>")
     best = best_designs(records)
     if best:
         title = {m: t for m, t, _ in KEY_METRICS}
@@ -264,7 +365,8 @@ def summary_html(records: list[dict[str, Any]]) -> list[str]:
                 [[title[m], f"{v:,.4g}", short_id(r)] for m, r, v in best],
             )
         )
-    svg = pareto.pareto_svg(records)
+    fronts = baseline.baseline_fronts(checks, pareto.X_METRIC, pareto.Y_METRIC)
+    svg = pareto.pareto_svg(records, fronts)
     if svg:
         front = pareto.front_records(records)
         parts.append(f'<div class="bs-section bs-pareto">{svg}</div>')
@@ -329,12 +431,18 @@ class HtmlReportPlugin:
         cells[_INSERT_AT:_INSERT_AT] = header_cells()
 
     def pytest_html_results_table_row(self, report: Any, cells: list[str]) -> None:
+        check = getattr(report, "brainsmith_baseline", None)
+        if check is not None:
+            cells[_INSERT_AT:_INSERT_AT] = check_cells(check)
+            return
         cells[_INSERT_AT:_INSERT_AT] = row_cells(getattr(report, "brainsmith", None))
 
     def pytest_html_results_summary(
         self, prefix: list[str], summary: list[str], postfix: list[str], session: Any
     ) -> None:
-        prefix.extend(summary_html(self.recorder.ordered_records()))
+        prefix.extend(
+            summary_html(self.recorder.ordered_records(), list(self.recorder.checks.values()))
+        )
 
 
 def _is_html(plugin: object) -> bool:

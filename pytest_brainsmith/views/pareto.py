@@ -1,13 +1,26 @@
 """The resources/throughput trade-off of the explored designs: which designs are
-Pareto-optimal, and a plot of them for the html report."""
+Pareto-optimal, and a plot of them (inline in the html report, or a file from
+``brainsmith-results plot``). matplotlib is needed for the plot only."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import Any
+
+from ..core.gates import maximized
 
 X_METRIC = "LUT"  # fewer is better
 Y_METRIC = "estimated_throughput_fps"  # more is better
+_LABELS = {
+    "LUT": "LUT (estimate)",
+    "estimated_throughput_fps": "throughput, frames/s (estimate)",
+    "estimated_latency_ns": "latency, ns (estimate)",
+}
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed (the message says how to get it)."""
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -23,40 +36,68 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plotted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def plotted(
+    records: list[dict[str, Any]], x: str = X_METRIC, y: str = Y_METRIC
+) -> list[dict[str, Any]]:
     """The records that have both metrics."""
     return [
         r
         for r in records
-        if isinstance((r.get("estimates") or {}).get(X_METRIC), (int, float))
-        and isinstance((r.get("estimates") or {}).get(Y_METRIC), (int, float))
+        if _number((r.get("estimates") or {}).get(x)) and _number((r.get("estimates") or {}).get(y))
     ]
 
 
-def front_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Pareto-optimal designs among those that passed (met every expectation; a
-    folding search's infeasible proposals are skipped), else among all plotted."""
-    points = plotted(records)
+def front_records(
+    records: list[dict[str, Any]], x: str = X_METRIC, y: str = Y_METRIC
+) -> list[dict[str, Any]]:
+    """The Pareto-optimal records on ``x`` and ``y`` (each better as the metric says:
+    throughput higher, the others lower), sorted by ``x``: among the designs that passed
+    (met every expectation; a folding search's infeasible proposals are skipped), else
+    among all plotted."""
+    points = plotted(records, x, y)
     passed = [r for r in points if r.get("outcome") == "passed"]
     points = passed or points
-    xy = [(r["estimates"][X_METRIC], r["estimates"][Y_METRIC]) for r in points]
-    return [points[i] for i in pareto_front(xy)]
+    xy = [
+        (
+            -r["estimates"][x] if maximized(x) else r["estimates"][x],
+            r["estimates"][y] if maximized(y) else -r["estimates"][y],
+        )
+        for r in points
+    ]
+    front = [points[i] for i in pareto_front(xy)]
+    return sorted(front, key=lambda r: r["estimates"][x])
 
 
-def pareto_svg(records: list[dict[str, Any]]) -> str | None:
-    """An inline SVG of LUT against throughput, one colour per blueprint, the
-    Pareto front as a line and designs that missed an expectation hollow."""
-    points = plotted(records)
+def pareto_figure(
+    records: list[dict[str, Any]],
+    x: str = X_METRIC,
+    y: str = Y_METRIC,
+    baselines: Sequence[tuple[str, list[dict[str, Any]]]] = (),
+) -> Any:
+    """A matplotlib figure of ``y`` against ``x``: one colour per blueprint, designs that
+    failed hollow, the Pareto front as a line, and each baseline's front (blueprint name,
+    its designs) dotted grey. None when no record has both metrics; PlotUnavailable
+    without matplotlib."""
+    points = plotted(records, x, y)
     if not points:
         return None
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotUnavailable(
+            "the Pareto plot needs matplotlib: pip install matplotlib "
+            "(or 'pytest-brainsmith[plot]')"
+        ) from None
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     figure = Figure(figsize=(7.5, 4.2), dpi=96)
     axes = figure.add_subplot()
-    blueprints = sorted({r["blueprint_name"] for r in points})
+    blueprints = sorted({str(r.get("blueprint_name") or r.get("blueprint")) for r in points})
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     for n, name in enumerate(blueprints):
         color = palette[n % len(palette)]
@@ -64,37 +105,68 @@ def pareto_svg(records: list[dict[str, Any]]) -> str | None:
             mine = [
                 r
                 for r in points
-                if r["blueprint_name"] == name and (r.get("outcome") == "passed") == passed
+                if str(r.get("blueprint_name") or r.get("blueprint")) == name
+                and (r.get("outcome") == "passed") == passed
             ]
             if not mine:
                 continue
             axes.scatter(
-                [r["estimates"][X_METRIC] for r in mine],
-                [r["estimates"][Y_METRIC] for r in mine],
+                [r["estimates"][x] for r in mine],
+                [r["estimates"][y] for r in mine],
                 s=36,
                 facecolors=color if passed else "none",
                 edgecolors=color if passed else "#aaaaaa",
                 label=name if passed else f"{name} (failed or infeasible)",
             )
-    front = front_records(points)
+    front = front_records(points, x, y)
+    where = "post"  # a front point's value holds until the next point's x
     axes.step(
-        [r["estimates"][X_METRIC] for r in front],
-        [r["estimates"][Y_METRIC] for r in front],
-        where="post",
+        [r["estimates"][x] for r in front],
+        [r["estimates"][y] for r in front],
+        where=where,
         color="black",
         linewidth=1,
         linestyle="--",
         label="Pareto front",
     )
-    values = [r["estimates"][Y_METRIC] for r in points]
+    values = [r["estimates"][y] for r in points]
+    for name, designs in baselines:
+        theirs = front_records(designs, x, y)
+        if not theirs:
+            continue
+        axes.step(
+            [r["estimates"][x] for r in theirs],
+            [r["estimates"][y] for r in theirs],
+            where=where,
+            color="grey",
+            linewidth=1.2,
+            linestyle=":",
+            marker="x",
+            label=f"baseline front ({name})",
+        )
+        values += [r["estimates"][y] for r in theirs]
     if min(values) > 0 and max(values) / min(values) > 20:
         axes.set_yscale("log")
-    axes.set_xlabel("LUT (estimate)")
-    axes.set_ylabel("throughput, frames/s (estimate)")
-    axes.set_title("Resources against throughput")
+    axes.set_xlabel(_LABELS.get(x, f"{x} (estimate)"))
+    axes.set_ylabel(_LABELS.get(y, f"{y} (estimate)"))
+    axes.set_title(
+        f"{y} against {x}" if (x, y) != (X_METRIC, Y_METRIC) else "Resources against throughput"
+    )
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small", loc="best")
-    return inline_svg(figure)
+    return figure
+
+
+def pareto_svg(
+    records: list[dict[str, Any]], baselines: Sequence[tuple[str, list[dict[str, Any]]]] = ()
+) -> str | None:
+    """An inline SVG of LUT against throughput (see ``pareto_figure``); None when there
+    is nothing to plot or no matplotlib."""
+    try:
+        figure = pareto_figure(records, X_METRIC, Y_METRIC, baselines)
+    except PlotUnavailable:
+        return None
+    return inline_svg(figure) if figure is not None else None
 
 
 def inline_svg(figure: Any) -> str:

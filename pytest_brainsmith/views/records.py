@@ -18,6 +18,7 @@ KEY_METRICS: list[tuple[str, str, str]] = [
     ("estimated_latency_ns", "latency ns", "min"),
     ("LUT", "LUT", "min"),
     ("BRAM_18K", "BRAM", "min"),
+    ("URAM", "URAM", "min"),
     ("DSP", "DSP", "min"),
 ]
 

@@ -17,7 +17,7 @@ import pytest
 from ..core.progress import process_alive, status_files
 from ..core.tree import dot_from_dict
 from ..finn import catalog as finn_catalog
-from . import folding
+from . import baseline, folding
 from .records import (
     KEY_METRICS,
     best_designs,
@@ -86,6 +86,8 @@ class RunRecorder:
         self.trees_written: list[Path] = []
         self.tree_error: str | None = None
         self.record_errors: list[str] = []  # reports whose design could not be recorded
+        #: each blueprint item's result against its baseline (``front``, ``gone[...]``)
+        self.checks: dict[str, dict[str, Any]] = {}
 
     def ordered_records(self) -> list[dict[str, Any]]:
         """The designs in tree order (xdist delivers them in completion order)."""
@@ -99,6 +101,10 @@ class RunRecorder:
             self.record_errors.append(f"{report.nodeid}: {type(exc).__name__}: {exc}")
 
     def _record(self, report: pytest.TestReport) -> None:
+        check = getattr(report, "brainsmith_baseline", None)
+        if check is not None:  # a blueprint against its baseline, not a design
+            self._check(report, check)
+            return
         record = getattr(report, "brainsmith", None)
         if report.when == "setup" and report.passed:
             if record is not None:
@@ -120,6 +126,18 @@ class RunRecorder:
             record["error"] = str(report.longrepr[2]).removeprefix("Skipped: ")
         self.records[report.nodeid] = record
         self._store(record, report.duration)
+
+    def _check(self, report: pytest.TestReport, check: dict[str, Any]) -> None:
+        outcome = _outcome(report)
+        if outcome is None:
+            return
+        self.checks[report.nodeid] = {**check, "outcome": outcome}
+        if self.store is not None and not self.store_error:
+            try:
+                self._start_store()
+                self.store.add_check(self.run_id, self.checks[report.nodeid])
+            except Exception as exc:
+                self.store_error = f"{type(exc).__name__}: {exc}"
 
     def _lost(self, report: pytest.TestReport) -> dict[str, Any] | None:
         """A failure pytest counts for a design that sent no record with it: its worker
@@ -172,14 +190,17 @@ class RunRecorder:
         if self.store is None or self.store_error:
             return
         try:
-            if not self._run_started:
-                self.store.start_run(
-                    self.run_id, self.config.invocation_params.args, finn_catalog.FINN_VERSION
-                )
-                self._run_started = True
+            self._start_store()
             self.store.add_design(self.run_id, record, seconds)
         except Exception as exc:  # the store must never cost the run its results
             self.store_error = f"{type(exc).__name__}: {exc}"
+
+    def _start_store(self) -> None:
+        if self.store is not None and not self._run_started:
+            self.store.start_run(
+                self.run_id, self.config.invocation_params.args, finn_catalog.FINN_VERSION
+            )
+            self._run_started = True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         interrupted = int(exitstatus) == pytest.ExitCode.INTERRUPTED
@@ -233,7 +254,7 @@ class RunRecorder:
     def summary_lines(self, *, interrupted: bool = False) -> list[str]:
         records = self.ordered_records()
         if not records and not interrupted:
-            return []
+            return baseline.summary_lines([], self.checks.values())
         counts = segment_counts(records)
         executed, naive = sharing(records)
         saved = f" ({100 * (1 - executed / naive):.0f}% saved by sharing)" if naive else ""
@@ -270,6 +291,7 @@ class RunRecorder:
         for metric, record, value in best_designs(records):
             lines.append(f"best {titles[metric]}: {value:,.6g}  {short_id(record)}")
         lines += folding.summary_lines(records, self.foldings_written)
+        lines += baseline.summary_lines(records, self.checks.values())
         if self.store is not None:
             if self.store_error:
                 lines.append(f"results store {self.store.path} NOT written: {self.store_error}")

@@ -1,8 +1,8 @@
 """``extends``: a blueprint and its parents, merged into one mapping.
 
-Scalars are replaced; ``finn_config``, ``expect``, ``step_timeouts`` and
-``design_space.finn_config`` are merged key by key, ``step_resources`` step by step and
-then resource by resource; ``kernels`` is replaced. Step
+Scalars are replaced; ``finn_config``, ``expect``, ``step_timeouts``, ``explore``,
+``verify``, ``regress`` and ``design_space.finn_config`` are merged key by key,
+``step_resources`` step by step and then resource by resource; ``kernels`` is replaced. Step
 lists follow BrainSmith: a file's plain steps replace the inherited list and its
 step operations then apply to the result, in file order from the root parent down.
 Every merged key remembers the file that set it, for messages.
@@ -24,7 +24,7 @@ from .variables import Variables, expand, expand_text
 #: Longer chains of parents are refused (a safety net; cycles are found by identity).
 MAX_PARENTS = 32
 #: Keys whose mappings are merged key by key.
-_MERGED_MAPPINGS = ("finn_config", "expect", "step_timeouts", "explore", "verify")
+_MERGED_MAPPINGS = ("finn_config", "expect", "step_timeouts", "explore", "verify", "regress")
 #: Keys whose mappings of mappings are merged two levels deep.
 _MERGED_NESTED = ("step_resources",)
 

@@ -25,6 +25,7 @@ from .limits import (
     resolve_timeout,
 )
 from .pipeline import resolve_pipeline
+from .regress import resolve_regress
 from .report import MergedReport, Reporter, Warnings
 from .space import DEFAULT_MAX_DESIGNS, OUTPUTS, DesignSpace, ModelChoice
 from .sweeps import check_readers, resolve_sweeps
@@ -131,6 +132,7 @@ def _load(
         ),
     )
     result.expect = resolve_expect(data.get("expect"), result.variation_points(), report)
+    result.regress = resolve_regress(data.get("regress"), result.explore, result.folding, report)
     check_readers(sweeps, slots, report)
     check_backend_reader(result.kernels, slots, report)
     check_trial_choices(result, report)

@@ -12,6 +12,7 @@ from ..registry import Kernel, Registry, Step
 from ..toolchain import current as toolchain
 
 if TYPE_CHECKING:
+    from ..baseline import RegressSettings
     from .verify import VerifySettings
 
 DEFAULT_MAX_DESIGNS = 100_000
@@ -148,6 +149,7 @@ class DesignSpace:
     explore: ExploreSettings | None = None
     folding: FoldingSearchSettings | None = None
     verify: VerifySettings | None = None  # verify: (core/verification.py)
+    regress: RegressSettings | None = None  # regress: (core/baseline.py)
     warnings: list[BlueprintWarning] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import did_you_mean
 from ..toolchain import current as toolchain
+from .regress import check_regress_file
 from .report import FileReport, KeyPath, Reporter, typename
 from .verify import check_verify_file
 
@@ -40,6 +41,7 @@ TOP_LEVEL_KEYS = (
     "step_resources",
     "explore",
     "verify",
+    "regress",
 )
 #: Top-level keys BrainSmith's blueprints carry and neither BrainSmith nor we read.
 BRAINSMITH_KEYS = ("save_intermediate_models", "verify_data", "parallel_builds", "debug")
@@ -123,6 +125,10 @@ def check_file(data: dict[Any, Any], report: FileReport) -> dict[Any, Any]:
         result.pop("verify", None)
     else:
         result["verify"] = check_verify_file(result["verify"], report)
+    if result.get("regress") is None:
+        result.pop("regress", None)
+    else:
+        result["regress"] = check_regress_file(result["regress"], report)
     if "finn_config" in result:
         result["finn_config"] = _fixed_fields(result["finn_config"], report)
     if result.get("design_space") is None:
