@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .expectations import METRICS
-from .gates import dominates, maximized, number
+from .gates import dominates, number
+from .metrics import NAMES as METRICS
+from .metrics import maximized
 
 FORMAT = "pytest-brainsmith-baseline"
 VERSION = 1

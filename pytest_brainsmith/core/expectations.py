@@ -9,17 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: Metrics a design reports, and the FINN report each comes from.
-METRICS: dict[str, str] = {
-    "LUT": "estimate_layer_resources.json (total)",
-    "BRAM_18K": "estimate_layer_resources.json (total)",
-    "URAM": "estimate_layer_resources.json (total)",
-    "DSP": "estimate_layer_resources.json (total)",
-    "estimated_throughput_fps": "estimate_network_performance.json",
-    "estimated_latency_ns": "estimate_network_performance.json",
-    "critical_path_cycles": "estimate_network_performance.json",
-    "max_cycles": "estimate_network_performance.json",
-}
+from .metrics import NAMES as METRICS
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -44,10 +34,6 @@ class Expectation:
 
     def holds(self, value: float) -> bool:
         return _OPERATORS[self.op](value, self.bound)
-
-    @property
-    def source(self) -> str:
-        return METRICS[self.metric]
 
     def __str__(self) -> str:
         bound = int(self.bound) if self.bound == int(self.bound) else self.bound

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .expectations import Expectation
+from .metrics import maximized
 
 EXPECT = "expect"
 PARETO = "pareto"
@@ -28,8 +29,6 @@ BUDGET = "budget"
 #: The gates in the order the reports list them.
 GATES = (EXPECT, PARETO, BUDGET)
 
-#: Metrics where more is better; every other metric is better smaller.
-MAXIMIZED = frozenset({"estimated_throughput_fps"})
 _NEGATED = {"<=": ">", ">=": "<", "<": ">=", ">": "<=", "==": "!=", "!=": "=="}
 
 K = TypeVar("K")
@@ -41,10 +40,6 @@ class Stop:
 
     gate: str
     reason: str
-
-
-def maximized(metric: str) -> bool:
-    return metric in MAXIMIZED
 
 
 def number(value: Any) -> str:

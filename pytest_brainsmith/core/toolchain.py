@@ -45,6 +45,8 @@ class Toolchain(Protocol):
     folding_attributes: tuple[str, ...]
     #: metrics the compiler estimates per node (what balanced foldings can target)
     node_estimates: frozenset[str]
+    #: where the compiler reports each design metric (for messages: "from ...")
+    metric_sources: Mapping[str, str]
 
     def registry(self) -> Registry:
         """A registry holding the compiler's own steps and kernels."""

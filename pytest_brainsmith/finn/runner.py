@@ -60,6 +60,19 @@ class FinnUnavailable(ToolchainUnavailable):
     """FINN cannot be imported in this environment (not a design's failure)."""
 
 
+#: The FINN report each design metric comes from.
+METRIC_SOURCES: dict[str, str] = {
+    "LUT": "estimate_layer_resources.json (total)",
+    "BRAM_18K": "estimate_layer_resources.json (total)",
+    "URAM": "estimate_layer_resources.json (total)",
+    "DSP": "estimate_layer_resources.json (total)",
+    "estimated_throughput_fps": "estimate_network_performance.json",
+    "estimated_latency_ns": "estimate_network_performance.json",
+    "critical_path_cycles": "estimate_network_performance.json",
+    "max_cycles": "estimate_network_performance.json",
+}
+
+
 def import_finn() -> dict[str, ModuleType]:
     """Import FINN's builder once per process, with the workarounds it needs here."""
     if not _finn:

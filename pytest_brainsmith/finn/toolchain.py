@@ -39,6 +39,7 @@ class FinnToolchain:
     step_reads = catalog.STEP_READS
     folding_attributes = tuple(folding.EXTRA_ATTRIBUTES)
     node_estimates = frozenset(folding.NODE_ESTIMATES)
+    metric_sources = runner.METRIC_SOURCES
 
     def registry(self) -> Registry:
         registry = Registry()

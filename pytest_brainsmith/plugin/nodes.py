@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ..core import toolchain
 from ..core.engine import EngineClosed, segment_label
 from ..core.errors import BlueprintError, RegistryError
 from ..core.outcomes import DesignOutcome, SegmentOutcome
@@ -177,7 +178,8 @@ class DesignItem(pytest.Item):
         for expectation, value in outcome.misses:
             got = "not reported" if value is None else f"{value:g}"
             lines.append(
-                f"  {expectation}: got {expectation.metric} = {got}  (from {expectation.source})"
+                f"  {expectation}: got {expectation.metric} = {got}  "
+                f"(from {toolchain.current().metric_sources.get(expectation.metric, '?')})"
             )
         report_dir = outcome.report_dir
         if report_dir:

@@ -8,15 +8,12 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.gates import maximized
+from ..core import metrics
+from ..core.metrics import maximized
 
 X_METRIC = "LUT"  # fewer is better
 Y_METRIC = "estimated_throughput_fps"  # more is better
-_LABELS = {
-    "LUT": "LUT (estimate)",
-    "estimated_throughput_fps": "throughput, frames/s (estimate)",
-    "estimated_latency_ns": "latency, ns (estimate)",
-}
+_LABELS = metrics.LABELS
 
 
 class PlotUnavailable(RuntimeError):

@@ -12,15 +12,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from ..core import metrics
+
 #: The estimates every view shows, in order: (record key, column title, better).
-KEY_METRICS: list[tuple[str, str, str]] = [
-    ("estimated_throughput_fps", "fps", "max"),
-    ("estimated_latency_ns", "latency ns", "min"),
-    ("LUT", "LUT", "min"),
-    ("BRAM_18K", "BRAM", "min"),
-    ("URAM", "URAM", "min"),
-    ("DSP", "DSP", "min"),
-]
+KEY_METRICS = metrics.KEY_METRICS
 
 #: When workers disagree on a segment (one built it, another reused it), show the
 #: most informative state.

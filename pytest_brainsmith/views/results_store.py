@@ -19,18 +19,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core import metrics
 from .records import KEY_METRICS, verification_cell
 
 SCHEMA_VERSION = 1
 #: SQL column of each key metric.
-METRIC_COLUMNS: dict[str, str] = {
-    "estimated_throughput_fps": "throughput_fps",
-    "estimated_latency_ns": "latency_ns",
-    "LUT": "lut",
-    "BRAM_18K": "bram_18k",
-    "URAM": "uram",
-    "DSP": "dsp",
-}
+METRIC_COLUMNS = metrics.COLUMNS
 _BETTER = {metric: better for metric, _title, better in KEY_METRICS}
 
 SCHEMA = f"""

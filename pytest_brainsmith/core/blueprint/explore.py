@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RegistryError, did_you_mean
-from ..expectations import METRICS
+from ..metrics import NAMES as METRICS
 from ..registry import Registry
 from .report import Reporter, typename
 from .space import ExploreSettings, StepSlot

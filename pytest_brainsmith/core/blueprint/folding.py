@@ -26,7 +26,7 @@ import importlib.util
 from typing import Any
 
 from ..errors import did_you_mean
-from ..expectations import METRICS
+from ..metrics import NAMES as METRICS
 from ..toolchain import KERNEL_BACKENDS
 from ..toolchain import current as toolchain
 from .report import Reporter, typename

@@ -29,7 +29,7 @@ from ..baseline import (
     parse_tolerance,
 )
 from ..errors import did_you_mean
-from ..expectations import METRICS
+from ..metrics import NAMES as METRICS
 from .report import FileReport, MergedReport, typename
 from .space import ExploreSettings, FoldingSearchSettings
 
