@@ -46,8 +46,12 @@ from typing import Any
 from . import toolchain
 from .workers import Worker, output_tail
 
-#: The ``--preload`` module of a worker: FINN imported with its workarounds.
-PRELOAD = "pytest_brainsmith.finn.dask_preload"
+
+def preload() -> str:
+    """The ``--preload`` module of a worker: the compiler imported, ready to build."""
+    return toolchain.current().preload_module
+
+
 #: How often a task on a worker looks at its build (cancelled? past its deadline?).
 WATCH_SECONDS = 0.2
 #: How long a session waits for the first worker of a cluster that is still starting.
@@ -593,7 +597,7 @@ def connect(
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address="127.0.0.1:0",
-                preload=[PRELOAD],
+                preload=[preload()],
             )
         target = owned if owned is not None else scheduler
         client = distributed.Client(target, timeout="30s")

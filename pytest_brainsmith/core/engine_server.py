@@ -8,7 +8,7 @@ in ``$XDG_RUNTIME_DIR/pytest-brainsmith/servers/`` (else ``~/.cache/pytest-brain
 and the environment (this Python, the plugin's code: an edited plugin gets a new server),
 read and written under a file lock. One that answers is used; none, a dead one or one
 that does not answer is stopped (its process groups) and replaced, silently. The server
-is ``dask scheduler --idle-timeout`` plus ``dask worker --preload`` (``dask_cluster.PRELOAD``)
+is ``dask scheduler --idle-timeout`` plus ``dask worker --preload`` (``dask_cluster.preload()``)
 started in sessions of their own: Dask closes the scheduler after the idle time and the
 workers follow it (``--death-timeout``). Builds then run as on any Dask cluster
 (``dask_cluster``): forked from a worker that has FINN. A server that cannot be started at
@@ -36,7 +36,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .dask_cluster import PRELOAD, ClusterError, DaskLauncher, DaskSession, connect
+from .dask_cluster import ClusterError, DaskLauncher, DaskSession, connect, preload
 from .workers import Worker
 
 #: the idle time after which the server stops, unless told otherwise
@@ -156,7 +156,7 @@ def _start(base: Path, workers: int, idle: float) -> dict[str, Any]:
             time.sleep(0.05)
     worker = _spawn(
         [*dask, "worker", str(address), "--nworkers", str(max(1, workers)), "--nthreads", "1",
-         "--host", "127.0.0.1", "--no-dashboard", "--preload", PRELOAD,
+         "--host", "127.0.0.1", "--no-dashboard", "--preload", preload(),
          "--death-timeout", str(DEATH_SECONDS), "--local-directory", f"{base}.work"],
         log,
     )  # fmt: skip

@@ -318,7 +318,6 @@ def _trials(
 def _cluster(engine: Engine, scheduler: Any) -> Any:
     """Connect ``engine`` to a Dask cluster (see ``explore``'s ``scheduler``)."""
     from .dask_cluster import attach, connect
-    from .registry import FINN_STEP_NEEDS
     from .workers import available_cores
 
     given = None if isinstance(scheduler, str) else scheduler
@@ -330,7 +329,7 @@ def _cluster(engine: Engine, scheduler: Any) -> Any:
     )
     session.cluster = None if given is not None else session.cluster  # the caller's stays open
     try:
-        attach(engine, session, {t for needs in FINN_STEP_NEEDS.values() for t in needs})
+        attach(engine, session, set(toolchain.current().tools_needed))
     except BaseException:
         session.close()
         raise

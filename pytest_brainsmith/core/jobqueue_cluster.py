@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .dask_cluster import PRELOAD, ClusterError, DaskLauncher, DaskSession, require_distributed
+from .dask_cluster import ClusterError, DaskLauncher, DaskSession, preload, require_distributed
 
 #: ``--brainsmith-scheduler`` names: dask-jobqueue's cluster class for each batch system.
 BATCH_SYSTEMS = {
@@ -252,7 +252,7 @@ def _make_class(
     # the section names the jobs' workers: two classes' worker names never clash
     options: dict[str, Any] = {"config_name": section, "name": section}
     if not any("--preload" in str(a) for a in extra):  # FINN imported when a worker starts
-        options["worker_extra_args"] = [*extra, "--preload", PRELOAD]
+        options["worker_extra_args"] = [*extra, "--preload", preload()]
     scheduler_options = dict(config.get("scheduler-options") or {})
     scheduler_options.setdefault("dashboard_address", ":0")  # never fight over 8787
     if scheduler is not None:  # a further class: its jobs join the first class's scheduler

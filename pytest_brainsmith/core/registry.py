@@ -24,23 +24,6 @@ from .errors import RegistryError, did_you_mean
 VIVADO = "vivado"
 VITIS_HLS = "vitis_hls"
 
-#: FINN steps that cannot run without Xilinx tools (IP generation, simulation, synthesis).
-FINN_STEP_NEEDS: dict[str, frozenset[str]] = {
-    "hw_ipgen": frozenset({VIVADO, VITIS_HLS}),
-    "set_fifo_depths": frozenset({VIVADO}),
-    "generate_hardware": frozenset({VIVADO, VITIS_HLS}),
-    "create_stitched_ip": frozenset({VIVADO}),
-    "measure_rtlsim_performance": frozenset({VIVADO}),
-    "out_of_context_synthesis": frozenset({VIVADO}),
-    "prepare_synthesis": frozenset({VIVADO}),
-    "synthesize_bitfile": frozenset({VIVADO}),
-    "vivado_power_estimation": frozenset({VIVADO}),
-    "prepare_nodecontainer": frozenset({VIVADO}),
-}
-
-#: FINN's steps that write the estimate reports (``build/report/estimate_*.json``).
-FINN_ESTIMATE_STEPS = frozenset({"generate_estimate_reports"})
-
 FINN_NAMESPACE = "finn"
 BRAINSMITH_NAMESPACE = "brainsmith"
 USER_NAMESPACE = "user"

@@ -47,6 +47,10 @@ class Toolchain(Protocol):
     node_estimates: frozenset[str]
     #: where the compiler reports each design metric (for messages: "from ...")
     metric_sources: Mapping[str, str]
+    #: every external tool some compiler step needs (e.g. vivado)
+    tools_needed: frozenset[str]
+    #: the module a Dask worker imports when it starts (the compiler, ready to build)
+    preload_module: str
 
     def registry(self) -> Registry:
         """A registry holding the compiler's own steps and kernels."""

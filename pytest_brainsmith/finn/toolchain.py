@@ -11,13 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..core.registry import (
-    FINN_ESTIMATE_STEPS,
-    FINN_NAMESPACE,
-    FINN_STEP_NEEDS,
-    Registry,
-    Step,
-)
+from ..core.registry import FINN_NAMESPACE, VITIS_HLS, VIVADO, Registry, Step
 from ..core.toolchain import KERNEL_BACKENDS
 from . import catalog, cost_model, folding, runner
 from . import execute as finn_execute
@@ -26,6 +20,23 @@ from . import execute as finn_execute
 #: runner writes it as ``preferred_impl_style`` defaults): a backend choice branches,
 #: and keys a cache entry, exactly where FINN reads that field, before specialize_layers.
 BACKENDS_READ_AS = "specialize_layers_config_file"
+
+#: FINN steps that cannot run without Xilinx tools (IP generation, simulation, synthesis).
+FINN_STEP_NEEDS: dict[str, frozenset[str]] = {
+    "hw_ipgen": frozenset({VIVADO, VITIS_HLS}),
+    "set_fifo_depths": frozenset({VIVADO}),
+    "generate_hardware": frozenset({VIVADO, VITIS_HLS}),
+    "create_stitched_ip": frozenset({VIVADO}),
+    "measure_rtlsim_performance": frozenset({VIVADO}),
+    "out_of_context_synthesis": frozenset({VIVADO}),
+    "prepare_synthesis": frozenset({VIVADO}),
+    "synthesize_bitfile": frozenset({VIVADO}),
+    "vivado_power_estimation": frozenset({VIVADO}),
+    "prepare_nodecontainer": frozenset({VIVADO}),
+}
+
+#: FINN's steps that write the estimate reports (``build/report/estimate_*.json``).
+FINN_ESTIMATE_STEPS = frozenset({"generate_estimate_reports"})
 
 
 class FinnToolchain:
@@ -40,6 +51,10 @@ class FinnToolchain:
     folding_attributes = tuple(folding.EXTRA_ATTRIBUTES)
     node_estimates = frozenset(folding.NODE_ESTIMATES)
     metric_sources = runner.METRIC_SOURCES
+    #: every external tool some FINN step needs (a cluster's workers are asked for them)
+    tools_needed = frozenset(tool for needs in FINN_STEP_NEEDS.values() for tool in needs)
+    #: the module a Dask worker imports at start: FINN with its workarounds
+    preload_module = "pytest_brainsmith.finn.dask_preload"
 
     def registry(self) -> Registry:
         registry = Registry()

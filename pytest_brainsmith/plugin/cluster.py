@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
+from ..core import toolchain
 from ..core.dask_cluster import ClusterError, DaskSession, attach, connect
 from ..core.jobqueue_cluster import JobClass
-from ..core.registry import FINN_STEP_NEEDS
 from ..core.workers import available_cores
 from .run_context import RunContext, run_settings, step_resources
 
@@ -49,7 +49,7 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
         )
     except ClusterError as exc:
         raise pytest.UsageError(str(exc)) from None
-    tools = {tool for needs in FINN_STEP_NEEDS.values() for tool in needs} | set(context.tools)
+    tools = set(toolchain.current().tools_needed) | set(context.tools)
     try:
         attach(engine, session, tools)
     except ClusterError as exc:
