@@ -527,12 +527,7 @@ class SegmentCache:
             if not stat.S_ISREG(st.st_mode):
                 return Damage(name, "is not a regular file", segment)
             if st.st_size != expected.get("size"):
-                return Damage(
-                    name,
-                    f"has {st.st_size} bytes where the manifest records {expected.get('size')} "
-                    "(truncated or rewritten)",
-                    segment,
-                )
+                return Damage(name, size_mismatch(st.st_size, expected.get("size")), segment)
             fingerprint = _fingerprint(st)
             if memo.get(name) == fingerprint:
                 continue  # unchanged since it was last found intact
@@ -817,6 +812,15 @@ def _fingerprint(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
+def size_mismatch(got: Any, recorded: Any) -> str:
+    """Why a file of ``got`` bytes is not the one of ``recorded`` bytes, in words that
+    say which way it differs (a longer file was appended to, not truncated)."""
+    how = "truncated or rewritten"
+    if isinstance(got, int) and isinstance(recorded, int) and got > recorded:
+        how = "longer: appended to or rewritten"
+    return f"has {got} bytes where the manifest records {recorded} ({how})"
+
+
 def sha256_of(path: Path) -> str:
     """A file's sha256, read in blocks (what manifests record)."""
     digest = hashlib.sha256()
@@ -864,12 +868,7 @@ def _difference(
         if got is None:
             return Damage(name, "is missing", segment)
         if got.get("size") != want.get("size"):
-            return Damage(
-                name,
-                f"has {got.get('size')} bytes where the manifest records {want.get('size')} "
-                "(truncated or rewritten)",
-                segment,
-            )
+            return Damage(name, size_mismatch(got.get("size"), want.get("size")), segment)
         if got != want:
             return Damage(name, "does not match its sha256 in the manifest (rewritten)", segment)
     return None

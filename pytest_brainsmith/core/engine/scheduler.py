@@ -593,6 +593,8 @@ class Scheduler:
             self.memory.record(step_names(task.segment), result)
         if self.answers.remote is not None and outcome.status in ("built", "failed"):
             self.answers.remote.built(task.key, outcome.status)
+        elif self.answers.remote is not None and result.get("status") == "verified":
+            self.answers.remote.built(task.key, "verified")  # its new verification record
         self.finish(task, outcome)
 
     def _release(self, task: Task) -> None:
