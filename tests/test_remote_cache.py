@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -34,11 +35,15 @@ import os, signal
 def pass_through(model, cfg):
     return model
 
+def middle(model, cfg):
+    return model
+
 def finish(model, cfg):
     pid = os.environ.get("KILL_SERVER_PID")
-    if pid:  # the remote cache's server dies while this run goes on
+    if pid:  # the remote cache's server dies (or stops answering) while this run goes on
+        how = getattr(signal, os.environ.get("SERVER_SIGNAL", "SIGKILL"))
         try:
-            os.kill(int(pid), signal.SIGKILL)
+            os.kill(int(pid), how)
         except ProcessLookupError:
             pass
     return model
@@ -48,10 +53,23 @@ def explode(model, cfg):
 
 def pytest_brainsmith_register(registry):
     registry.register_step(pass_through, reads=())
+    registry.register_step(middle, reads=("mvau_wwidth_max",))
     registry.register_step(finish, reads=("target_fps",))
     registry.register_step(explode, reads=())
 """
 SWEEP = "    - pass_through\n    - finish\n  finn_config:\n    target_fps: [1000, 2000]\n"
+
+
+def deep_sweep(fps: list[int]) -> str:
+    """A root, two middles (mvau_wwidth_max 36 and 72) and a leaf per target_fps below each."""
+    return (
+        "    - pass_through\n    - middle\n    - finish\n  finn_config:\n"
+        f"    mvau_wwidth_max: [36, 72]\n    target_fps: {fps}\n"
+    )
+
+
+#: ``verify:`` for the pure-Python steps' projects (they execute the bundled model)
+VERIFY = "verify:\n  inputs: {inputs}\n"
 
 
 @contextlib.contextmanager
@@ -388,3 +406,201 @@ def test_a_missing_storage_package_is_named(tmp_path: Path) -> None:
         done = run_in(project, "--brainsmith-remote-cache=gs://bucket/x")
         assert done.returncode == 4, done.stdout + done.stderr
         assert "needs the package gcsfs" in done.stderr
+
+
+def designs_stored(folder: Path) -> list[tuple[str, str, str | None, int]]:
+    """(design, outcome, error, segments recorded) of each design in a run's store."""
+    with sqlite3.connect(folder / "results.sqlite") as db:
+        rows = db.execute(
+            "SELECT design, outcome, error, "
+            "segments_built + segments_reused + segments_fetched FROM designs"
+        ).fetchall()
+    return rows
+
+
+def runner(folder: Path, server: Server, *args: str, env: dict[str, str] | None = None):  # noqa: ANN201
+    """pytest in ``folder`` with its own local cache and a results store."""
+    return run_in(
+        folder,
+        "--brainsmith-cache=c",
+        "--brainsmith-results=results.sqlite",
+        *args,
+        env={**server.env(), **(env or {})},
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_checkpoints_lost_mid_run_are_built_here_from_the_nearest_good_ancestor(
+    tmp_path: Path, how: str
+) -> None:
+    """Runner 2 fetched every entry, then the server dies (or stops answering) while a
+    new design's build runs: the next new design's parent checkpoint cannot be had, so
+    that parent is built here, and its own parent (whose checkpoint is gone too) first,
+    from the model. Every design passes with a whole record; one warning."""
+    with seaweedfs(tmp_path / "server") as dying:
+        url = f"s3://{BUCKET}/lost-{how}"
+        first = runner(
+            step_project(tmp_path / "one", STEPS, deep_sweep([1000, 2000])),
+            dying,
+            f"--brainsmith-remote-cache={url}",
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "segments: 7 built" in first.stdout
+        two = step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000, 3000]))
+        try:
+            done = runner(
+                two,
+                dying,
+                f"--brainsmith-remote-cache={url}",
+                "--brainsmith-remote-cache-timeout=3",
+                "--brainsmith-workers=1",  # the second new leaf starts after the first killed it
+                env={"KILL_SERVER_PID": str(dying.process.pid), "SERVER_SIGNAL": how},
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(dying.process.pid, signal.SIGCONT)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "6 passed" in out
+    assert count(done.stdout, "RemoteCacheWarning") == 1, out
+    assert "cannot be used" in out
+    for wrong in ("could not build this design's record", "FileNotFoundError", "max() arg"):
+        assert wrong not in out, out
+    # the root and a middle were built again (their checkpoints were left on the remote)
+    assert "segments: 4 built, 7 fetched" in done.stdout, done.stdout
+    rows = designs_stored(two)
+    assert len(rows) == 6 and all(r[1] == "passed" and r[2] is None and r[3] == 3 for r in rows)
+
+
+def test_a_new_design_resumed_from_a_damaged_checkpoint_has_its_estimates(
+    runner_one, aws: Server, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """Runner 1's remote with the MVAU[hls] checkpoint edited; runner 2 explores more
+    target_fps values, so new designs below it resume from it: it is built again first;
+    every design passes with its estimates, the known ones runner 1's."""
+    url, first = runner_one
+    fs = aws.fs()
+    fs.copy(f"{BUCKET}/tfc/", f"{BUCKET}/flipped/", recursive=True)
+    root = f"{BUCKET}/flipped/v1"
+    for path in fs.ls(f"{root}/entries"):
+        doc = json.loads(fs.cat_file(path))
+        if doc["manifest"]["segment"].endswith("MVAU[hls]"):
+            sha = doc["manifest"]["files"]["output.onnx"]["sha256"]
+            blob = f"{root}/blobs/{sha[:2]}/{sha}"
+            data = bytearray(fs.cat_file(blob))
+            data[200] ^= 1
+            fs.pipe_file(blob, bytes(data))
+    project = tfc_project(tmp_path)
+    project.write_text(project.read_text().replace("[100000, 400000]", "[100000, 200000, 400000]"))
+    done = runner(tmp_path, aws, f"--brainsmith-remote-cache=s3://{BUCKET}/flipped")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "6 passed" in out and count(done.stdout, "RemoteCacheWarning") == 1, out
+    assert "output.onnx does not match its sha256" in out
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        stored = db.execute("SELECT choices, estimates, error FROM designs").fetchall()
+    assert len(stored) == 6 and all(error is None for _, _, error in stored)
+    estimates = {
+        choices: {k: v for k, v in json.loads(found).items() if k != "report_dir"}
+        for choices, found, _ in stored
+    }
+    assert all(e.get("estimated_throughput_fps") for e in estimates.values()), estimates
+    for choices, known in by_choices(first).items():
+        mine = estimates[json.dumps(json.loads(choices))]
+        assert {k: mine.get(k) for k in ("LUT", "estimated_throughput_fps")} == {
+            k: known.get(k) for k in ("LUT", "estimated_throughput_fps")
+        }
+
+
+def test_a_vanished_checkpoint_is_built_here_and_a_longer_blob_is_not_called_truncated(
+    server: Server, tmp_path: Path
+) -> None:
+    url = f"s3://{BUCKET}/vanish"
+    first = runner(
+        step_project(tmp_path / "one", STEPS, deep_sweep([1000])),
+        server,
+        f"--brainsmith-remote-cache={url}",
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    fs = server.fs()
+    docs = {}
+    for path in fs.ls(f"{BUCKET}/vanish/v1/entries"):
+        doc = json.loads(fs.cat_file(path))
+        docs[doc["manifest"]["segment"]] = doc
+    middles = sorted(s for s in docs if s.count("::") == 2)
+    gone = docs[middles[0]]["manifest"]["files"]["output.onnx"]["sha256"]
+    fs.rm_file(f"{BUCKET}/vanish/v1/blobs/{gone[:2]}/{gone}")
+    longer = docs[middles[1]]["manifest"]["files"]["output.onnx"]["sha256"]
+    blob = f"{BUCKET}/vanish/v1/blobs/{longer[:2]}/{longer}"
+    fs.pipe_file(blob, fs.cat_file(blob) + b"appended")
+    two = step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000]))
+    done = runner(
+        two, server, f"--brainsmith-remote-cache={url}", "--brainsmith-remote-cache-mode=read"
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "4 passed" in out
+    warned = [line for line in done.stdout.splitlines() if "RemoteCacheWarning" in line]
+    assert len(warned) == 2, out
+    assert f"/blobs/{gone[:2]}/{gone}: output.onnx is missing" in out
+    assert f"/blobs/{longer[:2]}/{longer}: output.onnx has " in out
+    assert "(longer: appended to or rewritten)" in out and "truncated" not in out
+    # both middles built here (from the root's checkpoint, which was intact), then the new leaves
+    assert "segments: 4 built, 5 fetched" in done.stdout, done.stdout
+    rows = designs_stored(two)
+    assert len(rows) == 4 and all(r[1] == "passed" and r[2] is None for r in rows)
+
+
+def test_verification_results_travel_with_the_entries(server: Server, tmp_path: Path) -> None:
+    """Runner 1 builds and verifies; a read-only runner 2 fetches the entries with their
+    verification records and reports them verified without executing anything; a runner
+    with other verify settings verifies here and uploads its records, which a fourth
+    runner then fetches; a damaged record is not used (verified here, one warning)."""
+    url = f"s3://{BUCKET}/verified"
+    remote = [f"--brainsmith-remote-cache={url}"]
+    two_inputs = SWEEP + VERIFY.format(inputs=2)
+    first = runner(step_project(tmp_path / "one", STEPS, two_inputs), server, *remote)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "verification: 2 verified designs" in first.stdout
+    assert "verification records: 0 fetched, 3 uploaded" in first.stdout
+
+    read = [*remote, "--brainsmith-remote-cache-mode=read"]
+    second = runner(step_project(tmp_path / "two", STEPS, two_inputs), server, *read)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "verification: 2 verified designs" in second.stdout, second.stdout
+    assert "segments: 0 built, 3 fetched" in second.stdout
+    assert "verification records: 3 fetched, 0 uploaded" in second.stdout
+    assert "0 worker process(es) started" in second.stdout  # nothing executed here
+    rows = designs_stored(tmp_path / "two")
+    with sqlite3.connect(tmp_path / "two" / "results.sqlite") as db:
+        assert {v for (v,) in db.execute("SELECT verification FROM designs")} == {"passed"}
+    assert len(rows) == 2
+
+    three_inputs = SWEEP + VERIFY.format(inputs=3)
+    third = runner(step_project(tmp_path / "three", STEPS, three_inputs), server, *remote)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "verification: 2 verified designs" in third.stdout
+    # the entries' records for the other settings came with them; none matched: verified here
+    assert "verification records: 3 fetched, 3 uploaded" in third.stdout, third.stdout
+    fourth = runner(step_project(tmp_path / "four", STEPS, three_inputs), server, *read)
+    assert "verification: 2 verified designs" in fourth.stdout, fourth.stdout
+    # three listed with the entries (the first settings'), three asked for (these)
+    assert "verification records: 6 fetched, 0 uploaded" in fourth.stdout, fourth.stdout
+    assert "0 worker process(es) started" in fourth.stdout
+
+    fs = server.fs()
+    records = sorted(fs.find(f"{BUCKET}/verified/v1/verify"))
+    assert len(records) == 6
+    two_hash = next((tmp_path / "one" / "c" / "v1" / "verify").glob("*/*.json")).stem
+    target = next(r for r in records if r.endswith(f"/{two_hash}.json"))
+    edited = json.loads(fs.cat_file(target))
+    edited["record"]["key"] = "0" * 64  # another entry's result
+    fs.pipe_file(target, json.dumps(edited).encode())
+    fifth = runner(step_project(tmp_path / "five", STEPS, two_inputs), server, *read)
+    assert fifth.returncode == 0, fifth.stdout + fifth.stderr
+    assert count(fifth.stdout, "RemoteCacheWarning") == 1, fifth.stdout
+    assert f"verification record {two_hash} of entry" in fifth.stdout
+    assert "not used, verified here" in fifth.stdout
+    assert "verification: 2 verified designs" in fifth.stdout
+    assert "verification records: 2 fetched, 0 uploaded" in fifth.stdout

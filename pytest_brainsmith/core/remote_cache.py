@@ -223,6 +223,7 @@ class RemoteCache:
         self._started = False  # the start's checks reported
         self._warned_untrusted = False
         self._records_tried: set[tuple[str, str]] = set()
+        self._records_fetched: set[tuple[str, str]] = set()  # not uploaded back
         self._warned_records: set[tuple[str, str]] = set()
         #: (key, record hash, damage) found on the pool, reported by the main thread
         self._later: list[tuple[str, str, _Damaged]] = []
@@ -677,6 +678,8 @@ class RemoteCache:
                 os.replace(tmp, path)
             except OSError:
                 continue  # verified here instead
+            with self._lock:
+                self._records_fetched.add((key, digest))
             written += 1
         self._count(records_fetched=written)
         return written
@@ -799,8 +802,8 @@ class RemoteCache:
             self._uploads.append(self._pool.submit(self._upload_failure, key))
 
     def _upload_records(self, key: str) -> list[str]:
-        """Pool thread: upload the entry's verification records (each a signed document
-        of its own, written whole); the hashes uploaded."""
+        """Pool thread: upload the entry's verification records made here (each a signed
+        document of its own, written whole); the hashes uploaded."""
         if self._off is not None:
             return []
         uploaded: list[str] = []
@@ -813,7 +816,7 @@ class RemoteCache:
             digest = path.stem
             if not isinstance(record, dict) or record.get("hash") != digest:
                 continue
-            if record.get("key") != key:
+            if record.get("key") != key or (key, digest) in self._records_fetched:
                 continue
             doc = self._sign({"format": FORMAT, "key": key, "hash": digest, "record": record})
             data = json.dumps(doc, sort_keys=True, default=str).encode()
