@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MODEL, TFC_BLUEPRINT, run_in, step_project
-from seaweedfs import BUCKET, KEY, SECRET, Server, Unavailable
+from seaweedfs import BUCKET, KEY, READER_KEY, READER_SECRET, SECRET, Server, Unavailable
 from seaweedfs import seaweedfs as start_seaweedfs
 
 from pytest_brainsmith import explore
@@ -36,6 +36,7 @@ def pass_through(model, cfg):
     return model
 
 def middle(model, cfg):
+    model.set_metadata_prop("mvau_wwidth_max", str(cfg.mvau_wwidth_max))  # its own checkpoint
     return model
 
 def finish(model, cfg):
@@ -468,7 +469,7 @@ def test_checkpoints_lost_mid_run_are_built_here_from_the_nearest_good_ancestor(
     for wrong in ("could not build this design's record", "FileNotFoundError", "max() arg"):
         assert wrong not in out, out
     # the root and a middle were built again (their checkpoints were left on the remote)
-    assert "segments: 4 built, 7 fetched" in done.stdout, done.stdout
+    assert "segments: 4 built, 5 fetched" in done.stdout, done.stdout
     rows = designs_stored(two)
     assert len(rows) == 6 and all(r[1] == "passed" and r[2] is None and r[3] == 3 for r in rows)
 
@@ -518,7 +519,7 @@ def test_a_vanished_checkpoint_is_built_here_and_a_longer_blob_is_not_called_tru
 ) -> None:
     url = f"s3://{BUCKET}/vanish"
     first = runner(
-        step_project(tmp_path / "one", STEPS, deep_sweep([1000])),
+        step_project(tmp_path / "one", STEPS, deep_sweep([1000, 2000])),
         server,
         f"--brainsmith-remote-cache={url}",
     )
@@ -534,13 +535,13 @@ def test_a_vanished_checkpoint_is_built_here_and_a_longer_blob_is_not_called_tru
     longer = docs[middles[1]]["manifest"]["files"]["output.onnx"]["sha256"]
     blob = f"{BUCKET}/vanish/v1/blobs/{longer[:2]}/{longer}"
     fs.pipe_file(blob, fs.cat_file(blob) + b"appended")
-    two = step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000]))
+    two = step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000, 3000]))
     done = runner(
         two, server, f"--brainsmith-remote-cache={url}", "--brainsmith-remote-cache-mode=read"
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
-    assert "4 passed" in out
+    assert "6 passed" in out
     warned = [line for line in done.stdout.splitlines() if "RemoteCacheWarning" in line]
     assert len(warned) == 2, out
     assert f"/blobs/{gone[:2]}/{gone}: output.onnx is missing" in out
@@ -549,7 +550,7 @@ def test_a_vanished_checkpoint_is_built_here_and_a_longer_blob_is_not_called_tru
     # both middles built here (from the root's checkpoint, which was intact), then the new leaves
     assert "segments: 4 built, 5 fetched" in done.stdout, done.stdout
     rows = designs_stored(two)
-    assert len(rows) == 4 and all(r[1] == "passed" and r[2] is None for r in rows)
+    assert len(rows) == 6 and all(r[1] == "passed" and r[2] is None for r in rows)
 
 
 def test_verification_results_travel_with_the_entries(server: Server, tmp_path: Path) -> None:
@@ -604,3 +605,118 @@ def test_verification_results_travel_with_the_entries(server: Server, tmp_path: 
     assert "not used, verified here" in fifth.stdout
     assert "verification: 2 verified designs" in fifth.stdout
     assert "verification records: 2 fetched, 0 uploaded" in fifth.stdout
+
+
+def test_a_bucket_that_does_not_exist_or_cannot_be_written_is_one_warning_at_start(
+    server: Server, tmp_path: Path
+) -> None:
+    missing = runner(
+        steps_project(tmp_path / "missing"),
+        server,
+        "--brainsmith-remote-cache=s3://nosuchbucket/ci",
+    )
+    assert missing.returncode == 0, missing.stdout + missing.stderr
+    assert "2 passed" in missing.stdout and "segments: 3 built" in missing.stdout
+    assert count(missing.stdout, "RemoteCacheWarning") == 1, missing.stdout
+    assert "cannot be used (bucket 'nosuchbucket' does not exist)" in missing.stdout
+    assert not server.fs().exists("nosuchbucket")  # no upload made one
+
+    url = f"--brainsmith-remote-cache=s3://{BUCKET}/readers"
+    filled = runner(steps_project(tmp_path / "one"), server, url)
+    assert filled.returncode == 0 and "RemoteCacheWarning" not in filled.stdout, filled.stdout
+    reader = {**server.env(key=READER_KEY, secret=READER_SECRET)}
+    reads = runner(steps_project(tmp_path / "two"), server, url, env=reader)
+    assert reads.returncode == 0, reads.stdout + reads.stderr
+    assert "segments: 0 built, 3 fetched" in reads.stdout
+    assert count(reads.stdout, "RemoteCacheWarning") == 1, reads.stdout
+    assert "cannot be written (access denied" in reads.stdout
+    assert "this run only reads from it" in reads.stdout
+    writes = runner(
+        steps_project(tmp_path / "three"),
+        server,
+        url,
+        "--brainsmith-remote-cache-mode=write",
+        env=reader,
+    )
+    assert writes.returncode == 0, writes.stdout + writes.stderr
+    assert count(writes.stdout, "RemoteCacheWarning") == 1, writes.stdout
+    assert "cannot be used (cannot be written (access denied" in writes.stdout
+
+
+def test_a_manifest_copied_from_another_entry_is_never_accepted(
+    runner_one, aws: Server, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """Without signatures too: design A's entry document replaced by design B's with its
+    key fields edited to A's key is refused (its components hash to B's key); A is built
+    here and reports its own numbers, not B's."""
+    url, first = runner_one
+    fs = aws.fs()
+    fs.copy(f"{BUCKET}/tfc/", f"{BUCKET}/forged/", recursive=True)
+    docs = {}
+    for path in fs.ls(f"{BUCKET}/forged/v1/entries"):
+        doc = json.loads(fs.cat_file(path))
+        docs[doc["manifest"]["segment"]] = (path, doc)
+    a = next(s for s in docs if s.endswith("MVAU[hls]::target_fps[100000]"))
+    b = next(s for s in docs if s.endswith("MVAU[hls]::target_fps[400000]"))
+    forged = json.loads(json.dumps(docs[b][1]))
+    forged["key"] = forged["manifest"]["key"] = docs[a][1]["key"]
+    forged["manifest"]["segment"] = a
+    fs.pipe_file(docs[a][0], json.dumps(forged).encode())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = explore(
+            tfc_project(tmp_path), cache=tmp_path / "cache", remote_cache=f"s3://{BUCKET}/forged"
+        )
+    assert by_choices(result) == by_choices(first)
+    built = {o.segment for d in result.designs for o in d.segments if o.status == "built"}
+    assert built == {a}
+    (warned,) = remote_warnings(caught)
+    assert "copied from another entry, its key fields edited" in warned
+
+
+def test_signed_entries_are_used_only_by_runners_holding_the_key(
+    server: Server, tmp_path: Path
+) -> None:
+    remote = f"--brainsmith-remote-cache=s3://{BUCKET}/signed"
+    read = "--brainsmith-remote-cache-mode=read"
+    key = {"BRAINSMITH_REMOTE_CACHE_KEY": "a shared secret"}
+    first = runner(steps_project(tmp_path / "one"), server, remote, env=key)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "(readwrite, signed with BRAINSMITH_REMOTE_CACHE_KEY)" in first.stdout
+    fs = server.fs()
+    paths = sorted(fs.ls(f"{BUCKET}/signed/v1/entries"))
+    docs = [json.loads(fs.cat_file(p)) for p in paths]
+    assert len(docs) == 3 and all(d["signature"]["alg"] == "hmac-sha256" for d in docs)
+    assert all("a shared secret" not in json.dumps(d) for d in docs)
+
+    holder = runner(steps_project(tmp_path / "two"), server, remote, read, env=key)
+    assert "segments: 0 built, 3 fetched" in holder.stdout, holder.stdout
+    assert "RemoteCacheWarning" not in holder.stdout
+    keyless = runner(steps_project(tmp_path / "three"), server, remote, read)  # today's trust
+    assert "segments: 0 built, 3 fetched" in keyless.stdout, keyless.stdout
+    other = runner(
+        steps_project(tmp_path / "four"),
+        server,
+        remote,
+        read,
+        env={"BRAINSMITH_REMOTE_CACHE_KEY": "another secret"},
+    )
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert "segments: 3 built, 0 reused" in other.stdout, other.stdout
+    assert count(other.stdout, "RemoteCacheWarning") == 1, other.stdout
+    assert "is signed with another key" in other.stdout
+    assert "3 documents not signed with this runner's key ignored" in other.stdout
+
+    # the root's document edited after signing, a leaf's signature stripped
+    root = next(i for i, d in enumerate(docs) if d["manifest"]["segment"].count("::") == 1)
+    leaf = (root + 1) % 3
+    docs[root]["manifest"]["seconds"] = 0.001
+    del docs[leaf]["signature"]
+    for index in (root, leaf):
+        fs.pipe_file(paths[index], json.dumps(docs[index]).encode())
+    tampered = runner(steps_project(tmp_path / "five"), server, remote, read, env=key)
+    assert tampered.returncode == 0, tampered.stdout + tampered.stderr
+    assert "2 passed" in tampered.stdout
+    assert "segments: 2 built, 1 fetched" in tampered.stdout, tampered.stdout
+    assert count(tampered.stdout, "RemoteCacheWarning") == 1, tampered.stdout
+    assert "2 documents not signed with this runner's key ignored" in tampered.stdout
