@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, TFC_BLUEPRINT
+from conftest import MODEL, TFC_BLUEPRINT, need
 from conftest import take_builds as builds
 
 from pytest_brainsmith.core import cache as cache_module
@@ -641,8 +641,7 @@ def read_only(directory: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def mounts(tmp_path_factory: pytest.TempPathFactory) -> None:
     why = _read_only_mounts_work(tmp_path_factory.mktemp("probe") / "ro")
-    if why:
-        pytest.skip(why)
+    need(why is None, why or "")
 
 
 def small_project(folder: Path, cache: Path) -> Path:

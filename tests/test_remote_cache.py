@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, TFC_BLUEPRINT, run_in, step_project
+from conftest import MODEL, TFC_BLUEPRINT, need, need_module, run_in, step_project
 from seaweedfs import BUCKET, KEY, READER_KEY, READER_SECRET, SECRET, Server, Unavailable
 from seaweedfs import seaweedfs as start_seaweedfs
 
@@ -80,7 +80,8 @@ def seaweedfs(folder: Path) -> Iterator[Server]:
         context = start_seaweedfs(folder)
         server = context.__enter__()
     except Unavailable as exc:
-        pytest.skip(str(exc))
+        need(False, str(exc))
+        raise
     try:
         yield server
     finally:
@@ -336,7 +337,7 @@ def test_server_killed_mid_run(tmp_path: Path) -> None:
 def test_a_remote_that_does_not_answer_times_out(tmp_path: Path) -> None:
     """A server that accepts connections and never answers: one warning after the
     timeout, the run builds locally and ends."""
-    pytest.importorskip("s3fs", reason="s3fs is not installed (the remote extra)")
+    need_module("s3fs")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -376,7 +377,7 @@ def test_a_remote_that_does_not_answer_times_out(tmp_path: Path) -> None:
 def test_failure_records_are_shared_only_when_asked(tmp_path: Path) -> None:
     """A directory as the remote (file://): a failure is uploaded and fetched only with
     --brainsmith-remote-cache-failures."""
-    pytest.importorskip("fsspec", reason="fsspec is not installed (the remote extra)")
+    need_module("fsspec")
     url = (tmp_path / "remote").as_uri()
     args = ["--brainsmith-cache=c", f"--brainsmith-remote-cache={url}"]
     failing = "    - pass_through\n    - explode\n"
