@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from explore import model_file, run_pytest  # noqa: E402
+from explore import CORES, model_file, run_pytest  # noqa: E402
 
 #: target_fps range per model at 100 MHz (from all-folded to about fully unfolded);
 #: MobileNet-v1 at 200 MHz
@@ -168,7 +168,7 @@ def main() -> None:
     finn_front = front(finn)
     lut_ref = max(p["LUT"] for p in finn_front)
     fps_max = max(p["fps"] for _, _, points, _ in rows for p in points)
-    print(f"\n{args.model.upper()}, {len(fps)} target_fps values, 2 cores, default pool\n")
+    print(f"\n{args.model.upper()}, {len(fps)} target_fps values, {CORES} cores, default pool\n")
     print("| arm | wall s | designs with estimates | segments built | front size | hypervolume |")
     print("|---|---|---|---|---|---|")
     for name, seconds, points, built in rows:

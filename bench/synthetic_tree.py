@@ -10,14 +10,18 @@ pool (2 workers here) at least 1.8x faster than one worker on 3 levels x 10 bran
 ``--modes`` runs each case with reused worker processes (``pooled``, the default) and
 with a process per segment (``fresh``, ``--brainsmith-fresh-workers``); the speed-up
 is against the first row of the level.
-The floor is the step work over the workers: segments x cost / workers (each segment
-also pays FINN's builder loading and saving the model, and a fork).
+The floor is the CPU time the run measured (every process of it: pytest, the engine,
+its workers; ``floor_seconds``) over the cores this process may use: no schedule
+finishes sooner. Besides the steps' burn it holds what each segment really costs (FINN's builder
+loading and saving the model, a fork) and the run's start-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,10 +68,29 @@ def project(folder: Path, levels: int, branches: int, cost_ms: float) -> None:
     )
 
 
-def run(folder: Path, workers: int, mode: str = "pooled") -> tuple[float, str]:
+def cpu_seconds() -> float:
+    """User and system CPU of this process's finished children, theirs included."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def floor_seconds(cpu: float) -> float:
+    """The least wall time a run that measured ``cpu`` seconds of CPU could take: spread
+    over every core this process may use (the engine's process and its workers run at
+    once whatever the worker count, so all of them)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return cpu / max(1, cores)
+
+
+def run(folder: Path, workers: int, mode: str = "pooled") -> tuple[float, str, float]:
+    """(wall seconds, pytest's output, CPU seconds of every process of the run)."""
     extra = ["--brainsmith-workers", str(workers)]
     if mode == "fresh":
         extra.append("--brainsmith-fresh-workers")
+    cpu = cpu_seconds()
     start = time.perf_counter()
     done = subprocess.run(
         [
@@ -84,9 +107,10 @@ def run(folder: Path, workers: int, mode: str = "pooled") -> tuple[float, str]:
         capture_output=True,
         text=True,
     )
+    seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
-    return time.perf_counter() - start, done.stdout
+    return seconds, done.stdout, cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -103,7 +127,7 @@ def main() -> None:
     )
     print(
         "| levels | designs | segments | workers | processes | wall [s] | built | speed-up "
-        "| floor [s] | overhead per segment [ms] |"
+        "| floor: CPU / cores [s] | past the floor per segment [ms] |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for levels in args.only_levels or range(1, args.levels + 1):
@@ -115,13 +139,13 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     folder = Path(tmp) / "p"
                     project(folder, levels, args.branches, args.cost_ms)
-                    seconds, out = run(folder, workers, mode)
+                    seconds, out, cpu = run(folder, workers, mode)
                 first = first or seconds
                 built = re.search(r"this run built (\d+) segments", out)
                 forks = re.search(r"(\d+) worker process\(es\) started", out)
-                floor = segments * args.cost_ms / 1000 / workers
-                # wall time past the floor, per segment and worker (start-up included)
-                overhead = (seconds - floor) * workers / segments * 1000
+                floor = floor_seconds(cpu)
+                # wall time past the CPU floor, per segment (start-up included)
+                overhead = (seconds - floor) / segments * 1000
                 print(
                     f"| {levels} | {designs} | {segments} | {workers} {mode} | "
                     f"{forks.group(1) if forks else '?'} | {seconds:.1f} | "
