@@ -105,7 +105,8 @@ class RemoteStats:
     untrusted: int = 0  # documents not signed with this runner's key: ignored
     records_fetched: int = 0  # verification records fetched with their entries
     records_uploaded: int = 0
-    signature_seconds: float = 0.0  # signing and checking documents
+    signatures: int = 0  # documents signed or checked (with a signing key)
+    signature_seconds: float = 0.0  # spent signing and checking them
     pending: int = 0  # uploads abandoned at the end (the remote stopped answering)
 
     def as_dict(self) -> dict[str, Any]:
@@ -492,7 +493,7 @@ class RemoteCache:
         if self.signer is not None:
             started = time.perf_counter()
             why = self.signer.check(doc) if isinstance(doc, dict) else "is not a JSON object"
-            self._count(signature_seconds=time.perf_counter() - started)
+            self._count(signatures=1, signature_seconds=time.perf_counter() - started)
             if why is not None:
                 raise _Untrusted(where, file, why)
         why = remote_trust.mismatch(key, doc, body)
@@ -504,7 +505,7 @@ class RemoteCache:
             return doc
         started = time.perf_counter()
         signed = self.signer.sign(doc)
-        self._count(signature_seconds=time.perf_counter() - started)
+        self._count(signatures=1, signature_seconds=time.perf_counter() - started)
         return signed
 
     # -- read-through ------------------------------------------------------------------
@@ -630,7 +631,7 @@ class RemoteCache:
         if self.signer is not None:
             started = time.perf_counter()
             why = self.signer.check(doc) if isinstance(doc, dict) else "is not a JSON object"
-            self._count(signature_seconds=time.perf_counter() - started)
+            self._count(signatures=1, signature_seconds=time.perf_counter() - started)
             if why is not None:
                 raise _Untrusted(where, "verification record", why)
         for found, what in (
@@ -974,6 +975,11 @@ def summary_line(url: str, mode: str, stats: dict[str, Any], off: str | None = N
         )
     if stats.get("rejected"):
         parts.append(f"{int(stats['rejected'])} damaged entries not used")
+    if stats.get("signatures"):
+        parts.append(
+            f"{int(stats['signatures'])} signatures made or checked "
+            f"({1000 * stats.get('signature_seconds', 0.0):.0f} ms)"
+        )
     if stats.get("untrusted"):
         parts.append(
             f"{int(stats['untrusted'])} documents not signed with this runner's key ignored"
