@@ -887,6 +887,38 @@ def breaks_after(request):
     assert broken[1][1]  # the estimates it reported
 
 
+def test_a_design_whose_record_cannot_be_made_fails_rather_than_passes(
+    pytester: pytest.Pytester,
+):
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    pytester.makeconftest(
+        """
+from pytest_brainsmith.core import outcomes
+
+def broken(self, nodeid=None):
+    raise ValueError("zip() argument 2 is shorter than argument 1")
+
+outcomes.DesignOutcome.record = broken  # a record that cannot be made, whatever the cause
+
+def pass_through(model, cfg):
+    return model
+
+def pytest_brainsmith_register(registry):
+    registry.register_step(pass_through, reads=())
+"""
+    )
+    pytester.makefile(
+        ".blueprint.yaml",
+        e="model: tfc.onnx\nfpga_part: xc7z020clg400-1\nclock_ns: 10\n"
+        "finn_config:\n  target_fps: 1000\ndesign_space:\n  steps:\n    - pass_through\n",
+    )
+    done = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--brainsmith-cache=c", "-rf")
+    out = done.stdout.str()
+    assert done.ret == 1, out
+    assert "1 failed" in out and "passed" not in out.splitlines()[-1]
+    assert "brainsmith could not build this design's record: ValueError('zip() argument 2" in out
+
+
 def test_a_record_from_a_node_id_alone_names_the_choices_and_the_segments():
     from pytest_brainsmith.views.records import lost_record, record_from_nodeid
 
