@@ -445,17 +445,19 @@ class Scheduler:
             owner = owner.parent
         if owner is None or owner.key is None:
             return False
-        if owner.state == "done":
+        rebuild = owner.state == "done"
+        if rebuild:
             if owner.outcome is None or not owner.outcome.entry:
                 return False
             if self.cache.verify_file(owner.key, toolchain.current().output_model) is None:
                 return False
-            owner.state = "waiting"
-            self._make_ready(owner)
         node: Task | None = task
         while node is not None and node is not owner:  # the task and passthroughs above it
             node.state = "waiting"
             node = node.parent
+        if rebuild:  # its children waiting now start when it is done
+            owner.state = "waiting"
+            self._make_ready(owner)
         return True
 
     def _prepare_toolchain(self, held: tuple[int, ...] = ()) -> str | None:
