@@ -53,7 +53,18 @@ from pytest_brainsmith.core.registry import finn_registry  # noqa: E402
 from pytest_brainsmith.core.tree import build_execution_tree  # noqa: E402
 from pytest_brainsmith.finn import runner as finn_runner  # noqa: E402
 
-CORES = 2
+
+def cores_used() -> int:
+    """The cores a run here builds on: the engine's default pool has one worker per core
+    this process may use (its CPU affinity), as ``workers.available_cores`` counts them."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+#: the floors divide the unique work by these cores, the ones the runs actually use
+CORES = cores_used()
 
 
 #: the sweep's target_fps values per model: the CNV is slower, its values double
@@ -367,10 +378,10 @@ def main() -> None:
         ("(a) every design from scratch, one process [s]", f"{scratch_s:.1f}"),
         (f"(b) tree, default pool ({CORES} workers), cold [s]", f"{seq_s:.1f}"),
         ("(b1) tree, one worker, cold [s]", f"{one_s:.1f}"),
-        ("(c) tree, -n 2, cold [s]", f"{par_s:.1f}"),
+        (f"(c) tree, -n {CORES}, cold [s]", f"{par_s:.1f}"),
         ("(d) fully cached re-run [s]", f"{warm_s:.2f}"),
         (
-            "(e) floor: max(unique work / 2, critical path) + FINN import + pytest start-up [s]",
+            f"(e) floor: max(unique work / {CORES}, critical path) + FINN import + pytest start-up [s]",
             f"{floor:.1f} (unique {unique:.1f}, critical path {path_s:.1f}, "
             f"import {import_s:.1f}, start-up {start_s:.1f})",
         ),

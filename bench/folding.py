@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from explore import model_file, run_pytest  # noqa: E402
+from explore import CORES, model_file, run_pytest  # noqa: E402
 
 #: target_fps range per model (from about all-folded to about fully unfolded)
 RANGE = {"tfc": (2_000, 2_000_000), "cnv": (20, 20_000), "mobilenet": (100, 10_000)}
@@ -195,7 +195,7 @@ def main() -> None:
             rows.append((f"(B) sweep + Optuna search, budget {budget}", seconds_b, sampled, out_b))
         if args.model == "mobilenet":
             what_if = backends_what_if(folder_e, args.model)
-    print(f"\n{args.model.upper()} on {PART[args.model]}, {CLOCK[args.model]} ns, 2 cores\n")
+    print(f"\n{args.model.upper()} on {PART[args.model]}, {CLOCK[args.model]} ns, {CORES} cores\n")
     print("| arm | wall s | designs with estimates | trials | fastest that fits the part (fps) |")
     print("|---|---|---|---|---|")
     for name, seconds, points, _ in rows:

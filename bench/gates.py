@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from explore import FPS, run_pytest, sweep_blueprint  # noqa: E402
+from explore import CORES, FPS, run_pytest, sweep_blueprint  # noqa: E402
 
 GATE = """explore:
   pareto: [LUT, estimated_throughput_fps]
@@ -85,7 +85,9 @@ def main() -> None:
                 )
             )
     designs = sum(int(n) for n in rows[0][5])
-    print(f"\n{args.model.upper()} sweep, {designs} designs + hw_codegen, default pool, 2 cores\n")
+    print(
+        f"\n{args.model.upper()} sweep, {designs} designs + hw_codegen, default pool, {CORES} cores\n"
+    )
     print("| | wall s | segments built | hw_codegen runs (s) | passed / failed / skipped |")
     print("|---|---|---|---|---|")
     for name, seconds, built, runs, codegen_seconds, (passed, failed, skipped), _ in rows:

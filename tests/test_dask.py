@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, STEPS_HEAD, run_in, step_project
+from conftest import MODEL, STEPS_HEAD, need, need_module, run_in, step_project
 
-distributed = pytest.importorskip("distributed")
+distributed = need_module("distributed")
 
 ROOT = Path(__file__).resolve().parent.parent
 DASK = [sys.executable, "-m", "dask"]
@@ -330,8 +330,11 @@ def test_a_worker_that_cannot_see_the_cache_is_a_usage_error(cluster: Cluster, t
     folder = make_project(tmp_path / "p", "    - pass_through\n")
     unshare = shutil.which("unshare")
     hide = ("unshare", "-rm", "sh", "-c", f'mount -t tmpfs none "{folder}" && exec "$0" "$@"')
-    if unshare is None or subprocess.run([*hide, "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs unshare -rm (a mount namespace) to hide the cache from a worker")
+    need(
+        unshare is not None
+        and subprocess.run([*hide, "true"], capture_output=True).returncode == 0,
+        "needs unshare -rm (a mount namespace) to hide the cache from a worker",
+    )
     blind = cluster.worker("blind", prefix=hide)
     try:
         cluster.wait_for(3)

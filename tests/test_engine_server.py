@@ -10,13 +10,12 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-from conftest import run_in, step_project
+from conftest import need_module, run_in, step_project
 
 from pytest_brainsmith.core.composition import decide
 from pytest_brainsmith.core.engine_server import IDLE_SECONDS, stop_servers
 
-pytest.importorskip("distributed")
+need_module("distributed")
 
 PASS_THROUGH = """
 def pass_through(model, cfg):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MODEL
+from conftest import MODEL, need
 from conftest import take_builds as builds
 
 BLUEPRINT = """
@@ -164,8 +164,10 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 
 def test_full_disk_gives_a_clear_error_and_keeps_earlier_entries(project: Path, tmp_path: Path):
     disk = tmp_path / "small-disk"
-    if not _mount_tmpfs(disk, "3m"):
-        pytest.skip("needs permission to mount a small tmpfs (run as root) to fill a real disk")
+    need(
+        _mount_tmpfs(disk, "3m"),
+        "needs permission to mount a small tmpfs (run as root) to fill a real disk",
+    )
     try:
         code, out = run_pytest(project, "--brainsmith-cache", str(disk))
         assert code == 1, out

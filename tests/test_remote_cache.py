@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -20,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, TFC_BLUEPRINT, run_in, step_project
-from seaweedfs import BUCKET, KEY, SECRET, Server, Unavailable
+from conftest import MODEL, TFC_BLUEPRINT, need, need_module, run_in, step_project
+from seaweedfs import BUCKET, KEY, READER_KEY, READER_SECRET, SECRET, Server, Unavailable
 from seaweedfs import seaweedfs as start_seaweedfs
 
 from pytest_brainsmith import explore
@@ -34,11 +35,16 @@ import os, signal
 def pass_through(model, cfg):
     return model
 
+def middle(model, cfg):
+    model.set_metadata_prop("mvau_wwidth_max", str(cfg.mvau_wwidth_max))  # its own checkpoint
+    return model
+
 def finish(model, cfg):
     pid = os.environ.get("KILL_SERVER_PID")
-    if pid:  # the remote cache's server dies while this run goes on
+    if pid:  # the remote cache's server dies (or stops answering) while this run goes on
+        how = getattr(signal, os.environ.get("SERVER_SIGNAL", "SIGKILL"))
         try:
-            os.kill(int(pid), signal.SIGKILL)
+            os.kill(int(pid), how)
         except ProcessLookupError:
             pass
     return model
@@ -48,10 +54,23 @@ def explode(model, cfg):
 
 def pytest_brainsmith_register(registry):
     registry.register_step(pass_through, reads=())
+    registry.register_step(middle, reads=("mvau_wwidth_max",))
     registry.register_step(finish, reads=("target_fps",))
     registry.register_step(explode, reads=())
 """
 SWEEP = "    - pass_through\n    - finish\n  finn_config:\n    target_fps: [1000, 2000]\n"
+
+
+def deep_sweep(fps: list[int]) -> str:
+    """A root, two middles (mvau_wwidth_max 36 and 72) and a leaf per target_fps below each."""
+    return (
+        "    - pass_through\n    - middle\n    - finish\n  finn_config:\n"
+        f"    mvau_wwidth_max: [36, 72]\n    target_fps: {fps}\n"
+    )
+
+
+#: ``verify:`` for the pure-Python steps' projects (they execute the bundled model)
+VERIFY = "verify:\n  inputs: {inputs}\n"
 
 
 @contextlib.contextmanager
@@ -61,7 +80,8 @@ def seaweedfs(folder: Path) -> Iterator[Server]:
         context = start_seaweedfs(folder)
         server = context.__enter__()
     except Unavailable as exc:
-        pytest.skip(str(exc))
+        need(False, str(exc))
+        raise
     try:
         yield server
     finally:
@@ -317,7 +337,7 @@ def test_server_killed_mid_run(tmp_path: Path) -> None:
 def test_a_remote_that_does_not_answer_times_out(tmp_path: Path) -> None:
     """A server that accepts connections and never answers: one warning after the
     timeout, the run builds locally and ends."""
-    pytest.importorskip("s3fs", reason="s3fs is not installed (the remote extra)")
+    need_module("s3fs")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -357,7 +377,7 @@ def test_a_remote_that_does_not_answer_times_out(tmp_path: Path) -> None:
 def test_failure_records_are_shared_only_when_asked(tmp_path: Path) -> None:
     """A directory as the remote (file://): a failure is uploaded and fetched only with
     --brainsmith-remote-cache-failures."""
-    pytest.importorskip("fsspec", reason="fsspec is not installed (the remote extra)")
+    need_module("fsspec")
     url = (tmp_path / "remote").as_uri()
     args = ["--brainsmith-cache=c", f"--brainsmith-remote-cache={url}"]
     failing = "    - pass_through\n    - explode\n"
@@ -388,3 +408,316 @@ def test_a_missing_storage_package_is_named(tmp_path: Path) -> None:
         done = run_in(project, "--brainsmith-remote-cache=gs://bucket/x")
         assert done.returncode == 4, done.stdout + done.stderr
         assert "needs the package gcsfs" in done.stderr
+
+
+def designs_stored(folder: Path) -> list[tuple[str, str, str | None, int]]:
+    """(design, outcome, error, segments recorded) of each design in a run's store."""
+    with sqlite3.connect(folder / "results.sqlite") as db:
+        rows = db.execute(
+            "SELECT design, outcome, error, "
+            "segments_built + segments_reused + segments_fetched FROM designs"
+        ).fetchall()
+    return rows
+
+
+def runner(folder: Path, server: Server, *args: str, env: dict[str, str] | None = None):  # noqa: ANN201
+    """pytest in ``folder`` with its own local cache and a results store."""
+    return run_in(
+        folder,
+        "--brainsmith-cache=c",
+        "--brainsmith-results=results.sqlite",
+        *args,
+        env={**server.env(), **(env or {})},
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_checkpoints_lost_mid_run_are_built_here_from_the_nearest_good_ancestor(
+    tmp_path: Path, how: str
+) -> None:
+    """Runner 2 fetched every entry, then the server dies (or stops answering) while a
+    new design's build runs: the next new design's parent checkpoint cannot be had, so
+    that parent is built here, and its own parent (whose checkpoint is gone too) first,
+    from the model. Every design passes with a whole record; one warning."""
+    with seaweedfs(tmp_path / "server") as dying:
+        url = f"s3://{BUCKET}/lost-{how}"
+        first = runner(
+            step_project(tmp_path / "one", STEPS, deep_sweep([1000, 2000])),
+            dying,
+            f"--brainsmith-remote-cache={url}",
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "segments: 7 built" in first.stdout
+        two = step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000, 3000]))
+        try:
+            done = runner(
+                two,
+                dying,
+                f"--brainsmith-remote-cache={url}",
+                "--brainsmith-remote-cache-timeout=3",
+                "--brainsmith-workers=1",  # the second new leaf starts after the first killed it
+                env={"KILL_SERVER_PID": str(dying.process.pid), "SERVER_SIGNAL": how},
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(dying.process.pid, signal.SIGCONT)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "6 passed" in out
+    assert count(done.stdout, "RemoteCacheWarning") == 1, out
+    assert "cannot be used" in out
+    for wrong in ("could not build this design's record", "FileNotFoundError", "max() arg"):
+        assert wrong not in out, out
+    # the root and a middle were built again (their checkpoints were left on the remote)
+    assert "segments: 4 built, 5 fetched" in done.stdout, done.stdout
+    rows = designs_stored(two)
+    assert len(rows) == 6 and all(r[1] == "passed" and r[2] is None and r[3] == 3 for r in rows)
+
+
+def test_a_new_design_resumed_from_a_damaged_checkpoint_has_its_estimates(
+    runner_one, aws: Server, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """Runner 1's remote with the MVAU[hls] checkpoint edited; runner 2 explores more
+    target_fps values, so new designs below it resume from it: it is built again first;
+    every design passes with its estimates, the known ones runner 1's."""
+    url, first = runner_one
+    fs = aws.fs()
+    fs.copy(f"{BUCKET}/tfc/", f"{BUCKET}/flipped/", recursive=True)
+    root = f"{BUCKET}/flipped/v1"
+    for path in fs.ls(f"{root}/entries"):
+        doc = json.loads(fs.cat_file(path))
+        if doc["manifest"]["segment"].endswith("MVAU[hls]"):
+            sha = doc["manifest"]["files"]["output.onnx"]["sha256"]
+            blob = f"{root}/blobs/{sha[:2]}/{sha}"
+            data = bytearray(fs.cat_file(blob))
+            data[200] ^= 1
+            fs.pipe_file(blob, bytes(data))
+    project = tfc_project(tmp_path)
+    project.write_text(project.read_text().replace("[100000, 400000]", "[100000, 200000, 400000]"))
+    done = runner(tmp_path, aws, f"--brainsmith-remote-cache=s3://{BUCKET}/flipped")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "6 passed" in out and count(done.stdout, "RemoteCacheWarning") == 1, out
+    assert "output.onnx does not match its sha256" in out
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        stored = db.execute("SELECT choices, estimates, error FROM designs").fetchall()
+    assert len(stored) == 6 and all(error is None for _, _, error in stored)
+    estimates = {
+        choices: {k: v for k, v in json.loads(found).items() if k != "report_dir"}
+        for choices, found, _ in stored
+    }
+    assert all(e.get("estimated_throughput_fps") for e in estimates.values()), estimates
+    for choices, known in by_choices(first).items():
+        mine = estimates[json.dumps(json.loads(choices))]
+        assert {k: mine.get(k) for k in ("LUT", "estimated_throughput_fps")} == {
+            k: known.get(k) for k in ("LUT", "estimated_throughput_fps")
+        }
+
+
+def test_a_vanished_checkpoint_is_built_here_and_a_longer_blob_is_not_called_truncated(
+    server: Server, tmp_path: Path
+) -> None:
+    url = f"s3://{BUCKET}/vanish"
+    first = runner(
+        step_project(tmp_path / "one", STEPS, deep_sweep([1000, 2000])),
+        server,
+        f"--brainsmith-remote-cache={url}",
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    fs = server.fs()
+    docs = {}
+    for path in fs.ls(f"{BUCKET}/vanish/v1/entries"):
+        doc = json.loads(fs.cat_file(path))
+        docs[doc["manifest"]["segment"]] = doc
+    middles = sorted(s for s in docs if s.count("::") == 2)
+    gone = docs[middles[0]]["manifest"]["files"]["output.onnx"]["sha256"]
+    fs.rm_file(f"{BUCKET}/vanish/v1/blobs/{gone[:2]}/{gone}")
+    longer = docs[middles[1]]["manifest"]["files"]["output.onnx"]["sha256"]
+    blob = f"{BUCKET}/vanish/v1/blobs/{longer[:2]}/{longer}"
+    fs.pipe_file(blob, fs.cat_file(blob) + b"appended")
+    two = step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000, 3000]))
+    done = runner(
+        two, server, f"--brainsmith-remote-cache={url}", "--brainsmith-remote-cache-mode=read"
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "6 passed" in out
+    warned = [line for line in done.stdout.splitlines() if "RemoteCacheWarning" in line]
+    assert len(warned) == 2, out
+    assert f"/blobs/{gone[:2]}/{gone}: output.onnx is missing" in out
+    assert f"/blobs/{longer[:2]}/{longer}: output.onnx has " in out
+    assert "(longer: appended to or rewritten)" in out and "truncated" not in out
+    # both middles built here (from the root's checkpoint, which was intact), then the new leaves
+    assert "segments: 4 built, 5 fetched" in done.stdout, done.stdout
+    rows = designs_stored(two)
+    assert len(rows) == 6 and all(r[1] == "passed" and r[2] is None for r in rows)
+
+
+def test_verification_results_travel_with_the_entries(server: Server, tmp_path: Path) -> None:
+    """Runner 1 builds and verifies; a read-only runner 2 fetches the entries with their
+    verification records and reports them verified without executing anything; a runner
+    with other verify settings verifies here and uploads its records, which a fourth
+    runner then fetches; a damaged record is not used (verified here, one warning)."""
+    url = f"s3://{BUCKET}/verified"
+    remote = [f"--brainsmith-remote-cache={url}"]
+    two_inputs = SWEEP + VERIFY.format(inputs=2)
+    first = runner(step_project(tmp_path / "one", STEPS, two_inputs), server, *remote)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "verification: 2 verified designs" in first.stdout
+    assert "verification records: 0 fetched, 3 uploaded" in first.stdout
+
+    read = [*remote, "--brainsmith-remote-cache-mode=read"]
+    second = runner(step_project(tmp_path / "two", STEPS, two_inputs), server, *read)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "verification: 2 verified designs" in second.stdout, second.stdout
+    assert "segments: 0 built, 3 fetched" in second.stdout
+    assert "verification records: 3 fetched, 0 uploaded" in second.stdout
+    assert "0 worker process(es) started" in second.stdout  # nothing executed here
+    rows = designs_stored(tmp_path / "two")
+    with sqlite3.connect(tmp_path / "two" / "results.sqlite") as db:
+        assert {v for (v,) in db.execute("SELECT verification FROM designs")} == {"passed"}
+    assert len(rows) == 2
+
+    three_inputs = SWEEP + VERIFY.format(inputs=3)
+    third = runner(step_project(tmp_path / "three", STEPS, three_inputs), server, *remote)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "verification: 2 verified designs" in third.stdout
+    # the entries' records for the other settings came with them; none matched: verified here
+    assert "verification records: 3 fetched, 3 uploaded" in third.stdout, third.stdout
+    fourth = runner(step_project(tmp_path / "four", STEPS, three_inputs), server, *read)
+    assert "verification: 2 verified designs" in fourth.stdout, fourth.stdout
+    # three listed with the entries (the first settings'), three asked for (these)
+    assert "verification records: 6 fetched, 0 uploaded" in fourth.stdout, fourth.stdout
+    assert "0 worker process(es) started" in fourth.stdout
+
+    fs = server.fs()
+    records = sorted(fs.find(f"{BUCKET}/verified/v1/verify"))
+    assert len(records) == 6
+    two_hash = next((tmp_path / "one" / "c" / "v1" / "verify").glob("*/*.json")).stem
+    target = next(r for r in records if r.endswith(f"/{two_hash}.json"))
+    edited = json.loads(fs.cat_file(target))
+    edited["record"]["key"] = "0" * 64  # another entry's result
+    fs.pipe_file(target, json.dumps(edited).encode())
+    fifth = runner(step_project(tmp_path / "five", STEPS, two_inputs), server, *read)
+    assert fifth.returncode == 0, fifth.stdout + fifth.stderr
+    assert count(fifth.stdout, "RemoteCacheWarning") == 1, fifth.stdout
+    assert f"verification record {two_hash} of entry" in fifth.stdout
+    assert "not used, verified here" in fifth.stdout
+    assert "verification: 2 verified designs" in fifth.stdout
+    assert "verification records: 2 fetched, 0 uploaded" in fifth.stdout
+
+
+def test_a_bucket_that_does_not_exist_or_cannot_be_written_is_one_warning_at_start(
+    server: Server, tmp_path: Path
+) -> None:
+    missing = runner(
+        steps_project(tmp_path / "missing"),
+        server,
+        "--brainsmith-remote-cache=s3://nosuchbucket/ci",
+    )
+    assert missing.returncode == 0, missing.stdout + missing.stderr
+    assert "2 passed" in missing.stdout and "segments: 3 built" in missing.stdout
+    assert count(missing.stdout, "RemoteCacheWarning") == 1, missing.stdout
+    assert "cannot be used (bucket 'nosuchbucket' does not exist)" in missing.stdout
+    assert not server.fs().exists("nosuchbucket")  # no upload made one
+
+    url = f"--brainsmith-remote-cache=s3://{BUCKET}/readers"
+    filled = runner(steps_project(tmp_path / "one"), server, url)
+    assert filled.returncode == 0 and "RemoteCacheWarning" not in filled.stdout, filled.stdout
+    reader = {**server.env(key=READER_KEY, secret=READER_SECRET)}
+    reads = runner(steps_project(tmp_path / "two"), server, url, env=reader)
+    assert reads.returncode == 0, reads.stdout + reads.stderr
+    assert "segments: 0 built, 3 fetched" in reads.stdout
+    assert count(reads.stdout, "RemoteCacheWarning") == 1, reads.stdout
+    assert "cannot be written (access denied" in reads.stdout
+    assert "this run only reads from it" in reads.stdout
+    writes = runner(
+        steps_project(tmp_path / "three"),
+        server,
+        url,
+        "--brainsmith-remote-cache-mode=write",
+        env=reader,
+    )
+    assert writes.returncode == 0, writes.stdout + writes.stderr
+    assert count(writes.stdout, "RemoteCacheWarning") == 1, writes.stdout
+    assert "cannot be used (cannot be written (access denied" in writes.stdout
+
+
+def test_a_manifest_copied_from_another_entry_is_never_accepted(
+    runner_one, aws: Server, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """Without signatures too: design A's entry document replaced by design B's with its
+    key fields edited to A's key is refused (its components hash to B's key); A is built
+    here and reports its own numbers, not B's."""
+    url, first = runner_one
+    fs = aws.fs()
+    fs.copy(f"{BUCKET}/tfc/", f"{BUCKET}/forged/", recursive=True)
+    docs = {}
+    for path in fs.ls(f"{BUCKET}/forged/v1/entries"):
+        doc = json.loads(fs.cat_file(path))
+        docs[doc["manifest"]["segment"]] = (path, doc)
+    a = next(s for s in docs if s.endswith("MVAU[hls]::target_fps[100000]"))
+    b = next(s for s in docs if s.endswith("MVAU[hls]::target_fps[400000]"))
+    forged = json.loads(json.dumps(docs[b][1]))
+    forged["key"] = forged["manifest"]["key"] = docs[a][1]["key"]
+    forged["manifest"]["segment"] = a
+    fs.pipe_file(docs[a][0], json.dumps(forged).encode())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = explore(
+            tfc_project(tmp_path), cache=tmp_path / "cache", remote_cache=f"s3://{BUCKET}/forged"
+        )
+    assert by_choices(result) == by_choices(first)
+    built = {o.segment for d in result.designs for o in d.segments if o.status == "built"}
+    assert built == {a}
+    (warned,) = remote_warnings(caught)
+    assert "copied from another entry, its key fields edited" in warned
+
+
+def test_signed_entries_are_used_only_by_runners_holding_the_key(
+    server: Server, tmp_path: Path
+) -> None:
+    remote = f"--brainsmith-remote-cache=s3://{BUCKET}/signed"
+    read = "--brainsmith-remote-cache-mode=read"
+    key = {"BRAINSMITH_REMOTE_CACHE_KEY": "a shared secret"}
+    first = runner(steps_project(tmp_path / "one"), server, remote, env=key)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "(readwrite, signed with BRAINSMITH_REMOTE_CACHE_KEY)" in first.stdout
+    fs = server.fs()
+    paths = sorted(fs.ls(f"{BUCKET}/signed/v1/entries"))
+    docs = [json.loads(fs.cat_file(p)) for p in paths]
+    assert len(docs) == 3 and all(d["signature"]["alg"] == "hmac-sha256" for d in docs)
+    assert all("a shared secret" not in json.dumps(d) for d in docs)
+
+    holder = runner(steps_project(tmp_path / "two"), server, remote, read, env=key)
+    assert "segments: 0 built, 3 fetched" in holder.stdout, holder.stdout
+    assert "RemoteCacheWarning" not in holder.stdout
+    keyless = runner(steps_project(tmp_path / "three"), server, remote, read)  # today's trust
+    assert "segments: 0 built, 3 fetched" in keyless.stdout, keyless.stdout
+    other = runner(
+        steps_project(tmp_path / "four"),
+        server,
+        remote,
+        read,
+        env={"BRAINSMITH_REMOTE_CACHE_KEY": "another secret"},
+    )
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert "segments: 3 built, 0 reused" in other.stdout, other.stdout
+    assert count(other.stdout, "RemoteCacheWarning") == 1, other.stdout
+    assert "is signed with another key" in other.stdout
+    assert "3 documents not signed with this runner's key ignored" in other.stdout
+
+    # the root's document edited after signing, a leaf's signature stripped
+    root = next(i for i, d in enumerate(docs) if d["manifest"]["segment"].count("::") == 1)
+    leaf = (root + 1) % 3
+    docs[root]["manifest"]["seconds"] = 0.001
+    del docs[leaf]["signature"]
+    for index in (root, leaf):
+        fs.pipe_file(paths[index], json.dumps(docs[index]).encode())
+    tampered = runner(steps_project(tmp_path / "five"), server, remote, read, env=key)
+    assert tampered.returncode == 0, tampered.stdout + tampered.stderr
+    assert "2 passed" in tampered.stdout
+    assert "segments: 2 built, 1 fetched" in tampered.stdout, tampered.stdout
+    assert count(tampered.stdout, "RemoteCacheWarning") == 1, tampered.stdout
+    assert "2 documents not signed with this runner's key ignored" in tampered.stdout

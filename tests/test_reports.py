@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, TFC_BLUEPRINT
+from conftest import MODEL, TFC_BLUEPRINT, need
 
 from pytest_brainsmith.views.pareto import pareto_front
 from pytest_brainsmith.views.records import segment_counts, tree_from_records
@@ -159,8 +159,8 @@ def test_an_unwritable_results_store_costs_nothing_but_a_warning(project):
     result.stdout.fnmatch_lines(["*results store /proc/brainsmith/results.sqlite NOT written: *"])
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed here")
 def test_report_renders_in_headless_chromium_without_console_errors(project, tmp_path: Path):
+    need(shutil.which("chromium"), "chromium is not installed here")
     run(project, "--html=report.html", "--self-contained-html").assert_outcomes(passed=2, failed=2)
 
     def render(page: Path, shot: Path) -> str:

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, TFC_BLUEPRINT, run_in, step_project, take_builds
+from conftest import MODEL, TFC_BLUEPRINT, need, need_module, run_in, step_project, take_builds
 
-pytest.importorskip("dask_jobqueue")
+need_module("dask_jobqueue")
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_DIR = Path("/tmp/brainsmith-slurm")  # scripts/start-slurm's default
@@ -102,8 +102,7 @@ def slurm() -> Iterator[dict[str, str]]:
     started = subprocess.run(
         [str(script), str(SLURM_DIR)], capture_output=True, text=True, timeout=120
     )
-    if started.returncode != 0:
-        pytest.skip(f"Slurm cannot start here: {started.stderr.strip()}")
+    need(started.returncode == 0, f"Slurm cannot start here: {started.stderr.strip()}")
     try:
         yield env
     finally:
@@ -307,8 +306,10 @@ def test_a_job_that_cannot_see_the_cache_names_itself_and_the_path(
 ):
     folder = step_project(tmp_path / "p", STEPS, "    - pass_through\n")
     hide = f'unshare -rm sh -c \'mount -t tmpfs none "{folder}" && exec "$0" "$@"\''
-    if subprocess.run(["sh", "-c", f"{hide} true"], capture_output=True).returncode != 0:
-        pytest.skip("needs unshare -rm (a mount namespace) to hide the cache from a job")
+    need(
+        subprocess.run(["sh", "-c", f"{hide} true"], capture_output=True).returncode == 0,
+        "needs unshare -rm (a mount namespace) to hide the cache from a job",
+    )
     # the jobs' workers run in a mount namespace where the project (and its cache) is empty
     env = project_env(folder, slurm, f"    python: {hide} {sys.executable}\n")
     done = run_in(folder, "--brainsmith-scheduler", "slurm", env=env, timeout=240)

@@ -160,15 +160,18 @@ class CacheLockError(CacheError, OSError):
 
 class KeyLock:
     """The file lock of one key, used like filelock's (``with``, ``acquire``, ``release``).
-    Reentrant across the locks of one SegmentCache, because ``lookup`` takes it to move a
-    damaged entry aside while its caller may hold it already; a failure to take it is a
-    CacheLockError that says what is needed."""
+    A builder's lock (``SegmentCache.lock``) is exclusive, within this process too: a
+    second task asking for a key another task of the same engine builds waits like one in
+    another process (one build per key). The cache's own uses while its caller may hold
+    the key (``lookup`` moving a damaged entry aside) nest in whatever lock of this cache
+    holds it. A failure to take it is a CacheLockError that says what is needed."""
 
-    def __init__(self, cache: SegmentCache, key: str) -> None:
+    def __init__(self, cache: SegmentCache, key: str, *, nests: bool = False) -> None:
         self.cache = cache
         self.key = key
         self.path = cache.base / "locks" / f"{key}.lock"
         self._lock = FileLock(str(self.path))
+        self._nests = nests
         self._nested = 0  # acquired while another lock of this cache held the key
 
     @property
@@ -176,7 +179,7 @@ class KeyLock:
         return self._lock.is_locked or self._nested > 0
 
     def acquire(self, timeout: float = -1) -> KeyLock:
-        if self.key in self.cache._held and not self._lock.is_locked:
+        if self._nests and self.key in self.cache._held and not self._lock.is_locked:
             self._nested += 1
             return self
         try:
@@ -235,8 +238,12 @@ class SegmentCache:
     def lock(self, key: str) -> KeyLock:
         """``key``'s file lock: whoever holds it builds the key or moves it aside. Only
         building and repairing lock: reusing a verified entry writes nothing, so a
-        read-only cache works."""
+        read-only cache works. Exclusive between the tasks of one process too."""
         return KeyLock(self, key)
+
+    def _own_lock(self, key: str) -> KeyLock:
+        """``key``'s lock for the cache's own repairs, which nest in the caller's."""
+        return KeyLock(self, key, nests=True)
 
     def _lock_error(self, path: Path, key: str, exc: OSError) -> str:
         if path.is_dir():
@@ -345,7 +352,7 @@ class SegmentCache:
                 f"{name} of entry {key[:12]} was left on a remote cache and no remote cache "
                 "is configured"
             )
-        tmp = self.base / "tmp" / f"{key}.deferred.{os.getpid()}.{time.time_ns()}"
+        tmp = self.base / "tmp" / f"{key}.{_owner('deferred')}.{time.time_ns()}"
         try:
             tmp.parent.mkdir(parents=True, exist_ok=True)
             why = self.deferred_source(key, name, record, tmp)
@@ -367,7 +374,7 @@ class SegmentCache:
     def _drop(self, key: str, path: Path) -> None:
         """Remove an entry whose deferred file cannot be had (no damage of its own: no
         quarantine, no warning; the remote cache said why), so that it is built here."""
-        with contextlib.suppress(CacheError, OSError), self.lock(key):
+        with contextlib.suppress(CacheError, OSError), self._own_lock(key):
             if (path / MARKER).is_file():
                 self._set_aside(key, path)
 
@@ -383,7 +390,7 @@ class SegmentCache:
             damage = Damage(FAILURE, f"is unreadable ({_why(exc, path / FAILURE)})")
             if not (path / MARKER).is_file():
                 return None  # it was being removed, not damaged
-            lock = self.lock(key)
+            lock = self._own_lock(key)
             try:
                 lock.acquire(timeout=0)
             except Timeout:  # its builder replaces it: no failure to go by meanwhile
@@ -523,12 +530,7 @@ class SegmentCache:
             if not stat.S_ISREG(st.st_mode):
                 return Damage(name, "is not a regular file", segment)
             if st.st_size != expected.get("size"):
-                return Damage(
-                    name,
-                    f"has {st.st_size} bytes where the manifest records {expected.get('size')} "
-                    "(truncated or rewritten)",
-                    segment,
-                )
+                return Damage(name, size_mismatch(st.st_size, expected.get("size")), segment)
             fingerprint = _fingerprint(st)
             if memo.get(name) == fingerprint:
                 continue  # unchanged since it was last found intact
@@ -561,7 +563,7 @@ class SegmentCache:
         meanwhile (checked again while holding the lock): that entry is returned."""
         path = self.entry_path(key)
         try:
-            with self.lock(key):
+            with self._own_lock(key):
                 if not (path / MARKER).is_file():
                     return None
                 manifest, again = self._verify(key, path)
@@ -607,14 +609,17 @@ class SegmentCache:
 
     # -- writing ----------------------------------------------------------------
     def new_staging(self, key: str) -> Path:
-        """A fresh temporary directory for building ``key`` (call with its lock held)."""
+        """A fresh temporary directory for building ``key`` (call with its lock held),
+        named after its owner (this host and process): what an earlier build of the key
+        left behind is removed only once its owner is gone, never another live build's."""
         tmp_root = self.base / "tmp"
         for stale in tmp_root.glob(f"{key}.*"):
-            # a build of this key that died (we hold the key's lock, so it is not running)
-            _remove_tree(stale)
+            if _abandoned(stale):
+                with contextlib.suppress(FileNotFoundError):
+                    _remove_tree(stale)
         try:
             tmp_root.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
+            return Path(tempfile.mkdtemp(prefix=f"{key}.{_owner('build')}.", dir=tmp_root))
         except OSError as exc:
             raise CacheError(
                 f"cannot create a build directory in {tmp_root}: {_why(exc, tmp_root)}"
@@ -759,6 +764,46 @@ class SegmentCache:
         return total
 
 
+#: Left-over temporary files of another host are removed after this long (its process
+#: cannot be asked whether it lives).
+FOREIGN_TMP_SECONDS = 24 * 3600
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(os.uname().nodename.encode()).hexdigest()[:8]
+
+
+def _owner(kind: str) -> str:
+    """``kind-host-pid``: who made a temporary name under tmp/ (``_abandoned`` reads it)."""
+    return f"{kind}-{_host_tag()}-{os.getpid()}"
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether a temporary name under tmp/ may be removed by a new build of its key: its
+    owner (``_owner``) is a process of this host that is gone, or it names none (a set
+    aside entry interrupted while it was removed), or another host's made it long ago.
+    A live owner's is its own: it removes it (a build of this process, another session
+    whose worker died, a checkpoint being downloaded)."""
+    parts = path.name.split(".")
+    fields = parts[1].split("-") if len(parts) > 2 else []
+    if len(fields) != 3 or not fields[2].isdigit():
+        return True
+    _, host, pid = fields
+    if host != _host_tag():
+        with contextlib.suppress(OSError):
+            return time.time() - os.lstat(path).st_mtime > FOREIGN_TMP_SECONDS
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
 def _caller_level() -> int:
     """warnings.warn's stacklevel that points at the first caller outside this module."""
     frame, level = sys._getframe(1), 1
@@ -773,6 +818,15 @@ def _of(damage: Damage) -> str:
 
 def _fingerprint(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def size_mismatch(got: Any, recorded: Any) -> str:
+    """Why a file of ``got`` bytes is not the one of ``recorded`` bytes, in words that
+    say which way it differs (a longer file was appended to, not truncated)."""
+    how = "truncated or rewritten"
+    if isinstance(got, int) and isinstance(recorded, int) and got > recorded:
+        how = "longer: appended to or rewritten"
+    return f"has {got} bytes where the manifest records {recorded} ({how})"
 
 
 def sha256_of(path: Path) -> str:
@@ -822,12 +876,7 @@ def _difference(
         if got is None:
             return Damage(name, "is missing", segment)
         if got.get("size") != want.get("size"):
-            return Damage(
-                name,
-                f"has {got.get('size')} bytes where the manifest records {want.get('size')} "
-                "(truncated or rewritten)",
-                segment,
-            )
+            return Damage(name, size_mismatch(got.get("size"), want.get("size")), segment)
         if got != want:
             return Damage(name, "does not match its sha256 in the manifest (rewritten)", segment)
     return None

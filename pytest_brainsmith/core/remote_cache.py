@@ -8,7 +8,11 @@ URL (``gs://``, ``az://``, ``file:///shared/dir``...). Layout under the URL::
                                   but the checkpoint, in one object) and its checkpoint
     v1/entries/<key>.json         the entry's manifest (the local cache's, with the
                                   bundle's and the checkpoint's digests), written last
+    v1/verify/<key>/<hash>.json   the entry's verification records (core/verification.py),
+                                  one per verify settings: a runner that fetches a
+                                  verified entry reports it verified
     v1/failures/<key>.json        a failure record with its bundle (only when shared)
+    v1/probes/<id>                written and removed at start: can this runner write?
 
 Read-through: a key the local cache misses is looked up here (downloads run ahead on a
 thread pool for every segment the submitted designs need), its bundle is unpacked into
@@ -22,9 +26,15 @@ Write-through: an entry this run built is uploaded on the pool while the run goe
 blobs first and its manifest last (one PUT), so a reader never sees a torn entry; two
 runners uploading one key write the same blobs by content and each a whole manifest.
 
-Faults: the first error that is not "not found" (down, denied, slower than the timeout)
-is one ``RemoteCacheWarning`` and turns the tier off for the rest of the run, which goes
-on with the local cache; no call waits longer than the timeout.
+Trust (``remote_trust.py``): every document is used only for the key it was asked for
+(its components hash to it); with ``BRAINSMITH_REMOTE_CACHE_KEY`` set, documents are
+signed on upload and only those signed with that key are used.
+
+Faults: the first error that is not "not found" (down, denied, slower than the timeout,
+a bucket that does not exist) is one ``RemoteCacheWarning`` and turns the tier off for
+the rest of the run, which goes on with the local cache; no call waits longer than the
+timeout. The bucket is checked when the run starts, and in the write modes whether
+this runner can write to it (``readwrite`` then goes on reading only).
 """
 
 from __future__ import annotations
@@ -42,10 +52,11 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from . import remote_trust, verification
 from .cache import (
     FAILURE,
     MANIFEST,
@@ -55,6 +66,7 @@ from .cache import (
     Mismatch,
     SegmentCache,
     sha256_of,
+    size_mismatch,
 )
 
 LAYOUT = "v1"
@@ -90,6 +102,11 @@ class RemoteStats:
     failures_fetched: int = 0
     failures_uploaded: int = 0
     rejected: int = 0  # remote entries that failed their check
+    untrusted: int = 0  # documents not signed with this runner's key: ignored
+    records_fetched: int = 0  # verification records fetched with their entries
+    records_uploaded: int = 0
+    signatures: int = 0  # documents signed or checked (with a signing key)
+    signature_seconds: float = 0.0  # spent signing and checking them
     pending: int = 0  # uploads abandoned at the end (the remote stopped answering)
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,6 +122,7 @@ class _Download:
     size: int  # the bundle's bytes
     staged: Path  # where the pool's thread unpacked it (private to this process)
     seconds: float
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # verification, by hash
 
 
 @dataclass
@@ -125,6 +143,10 @@ class _Damaged(Exception):
     def __init__(self, url: str, file: str, why: str) -> None:
         super().__init__(f"{file} {why}")
         self.url, self.file, self.why = url, file, why
+
+
+class _Untrusted(_Damaged):
+    """A remote document not signed with this runner's key (``remote_trust.py``)."""
 
 
 def check_backend(url: str) -> None:
@@ -167,7 +189,11 @@ class RemoteCache:
         timeout: float | None = None,
         run_id: str = "",
         storage_options: dict[str, Any] | None = None,
+        signing_key: str | None = None,
     ) -> None:
+        """``signing_key``: the key that signs uploads and that fetched documents must be
+        signed with (``remote_trust.py``); None reads BRAINSMITH_REMOTE_CACHE_KEY, ""
+        means none."""
         if mode not in MODES:
             raise RemoteCacheError(
                 f"remote cache mode: expected one of {', '.join(MODES)}, got {mode!r}"
@@ -182,10 +208,26 @@ class RemoteCache:
         self.timeout = float(timeout or DEFAULT_TIMEOUT)
         self.run_id = run_id
         self.stats = RemoteStats()
+        self.signer = (
+            remote_trust.signer_from_env()
+            if signing_key is None
+            else remote_trust.Signer(signing_key)
+            if signing_key
+            else None
+        )
         self._options = storage_options or {}
         self._lock = threading.Lock()
         self._off: str | None = None  # why the tier is off for this run
         self._warned_off = False
+        self._read_only: str | None = None  # why this runner cannot write to it
+        self._warned_read_only = False
+        self._started = False  # the start's checks reported
+        self._warned_untrusted = False
+        self._records_tried: set[tuple[str, str]] = set()
+        self._records_fetched: set[tuple[str, str]] = set()  # not uploaded back
+        self._warned_records: set[tuple[str, str]] = set()
+        #: (key, record hash, damage) found on the pool, reported by the main thread
+        self._later: list[tuple[str, str, _Damaged]] = []
         self._warned: set[str] = set()  # damaged keys already reported
         self._refused: set[str] = set()  # keys whose remote entry failed a check
         #: downloads read ahead; each ends as None (nothing there), an Entry or Failure
@@ -221,7 +263,46 @@ class RemoteCache:
         fs, root = fsspec.core.url_to_fs(self.url, **options)
         if protocol in ("s3", "s3a"):
             fs.retries = 1  # s3fs's own retry loop, on top of botocore's
-        return fs, f"{root.rstrip('/')}/{LAYOUT}"
+        base = f"{root.rstrip('/')}/{LAYOUT}"
+        self._check_storage(fs, base, bucket=root.split("/")[0] if protocol != "file" else None)
+        return fs, base
+
+    def _check_storage(self, fs: Any, base: str, bucket: str | None) -> None:
+        """At start (pool thread): the bucket exists (an object store creates none on
+        read, and some on write: uploads would go to a bucket nobody reads), this runner
+        may read it and, in the write modes, write to it. _Fault if the tier cannot be
+        used; a ``readwrite`` runner that cannot write goes on reading only."""
+        try:
+            if bucket is not None:
+                try:
+                    fs.info(bucket)
+                except FileNotFoundError:
+                    raise _Fault(f"bucket {bucket!r} does not exist") from None
+                except PermissionError:
+                    pass  # a key for a prefix only may not see the bucket: the reads tell
+            if self.reads:
+                with contextlib.suppress(FileNotFoundError):
+                    fs.cat_file(f"{base}/entries/probe.json")
+        except _Fault:
+            raise
+        except Exception as exc:
+            raise _Fault(_describe(exc, self.timeout)) from exc
+        if not self.writes:
+            return
+        probe = f"{base}/probes/{uuid.uuid4().hex}"
+        try:
+            if _is_local(fs):
+                Path(probe).parent.mkdir(parents=True, exist_ok=True)
+                Path(probe).write_bytes(b"")
+            else:
+                fs.pipe_file(probe, b"")
+            with contextlib.suppress(Exception):
+                fs.rm_file(probe)
+        except Exception as exc:
+            why = f"cannot be written ({_describe(exc, self.timeout)})"
+            if not self.reads:
+                raise _Fault(why) from exc
+            self._read_only = why
 
     def _fs(self) -> tuple[Any, str]:
         try:
@@ -318,6 +399,24 @@ class RemoteCache:
             if self._off is None:
                 self._off = why
 
+    def start(self) -> None:
+        """The main thread, when the run's first designs are submitted: wait for the
+        start's checks (``_check_storage``, bounded by the timeout) and report a bucket
+        that does not exist, or cannot be used or written, once."""
+        if self._started:
+            return
+        self._started = True
+        self._answer(self._connection, None)
+        self._warn_off()
+        if self._off is None and self._read_only is not None and not self._warned_read_only:
+            self._warned_read_only = True
+            warnings.warn(
+                f"brainsmith: remote cache {self.url} {self._read_only}; this run only reads "
+                "from it (nothing is uploaded)",
+                RemoteCacheWarning,
+                stacklevel=2,
+            )
+
     def _warn_off(self) -> None:
         """The main thread reports the fault once (warnings raised by the pool's threads
         would land in whatever test runs)."""
@@ -334,6 +433,9 @@ class RemoteCache:
         """A remote entry failed its check: never used, reported once, built here (and
         uploaded again over it)."""
         self._refused.add(key)
+        if isinstance(damage, _Untrusted):
+            self._distrust(damage)
+            return
         self.stats.rejected += 1
         if key in self._warned:
             return
@@ -346,18 +448,79 @@ class RemoteCache:
             stacklevel=3,
         )
 
+    def _distrust(self, damage: _Damaged) -> None:
+        """A document not signed with this runner's key: ignored; one warning for all."""
+        self.stats.untrusted += 1
+        if self._warned_untrusted:
+            return
+        self._warned_untrusted = True
+        warnings.warn(
+            f"brainsmith: remote cache {self.url} holds documents not signed with this "
+            f"runner's key ({remote_trust.ENV}), e.g. {damage.url}: {damage.file} {damage.why}; "
+            "they are not used (what they describe is built or verified here); the summary "
+            "counts them",
+            RemoteCacheWarning,
+            stacklevel=4,
+        )
+
+    def _reject_record(self, key: str, digest: str, damage: _Damaged) -> None:
+        """A verification record that failed its check: not used, the entry is verified
+        here (the entry itself stands on its own checks)."""
+        if isinstance(damage, _Untrusted):
+            self._distrust(damage)
+            return
+        self.stats.rejected += 1
+        if (key, digest) in self._warned_records:
+            return
+        self._warned_records.add((key, digest))
+        warnings.warn(
+            f"brainsmith: remote cache verification record {digest} of entry {key[:12]} is "
+            f"damaged: {damage.url}: {damage.why}; not used, verified here",
+            RemoteCacheWarning,
+            stacklevel=4,
+        )
+
+    def _report_later(self) -> None:
+        """Main thread: what the pool's downloads found wrong with verification records."""
+        with self._lock:
+            later, self._later = self._later, []
+        for key, digest, damage in later:
+            self._reject_record(key, digest, damage)
+
+    def _check_doc(self, key: str, doc: Any, body: Any, where: str, file: str) -> None:
+        """A document is used only for its key, and with a signing key only if signed
+        with it: _Damaged or _Untrusted if not."""
+        if self.signer is not None:
+            started = time.perf_counter()
+            why = self.signer.check(doc) if isinstance(doc, dict) else "is not a JSON object"
+            self._count(signatures=1, signature_seconds=time.perf_counter() - started)
+            if why is not None:
+                raise _Untrusted(where, file, why)
+        why = remote_trust.mismatch(key, doc, body)
+        if why is not None:
+            raise _Damaged(where, file, why)
+
+    def _sign(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if self.signer is None:
+            return doc
+        started = time.perf_counter()
+        signed = self.signer.sign(doc)
+        self._count(signatures=1, signature_seconds=time.perf_counter() - started)
+        return signed
+
     # -- read-through ------------------------------------------------------------------
     def prefetch(self, keys: list[str]) -> None:
         """Start downloading what these keys' entries need, unless the local cache has
-        them: ``fetch`` then finds them read (the checkpoints stay behind)."""
-        if not self.reads or self._off is not None:
-            return
-        for key in keys:
-            if key in self._reads or key in self._refused:
-                continue
-            if (self.cache.entry_path(key) / MARKER).is_file():
-                continue
-            self._reads[key] = self._pool.submit(self._download, key, True)
+        them: ``fetch`` then finds them read (the checkpoints stay behind). The first
+        call also reports what the start's checks found (``start``)."""
+        if self.reads and self._off is None:
+            for key in keys:
+                if key in self._reads or key in self._refused:
+                    continue
+                if (self.cache.entry_path(key) / MARKER).is_file():
+                    continue
+                self._reads[key] = self._pool.submit(self._download, key, True)
+        self.start()
 
     def fetch(self, key: str) -> Entry | Failure | None:
         """``key``'s entry from the remote, checked and published in the local cache (or,
@@ -374,6 +537,7 @@ class RemoteCache:
             self._reject(key, exc, None)
             return None
         self._warn_off()
+        self._report_later()
         if got is None or isinstance(got, Entry | Failure):
             return got  # nothing there, or published ahead (before this lock was taken)
         if isinstance(got, _Rejected):
@@ -384,6 +548,7 @@ class RemoteCache:
         except _Damaged as exc:
             self._reject(key, exc, got.doc.get("manifest", {}).get("segment"))
             return None
+        self._report_later()
         return found
 
     def _download(self, key: str, ahead: bool) -> Any:
@@ -405,14 +570,16 @@ class RemoteCache:
             sha, size = str(bundle["sha256"]), int(bundle["size"])
         except (ValueError, KeyError, TypeError) as exc:
             raise _Damaged(self.object_url(*parts), MANIFEST, f"is unreadable ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("key") != key:
-            raise _Damaged(self.object_url(*parts), MANIFEST, f"does not name key {key}")
+        body = doc.get("manifest") if kind == "entry" else doc.get("record")
+        self._check_doc(
+            key, doc, body, self.object_url(*parts), MANIFEST if kind == "entry" else FAILURE
+        )
         data = self._get(*self._blob(sha))
         if data is None:
             raise _Damaged(self.object_url(*self._blob(sha)), "bundle", "is missing")
         if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
             why = (
-                f"has {len(data)} bytes where the manifest records {size} (truncated)"
+                size_mismatch(len(data), size)
                 if len(data) != size
                 else "does not match its sha256 (rewritten)"
             )
@@ -428,7 +595,95 @@ class RemoteCache:
             self.cache.discard_staging(staged)
             raise
         got = _Download(kind, doc, len(data), staged, time.perf_counter() - started)
+        if kind == "entry":
+            got.records = self._download_records(key, doc.get("verification"))
         return self._publish_ahead(key, got) if ahead else got
+
+    def _download_records(self, key: str, listed: Any) -> dict[str, dict[str, Any]]:
+        """Pool thread: the verification records an entry's document lists, checked (one
+        that fails is reported by the main thread and not used: verified here)."""
+        records: dict[str, dict[str, Any]] = {}
+        for digest in listed if isinstance(listed, list) else []:
+            if not isinstance(digest, str):
+                continue
+            try:
+                record = self._download_record(key, digest)
+            except _Damaged as exc:
+                with self._lock:
+                    self._later.append((key, digest, exc))
+                continue
+            if record is not None:
+                records[digest] = record
+        return records
+
+    def _download_record(self, key: str, digest: str) -> dict[str, Any] | None:
+        """Pool thread: one verification record, checked; None if there is none."""
+        parts = ("verify", key, f"{digest}.json")
+        raw = self._get(*parts)
+        if raw is None:
+            return None
+        where = self.object_url(*parts)
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise _Damaged(where, "verification record", f"is unreadable ({exc})") from None
+        record = doc.get("record") if isinstance(doc, dict) else None
+        if self.signer is not None:
+            started = time.perf_counter()
+            why = self.signer.check(doc) if isinstance(doc, dict) else "is not a JSON object"
+            self._count(signatures=1, signature_seconds=time.perf_counter() - started)
+            if why is not None:
+                raise _Untrusted(where, "verification record", why)
+        for found, what in (
+            (doc.get("key") if isinstance(doc, dict) else None, "names key"),
+            (record.get("key") if isinstance(record, dict) else None, "holds the record of key"),
+        ):
+            if found != key:
+                raise _Damaged(where, "verification record", f"{what} {found!r}, not {key}")
+        assert isinstance(doc, dict) and isinstance(record, dict)
+        if doc.get("hash") != digest or record.get("hash") != digest:
+            why = f"is for settings {record.get('hash')!r}, not {digest}"
+            raise _Damaged(where, "verification record", why)
+        return record
+
+    def fetch_record(self, key: str, digest: str) -> bool:
+        """A verification record of ``key``'s entry for the settings ``digest`` that the
+        local cache lacks, fetched into it (once per run and record); whether it is there
+        now."""
+        self._warn_off()
+        if not self.reads or self._off is not None or (key, digest) in self._records_tried:
+            return False
+        self._records_tried.add((key, digest))
+        try:
+            record = self._answer(self._pool.submit(self._download_record, key, digest), None)
+        except _Damaged as exc:
+            self._reject_record(key, digest, exc)
+            return False
+        self._warn_off()
+        if record is None:
+            return False
+        return bool(self._store_records(key, {digest: record}))
+
+    def _store_records(self, key: str, records: dict[str, dict[str, Any]]) -> int:
+        """Write fetched verification records where the local cache keeps them (a record
+        already there is this cache's own: kept); how many were written."""
+        written = 0
+        for digest, record in records.items():
+            path = verification.record_path(self.cache.base / verification.RECORDS, key, digest)
+            if path.exists():
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+                tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+                os.replace(tmp, path)
+            except OSError:
+                continue  # verified here instead
+            with self._lock:
+                self._records_fetched.add((key, digest))
+            written += 1
+        self._count(records_fetched=written)
+        return written
 
     def _publish_ahead(self, key: str, got: _Download) -> Any:
         """Pool thread: publish a download now if the key's lock is free (the engine then
@@ -484,6 +739,7 @@ class RemoteCache:
                 )
             except Mismatch as exc:
                 raise _Damaged(where, exc.damage.file, exc.damage.why) from None
+            self._store_records(key, got.records)
             self._count(fetched=1, fetched_bytes=got.size, fetch_seconds=got.seconds)
             return entry
         finally:
@@ -508,8 +764,7 @@ class RemoteCache:
         else:
             got = dest.stat().st_size
             if got != size:
-                why = f"has {got} bytes where the manifest records {size} (truncated or rewritten)"
-                damage = _Damaged(self.object_url(*parts), name, why)
+                damage = _Damaged(self.object_url(*parts), name, size_mismatch(got, size))
             elif sha256_of(dest) != sha:
                 why = "does not match its sha256 in the manifest (rewritten)"
                 damage = _Damaged(self.object_url(*parts), name, why)
@@ -535,15 +790,41 @@ class RemoteCache:
 
     # -- write-through -----------------------------------------------------------------
     def built(self, key: str, status: str) -> None:
-        """The engine built ``key`` (published, or recorded as failed): upload it while
-        the run goes on."""
+        """The engine built ``key`` (published, or recorded as failed) or verified its
+        entry (``verified``: a record made here): upload it while the run goes on."""
         self._warn_off()
-        if not self.writes or self._off is not None:
+        if not self.writes or self._off is not None or self._read_only is not None:
             return
         if status == "built":
             self._uploads.append(self._pool.submit(self._upload, key))
+        elif status == "verified":
+            self._uploads.append(self._pool.submit(self._upload_records, key))
         elif status == "failed" and self.share_failures:
             self._uploads.append(self._pool.submit(self._upload_failure, key))
+
+    def _upload_records(self, key: str) -> list[str]:
+        """Pool thread: upload the entry's verification records made here (each a signed
+        document of its own, written whole); the hashes uploaded."""
+        if self._off is not None:
+            return []
+        uploaded: list[str] = []
+        folder = self.cache.base / verification.RECORDS / key
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            digest = path.stem
+            if not isinstance(record, dict) or record.get("hash") != digest:
+                continue
+            if record.get("key") != key or (key, digest) in self._records_fetched:
+                continue
+            doc = self._sign({"format": FORMAT, "key": key, "hash": digest, "record": record})
+            data = json.dumps(doc, sort_keys=True, default=str).encode()
+            self._put(data, "verify", key, f"{digest}.json")
+            uploaded.append(digest)
+        self._count(records_uploaded=len(uploaded))
+        return uploaded
 
     def _upload(self, key: str) -> None:
         if self._off is not None:
@@ -576,8 +857,10 @@ class RemoteCache:
             "manifest": manifest,
             "bundle": {"sha256": sha, "size": len(bundle)},
             "deferred": deferred,
+            "verification": self._upload_records(key),
             "uploaded": {"run_id": self.run_id, "host": os.uname().nodename, "when": time.time()},
         }
+        doc = self._sign(doc)
         self._put(json.dumps(doc, sort_keys=True).encode(), "entries", f"{key}.json")  # last
         if self.share_failures:
             with contextlib.suppress(Exception):
@@ -610,6 +893,7 @@ class RemoteCache:
             "record": failure.record,
             "bundle": {"sha256": sha, "size": len(bundle)},
         }
+        doc = self._sign(json.loads(json.dumps(doc, default=str)))  # signed as read back
         self._put(json.dumps(doc, sort_keys=True, default=str).encode(), "failures", f"{key}.json")
         self._count(
             failures_uploaded=1,
@@ -626,6 +910,7 @@ class RemoteCache:
     def close(self) -> None:
         """Wait for the uploads still pending (giving up when none finishes within the
         timeout: the remote stopped answering), then stop the pool."""
+        self.start()  # a run that submitted nothing still hears what the start found
         try:
             pending = set(self._uploads)
             while pending:
@@ -656,10 +941,11 @@ class RemoteCache:
             self._reads.clear()
             self._uploads.clear()
         self._warn_off()
+        self._report_later()
 
     def report(self) -> dict[str, Any]:
         """The counts and why the tier is off, if it is: JSON data (xdist's workers send it)."""
-        return {**self.stats.as_dict(), "off": self._off}
+        return {**self.stats.as_dict(), "off": self._off, "read_only": self._read_only}
 
 
 def summary_line(url: str, mode: str, stats: dict[str, Any], off: str | None = None) -> str:
@@ -682,8 +968,22 @@ def summary_line(url: str, mode: str, stats: dict[str, Any], off: str | None = N
             f"failure records: {int(stats.get('failures_fetched', 0))} fetched, "
             f"{int(stats.get('failures_uploaded', 0))} uploaded"
         )
+    if stats.get("records_fetched") or stats.get("records_uploaded"):
+        parts.append(
+            f"verification records: {int(stats.get('records_fetched', 0))} fetched, "
+            f"{int(stats.get('records_uploaded', 0))} uploaded"
+        )
     if stats.get("rejected"):
         parts.append(f"{int(stats['rejected'])} damaged entries not used")
+    if stats.get("signatures"):
+        parts.append(
+            f"{int(stats['signatures'])} signatures made or checked "
+            f"({1000 * stats.get('signature_seconds', 0.0):.0f} ms)"
+        )
+    if stats.get("untrusted"):
+        parts.append(
+            f"{int(stats['untrusted'])} documents not signed with this runner's key ignored"
+        )
     if stats.get("pending"):
         parts.append(f"{int(stats['pending'])} uploads abandoned")
     line = f"remote cache {url} ({mode}): " + ", ".join(parts)

@@ -432,13 +432,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         try:
             report.brainsmith = item.record()
         except Exception as exc:  # a record must never cost the run its session
+            error = f"brainsmith could not build this design's record: {exc!r}"
             report.brainsmith = {
                 "nodeid": item.nodeid,
                 "blueprint": item.nodeid.split("::", 1)[0],
                 "choices": item.choices,
                 "segments": [],
-                "error": f"brainsmith could not build this design's record: {exc!r}",
+                "error": error,
             }
+            if call.when == "call" and report.passed:  # never a pass without its results
+                report.outcome = "failed"
+                report.longrepr = error
         if item.config.getoption("htmlpath", None) and (
             call.when == "call" or report.outcome != "passed"
         ):

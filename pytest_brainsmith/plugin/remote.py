@@ -12,6 +12,7 @@ import pytest
 from ..core.cache import SegmentCache
 from ..core.composition import SettingError, remote_cache_url
 from ..core.remote_cache import DEFAULT_TIMEOUT, MODES, RemoteCache, RemoteCacheError, summary_line
+from ..core.remote_trust import ENV
 from ..core.units import parse_duration
 
 #: per xdist worker: the remote tier's counts, gathered by the controller
@@ -130,7 +131,9 @@ class RemoteReport:
             return None
         shared = self.remote.share_failures if self.remote is not None else False
         failures = ", failure records shared" if shared else ""
-        return f"brainsmith: remote cache {url} ({_mode(config)}{failures})"
+        signed = os.environ.get(ENV) if self.remote is None else self.remote.signer
+        trust = f", signed with {ENV}" if signed else ""
+        return f"brainsmith: remote cache {url} ({_mode(config)}{failures}{trust})"
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

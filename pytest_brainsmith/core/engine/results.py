@@ -82,7 +82,7 @@ class CachedAnswers:
         assert task.key is not None
         entry = self.cache.lookup(task.key)
         if entry is not None and self._fresh(entry):  # None: not verified yet
-            return verification.judge(task.segment, reused(task, entry, self.run_id), self.cache)
+            return self._judged(task, entry, reused(task, entry, self.run_id))
         failure = self.cache.failure(task.key)
         if failure is not None and self._stands(failure, task):
             return failed_before(task, failure, self.run_id)
@@ -90,14 +90,39 @@ class CachedAnswers:
 
     def fetch(self, task: Task) -> SegmentOutcome | None:
         """A local miss (the key's lock held): the remote tier's entry, fetched and
-        published here, or its shared failure record."""
+        published here, or its shared failure record; or the verification record of an
+        entry that is here unverified (``_judged``)."""
         if self.remote is None or self.rebuild or task.key is None:
             return None
+        entry = self.cache.lookup(task.key)  # here: only not verified yet
+        if entry is not None:
+            return self._judged(task, entry, reused(task, entry, self.run_id), locked=True)
         found = self.remote.fetch(task.key)
         if isinstance(found, Entry):
-            return entry_outcome(task, "fetched", found.key, found.path, found.manifest)
+            outcome = entry_outcome(task, "fetched", found.key, found.path, found.manifest)
+            return self._judged(task, found, outcome, locked=True)
         if isinstance(found, Failure) and self._stands(found, task):
             return failed_before(task, found, self.run_id)
+        return None
+
+    def _judged(
+        self, task: Task, entry: Entry, outcome: SegmentOutcome, *, locked: bool = False
+    ) -> SegmentOutcome | None:
+        """The entry's outcome with its verification applied; None when it has no record
+        for the blueprint's verify settings, here or on the remote tier (records travel
+        with their entries): it is then verified here. Its checkpoint is needed for that:
+        with the key's lock held (``locked``) it is fetched now if the entry left it on
+        the remote (one that cannot be had drops the entry, which is then built here)."""
+        judged = verification.judge(task.segment, outcome, self.cache)
+        if judged is not None or self.remote is None or task.key is None:
+            return judged
+        plan = verification.plan_for(task.segment, self.cache)
+        if plan is not None and self.remote.fetch_record(task.key, plan["hash"]):
+            judged = verification.judge(task.segment, outcome, self.cache)
+            if judged is not None:
+                return judged
+        if locked:
+            self.cache.verify_file(task.key, toolchain().output_model)
         return None
 
     def _fresh(self, entry: Entry) -> bool:

@@ -437,24 +437,30 @@ class Scheduler:
         interrupts.raise_pending()  # what came meanwhile
 
     def _input_damaged(self, task: Task) -> bool:
-        """Check the checkpoint this build resumes from right before using it. If the cache
-        found it damaged (and moved the entry aside), the segment that made it is built
-        again first and this one waits: a child is never built from, nor charged for, a
-        corrupt input."""
+        """Check the checkpoint this build resumes from right before using it. If it cannot
+        be had (damaged: the entry was moved aside; left on a remote cache that lost it or
+        stopped answering), the segment that made it is built again first and this one
+        waits, as does every other child asking meanwhile: a child is never built from,
+        nor charged for, a corrupt or missing input. The rebuilt segment keeps its earlier
+        outcome until it is done again, so that designs already answered keep theirs."""
         owner = task.parent
         while owner is not None and not owner.segment.steps:  # passthroughs share a key
             owner = owner.parent
-        if owner is None or owner.key is None or owner.outcome is None or not owner.outcome.entry:
+        if owner is None or owner.key is None:
             return False
-        if self.cache.verify_file(owner.key, toolchain.current().output_model) is None:
-            return False
+        rebuild = owner.state == "done"
+        if rebuild:
+            if owner.outcome is None or not owner.outcome.entry:
+                return False
+            if self.cache.verify_file(owner.key, toolchain.current().output_model) is None:
+                return False
         node: Task | None = task
         while node is not None and node is not owner:  # the task and passthroughs above it
-            node.state, node.outcome = "waiting", None
+            node.state = "waiting"
             node = node.parent
-        owner.outcome = None
-        owner.state = "waiting"
-        self._make_ready(owner)
+        if rebuild:  # its children waiting now start when it is done
+            owner.state = "waiting"
+            self._make_ready(owner)
         return True
 
     def _prepare_toolchain(self, held: tuple[int, ...] = ()) -> str | None:
@@ -592,6 +598,8 @@ class Scheduler:
             self.memory.record(step_names(task.segment), result)
         if self.answers.remote is not None and outcome.status in ("built", "failed"):
             self.answers.remote.built(task.key, outcome.status)
+        elif self.answers.remote is not None and result.get("status") == "verified":
+            self.answers.remote.built(task.key, "verified")  # its new verification record
         self.finish(task, outcome)
 
     def _release(self, task: Task) -> None:
