@@ -47,7 +47,7 @@ def test_each_setting_comes_from_the_caller_then_the_environment_then_the_ini(tm
     settings = decide(tmp_path, {}, ini.get, env=env)
     assert (settings.cache, settings.workers) == (Path("/from/env"), 3)
     settings = decide(tmp_path, {}, ini.get, env={})
-    assert settings.cache == Path("from-ini").absolute()
+    assert settings.cache == tmp_path / "from-ini"  # relative to the ini file's folder
     settings = decide(tmp_path, {}, {"brainsmith_build_dir": "out"}.get, env={})
     assert settings.cache == tmp_path / "out" / "cache"
     assert decide(tmp_path, {}, {}.get, env={}).cache == tmp_path / "build/brainsmith/cache"
@@ -166,3 +166,81 @@ def test_explore_and_pytest_share_the_cache_pytest_would_use(tmp_path: Path):
     assert (shared / "v1" / "entries").is_dir()
     done = run_in(project, env={"BRAINSMITH_CACHE": str(shared)})
     assert "this run built 0 segments" in done.stdout, done.stdout
+
+
+PARITY_INI = """[pytest]
+brainsmith_cache = shared-cache
+brainsmith_workers = 3
+brainsmith_max_designs = 77
+brainsmith_timeout = 2m
+brainsmith_max_memory = 2G
+brainsmith_budget = 1h
+brainsmith_scheduler = tcp://10.1.2.3:8786
+brainsmith_remote_cache = file:///srv/cache
+brainsmith_remote_cache_mode = read
+brainsmith_remote_cache_failures = true
+brainsmith_remote_cache_timeout = 45s
+brainsmith_model = models/net.onnx
+brainsmith_strict = true
+brainsmith_resources =
+    hw_ipgen: vivado=1, memory=8G
+    synthesize_bitfile: vivado=2
+"""
+
+PARITY_CONFTEST = """
+import dataclasses, json
+from pytest_brainsmith.plugin.run_context import run_settings
+
+def pytest_configure(config):
+    settings = dataclasses.asdict(run_settings(config))
+    with open("settings.json", "w") as out:
+        json.dump(settings, out, default=str, sort_keys=True)
+"""
+
+
+def test_pytest_and_explore_decide_every_setting_alike(tmp_path: Path):
+    """Every setting pytest honours, explore() honours: from one ini file and one
+    environment both decide the same RunSettings; and each setting pytest takes as an
+    option explore() takes as an argument."""
+    import dataclasses
+    import inspect
+
+    from pytest_brainsmith import explore
+    from pytest_brainsmith.core.composition import RunSettings, decide_for
+
+    (tmp_path / "pytest.ini").write_text(PARITY_INI)
+    (tmp_path / "conftest.py").write_text(PARITY_CONFTEST)
+    (tmp_path / "x.blueprint.yaml").write_text("model: net.onnx\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINSMITH_")}
+    env["BRAINSMITH_SERVER"] = "off"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (tmp_path / "settings.json").exists(), done.stdout + done.stderr
+    from_pytest = json.loads((tmp_path / "settings.json").read_text())
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        decided = decide_for(tmp_path / "x.blueprint.yaml", {})
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    from_explore = json.loads(json.dumps(dataclasses.asdict(decided), default=str, sort_keys=True))
+    from_explore["workers"] = from_pytest["workers"]  # -n shares cores; none here: equal
+    assert from_explore == from_pytest
+    # and what the ini said reached both (not defaults agreeing by chance)
+    assert from_pytest["strict"] is True and from_pytest["remote_cache_mode"] == "read"
+    assert from_pytest["resources"]["hw_ipgen"] == {"vivado": 1.0, "memory": 8 * 2**30}
+    assert from_pytest["model"] == str(tmp_path / "models" / "net.onnx")
+    # every setting pytest takes on its command line explore() takes as an argument
+    arguments = set(inspect.signature(explore).parameters)
+    ini_only = {"rootdir", "build_dir", "obsolete", "resources", "server"}
+    for setting in dataclasses.fields(RunSettings):
+        if setting.name not in ini_only:
+            assert setting.name in arguments, f"explore() has no argument {setting.name!r}"

@@ -59,6 +59,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from .toolchain import current as toolchain
+
 LAYOUT = "v1"
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
@@ -101,7 +103,7 @@ class Entry:
 
     @property
     def output_model(self) -> Path:
-        return self.path / "output.onnx"
+        return self.path / toolchain().output_model
 
     @property
     def build_dir(self) -> Path:
@@ -504,7 +506,8 @@ class SegmentCache:
         files: dict[str, dict[str, Any]] = manifest["files"]
         segment = manifest.get("segment")
         # the checkpoint first: the name to report of its hard-linked twin
-        names = [only] if only is not None else sorted(files, key=lambda n: (n != "output.onnx", n))
+        checkpoint = toolchain().output_model
+        names = [only] if only is not None else sorted(files, key=lambda n: (n != checkpoint, n))
         memo = _read_memo(path / VERIFIED)
         user_memo: dict[str, Any] | None = None  # read when the entry's own is not enough
         stamp = time.time_ns()  # before any stat: a file changed after it has a later ctime

@@ -12,10 +12,11 @@ blueprint (``find_project``).
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,11 @@ ENV = {
     "server": "BRAINSMITH_SERVER",
     "remote_cache": "BRAINSMITH_REMOTE_CACHE",
     "fresh_workers": "BRAINSMITH_FRESH_WORKERS",
+    "model": "BRAINSMITH_MODEL",
+    "strict": "BRAINSMITH_STRICT",
 }
+#: the remote cache tier's modes
+REMOTE_MODES = ("read", "write", "readwrite")
 _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 DEFAULT_BUILD_DIR = "build/brainsmith"
 #: pytest's ini files, in the order it looks for them, and their section
@@ -71,6 +76,19 @@ class RunSettings:
     remote_cache: str | None = None
     #: settings given that no longer change anything, with what to do instead
     obsolete: tuple[str, ...] = ()
+    #: the model of blueprints that name none
+    model: Path | None = None
+    #: blueprint warnings are collection errors
+    strict: bool = False
+    #: per step (short name): resource -> amount (memory in bytes), from the ini option
+    #: ``brainsmith_resources`` (a blueprint's ``step_resources`` win)
+    resources: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: how the remote tier is used: read, write or readwrite
+    remote_cache_mode: str = "readwrite"
+    #: failure records shared through the remote tier too
+    remote_cache_failures: bool = False
+    #: the longest one remote call may take (None: the tier's default)
+    remote_cache_timeout: float | None = None
 
 
 def decide(
@@ -80,12 +98,17 @@ def decide(
     *,
     env: Mapping[str, str] | None = None,
     xdist_workers: int = 1,
+    ini_dir: Path | None = None,
+    cwd: Path | None = None,
 ) -> RunSettings:
     """The run's settings: each from ``given`` (the caller's values by setting name: ``cache``,
     ``workers``, ...), else the environment (``ENV``), else ``ini("brainsmith_<name>")``,
     else its default. ``workers`` ``auto`` (the default) is this process's cores, shared
-    among ``xdist_workers``. Raises ``SettingError`` for a value a setting cannot take."""
+    among ``xdist_workers``. Paths given or from the environment are relative to ``cwd``,
+    from the ini file to ``ini_dir`` (default: ``rootdir``). Raises ``SettingError`` for a
+    value a setting cannot take."""
     env = os.environ if env is None else env
+    cwd = cwd or Path.cwd()
 
     def chosen(name: str) -> Any:
         for value in (given.get(name), env.get(ENV.get(name, "")), ini(f"brainsmith_{name}")):
@@ -95,11 +118,13 @@ def decide(
 
     build_dir = rootdir / (ini("brainsmith_build_dir") or DEFAULT_BUILD_DIR)
     cache, scheduler = chosen("cache"), chosen("scheduler")
+    if cache and given.get("cache") in (None, "") and not env.get(ENV["cache"]):
+        cache = (ini_dir or rootdir) / Path(str(cache)).expanduser()  # the ini's: its folder
     designs = _parsed("brainsmith max designs", chosen("max_designs"), int, "an integer")
     return RunSettings(
         rootdir=rootdir,
         build_dir=build_dir,
-        cache=Path(cache).expanduser().absolute() if cache else build_dir / "cache",
+        cache=(cwd / Path(str(cache)).expanduser()).absolute() if cache else build_dir / "cache",
         workers=_workers(chosen("workers"), xdist_workers),
         max_designs=DEFAULT_MAX_DESIGNS if designs is None else designs,
         scheduler=_scheduler(scheduler),
@@ -118,7 +143,114 @@ def decide(
         server=_server(chosen("server")),
         remote_cache=remote_cache_url(chosen("remote_cache")),
         obsolete=_obsolete(chosen),
+        model=_model(given, env, ini, cwd, ini_dir or rootdir),
+        strict=_strict(chosen, ini),
+        resources=parse_resources(ini("brainsmith_resources")),
+        remote_cache_mode=_remote_mode(chosen("remote_cache_mode")),
+        remote_cache_failures=_switch(
+            "--brainsmith-remote-cache-failures (ini brainsmith_remote_cache_failures)",
+            chosen("remote_cache_failures"),
+        ),
+        remote_cache_timeout=_positive(
+            "--brainsmith-remote-cache-timeout (ini brainsmith_remote_cache_timeout)",
+            chosen("remote_cache_timeout"),
+        ),
     )
+
+
+def _model(
+    given: Mapping[str, Any],
+    env: Mapping[str, str],
+    ini: Callable[[str], Any],
+    cwd: Path,
+    ini_dir: Path,
+) -> Path | None:
+    """``model``: given or from the environment (relative to ``cwd``), else the ini
+    option (relative to the ini file's folder)."""
+    for value, base in ((given.get("model"), cwd), (env.get(ENV["model"]), cwd)):
+        if value not in (None, ""):
+            return base / Path(str(value)).expanduser()
+    value = ini("brainsmith_model")
+    return ini_dir / Path(str(value)).expanduser() if value else None
+
+
+def _strict(chosen: Callable[[str], Any], ini: Callable[[str], Any]) -> bool:
+    """``strict``: given, ``BRAINSMITH_STRICT``, the ini option ``brainsmith_strict``, or
+    (when that is unset) pytest's own ``strict``, as pytest's ``strict_*`` options do."""
+    value = chosen("strict")
+    if value in (None, ""):
+        value = ini("strict")
+    switch = _on_off(value)
+    if switch is None:
+        raise SettingError(
+            f"--brainsmith-strict (ini brainsmith_strict, BRAINSMITH_STRICT): expected on or "
+            f"off, got {value!r}"
+        )
+    return switch
+
+
+def _remote_mode(value: Any) -> str:
+    if value in (None, ""):
+        return "readwrite"
+    if value not in REMOTE_MODES:
+        raise SettingError(
+            "--brainsmith-remote-cache-mode (ini brainsmith_remote_cache_mode): expected one "
+            f"of {', '.join(REMOTE_MODES)}, got {value!r}"
+        )
+    return str(value)
+
+
+def _positive(label: str, value: Any) -> float | None:
+    seconds = _parsed(label, value, parse_duration, "a duration such as 30s")
+    if seconds is not None and seconds <= 0:
+        raise SettingError(f"{label}: expected a duration such as 30s, got {value!r}")
+    return seconds
+
+
+#: The resource that is also the memory limit of a segment's build.
+MEMORY = "memory"
+
+
+def parse_resources(lines: Any) -> dict[str, dict[str, float]]:
+    """The ini option ``brainsmith_resources``: lines ``STEP: NAME=AMOUNT[, NAME=AMOUNT]``,
+    keyed by the step's short name (``step_hw_ipgen`` is ``hw_ipgen``). ``memory`` is a
+    size (``32G``, ``32e9``), in bytes here; any other amount a number."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    found: dict[str, dict[str, float]] = {}
+    for line in (line.strip() for line in lines or []):
+        if not line:
+            continue
+        step, sep, rest = line.partition(":")
+        asked: dict[str, float] = {}
+        try:
+            if not sep or not step.strip():
+                raise ValueError
+            for part in filter(None, (p.strip() for p in rest.split(","))):
+                name, eq, amount = (s.strip() for s in part.partition("="))
+                if not eq or not name:
+                    raise ValueError
+                if name == MEMORY:
+                    asked[name] = 0.0 if amount == "0" else float(parse_memory_limit(amount))
+                else:
+                    asked[name] = float(amount)
+                    if not math.isfinite(asked[name]) or asked[name] < 0:
+                        raise ValueError
+        except ValueError:
+            raise SettingError(
+                f"brainsmith_resources: expected 'STEP: NAME=AMOUNT, ...' with amounts of at "
+                f"least 0 and memory a size (e.g. 'synthesize_bitfile: vivado=1, memory=32G'), "
+                f"got {line!r}"
+            ) from None
+        found[step.strip().removeprefix("step_")] = asked
+    return found
+
+
+def decide_for(blueprint: Path, given: Mapping[str, Any]) -> RunSettings:
+    """The settings of a run of ``blueprint`` outside pytest (``explore()``): the rootdir
+    and ini file pytest would use for it (``find_project``), then ``decide``."""
+    rootdir, ini = find_project(blueprint)
+    return decide(rootdir, given, ini.get)
 
 
 def make_engine(

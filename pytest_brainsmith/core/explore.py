@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import interrupts, toolchain
 from .blueprint import load_design_space
 from .cache import SegmentCache
-from .composition import decide, find_project, make_engine
+from .composition import decide_for, find_project, make_engine
 from .engine import Engine, segment_label
 from .errors import BlueprintError
 from .outcomes import DesignOutcome
@@ -81,10 +81,12 @@ def explore(
     budget: float | None = None,
     scheduler: Any = None,
     remote_cache: str | None = None,
-    remote_cache_mode: str = "readwrite",
-    remote_cache_failures: bool = False,
+    remote_cache_mode: str | None = None,
+    remote_cache_failures: bool | None = None,
     remote_cache_timeout: float | None = None,
     fresh_workers: bool | None = None,
+    model: str | Path | None = None,
+    strict: bool | None = None,
     results: str | Path | bool | None = True,
 ) -> Exploration:
     """Build every design of ``blueprint`` (those matching ``where``) and judge it,
@@ -104,6 +106,9 @@ def explore(
     pytest would read for the blueprint; the cache defaults to
     ``<rootdir>/build/brainsmith/cache`` with pytest's rootdir. Raises ``BlueprintError``
     for a bad blueprint, ``SettingError`` for a setting it cannot take.
+    ``model``: the model of a blueprint that names none (``--brainsmith-model``);
+    ``strict``: blueprint warnings are errors (``--brainsmith-strict``); both, and the
+    ini's ``brainsmith_resources``, as pytest decides them.
     ``remote_cache``: a URL (``s3://BUCKET/PREFIX``, any fsspec URL) of a remote cache
     tier, read and written as ``remote_cache_mode`` says (``read``, ``write``,
     ``readwrite``); ``stats["remote"]`` is what it moved; ``RemoteCacheError`` for a bad
@@ -118,14 +123,22 @@ def explore(
     given = {"cache": cache, "workers": workers, "max_designs": max_designs}
     given |= {"timeout": timeout, "max_memory": max_memory, "budget": budget}
     given["remote_cache"] = remote_cache
-    given["fresh_workers"] = fresh_workers
-    settings = decide(rootdir, given, ini.get)
+    given |= {"remote_cache_mode": remote_cache_mode, "remote_cache_timeout": remote_cache_timeout}
+    given["remote_cache_failures"] = remote_cache_failures
+    given |= {"fresh_workers": fresh_workers, "model": model, "strict": strict or None}
+    settings = decide_for(path, given)
     for why in settings.obsolete:
         warnings.warn(why, DeprecationWarning, stacklevel=2)
     registry = finn_registry()
     if register is not None:
         register(registry)
-    space = load_design_space(path, registry, max_designs=settings.max_designs)
+    space = load_design_space(
+        path,
+        registry,
+        max_designs=settings.max_designs,
+        model=settings.model,
+        strict=settings.strict,
+    )
     if space is None:
         raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
     tree = build_execution_tree(space)
@@ -139,9 +152,9 @@ def explore(
         remote = RemoteCache(
             settings.remote_cache,
             local,
-            mode=remote_cache_mode,
-            share_failures=remote_cache_failures,
-            timeout=remote_cache_timeout,
+            mode=settings.remote_cache_mode,
+            share_failures=settings.remote_cache_failures,
+            timeout=settings.remote_cache_timeout,
             run_id=run_id,
         )
     engine = make_engine(
@@ -153,6 +166,7 @@ def explore(
         keep_step_models=keep_step_models,
         cache=local,
         remote=remote,
+        step_resources=dict(settings.resources),
     )
     if scheduler is None:
         scheduler = settings.scheduler

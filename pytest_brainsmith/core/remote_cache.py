@@ -68,13 +68,13 @@ from .cache import (
     sha256_of,
     size_mismatch,
 )
+from .toolchain import current as toolchain
 
 LAYOUT = "v1"
 MODES = ("read", "write", "readwrite")
 DEFAULT_TIMEOUT = 60.0
 #: Downloads and uploads at once (network-bound: threads, not processes).
 THREADS = 8
-CHECKPOINT = "output.onnx"
 FORMAT = 1
 
 
@@ -837,16 +837,20 @@ class RemoteCache:
             self._count(already_there=1)
             return
         files: dict[str, dict[str, Any]] = manifest["files"]
-        checkpoint = files.get(CHECKPOINT)
+        checkpoint = files.get(toolchain().output_model)
         deferred: list[str] = []
         moved = 0
-        if checkpoint is not None and "sha256" in checkpoint and (path / CHECKPOINT).is_file():
+        if (
+            checkpoint is not None
+            and "sha256" in checkpoint
+            and (path / toolchain().output_model).is_file()
+        ):
             deferred = sorted(
                 n for n, r in files.items() if r.get("sha256") == checkpoint["sha256"]
             )
             blob = self._blob(checkpoint["sha256"])
             if force or self._size(*blob) != checkpoint["size"]:
-                self._put_file(path / CHECKPOINT, *blob)
+                self._put_file(path / toolchain().output_model, *blob)
                 moved += checkpoint["size"]
         bundle = _pack(path, [n for n in files if n not in deferred], files)
         sha = hashlib.sha256(bundle).hexdigest()

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
+from ..core import toolchain
 from ..core.engine import Engine
 from ..core.errors import BlueprintError, RegistryError
 from ..core.outcomes import DesignOutcome, SegmentOutcome
 from ..core.tree import Segment
 from ..core.verification import execute_model
-from ..finn.runner import OUTPUT_MODEL
 from .nodes import control_flow, design_outcome
 from .run_context import run_context
 
@@ -155,7 +155,7 @@ def build_design(config: pytest.Config, leaf: Segment) -> Design:
     last = results[-1] if results else None
     if last is not None and last.key and last.output_model:
         if not Path(last.output_model).exists():  # left on the remote cache: fetched now
-            why = run_context(config).cache.verify_file(last.key, OUTPUT_MODEL)
+            why = run_context(config).cache.verify_file(last.key, toolchain.current().output_model)
             if why is not None:
                 pytest.fail(f"design {design_id(leaf)}: its final model: {why}", pytrace=False)
     return Design(

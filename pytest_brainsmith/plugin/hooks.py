@@ -39,6 +39,7 @@ from .run_context import (
     results_path,
     run_context,
     run_key,
+    run_settings,
 )
 
 DEFAULT_PATTERNS = ["*.blueprint.yaml", "*.blueprint.yml"]
@@ -274,7 +275,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(baseline.BaselinePlugin(config), "brainsmith-baseline")
     config.stash[run_key] = make_run_context(config)
     config.pluginmanager.register(
-        remote.RemoteReport(config, run_context(config).engine.remote), "brainsmith-remote"
+        remote.RemoteReport(config, run_settings(config), run_context(config).engine.remote),
+        "brainsmith-remote",
     )
     collect_only = config.getoption("collectonly")
     if _is_xdist_controller(config) and not collect_only:

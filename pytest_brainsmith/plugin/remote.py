@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from ..core.cache import SegmentCache
-from ..core.composition import SettingError, remote_cache_url
+from ..core.composition import RunSettings
 from ..core.remote_cache import DEFAULT_TIMEOUT, MODES, RemoteCache, RemoteCacheError, summary_line
 from ..core.remote_trust import ENV
-from ..core.units import parse_duration
 
 #: per xdist worker: the remote tier's counts, gathered by the controller
 remote_stats_key = pytest.StashKey[list[dict[str, Any]]]()
@@ -60,57 +59,28 @@ def add_options(group: Any, parser: pytest.Parser) -> None:
     )
 
 
-def remote_url(config: pytest.Config) -> str | None:
-    value = (
-        config.getoption("brainsmith_remote_cache")
-        or os.environ.get("BRAINSMITH_REMOTE_CACHE")
-        or config.getini("brainsmith_remote_cache")
-        or None
-    )
-    try:
-        return remote_cache_url(value)
-    except SettingError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-def remote_cache(config: pytest.Config, cache: SegmentCache, run_id: str) -> RemoteCache | None:
+def remote_cache(
+    config: pytest.Config, settings: RunSettings, cache: SegmentCache, run_id: str
+) -> RemoteCache | None:
     """The run's remote tier, if one is configured; None in xdist's controller, which
-    builds nothing. A bad mode, URL or missing package is a usage error."""
-    url = remote_url(config)
+    builds nothing. A missing package is a usage error."""
+    url = settings.remote_cache
     if not url:
         return None
-    mode = (
-        config.getoption("brainsmith_remote_cache_mode")
-        or config.getini("brainsmith_remote_cache_mode")
-        or "readwrite"
-    )
-    failures = config.getoption("brainsmith_remote_cache_failures")
-    if failures is None:
-        failures = config.getini("brainsmith_remote_cache_failures")
-    value = config.getoption("brainsmith_remote_cache_timeout") or config.getini(
-        "brainsmith_remote_cache_timeout"
-    )
-    try:
-        timeout = parse_duration(value) if value else None
-        if timeout is not None and timeout <= 0:
-            raise ValueError
-    except ValueError:
-        raise pytest.UsageError(
-            f"--brainsmith-remote-cache-timeout: expected a duration such as 30s, got {value!r}"
-        ) from None
     controller = config.getoption("numprocesses", None) and not hasattr(config, "workerinput")
     try:
         if controller or config.getoption("collectonly"):
             from ..core.remote_cache import check_backend
 
             check_backend(url)  # the usage error, here too; nothing to fetch or upload
-            if mode not in MODES:
-                raise RemoteCacheError(
-                    f"remote cache mode: expected one of {', '.join(MODES)}, got {mode!r}"
-                )
             return None
         return RemoteCache(
-            url, cache, mode=mode, share_failures=bool(failures), timeout=timeout, run_id=run_id
+            url,
+            cache,
+            mode=settings.remote_cache_mode,
+            share_failures=settings.remote_cache_failures,
+            timeout=settings.remote_cache_timeout,
+            run_id=run_id,
         )
     except RemoteCacheError as exc:
         raise pytest.UsageError(f"brainsmith: {exc}") from None
@@ -121,19 +91,24 @@ class RemoteReport:
     workers send (``workeroutput["brainsmith_remote"]``, written after the engine's
     shutdown, which waits for the uploads)."""
 
-    def __init__(self, config: pytest.Config, remote: RemoteCache | None) -> None:
+    def __init__(
+        self, config: pytest.Config, settings: RunSettings, remote: RemoteCache | None
+    ) -> None:
         self.config = config
+        self.settings = settings
         self.remote = remote
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
-        url = remote_url(config)
+        url = self.settings.remote_cache
         if not url:
             return None
         shared = self.remote.share_failures if self.remote is not None else False
         failures = ", failure records shared" if shared else ""
         signed = os.environ.get(ENV) if self.remote is None else self.remote.signer
         trust = f", signed with {ENV}" if signed else ""
-        return f"brainsmith: remote cache {url} ({_mode(config)}{failures}{trust})"
+        return (
+            f"brainsmith: remote cache {url} ({self.settings.remote_cache_mode}{failures}{trust})"
+        )
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -143,7 +118,7 @@ class RemoteReport:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        url = remote_url(self.config)
+        url = self.settings.remote_cache
         if not url:
             return
         gathered = self.config.stash.get(remote_stats_key, [])
@@ -157,13 +132,5 @@ class RemoteReport:
                 if isinstance(value, int | float):
                     total[name] = total.get(name, 0) + value
         off = next((s["off"] for s in gathered if s.get("off")), None)
-        mode = self.remote.mode if self.remote is not None else _mode(self.config)
+        mode = self.remote.mode if self.remote is not None else self.settings.remote_cache_mode
         terminalreporter.write_line(summary_line(url, mode, total, off))
-
-
-def _mode(config: pytest.Config) -> str:
-    return (
-        config.getoption("brainsmith_remote_cache_mode")
-        or config.getini("brainsmith_remote_cache_mode")
-        or "readwrite"
-    )

@@ -9,7 +9,6 @@ same segments.
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from typing import Any
 import pytest
 
 from ..core.blueprint import load_design_space
-from ..core.blueprint.limits import MEMORY
 from ..core.cache import SegmentCache
 from ..core.composition import RunSettings, SettingError, decide, make_engine
 from ..core.dask_cluster import DaskSession
@@ -28,9 +26,7 @@ from ..core.folding_search import STUDY_FILE, FoldingSearch
 from ..core.outcomes import SegmentOutcome
 from ..core.registry import Registry, finn_registry
 from ..core.tree import ExecutionTree, Segment, build_execution_tree
-from ..core.units import parse_memory_limit
 from ..finn.runner import available_tools
-from .blueprint_options import blueprint_options
 from .remote import remote_cache
 
 
@@ -63,7 +59,11 @@ class RunContext:
             registry = self.registry.copy()
             ihook.pytest_brainsmith_register(registry=registry)
             space = load_design_space(
-                path, registry, max_designs=self.max_designs, **blueprint_options(self.config)
+                path,
+                registry,
+                max_designs=self.max_designs,
+                model=run_settings(self.config).model,
+                strict=run_settings(self.config).strict,
             )
             self._trees[path] = build_execution_tree(space) if space is not None else None
         return self._trees[path]
@@ -120,8 +120,8 @@ def make_run_context(config: pytest.Config) -> RunContext:
         retry_failed=config.getoption("brainsmith_retry_failed"),
         rebuild=config.getoption("brainsmith_rebuild"),
         keep_step_models=config.getoption("brainsmith_keep_step_models"),
-        step_resources=step_resources(config),
-        remote=remote_cache(config, cache, run_id),
+        step_resources=dict(settings.resources),
+        remote=remote_cache(config, settings, cache, run_id),
     )
     context = RunContext(config, run_id, finn_registry(), settings.max_designs, tools, engine)
     results = results_path(config)
@@ -129,28 +129,49 @@ def make_run_context(config: pytest.Config) -> RunContext:
     return context
 
 
+settings_key = pytest.StashKey[RunSettings]()
+
+
 def run_settings(config: pytest.Config) -> RunSettings:
-    """The run's settings from pytest's options and ini file (``core/composition.py``
-    decides, for pytest and ``explore()`` alike)."""
+    """The run's settings from pytest's options, the environment and the ini file, decided
+    once (``core/composition.py`` decides, for pytest and ``explore()`` alike)."""
+    found = config.stash.get(settings_key, None)
+    if found is not None:
+        return found
+    option = config.getoption
     given = {
-        name: config.getoption(f"brainsmith_{name}")
+        name: option(f"brainsmith_{name}")
         for name in ("cache", "workers", "max_designs", "scheduler", "timeout", "max_memory")
     }
-    given["budget"] = config.getoption("brainsmith_budget")
-    given["fresh_workers"] = config.getoption("brainsmith_fresh_workers") or None
+    given["budget"] = option("brainsmith_budget")
+    given["fresh_workers"] = option("brainsmith_fresh_workers") or None
     # an xdist worker builds on its own pool (several sessions on one server: untested)
-    given["server"] = (
-        "off" if hasattr(config, "workerinput") else config.getoption("brainsmith_server")
-    )
+    given["server"] = "off" if hasattr(config, "workerinput") else option("brainsmith_server")
+    given["model"] = option("brainsmith_model", None)
+    given["strict"] = option("brainsmith_strict", False) or None
+    for name in ("remote_cache", "remote_cache_mode", "remote_cache_timeout"):
+        given[name] = option(f"brainsmith_{name}", None)
+    given["remote_cache_failures"] = option("brainsmith_remote_cache_failures", None)
+
+    def ini(name: str) -> Any:
+        try:
+            return config.getini(name)
+        except ValueError:  # e.g. ``strict`` in a pytest without the umbrella option
+            return None
+
     try:
-        return decide(
+        settings = decide(
             config.rootpath,
             given,
-            config.getini,
+            ini,
             xdist_workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1),
+            ini_dir=config.inipath.parent if config.inipath else config.rootpath,
+            cwd=config.invocation_params.dir,
         )
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.stash[settings_key] = settings
+    return settings
 
 
 def results_path(config: pytest.Config) -> Path | None:
@@ -164,34 +185,8 @@ def results_path(config: pytest.Config) -> Path | None:
 
 
 def step_resources(config: pytest.Config) -> dict[str, dict[str, float]]:
-    """The ini option ``brainsmith_resources``: lines ``STEP: NAME=AMOUNT[, NAME=AMOUNT]``,
-    keyed by the step's short name (``step_hw_ipgen`` is ``hw_ipgen``). ``memory`` is a
-    size (``32G``, ``32e9``), in bytes here; any other amount a number."""
-    found: dict[str, dict[str, float]] = {}
-    for line in config.getini("brainsmith_resources") or []:
-        step, sep, rest = line.partition(":")
-        asked: dict[str, float] = {}
-        try:
-            if not sep or not step.strip():
-                raise ValueError
-            for part in filter(None, (p.strip() for p in rest.split(","))):
-                name, eq, amount = (s.strip() for s in part.partition("="))
-                if not eq or not name:
-                    raise ValueError
-                if name == MEMORY:
-                    asked[name] = 0.0 if amount == "0" else float(parse_memory_limit(amount))
-                else:
-                    asked[name] = float(amount)
-                    if not math.isfinite(asked[name]) or asked[name] < 0:
-                        raise ValueError
-        except ValueError:
-            raise pytest.UsageError(
-                f"brainsmith_resources: expected 'STEP: NAME=AMOUNT, ...' with amounts of at "
-                f"least 0 and memory a size (e.g. 'synthesize_bitfile: vivado=1, memory=32G'), "
-                f"got {line!r}"
-            ) from None
-        found[step.strip().removeprefix("step_")] = asked
-    return found
+    """The ini option ``brainsmith_resources`` as decided (``RunSettings.resources``)."""
+    return {step: dict(asked) for step, asked in run_settings(config).resources.items()}
 
 
 def cache_dir(config: pytest.Config) -> Path:
