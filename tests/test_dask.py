@@ -382,16 +382,15 @@ def test_step_resources_from_the_ini_hold_the_most_any_step_asks(tmp_path: Path)
     from pytest_brainsmith.core.cache import SegmentCache
     from pytest_brainsmith.core.engine import Engine
     from pytest_brainsmith.core.registry import Step
-    from pytest_brainsmith.plugin.cluster import step_resources
+    from pytest_brainsmith.core.composition import SettingError, parse_resources
 
     ini = ["synth: vivado=2, MEMORY=32e9", "step_ipgen: vitis_hls=1, memory=2G", "tidy: memory=0"]
-    config = SimpleNamespace(getini=lambda name: ini)
-    assert step_resources(config) == {
+    assert parse_resources(ini) == {
         "synth": {"vivado": 2.0, "MEMORY": 32e9},  # any name but memory: a plain number
         "ipgen": {"vitis_hls": 1.0, "memory": float(2 << 30)},  # by short name; a size
         "tidy": {"memory": 0.0},
     }
-    engine = Engine(SegmentCache(tmp_path), step_resources=step_resources(config))
+    engine = Engine(SegmentCache(tmp_path), step_resources=parse_resources(ini))
     steps = [
         Step("ipgen", "user", needs=frozenset({"vivado", "vitis_hls"})),
         Step("synth", "user", needs=frozenset({"vivado"})),
@@ -406,8 +405,8 @@ def test_step_resources_from_the_ini_hold_the_most_any_step_asks(tmp_path: Path)
     }
     for bad in ("synth vivado=1", "synth: vivado=-1", "synth: vivado=nan", "synth: memory=lots"):
         ini[:] = [bad]
-        with pytest.raises(pytest.UsageError, match="STEP: NAME=AMOUNT"):
-            step_resources(config)
+        with pytest.raises(SettingError, match="STEP: NAME=AMOUNT"):
+            parse_resources(ini)
 
 
 def test_a_blueprints_step_resources_reach_the_dask_task(cluster: Cluster, tmp_path: Path):
