@@ -380,9 +380,9 @@ def test_step_resources_from_the_ini_hold_the_most_any_step_asks(tmp_path: Path)
     from types import SimpleNamespace
 
     from pytest_brainsmith.core.cache import SegmentCache
+    from pytest_brainsmith.core.composition import SettingError, parse_resources
     from pytest_brainsmith.core.engine import Engine
     from pytest_brainsmith.core.registry import Step
-    from pytest_brainsmith.core.composition import SettingError, parse_resources
 
     ini = ["synth: vivado=2, MEMORY=32e9", "step_ipgen: vitis_hls=1, memory=2G", "tidy: memory=0"]
     assert parse_resources(ini) == {
