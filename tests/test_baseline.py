@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import MODEL, TFC_BLUEPRINT, run_in
 
-from pytest_brainsmith.core import baseline as regression
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
 from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.regression import baseline as regression
 
 # -- tolerances, comparisons and fronts, without a run --------------------------------------
 

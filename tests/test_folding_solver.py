@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from pytest_brainsmith.core import fpga_parts
-from pytest_brainsmith.core.folding_solver import (
+from pytest_brainsmith.core.search import parts as fpga_parts
+from pytest_brainsmith.core.search.solver import (
     Problem,
     folding_of,
     pick,

@@ -32,7 +32,7 @@ from .registry import Registry, finn_registry
 from .tree import ExecutionTree, Segment, build_execution_tree
 
 if TYPE_CHECKING:
-    from .folding_search import FoldingSearch
+    from .search.driver import FoldingSearch
 
 
 @dataclass
@@ -296,7 +296,7 @@ def _folding_searches(
     settings = tree.space.folding
     if settings is None:
         return []
-    from .folding_search import FoldingSearch
+    from .search.driver import FoldingSearch
 
     last = settings.trials - 1
     if where and "folding" in where:  # one trial: the search runs up to it

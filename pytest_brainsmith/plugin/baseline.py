@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from ..core import baseline as regression
-from ..core.baseline import Baseline, BaselineError, RegressSettings
 from ..core.engine import EngineClosed
 from ..core.outcomes import DesignOutcome
+from ..core.regression import baseline as regression
+from ..core.regression.baseline import Baseline, BaselineError, RegressSettings
 from ..core.tree import ExecutionTree, Segment
 from .nodes import BlueprintFile, DesignItem, FoldingTrialItem, design_outcome
 from .pytest_internals import failure_repr

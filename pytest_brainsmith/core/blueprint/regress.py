@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..baseline import (
+from ..errors import did_you_mean
+from ..metrics import NAMES as METRICS
+from ..regression.baseline import (
     DEFAULT_FRONT_METRICS,
     FrontTolerance,
     RegressSettings,
@@ -28,8 +30,6 @@ from ..baseline import (
     parse_front_tolerance,
     parse_tolerance,
 )
-from ..errors import did_you_mean
-from ..metrics import NAMES as METRICS
 from .report import FileReport, MergedReport, typename
 from .space import ExploreSettings, FoldingSearchSettings
 

@@ -12,7 +12,7 @@ from ..registry import Kernel, Registry, Step
 from ..toolchain import current as toolchain
 
 if TYPE_CHECKING:
-    from ..baseline import RegressSettings
+    from ..regression.baseline import RegressSettings
     from .verify import VerifySettings
 
 DEFAULT_MAX_DESIGNS = 100_000

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .gates import dominates, number
-from .metrics import NAMES as METRICS
-from .metrics import maximized
+from ..gates import dominates, number
+from ..metrics import NAMES as METRICS
+from ..metrics import maximized
 
 FORMAT = "pytest-brainsmith-baseline"
 VERSION = 1
@@ -71,7 +71,7 @@ def parse_tolerance(metric: str, value: Any) -> Tolerance:
     """``+2%``, ``-0%`` (throughput), ``+0``, ``150``: how much worse ``metric`` may get.
     The sign, if given, must point the way the metric gets worse. Raises ValueError."""
     if metric not in METRICS:
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
 
         hint = did_you_mean(metric, [*METRICS, "front", "gone"])
         raise ValueError(
@@ -825,7 +825,7 @@ def write_text(location: str, text: str, timeout: float = 60.0) -> None:
 
 
 def _fs(location: str, timeout: float) -> tuple[Any, str]:
-    from .remote_cache import RemoteCacheError, check_backend
+    from ..remote_cache import RemoteCacheError, check_backend
 
     try:
         check_backend(location)

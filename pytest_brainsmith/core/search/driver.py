@@ -46,14 +46,14 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from . import fpga_parts
-from .expectations import Expectation, for_design
-from .folding_memo import FoldingMemo, code_identity
-from .toolchain import current as toolchain
-from .tree import Segment, trial_of, trial_path
+from ..expectations import Expectation, for_design
+from ..toolchain import current as toolchain
+from ..tree import Segment, trial_of, trial_path
+from . import parts as fpga_parts
+from .memo import FoldingMemo, code_identity
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..engine import Engine
 
 #: the file of Optuna's journal storage, beside the results store
 STUDY_FILE = "folding-studies.journal"
@@ -195,7 +195,7 @@ class FoldingSearch:
         if self.exact:
             return self._open_exact(Path(outcome.output_model), measured, outcome.key)
         if importlib.util.find_spec("optuna") is None:
-            from .blueprint.folding import OPTUNA_MISSING
+            from ..blueprint.folding import OPTUNA_MISSING
 
             self.error = OPTUNA_MISSING
             return False
@@ -282,7 +282,7 @@ class FoldingSearch:
             if not part:
                 self.error = "the exact search needs the part (fpga_part or board)"
                 return False
-            from .folding_solver import plan
+            from .solver import plan
 
             compiler = toolchain()
             compiler.prepare()

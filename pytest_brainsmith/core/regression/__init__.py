@@ -1,0 +1,1 @@
+"""Regressions against a baseline (see baseline.py)."""

@@ -1,0 +1,1 @@
+"""The folding search (see driver.py)."""
