@@ -24,7 +24,8 @@ from ..core.dask_cluster import DaskSession
 from ..core.engine import Engine
 from ..core.outcomes import SegmentOutcome
 from ..core.registry import Registry, finn_registry
-from ..core.search.driver import STUDY_FILE, FoldingSearch
+from ..core.search.driver import FoldingSearch
+from ..core.search.journal import STUDY_FILE
 from ..core.tree import ExecutionTree, Segment, build_execution_tree
 from ..finn.runner import available_tools
 from .remote import remote_cache
