@@ -1,4 +1,4 @@
-"""``regress:``: how much worse than the baseline a design may get (see core/baseline.py).
+"""``regress:``: how much worse than the baseline a design may get (see core/regression/).
 
 ```yaml
 regress:
@@ -22,8 +22,8 @@ from typing import Any
 
 from ..errors import did_you_mean
 from ..metrics import NAMES as METRICS
-from ..regression.baseline import (
-    DEFAULT_FRONT_METRICS,
+from ..regression.fronts import DEFAULT_FRONT_METRICS
+from ..regression.tolerances import (
     FrontTolerance,
     RegressSettings,
     Tolerance,
