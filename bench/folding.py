@@ -135,8 +135,8 @@ def arm(tmp: Path, name: str, model: str, fps: list[int], search: str, *extra: s
 def backends_what_if(folder: Path, model: str) -> str:
     """The fastest design the cost model allows with per-layer MVAU backends (in this
     process: FINN imported here), against the same model without them."""
-    from pytest_brainsmith.core.folding_solver import Problem, solve_front
-    from pytest_brainsmith.core.fpga_parts import capacity
+    from pytest_brainsmith.core.search.parts import capacity
+    from pytest_brainsmith.core.search.solver import Problem, solve_front
     from pytest_brainsmith.finn.cost_model import cost_table
     from pytest_brainsmith.finn.runner import import_finn
 
@@ -166,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     fps = targets(args.model, args.targets)
     named = NAMED[args.model]
-    from pytest_brainsmith.core.fpga_parts import capacity as part_capacity
+    from pytest_brainsmith.core.search.parts import capacity as part_capacity
 
     capacity = part_capacity(PART[args.model])
     assert capacity is not None

@@ -1,4 +1,4 @@
-"""CI gating on regressions (core/baseline.py, core/blueprint/regress.py,
+"""CI gating on regressions (core/regression/, core/blueprint/regress.py,
 plugin/baseline.py): a baseline of designs, ``regress:`` tolerances, each blueprint's
 front and gone designs as test items, and the deltas in every view.
 
@@ -18,31 +18,31 @@ from pathlib import Path
 import pytest
 from conftest import MODEL, TFC_BLUEPRINT, run_in
 
-from pytest_brainsmith.core import baseline as regression
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
 from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.regression import baseline, comparison, fronts, tolerances
 
 # -- tolerances, comparisons and fronts, without a run --------------------------------------
 
 
 def test_a_tolerance_points_the_way_its_metric_gets_worse():
-    lut = regression.parse_tolerance("LUT", "+2%")
+    lut = tolerances.parse_tolerance("LUT", "+2%")
     assert (lut.amount, lut.relative, str(lut)) == (2.0, True, "+2%")
     assert lut.allowed(1000) == 20
-    fps = regression.parse_tolerance("estimated_throughput_fps", "-0%")
+    fps = tolerances.parse_tolerance("estimated_throughput_fps", "-0%")
     assert fps.allowed(127551) == 0
-    bram = regression.parse_tolerance("BRAM_18K", 0)  # YAML reads +0 as the number 0
+    bram = tolerances.parse_tolerance("BRAM_18K", 0)  # YAML reads +0 as the number 0
     assert (bram.amount, bram.relative, str(bram)) == (0.0, False, "+0")
-    assert str(regression.parse_tolerance("DSP", "3")) == "+3"  # unsigned: the worse way
+    assert str(tolerances.parse_tolerance("DSP", "3")) == "+3"  # unsigned: the worse way
     with pytest.raises(ValueError, match=r"LUT is better lower: .* may rise, e.g. \+2%"):
-        regression.parse_tolerance("LUT", "-2%")
+        tolerances.parse_tolerance("LUT", "-2%")
     with pytest.raises(ValueError, match="estimated_throughput_fps is better higher"):
-        regression.parse_tolerance("estimated_throughput_fps", "+5%")
+        tolerances.parse_tolerance("estimated_throughput_fps", "+5%")
     with pytest.raises(ValueError, match="did you mean 'LUT'"):
-        regression.parse_tolerance("LUTS", "+2%")
+        tolerances.parse_tolerance("LUTS", "+2%")
     with pytest.raises(ValueError, match="expected a tolerance such as"):
-        regression.parse_tolerance("LUT", "two percent")
+        tolerances.parse_tolerance("LUT", "two percent")
 
 
 def record(choices: dict, outcome: str = "passed", **estimates: float) -> dict:
@@ -50,7 +50,7 @@ def record(choices: dict, outcome: str = "passed", **estimates: float) -> dict:
 
 
 def test_a_design_is_compared_metric_by_metric_and_gated_by_its_tolerances():
-    doc = regression.document(
+    doc = baseline.document(
         "tfc",
         [
             record({"MVAU": "hls"}, LUT=2616, estimated_throughput_fps=127551, BRAM_18K=11),
@@ -58,18 +58,18 @@ def test_a_design_is_compared_metric_by_metric_and_gated_by_its_tolerances():
             record({"MVAU": "x"}, "failed"),
         ],
     )
-    base = regression.parse(regression.dumps(doc), "tfc.baseline.json", "tfc")
-    settings = regression.RegressSettings(
+    base = baseline.parse(baseline.dumps(doc), "tfc.baseline.json", "tfc")
+    settings = tolerances.RegressSettings(
         {
-            "LUT": regression.parse_tolerance("LUT", "+2%"),
-            "estimated_throughput_fps": regression.parse_tolerance(
+            "LUT": tolerances.parse_tolerance("LUT", "+2%"),
+            "estimated_throughput_fps": tolerances.parse_tolerance(
                 "estimated_throughput_fps", "-0%"
             ),
         }
     )
 
     def compare(choices, outcome="passed", **estimates):
-        return regression.compare_design(base, choices, outcome, estimates, None, settings)
+        return comparison.compare_design(base, choices, outcome, estimates, None, settings)
 
     worse = compare({"MVAU": "hls"}, LUT=2900, estimated_throughput_fps=127551, BRAM_18K=11)
     assert worse.status == "regressed"
@@ -95,17 +95,17 @@ def test_a_design_is_compared_metric_by_metric_and_gated_by_its_tolerances():
 
 def test_the_baseline_file_is_a_design_a_line_and_round_trips():
     records = [record({"t": n}, LUT=100 * n, estimated_throughput_fps=10 * n) for n in (3, 1, 2)]
-    text = regression.dumps(regression.document("b", records))
+    text = baseline.dumps(baseline.document("b", records))
     lines = text.splitlines()
     designs = [line for line in lines if line.startswith('  {"choices"')]
     assert [json.loads(line.rstrip(","))["choices"]["t"] for line in designs] == [1, 2, 3]
-    parsed = regression.parse(text, "b.baseline.json", "b")
+    parsed = baseline.parse(text, "b.baseline.json", "b")
     assert parsed.get({"t": 2}).estimates["LUT"] == 200
     # each design costs more LUTs and gives more frames/s: none dominates another
     assert json.loads(text)["front"]["designs"] == [{"t": 1}, {"t": 2}, {"t": 3}]
     assert [d.choices for d in parsed.front()] == [{"t": 1}, {"t": 2}, {"t": 3}]
     slower = record({"t": 4}, LUT=400, estimated_throughput_fps=5)  # dominated by all
-    bigger = regression.document("b", [*records, slower])
+    bigger = baseline.document("b", [*records, slower])
     assert {"t": 4} not in bigger["front"]["designs"]
 
 
@@ -114,26 +114,26 @@ def test_a_design_keeps_its_identity_when_a_sweep_narrows_to_one_value_or_widens
         record({"MVAU": "hls", "target_fps": 100000}, LUT=3528),
         record({"MVAU": "hls", "target_fps": 400000}, LUT=7019),
     ]
-    base = regression.parse(regression.dumps(regression.document("t", both)), "t.json", "t")
+    base = baseline.parse(baseline.dumps(baseline.document("t", both)), "t.json", "t")
     # target_fps: [100000] is no branch point any more: the designs' choices lose it
     narrowed = {"target_fps": 100000, "MVAU": "rtl"}
     assert base.get({"MVAU": "hls"}, narrowed) is not None
     assert base.get({"MVAU": "hls"}, narrowed).estimates["LUT"] == 3528
     assert base.get({"MVAU": "hls"}) is None  # by its choices alone: another design
-    gone = regression.gone(base, [{"MVAU": "hls"}], narrowed)
+    gone = comparison.gone(base, [{"MVAU": "hls"}], narrowed)
     assert [d.choices for d in gone] == [{"MVAU": "hls", "target_fps": 400000}]
     # the other way: a baseline of one target_fps, a blueprint that now sweeps it
-    one = regression.document("t", [record({"MVAU": "hls"}, LUT=3528)], fixed={"target_fps": 1})
-    base = regression.parse(regression.dumps(one), "t.json", "t")
+    one = baseline.document("t", [record({"MVAU": "hls"}, LUT=3528)], fixed={"target_fps": 1})
+    base = baseline.parse(baseline.dumps(one), "t.json", "t")
     assert base.get({"MVAU": "hls", "target_fps": 1}, {}) is not None
     assert base.get({"MVAU": "hls", "target_fps": 4}, {}) is None
 
 
 def test_hypervolume_is_exact_on_small_fronts():
-    assert regression.hypervolume([(0.0, 0.0)], (1.0, 1.0)) == 1.0
-    assert regression.hypervolume([(0.0, 0.5), (0.5, 0.0)], (1.0, 1.0)) == 0.75
-    assert regression.hypervolume([(2.0, 0.0)], (1.0, 1.0)) == 0.0  # past the reference
-    three = regression.hypervolume([(0.0, 0.0, 0.5), (0.5, 0.5, 0.0)], (1.0, 1.0, 1.0))
+    assert fronts.hypervolume([(0.0, 0.0)], (1.0, 1.0)) == 1.0
+    assert fronts.hypervolume([(0.0, 0.5), (0.5, 0.0)], (1.0, 1.0)) == 0.75
+    assert fronts.hypervolume([(2.0, 0.0)], (1.0, 1.0)) == 0.0  # past the reference
+    three = fronts.hypervolume([(0.0, 0.0, 0.5), (0.5, 0.5, 0.0)], (1.0, 1.0, 1.0))
     assert three == pytest.approx(0.5 + 0.25 * 0.5)
 
 
@@ -145,12 +145,12 @@ def test_the_front_fails_when_its_best_design_disappears():
         record({"fps": 4}, LUT=25000, estimated_throughput_fps=800),
         record({"fps": 2}, LUT=20000, estimated_throughput_fps=300),  # dominated
     ]
-    base = regression.parse(regression.dumps(regression.document("b", designs)), "b.json", "b")
-    tolerance = regression.parse_front_tolerance("hypervolume -1%", metrics)
+    base = baseline.parse(baseline.dumps(baseline.document("b", designs)), "b.json", "b")
+    tolerance = tolerances.parse_front_tolerance("hypervolume -1%", metrics)
     now = [(d["choices"], d["outcome"], d["estimates"]) for d in designs]
-    same = regression.compare_front(base, now, metrics, tolerance)
+    same = comparison.compare_front(base, now, metrics, tolerance)
     assert same.verdict == "same" and same.percent == 0
-    without_best = regression.compare_front(base, now[1:], metrics, tolerance)
+    without_best = comparison.compare_front(base, now[1:], metrics, tolerance)
     assert without_best.verdict == "regressed" and without_best.percent < -1
     assert without_best.lost == [({"fps": 1}, designs[0]["estimates"])]
     assert "  lost from the front: fps=1 (LUT 35,000, estimated_throughput_fps 900)" in (
@@ -158,14 +158,14 @@ def test_the_front_fails_when_its_best_design_disappears():
     )
     # a failed design is not on the front either
     failed = [(c, "failed" if c == {"fps": 1} else o, e) for c, o, e in now]
-    assert regression.compare_front(base, failed, metrics, tolerance).verdict == "regressed"
+    assert comparison.compare_front(base, failed, metrics, tolerance).verdict == "regressed"
     # a cheaper design: the front improves
     better = [*now, ({"fps": 5}, "passed", {"LUT": 5000, "estimated_throughput_fps": 600})]
-    improved = regression.compare_front(base, better, metrics, tolerance)
+    improved = comparison.compare_front(base, better, metrics, tolerance)
     assert improved.verdict == "improved" and improved.percent > 0
     # within the tolerance: worse, not regressed
-    loose = regression.parse_front_tolerance("hypervolume -50%", metrics)
-    assert regression.compare_front(base, now[1:], metrics, loose).verdict == "worse"
+    loose = tolerances.parse_front_tolerance("hypervolume -50%", metrics)
+    assert comparison.compare_front(base, now[1:], metrics, loose).verdict == "worse"
 
 
 @pytest.mark.parametrize(
@@ -188,8 +188,8 @@ def test_the_front_fails_when_its_best_design_disappears():
     ],
 )
 def test_a_bad_baseline_is_an_error_naming_the_file(text: str, message: str):
-    with pytest.raises(regression.BaselineError, match=message) as caught:
-        regression.parse(text, "/ci/tfc.baseline.json", "tfc")
+    with pytest.raises(baseline.BaselineError, match=message) as caught:
+        baseline.parse(text, "/ci/tfc.baseline.json", "tfc")
     assert str(caught.value).startswith("/ci/tfc.baseline.json: ")
 
 
@@ -334,7 +334,7 @@ def test_regressions_fail_designs_and_the_front_under_xdist(tmp_path: Path):
     made = run_in(folder, "--brainsmith-baseline-update", "-n", "2")
     assert made.returncode == 0, made.stdout
     assert f"baseline written: {folder / 'g.baseline.json'} (4 designs of g)" in made.stdout
-    written = regression.parse((folder / "g.baseline.json").read_text(), "x", "g")
+    written = baseline.parse((folder / "g.baseline.json").read_text(), "x", "g")
     assert written.get({"target_fps": 2}).estimates["LUT"] == 20000
 
     # target_fps 2 grows by 5% (tolerance 2%), 3 shrinks by 10%, 4 grows by 1% (within)

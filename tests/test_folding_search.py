@@ -362,7 +362,7 @@ import itertools, json, sys
 from pathlib import Path
 from pytest_brainsmith.finn.runner import import_finn
 from pytest_brainsmith.finn.cost_model import cost_table
-from pytest_brainsmith.core.folding_solver import Problem, solve_front
+from pytest_brainsmith.core.search.solver import Problem, solve_front
 
 import_finn()
 table = cost_table(Path(sys.argv[1]), "xc7z020clg400-1", {}, ultra=False)

@@ -1,4 +1,4 @@
-"""The exact folding solver (``core/folding_solver.py``) against brute force: on tables of
+"""The exact folding solver (``core/search/solver.py``) against brute force: on tables of
 per-node options small enough to enumerate every design, the least cost at every cycle
 budget and the Pareto front it returns are the true ones, for each cost it minimises,
 with the capacity binding or not; what is built first; the part table; and the views'
@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from pytest_brainsmith.core import fpga_parts
-from pytest_brainsmith.core.folding_solver import (
+from pytest_brainsmith.core.search import parts
+from pytest_brainsmith.core.search.solver import (
     Problem,
     folding_of,
     pick,
@@ -22,7 +22,7 @@ from pytest_brainsmith.core.folding_solver import (
 )
 from pytest_brainsmith.views import folding as views
 
-RESOURCES = fpga_parts.RESOURCES
+RESOURCES = parts.RESOURCES
 
 
 def random_table(seed: int, units: int = 5, options: int = 5) -> dict:
@@ -190,12 +190,12 @@ def test_the_plan_builds_the_targets_first_then_the_fastest_and_spreads_the_rest
     ],
 )
 def test_the_part_table(part: str, expected: tuple[int, ...]):
-    assert fpga_parts.capacity(part) == dict(zip(RESOURCES, expected, strict=True))
+    assert parts.capacity(part) == dict(zip(RESOURCES, expected, strict=True))
 
 
 def test_an_unknown_part_has_no_capacity():
-    assert fpga_parts.capacity("xcvu9p-flga2104-2L-e") is None
-    assert fpga_parts.capacity(None) is None
+    assert parts.capacity("xcvu9p-flga2104-2L-e") is None
+    assert parts.capacity(None) is None
 
 
 def record(trial: int, lut: float, fps: float, outcome: str = "passed", delta: float = 0.0):
@@ -245,8 +245,6 @@ def test_the_views_front_is_the_pareto_set_of_the_feasible_built_trials():
 
 
 def test_a_board_gives_its_part_without_the_toolchain():
-    assert fpga_parts.part_of({"board": "ZCU104"}) == "xczu7ev-ffvc1156-2-e"
-    assert fpga_parts.part_of({"fpga_part": "xc7z020clg400-1", "board": "ZCU104"}) == (
-        "xc7z020clg400-1"
-    )
-    assert fpga_parts.part_of({"board": "KV260_SOM"}) is None  # the toolchain knows it
+    assert parts.part_of({"board": "ZCU104"}) == "xczu7ev-ffvc1156-2-e"
+    assert parts.part_of({"fpga_part": "xc7z020clg400-1", "board": "ZCU104"}) == ("xc7z020clg400-1")
+    assert parts.part_of({"board": "KV260_SOM"}) is None  # the toolchain knows it

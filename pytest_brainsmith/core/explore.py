@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import interrupts, toolchain
 from .blueprint import load_design_space
@@ -29,10 +29,8 @@ from .engine import Engine, segment_label
 from .errors import BlueprintError
 from .outcomes import DesignOutcome
 from .registry import Registry, finn_registry
+from .search.driver import FoldingSearch
 from .tree import ExecutionTree, Segment, build_execution_tree
-
-if TYPE_CHECKING:
-    from .folding_search import FoldingSearch
 
 
 @dataclass
@@ -296,8 +294,6 @@ def _folding_searches(
     settings = tree.space.folding
     if settings is None:
         return []
-    from .folding_search import FoldingSearch
-
     last = settings.trials - 1
     if where and "folding" in where:  # one trial: the search runs up to it
         one = re.fullmatch(r"trial-(\d+)", str(where["folding"]))

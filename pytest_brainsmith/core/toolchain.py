@@ -112,7 +112,7 @@ class Toolchain(Protocol):
     ) -> Any:
         """Every setting each node of ``model`` may take and the compiler's per-node
         estimates of it (cycles, LUT, BRAM_18K, URAM, DSP; the compiler's figure and a
-        corrected one), as JSON for ``core/folding_solver.py``."""
+        corrected one), as JSON for ``core/search/solver.py``."""
         ...
 
     def read_folding(self, model: Path, space: Any) -> Any: ...

@@ -30,7 +30,7 @@ corrected one, charging what the hardware costs where FINN's estimate is missing
 - ``FMPadding_rtl``: 128 LUT of control (as FINN's ``Pad1d``) and one LUT per output
   bit for the padding multiplexer (FINN estimates 0).
 
-The table is plain JSON (``core/folding_solver.py`` solves it without FINN).
+The table is plain JSON (``core/search/solver.py`` solves it without FINN).
 """
 
 from __future__ import annotations

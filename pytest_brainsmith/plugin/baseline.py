@@ -1,6 +1,6 @@
 """``--brainsmith-baseline`` and ``regress:``: CI gating on regressions. Its options
 and its plugin object, as pytest's cacheprovider keeps one file per feature; the
-comparing is ``core/baseline.py``.
+comparing is ``core/regression/``.
 
 - **Collection.** Each blueprint's baseline is found (beside the blueprint, in a folder
   or at an fsspec URL given by ``--brainsmith-baseline``, or a results store's run) and
@@ -26,10 +26,29 @@ from typing import Any
 
 import pytest
 
-from ..core import baseline as regression
-from ..core.baseline import Baseline, BaselineError, RegressSettings
 from ..core.engine import EngineClosed
+from ..core.gates import number
 from ..core.outcomes import DesignOutcome
+from ..core.regression import storage
+from ..core.regression.baseline import (
+    SUFFIX,
+    Baseline,
+    BaselineDesign,
+    BaselineError,
+    document,
+    dumps,
+    fixed_choices,
+    label,
+    parse,
+)
+from ..core.regression.comparison import (
+    DesignComparison,
+    FrontComparison,
+    compare_design,
+    compare_front,
+    gone,
+)
+from ..core.regression.tolerances import RegressSettings
 from ..core.tree import ExecutionTree, Segment
 from .nodes import BlueprintFile, DesignItem, FoldingTrialItem, design_outcome
 from .pytest_internals import failure_repr
@@ -38,7 +57,7 @@ from .run_context import run_context
 STORE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 #: the comparison of a design item, for its report
-comparison_key = pytest.StashKey["regression.DesignComparison | None"]()
+comparison_key = pytest.StashKey["DesignComparison | None"]()
 
 
 def add_options(group: Any, parser: pytest.Parser) -> None:
@@ -90,7 +109,7 @@ class BlueprintBaseline:
     baseline: Baseline | None
     settings: RegressSettings | None
     front_metrics: tuple[str, ...]
-    fixed: dict[str, Any]  # what the blueprint fixes (core/baseline.py's fixed_choices)
+    fixed: dict[str, Any]  # what the blueprint fixes (regression/baseline.py's fixed_choices)
 
     @property
     def where(self) -> str:
@@ -122,23 +141,23 @@ class BaselinePlugin:
     def source(self, blueprint: Path) -> Source:
         given = self.location
         if not given:
-            return Source(str(blueprint.parent / (regression.stem(blueprint) + regression.SUFFIX)))
+            return Source(str(blueprint.parent / (storage.stem(blueprint) + SUFFIX)))
         if _is_store(given):
             path, _, run = given.partition("#")
-            if not regression.is_url(path):
+            if not storage.is_url(path):
                 path = str(self.relative_to / Path(path).expanduser())
             return Source(path, run, given=True)
         if given.endswith(".json"):
             location = given
-            if not regression.is_url(given):
+            if not storage.is_url(given):
                 location = str(self.relative_to / Path(given).expanduser())
             return Source(location, given=True)
         try:
             relative = blueprint.relative_to(self.config.rootpath)
         except ValueError:
             relative = Path(blueprint.name)
-        name = (relative.parent / (regression.stem(blueprint) + regression.SUFFIX)).as_posix()
-        if regression.is_url(given):
+        name = (relative.parent / (storage.stem(blueprint) + SUFFIX)).as_posix()
+        if storage.is_url(given):
             return Source(f"{given.rstrip('/')}/{name}", given=True)
         return Source(str(self.relative_to / Path(given).expanduser() / name), given=True)
 
@@ -174,7 +193,7 @@ class BaselinePlugin:
                 raise
             found = None  # written anew from this run
         metrics = settings.front_metrics if settings is not None else _front_metrics(tree)
-        fixed = regression.fixed_choices(space)
+        fixed = fixed_choices(space)
         entry = BlueprintBaseline(space.path, space.name, source, found, settings, metrics, fixed)
         self.blueprints[Path(file.path).resolve()] = entry
         if settings is None and not self.update:
@@ -189,13 +208,13 @@ class BaselinePlugin:
         if source.is_store:
             found = _from_store(source, blueprint, run_context(self.config).run_id)
         else:
-            text = regression.read_text(source.location)
-            found = None if text is None else regression.parse(text, source.location, blueprint)
+            text = storage.read_text(source.location)
+            found = None if text is None else parse(text, source.location, blueprint)
         if found is None and required:
             where = "has no run with designs of" if source.is_store else "holds no baseline of"
             missing = (
                 f"{source} {where} blueprint {blueprint!r}"
-                if source.is_store or regression.is_url(source.location)
+                if source.is_store or storage.is_url(source.location)
                 else f"{source}: no baseline of blueprint {blueprint!r} (the file is missing)"
             )
             raise BaselineError(f"{missing}; the blueprint has regress:; {hint}")
@@ -220,7 +239,7 @@ class BaselinePlugin:
             raise RegressionFailed(comparison, entry.where)
         return result
 
-    def _compare(self, item: Any, entry: BlueprintBaseline) -> regression.DesignComparison | None:
+    def _compare(self, item: Any, entry: BlueprintBaseline) -> DesignComparison | None:
         outcome: DesignOutcome | None = item.outcome
         if outcome is None or entry.baseline is None or not outcome.estimates:
             return None  # nothing measured (not built, a tool missing): nothing to compare
@@ -228,7 +247,7 @@ class BaselinePlugin:
         # changed: shown against trial N of the baseline, judged by the front only
         trial = isinstance(item, FoldingTrialItem)
         try:
-            comparison = regression.compare_design(
+            comparison = compare_design(
                 entry.baseline,
                 outcome.choices,
                 outcome.status,
@@ -291,7 +310,7 @@ class RegressionFailed(Exception):
     """A design past a tolerance: shown as the other failures of a design are, one line
     where pytest shows one (the short summary, junit's message), the comparison below."""
 
-    def __init__(self, comparison: regression.DesignComparison, source: str) -> None:
+    def __init__(self, comparison: DesignComparison, source: str) -> None:
         super().__init__(comparison.summary())
         self.comparison = comparison
         self.source = source
@@ -320,7 +339,7 @@ class BaselineCollector(pytest.Collector):
             return items  # updating drops what is gone
         current = [dict(c.describe() for c in leaf.choices()) for leaf in self.tree.designs()]
         folding = self.tree.space.folding
-        for design in regression.gone(self.entry.baseline, current, self.entry.fixed):
+        for design in gone(self.entry.baseline, current, self.entry.fixed):
             if folding is not None and "folding" in design.choices:
                 number = str(design.choices["folding"]).removeprefix("trial-")
                 if number.isdigit() and int(number) < folding.trials:
@@ -395,17 +414,15 @@ class FrontItem(BaselineItem):
         settings = entry.settings
         if entry.baseline is not None:
             tolerance = settings.front if settings is not None else None
-            comparison = regression.compare_front(
-                entry.baseline, designs, entry.front_metrics, tolerance
-            )
+            comparison = compare_front(entry.baseline, designs, entry.front_metrics, tolerance)
             self.data["front"] = comparison.as_dict()
             for name in ("hypervolume", "baseline_hypervolume", "verdict"):
                 self.user_properties.append((f"brainsmith.front.{name}", self.data["front"][name]))
             current = [o.choices for o in outcomes]
-            gone = regression.gone(entry.baseline, current, entry.fixed)
-            self.data["gone"] = [d.label for d in gone]
+            missing = gone(entry.baseline, current, entry.fixed)
+            self.data["gone"] = [d.label for d in missing]
             self.data["new"] = [
-                regression.label(c) for c in current if entry.baseline.get(c, entry.fixed) is None
+                label(c) for c in current if entry.baseline.get(c, entry.fixed) is None
             ]
         plugin = self.config.pluginmanager.get_plugin("brainsmith-baseline")
         if getattr(plugin, "update", False):
@@ -443,7 +460,7 @@ class FrontItem(BaselineItem):
         except ValueError:
             relative = entry.path.name
         compiler = current()
-        doc = regression.document(
+        doc = document(
             entry.name,
             [o.record() for o in outcomes],
             front_metrics=entry.front_metrics,
@@ -452,7 +469,7 @@ class FrontItem(BaselineItem):
             fixed=entry.fixed,
         )
         try:
-            regression.write_text(entry.source.location, regression.dumps(doc))
+            storage.write_text(entry.source.location, dumps(doc))
         except BaselineError as exc:
             pytest.fail(str(exc), pytrace=False)
         self.data["written"] = entry.source.location
@@ -474,7 +491,7 @@ class FrontItem(BaselineItem):
 
 
 class FrontRegressed(Exception):
-    def __init__(self, comparison: regression.FrontComparison) -> None:
+    def __init__(self, comparison: FrontComparison) -> None:
         super().__init__(comparison.summary())
         self.comparison = comparison
 
@@ -485,7 +502,7 @@ class GoneItem(BaselineItem):
 
     kind = "gone"
 
-    def __init__(self, *, design: regression.BaselineDesign, **kwargs: Any) -> None:
+    def __init__(self, *, design: BaselineDesign, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.design = design
         self.data["design"] = design.label
@@ -500,9 +517,7 @@ class GoneItem(BaselineItem):
 
     def runtest(self) -> None:
         design = self.design
-        values = ", ".join(
-            f"{m} {regression.number(v)}" for m, v in design.estimates.items() if m in _SHOWN
-        )
+        values = ", ".join(f"{m} {number(v)}" for m, v in design.estimates.items() if m in _SHOWN)
         what = (
             f"design {design.label} of the baseline {self.entry.where} is gone from "
             f"blueprint {self.entry.name} (it was {design.outcome}{': ' + values if values else ''})"
@@ -588,10 +603,8 @@ def _from_store(source: Source, blueprint: str, this_run: str) -> Baseline | Non
                 for row in rows:  # failed by a regression alone: the design itself passed
                     if row["outcome"] == "failed" and row.get("baseline") == "regressed":
                         row["outcome"] = "passed" if not row.get("error") else "failed"
-                doc = regression.document(blueprint, rows)
-                return regression.parse(
-                    regression.dumps(doc), f"{source.location}#{run_id[:12]}", blueprint
-                )
+                doc = document(blueprint, rows)
+                return parse(dumps(doc), f"{source.location}#{run_id[:12]}", blueprint)
     except sqlite3.DatabaseError as exc:
         raise BaselineError(f"{source}: not a readable results store: {exc}") from None
     except RuntimeError as exc:  # a store of another schema version

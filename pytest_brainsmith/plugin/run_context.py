@@ -22,9 +22,10 @@ from ..core.cache import SegmentCache
 from ..core.composition import RunSettings, SettingError, decide, make_engine
 from ..core.dask_cluster import DaskSession
 from ..core.engine import Engine
-from ..core.folding_search import STUDY_FILE, FoldingSearch
 from ..core.outcomes import SegmentOutcome
 from ..core.registry import Registry, finn_registry
+from ..core.search.driver import FoldingSearch
+from ..core.search.journal import STUDY_FILE
 from ..core.tree import ExecutionTree, Segment, build_execution_tree
 from ..finn.runner import available_tools
 from .remote import remote_cache

@@ -315,7 +315,7 @@ class ResultsStore:
         explored that differs between them. Designs match by blueprint and choices (a
         node id moves with the tree's segments; another blueprint's design is never the
         same design); blueprints only one run explored are not compared."""
-        from ..core.baseline import identity
+        from ..core.regression.baseline import identity
 
         def keyed(run_id: str) -> dict[tuple[str, str], sqlite3.Row]:
             return {

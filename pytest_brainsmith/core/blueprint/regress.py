@@ -1,4 +1,4 @@
-"""``regress:``: how much worse than the baseline a design may get (see core/baseline.py).
+"""``regress:``: how much worse than the baseline a design may get (see core/regression/).
 
 ```yaml
 regress:
@@ -20,16 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..baseline import (
-    DEFAULT_FRONT_METRICS,
+from ..errors import did_you_mean
+from ..metrics import NAMES as METRICS
+from ..regression.fronts import DEFAULT_FRONT_METRICS
+from ..regression.tolerances import (
     FrontTolerance,
     RegressSettings,
     Tolerance,
     parse_front_tolerance,
     parse_tolerance,
 )
-from ..errors import did_you_mean
-from ..metrics import NAMES as METRICS
 from .report import FileReport, MergedReport, typename
 from .space import ExploreSettings, FoldingSearchSettings
 

@@ -12,7 +12,7 @@ from ..registry import Kernel, Registry, Step
 from ..toolchain import current as toolchain
 
 if TYPE_CHECKING:
-    from ..baseline import RegressSettings
+    from ..regression.tolerances import RegressSettings
     from .verify import VerifySettings
 
 DEFAULT_MAX_DESIGNS = 100_000
@@ -89,7 +89,7 @@ class ExploreSettings:
 
 @dataclass(frozen=True)
 class FoldingSearchSettings:
-    """``design_space.folding``: a search over foldings (see core/folding_search.py)."""
+    """``design_space.folding``: a search over foldings (see core/search/)."""
 
     trials: int
     objectives: tuple[tuple[str, str], ...]  # (minimize|maximize, metric)
@@ -100,7 +100,7 @@ class FoldingSearchSettings:
     start_slot: int  # the slot where a trial's own steps begin
     #: the first generation holds FINN's foldings of the designs below the shared steps
     warm_start: bool = True
-    #: ``exact``: FINN's cost model solved (core/folding_solver.py); ``optuna``: sampled
+    #: ``exact``: FINN's cost model solved (core/search/solver.py); ``optuna``: sampled
     search: str = "exact"
     #: throughputs (frames/s) whose cheapest design the exact search builds first
     targets: tuple[float, ...] = ()
@@ -149,7 +149,7 @@ class DesignSpace:
     explore: ExploreSettings | None = None
     folding: FoldingSearchSettings | None = None
     verify: VerifySettings | None = None  # verify: (core/verification.py)
-    regress: RegressSettings | None = None  # regress: (core/baseline.py)
+    regress: RegressSettings | None = None  # regress: (core/regression/)
     warnings: list[BlueprintWarning] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,8 +1,8 @@
 """What an FPGA part holds: LUT, BRAM_18K, URAM and DSP, the capacity a folding must fit.
 
-The folding solver (``core/folding_solver.py``) keeps every design within the part a
-blueprint targets (``fpga_part``, or the part of its ``board``), so the capacities are
-a table here, by the part's device name (the ``fpga_part`` string starts with it:
+The folding solver (``solver.py``) keeps every design within the part a blueprint
+targets (``fpga_part``, or the part of its ``board``), so the capacities are a table
+here, by the part's device name (the ``fpga_part`` string starts with it:
 ``xc7z020clg400-1`` is an ``xc7z020``). A part that is not in the table has no known
 capacity (only ``expect:`` bounds then limit the designs).
 """

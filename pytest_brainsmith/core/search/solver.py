@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fpga_parts import RESOURCES
+from .parts import RESOURCES
 
 #: the cost ``part``: the largest fraction of the part's LUT/BRAM/URAM/DSP a design uses
 PART = "part"

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .toolchain import current as current_toolchain
+from ..toolchain import current as current_toolchain
 
 #: the record format; bump it when what a record means changes
 FORMAT = 1
