@@ -79,6 +79,12 @@ HOSTILE: dict[str, tuple[str | bytes, str, str, int | None]] = {
         "cannot use the model file",
         1,
     ),
+    "nul_in_model_path": (
+        HEAD.replace("model.onnx", '"mo\\0del.onnx"'),
+        "model",
+        "cannot be a file name (it holds a NUL byte)",
+        1,
+    ),
     "long_extends_path": (
         HEAD + "extends: " + "p" * 300 + ".yaml\n",
         "extends",

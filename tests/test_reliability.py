@@ -180,3 +180,34 @@ def test_full_disk_gives_a_clear_error_and_keeps_earlier_entries(project: Path, 
         assert len(state["entries"]) >= 1
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+WRAPPED_DISK_FULL = """
+import errno
+
+def save_wrapped(model, cfg):
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as exc:  # a library reporting the full disk in its own words
+        raise RuntimeError("could not save the checkpoint") from exc
+
+def pytest_brainsmith_register(registry):
+    registry.register_step(save_wrapped, reads=())
+"""
+
+
+def test_a_full_disk_wrapped_in_a_library_error_is_not_recorded(pytester: pytest.Pytester):
+    """A step whose library wraps ENOSPC in its own exception: the machine's fault, so
+    nothing is recorded and the next run builds it again."""
+    shutil.copyfile(MODEL, pytester.path / "tfc.onnx")
+    pytester.makeconftest(WRAPPED_DISK_FULL)
+    pytester.makefile(
+        ".blueprint.yaml",
+        wrapped="model: tfc.onnx\nfpga_part: xc7z020clg400-1\nclock_ns: 10\n"
+        "design_space:\n  steps:\n    - save_wrapped\n",
+    )
+    done = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--brainsmith-cache=c")
+    out = done.stdout.str()
+    assert done.ret == 1, out
+    assert "not recorded: the machine's fault" in out, out
+    assert cache_state(pytester.path / "c")["failures"] == []

@@ -123,7 +123,7 @@ def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
     answer.update(step=failure.step, error=failure.error, traceback=failure.traceback)
     if failure.control:
         return {**answer, "status": "aborted", "kind": "control", "control": failure.control}
-    if failure.errno in ENVIRONMENT_ERRNOS:
+    if failure.errno in ENVIRONMENT_ERRNOS or cache.nearly_full(failure.traceback):
         # the machine's fault, not the design's: never recorded as a failure
         return {
             **answer,

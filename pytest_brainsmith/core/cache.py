@@ -274,6 +274,17 @@ class SegmentCache:
         finally:
             self._held.discard(key)
 
+    def nearly_full(self, text: str = "") -> bool:
+        """Whether a build that failed (``text``: what it said) may have failed of a full
+        disk or quota: then it is the machine's fault and never recorded as the design's."""
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        try:
+            disk = os.statvfs(self.base)
+        except OSError:
+            return False
+        return disk.f_bavail * disk.f_frsize < 1 << 20  # under 1 MiB left
+
     def check_writable(self) -> None:
         """Raise CacheError unless this cache can be used: a cache that holds entries may
         be read-only (reusing them writes nothing; a build it cannot do fails that design

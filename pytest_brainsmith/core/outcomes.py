@@ -71,6 +71,9 @@ class SegmentOutcome:
     cause: SegmentOutcome | None = field(default=None, repr=False)  # for ``blocked``
     #: for ``failed-before``: recorded by an earlier run (not by another process of this one)
     earlier: bool = True
+    #: for ``built``: by another process of this run (an xdist worker building ahead), so
+    #: this process's build count leaves it out
+    elsewhere: bool = False
     #: for ``pruned`` and a budget's ``cancelled``: the recorded seconds not spent on it
     saved_seconds: float = 0.0
     #: the verification record of its steps (core/verification.py), if verified

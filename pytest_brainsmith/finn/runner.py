@@ -12,6 +12,7 @@ cached prefix, and to capture the original exception of a failing step.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -167,7 +168,7 @@ class StepFailure:
     @classmethod
     def of(cls, step: str, exc: BaseException, *, control: bool = False) -> StepFailure:
         """Record the exception being handled (call from an except block)."""
-        code = exc.errno if isinstance(exc, OSError) else None
+        code = _environment_errno(exc)
         what = None
         if control:
             kind = type(exc)
@@ -180,6 +181,24 @@ class StepFailure:
             what,
             isinstance(exc, MemoryError),
         )
+
+
+def _environment_errno(exc: BaseException) -> int | None:
+    """The errno of the first OSError in ``exc``'s chain: a library that wraps a full
+    disk in its own exception (``raise ... from``) still names the machine's fault."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    if "No space left on device" in text:
+        return errno.ENOSPC
+    if "Disk quota exceeded" in text:
+        return errno.EDQUOT
+    return None
 
 
 @dataclass

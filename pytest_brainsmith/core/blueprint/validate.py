@@ -256,6 +256,8 @@ def _not_a_file(path: Path) -> str:
     """What a path that is not a regular file is instead."""
     try:
         mode = path.stat().st_mode
+    except ValueError:  # is_file() says False for a NUL byte, stat() raises
+        return "cannot be a file name (it holds a NUL byte)"
     except OSError:
         return "not found"
     for test, kind in (

@@ -204,6 +204,10 @@ def dead_worker_result(task: Task, spec: BuildSpec, cache: SegmentCache) -> dict
         if lines:
             tail = (tail + "\n" if tail else "") + "build log ends:\n" + "\n".join(lines)
     answer = {"seconds": seconds, "step": step, "error": error, "traceback": tail}
+    if kind in LASTING_KINDS and cache.nearly_full(tail):
+        # a process that cannot write its log or its answer dies of the disk, not the design
+        error = f"{error}; the cache's disk is full (no space left on device in {cache.root})"
+        return {**answer, "error": error, "status": "error", "kind": "environment"}
     if kind in LASTING_KINDS:
         manifest = manifest_for(spec, seconds, {})
         return record_failure(spec, cache, manifest, answer, kind)
@@ -212,10 +216,18 @@ def dead_worker_result(task: Task, spec: BuildSpec, cache: SegmentCache) -> dict
 
 def reused(task: Task, entry: Entry, run_id: str) -> SegmentOutcome:
     """A cached entry's outcome: ``fetched`` if the remote tier brought it in this run
-    (its downloads publish ahead of the engine), else ``reused``."""
-    fetched = (entry.manifest.get("fetched") or {}).get("run_id") == run_id
-    status = "fetched" if fetched and run_id else "reused"
-    return entry_outcome(task, status, entry.key, entry.path, entry.manifest)
+    (its downloads publish ahead of the engine); ``built`` if another process of this run
+    built it for this very segment (an xdist worker builds ahead for designs another
+    worker reports); else ``reused``."""
+    manifest = entry.manifest
+    status = "reused"
+    if run_id and (manifest.get("fetched") or {}).get("run_id") == run_id:
+        status = "fetched"
+    elif run_id and manifest.get("run_id") == run_id and manifest.get("segment") == task.label:
+        status = "built"
+    outcome = entry_outcome(task, status, entry.key, entry.path, entry.manifest)
+    outcome.elsewhere = status == "built"
+    return outcome
 
 
 def entry_outcome(

@@ -215,7 +215,7 @@ class Scheduler:
         may start."""
         task.outcome = outcome
         task.state = "done"
-        if outcome.status in ("built", "failed"):
+        if outcome.status in ("built", "failed") and not outcome.elsewhere:
             self.built.append(outcome)
             if self.events is not None:
                 self.events.segment_finish(task.segment, outcome)
@@ -593,10 +593,11 @@ class Scheduler:
             outcome = results.outcome_of(task, result, self.cache, self.run_id)
         finally:
             self._release(task)
-        if outcome.status == "built":
+        ours = not outcome.elsewhere  # a cached entry verified now may be another's build
+        if outcome.status == "built" and ours:
             self.durations.record(outcome.step_seconds, task.segment.model().name)
             self.memory.record(step_names(task.segment), result)
-        if self.answers.remote is not None and outcome.status in ("built", "failed"):
+        if self.answers.remote is not None and outcome.status in ("built", "failed") and ours:
             self.answers.remote.built(task.key, outcome.status)
         elif self.answers.remote is not None and result.get("status") == "verified":
             self.answers.remote.built(task.key, "verified")  # its new verification record
