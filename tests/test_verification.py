@@ -379,3 +379,158 @@ def test_random_inputs_cover_the_input_datatype(tmp_path):
     floats = random_inputs(plain, 10, seed=0)
     assert floats.min() >= 0 and floats.max() <= 1
     assert np.allclose(floats * 255, np.round(floats * 255), atol=1e-4)
+
+
+# -- held-out corruptions on real FINN -----------------------------------------------------
+#: User steps that each corrupt the model in one way a real bug would (and one that only
+#: renames nodes). Each finds its target by op type, so it works on any TFC-like model.
+CORRUPTIONS = """
+import numpy as np
+from qonnx.custom_op.registry import getCustomOp
+
+
+def _first(model, prefix, last=False):
+    nodes = [n for n in model.graph.node if n.op_type.startswith(prefix)]
+    return nodes[-1] if last else nodes[0]
+
+
+def reverse_weights(model, cfg):  # after streamline: a weight matrix upside down
+    node = _first(model, "MatMul")
+    model.set_initializer(node.input[1], model.get_initializer(node.input[1])[::-1].copy())
+    return model
+
+
+def flip_sign(model, cfg):  # after convert_to_hw: one weight of the first MVAU negated
+    node = _first(model, "MVAU")
+    w = model.get_initializer(node.input[1]).copy()
+    i = int(np.flatnonzero(np.abs(w) == 1)[0])
+    w.flat[i] = -w.flat[i]
+    model.set_initializer(node.input[1], w)
+    return model
+
+
+def change_weight(model, cfg):  # after apply_folding_config: one weight 0 -> 1 (last MVAU)
+    node = _first(model, "MVAU", last=True)
+    w = model.get_initializer(node.input[1]).copy()
+    w.flat[int(np.flatnonzero(w == 0)[0])] = 1
+    model.set_initializer(node.input[1], w)
+    return model
+
+
+def shift_threshold(model, cfg):  # after minimize_bit_width: one threshold one step up
+    node = _first(model, "MVAU")
+    t = model.get_initializer(node.input[2]).copy()
+    t.flat[0] += 1
+    model.set_initializer(node.input[2], t)
+    return model
+
+
+def swap_channels(model, cfg):  # two output channels of the last MVAU swapped
+    node = _first(model, "MVAU", last=True)
+    w = model.get_initializer(node.input[1]).copy()
+    w[:, [0, 1]] = w[:, [1, 0]]
+    model.set_initializer(node.input[1], w)
+    return model
+
+
+def narrow_accumulator(model, cfg):  # the first MVAU's accumulator 4 bits wide
+    getCustomOp(_first(model, "MVAU")).set_nodeattr("accDataType", "INT4")
+    return model
+
+
+def rename_nodes(model, cfg):  # harmless: every node renamed
+    for i, node in enumerate(model.graph.node):
+        node.name = f"renamed_{i}_{node.op_type}"
+    return model
+
+
+def pytest_brainsmith_register(registry):
+    for step in (reverse_weights, flip_sign, change_weight, shift_threshold, swap_channels,
+                 narrow_accumulator, rename_nodes):
+        registry.register_step(step, reads=())
+"""
+
+#: The estimate pipeline with the corruptions as sibling branches of four branch points
+#: (~: none). A verification failure blocks what is below it, so each branch point's
+#: failing alternatives cost one segment each; verify's default inputs.
+CORRUPTED = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+finn_config:
+  target_fps: 100000
+design_space:
+  steps:
+    - qonnx_to_finn
+    - tidy_up
+    - streamline
+    - [~, reverse_weights]
+    - convert_to_hw
+    - [~, flip_sign]
+    - minimize_bit_width_initial
+    - create_dataflow_partition
+    - specialize_layers
+    - target_fps_parallelization
+    - apply_folding_config
+    - [~, change_weight]
+    - minimize_bit_width
+    - [~, shift_threshold, swap_channels, narrow_accumulator, rename_nodes]
+    - generate_estimate_reports
+verify: true
+"""
+
+
+def test_held_out_corruptions_fail_after_their_step(tmp_path):
+    """Each corruption fails its designs after the step that made it (bisected inside its
+    segment), with the vectors compared or the width named; renaming nodes passes."""
+    (tmp_path / "conftest.py").write_text(CORRUPTIONS)
+    shutil.copyfile(MODEL, tmp_path / "tfc.onnx")
+    (tmp_path / "c.blueprint.yaml").write_text(CORRUPTED)
+    db = tmp_path / "r.sqlite"
+    result = run_in(
+        tmp_path,
+        "--brainsmith-cache",
+        str(tmp_path / "cache"),
+        "--brainsmith-results",
+        str(db),
+        "-v",
+        timeout=900,
+    )
+    out = result.stdout
+    assert "2 passed" in out, out + result.stderr  # no corruption, and rename_nodes
+    rows = (
+        sqlite3.connect(db)
+        .execute(
+            "SELECT choices, verification, verification_step, verification_detail FROM designs"
+        )
+        .fetchall()
+    )
+    failed_after = {}
+    for choices, status, step, _detail in rows:
+        picked = {v for v in json.loads(choices).values() if v not in ("skip", None)}
+        if status == "failed":
+            failed_after.setdefault(step, set()).add(frozenset(picked))
+        else:
+            assert status == "passed" and picked <= {"rename_nodes"}, (choices, status)
+    assert set(failed_after) == {
+        "user_reverse_weights",
+        "user_flip_sign",
+        "user_change_weight",
+        "user_shift_threshold",
+        "user_swap_channels",
+        "user_narrow_accumulator",
+    }, failed_after
+    messages = [line for line in out.splitlines() if "failed after user_" in line]
+    by_step = {re.search(r"failed after (user_\w+)", m).group(1): m for m in messages}
+    flipped = re.search(r"(\d+) of 256 outputs differ", by_step["user_flip_sign"])
+    assert flipped and 1 <= int(flipped.group(1)) < 64, by_step["user_flip_sign"]  # a few
+    assert re.search(
+        r"width check failed after user_narrow_accumulator: MVAU_hls_0 accumulator reaches "
+        r"-?[\d,]+, accDataType INT4 holds \[-8, 7\]",
+        by_step["user_narrow_accumulator"],
+    ), by_step["user_narrow_accumulator"]
+    # every step before the corruption passed, none is "not executed"
+    detail = json.loads(next(d for c, s, st, d in rows if st == "user_flip_sign"))
+    assert detail["vectors_compared"] == 256 and detail["execution"] == "python reference"
+    assert not detail["skipped"]
+    assert [s["status"] for s in detail["steps"]][-1] == "failed"

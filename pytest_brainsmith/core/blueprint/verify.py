@@ -3,10 +3,10 @@ with a golden (see core/verification.py for where and how it runs).
 
 ```yaml
 verify:
-  inputs: 8            # a count of random inputs (seeded), or a .npy file of inputs
+  inputs: 256          # a count of random inputs (seeded), or a .npy file of inputs
   seed: 0
   expected: out.npy    # default: the outputs of executing the blueprint's model itself
-  after: [streamline, convert_to_hw]   # default: every step FINN can execute
+  after: [streamline, convert_to_hw]   # default: every step
   atol: 0              # default: exact for integer outputs, FINN's 1e-3 / 1e-5 otherwise
   rtol: 0
 ```
@@ -30,7 +30,9 @@ from .report import FileReport, MergedReport, typename
 from .space import StepSlot
 
 VERIFY_KEYS = ("enabled", "inputs", "seed", "expected", "after", "atol", "rtol")
-DEFAULT_COUNT = 8
+#: Random inputs by default: enough that one flipped weight of TFC's first layer (which
+#: changes 2-5 % of its outputs) is caught (bench/verification.py --catch measures it).
+DEFAULT_COUNT = 256
 MAX_COUNT = 100_000
 
 
@@ -42,7 +44,7 @@ class VerifySettings:
     seed: int
     inputs_file: Path | None = None
     expected_file: Path | None = None
-    after: tuple[str, ...] | None = None  # None: every step FINN can execute
+    after: tuple[str, ...] | None = None  # None: every step
     atol: float | None = None  # None: exact for integer outputs, else FINN's default
     rtol: float | None = None
 
