@@ -53,7 +53,7 @@ def test_defaults_and_merge_through_extends(project, write):
     assert load(write("b.blueprint.yaml", "extends: base.yaml\nverify: false\n")).verify is None
     assert load(write("c.blueprint.yaml", HEAD)).verify is None
     on = load(write("d.blueprint.yaml", HEAD + "verify: true\n")).verify
-    assert (on.count, on.seed) == (8, 0)
+    assert (on.count, on.seed) == (256, 0)
     after = load(write("e.blueprint.yaml", HEAD + "verify: {after: [finn:streamline]}\n"))
     assert after.verify.after == ("streamline",)
 
@@ -199,35 +199,80 @@ def test_a_step_that_changes_numerics_fails_its_designs(tmp_path):
 
 
 # -- real FINN ------------------------------------------------------------------------
+#: The steps of blueprints/base.yaml (FINN's estimate pipeline).
+BASE_STEPS = (
+    "qonnx_to_finn",
+    "tidy_up",
+    "streamline",
+    "convert_to_hw",
+    "minimize_bit_width_initial",
+    "create_dataflow_partition",
+    "specialize_layers",
+    "target_fps_parallelization",
+    "apply_folding_config",
+    "minimize_bit_width",
+    "generate_estimate_reports",
+)
+
+
 def test_tfc_sweep_verifies_green(tmp_path):
-    """The bundled sweep (its base.yaml verifies): every design verified through the
-    last step FINN runs in Python, the later ones skipped with the simulator named."""
+    """The bundled sweep (its base.yaml verifies): every design verified through its last
+    step, specialized layers included (FINN's Python references, 256 vectors), nothing
+    skipped; the models after the dataflow partition run inside its parent, which an
+    ancestor segment made. Other inputs verify the cached entries again from their last
+    models: nothing rebuilt, no step re-run."""
     shutil.copytree(ROOT / "blueprints", tmp_path / "blueprints")
     shutil.copytree(ROOT / "models", tmp_path / "models")
     html = tmp_path / "report.html"
+    cache = str(tmp_path / "cache")
     result = run_in(
         tmp_path,
         "blueprints/tfc_sweep.blueprint.yaml",
         "--brainsmith-cache",
-        str(tmp_path / "cache"),
+        cache,
         f"--html={html}",
         "--brainsmith-results",
         str(tmp_path / "r.sqlite"),
     )
     assert "12 passed" in result.stdout, result.stdout + result.stderr
     assert "verification: 12 verified designs" in result.stdout
+    assert "not executed" not in result.stdout
     page = html.read_text()
-    assert "Verified" in page and "passed (through step_create_dataflow_partition)" in page
-    assert "runs only in rtlsim (Vivado)" in page
+    assert "Verified" in page and "passed (through step_generate_estimate_reports)" in page
+    assert "runs only in" not in page
     db = sqlite3.connect(tmp_path / "r.sqlite")
     rows = db.execute("SELECT verification, verification_step, verification_detail FROM designs")
     rows = rows.fetchall()
     assert len(rows) == 12
-    assert {(v, s) for v, s, _ in rows} == {("passed", "step_create_dataflow_partition")}
+    assert {(v, s) for v, s, _ in rows} == {("passed", "step_generate_estimate_reports")}
     detail = json.loads(rows[0][2])
-    assert detail["verified"][:3] == ["step_qonnx_to_finn", "step_tidy_up", "step_streamline"]
+    assert detail["verified"] == [f"step_{s}" for s in BASE_STEPS]
+    assert detail["skipped"] == [] and detail["vectors_compared"] == 256
+    assert detail["execution"] == "python reference"
     records = tmp_path / "cache" / "v1" / "verify"
-    assert len(list(records.glob("*/*.json"))) == 15  # one per segment
+    found = [json.loads(p.read_text()) for p in records.glob("*/*.json")]
+    assert len(found) == 15  # one per segment
+    leaves = [r for r in found if r["steps"][-1]["step"] == "step_generate_estimate_reports"]
+    assert len(leaves) == 12
+    for record in leaves:  # the leaf's own models run inside the front end's parent model
+        assert record["executed"] == ["step_generate_estimate_reports"]
+        ran = record["steps"][-1]
+        assert (
+            ran["execution"]["specialized_as_generic"][
+                "MVAU_" + ("rtl" if "rtl]" in record["segment"] else "hls")
+            ]
+            == "MVAU"
+        )
+        assert ran["width"]["count"] == 0 and ran["width"]["values_checked"] > 20
+        assert "XILINX_VIVADO" in record["simulators"] or "not run" in record["simulators"]
+
+    blueprint = tmp_path / "blueprints" / "base.yaml"
+    blueprint.write_text(blueprint.read_text().replace("verify: true", "verify: {seed: 1}"))
+    again = run_in(tmp_path, "blueprints/tfc_sweep.blueprint.yaml", "--brainsmith-cache", cache)
+    assert "12 passed" in again.stdout and "segments: 0 built, 15 reused" in again.stdout
+    reverified = [json.loads(p.read_text()) for p in records.glob("*/*.json")]
+    assert len(reverified) == 30
+    assert not any(r.get("rebuilt_steps") for r in reverified)
     # prune removes an unused entry's verification records with it
     run_in(
         tmp_path,

@@ -91,6 +91,47 @@ class ExecutionMemo:
         except OSError:
             Path(tmp).unlink(missing_ok=True)
 
+    def check(
+        self, identity: str, inputs: Any, compute: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
+        """A verification check (``outputs`` and JSON-able facts) of the model whose
+        ``identity`` (the toolchain's numerics digest) is given, on ``inputs``: kept ones
+        if any (then True). Models that differ only where the check cannot see share it."""
+        import numpy as np
+
+        array = np.ascontiguousarray(inputs)
+        digest = hashlib.sha256(
+            json.dumps(
+                {
+                    "scheme": SCHEME,
+                    "check": identity,
+                    "inputs": hashlib.sha256(array.tobytes()).hexdigest(),
+                    "shape": list(array.shape),
+                    "dtype": array.dtype.str,
+                    "toolchain": toolchain(),
+                },
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+        kept = self.read(digest)
+        facts = self.path(digest).with_suffix(".json")
+        if kept is not None:
+            try:
+                return {**json.loads(facts.read_text()), "outputs": kept}, True
+            except (OSError, ValueError):
+                pass
+        result = compute()
+        try:
+            facts.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=facts.parent, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w") as out:
+                json.dump({k: v for k, v in result.items() if k != "outputs"}, out)
+            os.replace(tmp, facts)
+        except (OSError, TypeError, ValueError):
+            return result, False
+        self.write(digest, result["outputs"])
+        return result, False
+
     def run(self, models: list[Path], inputs: Any, compute: Callable[[], Any]) -> Any:
         """``compute()``'s outputs for ``models`` on ``inputs``: kept ones if any."""
         digest = execution_digest(models, inputs)

@@ -139,6 +139,11 @@ class Toolchain(Protocol):
         ``values_checked``; ``execution`` (how it ran, e.g. "python reference")."""
         ...
 
+    def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
+        """A digest of what ``check`` depends on in the model (not its folding or its
+        names): models with equal digests give equal checks."""
+        ...
+
     def run_segment(self, **kwargs: Any) -> Any:
         """Run a segment's steps into an output directory, keeping every checkpoint."""
         ...

@@ -249,6 +249,7 @@ def verify_steps(
                 expected,
                 atol,
                 rtol,
+                plan["executions"],
             )
         return results[i]
 
@@ -325,9 +326,12 @@ def _verify_model(
     expected: Any,
     atol: float,
     rtol: float,
+    executions: Path | str,
 ) -> dict[str, Any]:
     """Execute the model after step ``name`` and judge it: outputs against the golden,
-    values against their widths."""
+    values against their widths. The check is kept by what the model computes
+    (``executions``: the memo's folder), so designs that differ only in their folding
+    share one execution."""
     entry: dict[str, Any] = {"step": name, "status": "skipped"}
     if model is None or not model.is_file():
         raise ModelsNeeded(name)
@@ -339,7 +343,10 @@ def _verify_model(
         if reason is not None:
             entry["reason"] = f"{reason}; {_simulators()}"
             return entry
-        result = toolchain().check(model, inputs, parent)
+        identity = toolchain().numerics_digest(model, parent)
+        result, shared = ExecutionMemo(executions).check(
+            identity, inputs, lambda: toolchain().check(model, inputs, parent)
+        )
     except Exception as exc:
         entry.update(status="failed", error=f"cannot execute the model: {exc}"[:500])
         entry["traceback"] = traceback.format_exc()
@@ -353,6 +360,8 @@ def _verify_model(
         "violations": violations[:10],
     }
     entry["execution"] = {k: v for k, v in result.items() if k not in ("outputs", "violations")}
+    if shared:  # a model computing the same (e.g. another folding) was executed before
+        entry["execution"]["shared"] = True
     entry["seconds"] = round(time.time() - started, 3)
     entry["status"] = "failed" if entry.get("error") or entry["differ"] or violations else "passed"
     return entry

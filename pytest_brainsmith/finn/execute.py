@@ -100,6 +100,13 @@ def execute(path: Path | str, inputs: np.ndarray, parent: Path | str | None = No
     return reference.prepare(path, parent, check=False).run(inputs).outputs
 
 
+def numerics_digest(path: Path | str, parent: Path | str | None = None) -> str:
+    """What ``check`` depends on in the model, as a digest (``reference.numerics_digest``)."""
+    from . import reference
+
+    return reference.numerics_digest(path, parent)
+
+
 def check(path: Path | str, inputs: np.ndarray, parent: Path | str | None = None) -> dict[str, Any]:
     """``execute`` plus the width check: ``outputs``, ``violations`` (each a dict with its
     ``message``), ``values_checked`` and which execution ran (``reference.describe``)."""

@@ -647,6 +647,91 @@ def prepare(path: Path | str, parent: Path | str | None = None, *, check: bool =
     return Prepared(ModelWrapper(str(path)), check=check)
 
 
+#: Attributes of FINN's generic HW ops that neither their Python reference nor the width
+#: check reads: folding, memory and implementation choices, and build products. Two models
+#: that differ only in them compute the same values in the same widths.
+NOT_NUMERICS = frozenset(
+    {
+        "PE",  # except a VVAU's whose input is not a sliding window (see numerics_digest)
+        "SIMD",
+        "parallel_window",
+        "M",
+        "ram_style",
+        "ram_style_thresholds",
+        "resType",
+        "mem_mode",
+        "runtime_writeable_weights",
+        "depth_trigger_uram",
+        "depth_trigger_bram",
+        "code_gen_dir_cppsim",
+        "code_gen_dir_ipgen",
+        "executable_path",
+        "ipgen_path",
+        "ip_path",
+        "ip_vlnv",
+        "exec_mode",
+        "rtlsim_so",
+        "rtlsim_trace",
+        "res_estimate",
+        "res_hls",
+        "res_synth",
+        "cycles_estimate",
+        "cycles_rtlsim",
+        "partition_id",
+        "slr",
+        "mem_port",
+        "inFIFODepths",
+        "outFIFODepths",
+        "backend",
+        "preferred_impl_style",
+        "model",  # a partition's path: the partition's model is digested itself
+    }
+)
+
+
+def numerics_digest(path: Path | str, parent: Path | str | None = None) -> str:
+    """A digest of what executing the model computes and checks: the model (and its
+    dataflow parent) as the reference runs it (specialized layers as their generic op),
+    without ``NOT_NUMERICS`` attributes, doc strings and metadata (node names stay: the
+    width check's messages name nodes). Designs
+    that differ only in their folding share it, so one execution answers for all."""
+    import hashlib
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    _finn()
+    digest = hashlib.sha256(Path(__file__).read_bytes())  # this code's semantics
+    for file in (path, parent):
+        if file is None:
+            digest.update(b"-")
+            continue
+        model = ModelWrapper(str(file))
+        switch_to_generic(model)
+        graph = model.graph
+        producers = {out: n.op_type for n in graph.node for out in n.output}
+        for node in graph.node:
+            node.doc_string = ""
+            keep = (
+                {"PE"}
+                if node.op_type == "VVAU"
+                and producers.get(node.input[0])
+                not in (
+                    "Im2Col",
+                    "ConvolutionInputGenerator",
+                )
+                else set()
+            )
+            if node.domain.startswith(GENERIC):
+                kept = [a for a in node.attribute if a.name not in NOT_NUMERICS or a.name in keep]
+                del node.attribute[:]
+                node.attribute.extend(sorted(kept, key=lambda a: a.name))
+        del model.model.metadata_props[:]
+        model.model.doc_string = ""
+        graph.doc_string = ""
+        digest.update(model.model.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
 def describe(prepared: Prepared) -> dict[str, Any]:
     """Which execution ran: FINN's Python references, the specialized layers each
     stood for, and how many nodes ran batched."""

@@ -141,6 +141,9 @@ class FinnToolchain:
     def check(self, model: Path, inputs: Any, parent: Path | None = None) -> dict[str, Any]:
         return finn_execute.check(model, inputs, parent)
 
+    def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
+        return finn_execute.numerics_digest(model, parent)
+
     def run_segment(self, **kwargs: Any) -> Any:
         return runner.run_segment(**kwargs)
 
