@@ -229,6 +229,7 @@ def verify_steps(
         return record
     atol, rtol = tolerances(plan, exact)
     record.update(atol=atol, rtol=rtol, vectors=int(len(inputs)), simulators=_simulators())
+    record["golden_seconds"] = round(time.time() - started, 3)  # drawn/read, or computed
     wanted: list[tuple[str, bool]] = []  # (checkpoint name, inside the dataflow partition)
     partitioned = False
     for index, step in enumerate(spec.path_steps):
