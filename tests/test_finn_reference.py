@@ -190,3 +190,13 @@ def test_a_layer_without_a_python_reference_is_not_executable(built, tmp_path):
     with pytest.raises(reference.NotExecutable, match="no Python reference"):
         reference.prepare(path)
     assert execute.not_executable(built / "step_minimize_bit_width.onnx") is None
+
+
+def test_converted_golden_is_finns_own_conversion(built, vectors, tmp_path):
+    """verify: {golden: converted}: the blueprint's model converted as FINN's
+    step_qonnx_to_finn converts it computes what that step's checkpoint computes."""
+    from pytest_brainsmith.finn import execute
+
+    converted = execute.convert_input(MODEL, tmp_path / "converted.onnx")
+    ours = execute.execute(converted, vectors)
+    assert np.array_equal(ours, execute.execute(built / "step_qonnx_to_finn.onnx", vectors))

@@ -95,6 +95,16 @@ def test_bad_keys_and_values(project, write):
     assert "verify.inputs" in text
     text = error(write("d.blueprint.yaml", HEAD + "verify:\n  atol: -1\n"))
     assert "verify.atol: expected a finite number >= 0" in text
+    text = error(write("f.blueprint.yaml", HEAD + "verify:\n  golden: convert\n"))
+    assert "f.blueprint.yaml:5: verify.golden: expected one of model, converted" in text
+    assert "did you mean 'converted'" in text
+    np.save(project / "o.npy", np.zeros((8, 10), np.float32))
+    text = error(
+        write("g.blueprint.yaml", HEAD + "verify:\n  expected: o.npy\n  golden: converted\n")
+    )
+    assert "verify.golden:" in text and "give one or the other" in text
+    converted = load(write("h.blueprint.yaml", HEAD + "verify: {golden: converted}\n"))
+    assert converted.verify.golden == "converted"
     text = error(write("e.blueprint.yaml", HEAD + "verify: yes please\n"))
     assert "e.blueprint.yaml:4: verify: expected true, false or a mapping" in text
 

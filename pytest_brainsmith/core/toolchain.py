@@ -144,6 +144,11 @@ class Toolchain(Protocol):
         names): models with equal digests give equal checks."""
         ...
 
+    def convert_input(self, model: Path, target: Path) -> Path:
+        """The input model in the compiler's own dialect (FINN: its QONNX-to-FINN
+        conversion), written to ``target``: a golden exact for what follows it."""
+        ...
+
     def run_segment(self, **kwargs: Any) -> Any:
         """Run a segment's steps into an output directory, keeping every checkpoint."""
         ...

@@ -71,7 +71,7 @@ def plan_for(segment: Segment, cache: SegmentCache) -> dict[str, Any] | None:
     spec = {
         "scheme": SCHEME,
         "inputs": inputs or {"count": settings.count, "seed": settings.seed},
-        "expected": expected or "model",
+        "expected": expected or settings.golden,
         "after": list(settings.after) if settings.after is not None else None,
         "atol": settings.atol,
         "rtol": settings.rtol,
@@ -85,6 +85,7 @@ def plan_for(segment: Segment, cache: SegmentCache) -> dict[str, Any] | None:
         "expected_file": str(settings.expected_file) if settings.expected_file else None,
         "count": settings.count,
         "seed": settings.seed,
+        "golden": settings.golden,
         "after": spec["after"],
         "atol": settings.atol,
         "rtol": settings.rtol,
@@ -138,8 +139,23 @@ def golden(plan: dict[str, Any]) -> tuple[Any, Any, bool]:
         exact = exact or expected.dtype.kind in "iub"
         return inputs, expected.astype(np.float64), exact
     memo = ExecutionMemo(plan["executions"])
+    if plan.get("golden", "model") == "converted":  # the model as the compiler reads it
+        identity = f"golden converted {_file_digest(model)}"
+        result, _ = memo.check(
+            identity, inputs, lambda: {"outputs": _converted(plan, model, inputs)}
+        )
+        return inputs, np.asarray(result["outputs"], dtype=np.float64), exact
     expected = memo.run([model], inputs, lambda: toolchain().execute(model, inputs))
     return inputs, expected.astype(np.float64), exact
+
+
+def _converted(plan: dict[str, Any], model: Path, inputs: Any) -> Any:
+    """Outputs of ``model`` converted by the toolchain (in a scratch file)."""
+    folder = Path(plan["executions"]) / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        converted = toolchain().convert_input(model, Path(scratch) / "converted.onnx")
+        return toolchain().execute(converted, inputs)
 
 
 def tolerances(plan: dict[str, Any], exact: bool) -> tuple[float, float]:

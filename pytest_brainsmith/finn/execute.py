@@ -100,6 +100,36 @@ def execute(path: Path | str, inputs: np.ndarray, parent: Path | str | None = No
     return reference.prepare(path, parent, check=False).run(inputs).outputs
 
 
+def convert_input(path: Path | str, target: Path | str) -> Path:
+    """The model in FINN's own dialect, as its ``step_qonnx_to_finn`` makes it (QONNX
+    cleanup, then Quant nodes to MultiThreshold at FINN's default bit-width limit), written
+    to ``target``: the golden for ``verify: {golden: converted}``."""
+    import random
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    from .runner import import_finn
+
+    import_finn()
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from finn.transformation.qonnx.quant_act_to_multithreshold import (
+        default_filter_function_generator,
+    )
+
+    state = random.getstate()
+    random.seed("convert_input")  # qonnx names new tensors with Python's random
+    try:
+        model = cleanup_model(ModelWrapper(str(path)))
+        model = model.transform(
+            ConvertQONNXtoFINN(filter_function=default_filter_function_generator())
+        )
+    finally:
+        random.setstate(state)
+    model.save(str(target))
+    return Path(target)
+
+
 def numerics_digest(path: Path | str, parent: Path | str | None = None) -> str:
     """What ``check`` depends on in the model, as a digest (``reference.numerics_digest``)."""
     from . import reference

@@ -144,6 +144,9 @@ class FinnToolchain:
     def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
         return finn_execute.numerics_digest(model, parent)
 
+    def convert_input(self, model: Path, target: Path) -> Path:
+        return finn_execute.convert_input(model, target)
+
     def run_segment(self, **kwargs: Any) -> Any:
         return runner.run_segment(**kwargs)
 
