@@ -278,7 +278,7 @@ def verify_steps(
         failed_at = last
         if "error" not in results[last]:  # bisect: the first step whose model fails
             low, high = 0, last
-            candidates = [i for i in range(last) if run_able(wanted[i][0], checkpoints)]
+            candidates = [i for i in range(last) if _runnable(wanted[i][0], checkpoints)]
             while candidates and low < high:
                 between = [i for i in candidates if low <= i < high]
                 if not between:
@@ -325,7 +325,7 @@ def verify_steps(
     return record
 
 
-def run_able(name: str, checkpoints: dict[str, Path]) -> bool:
+def _runnable(name: str, checkpoints: dict[str, Path]) -> bool:
     """Whether the model after step ``name`` can be executed here; ``ModelsNeeded`` when
     it was not kept."""
     model = checkpoints.get(name)
