@@ -139,7 +139,7 @@ def blueprint_runs(args: argparse.Namespace) -> None:
             (folder / "b.blueprint.yaml").write_text(child)
             cache = folder / "cache"
             seconds, out = run_pytest(folder, cache, allow_failed=True)
-            summary = re.search(r"=+ (.*) in [\d.]+s", out)
+            summary = re.search(r"^=*\s*(\d+ (?:passed|failed|skipped).*?) in [\d.]+s", out, re.M)
             found = records(cache)
             results[verify] = (
                 seconds,

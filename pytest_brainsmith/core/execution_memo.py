@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from .keys import file_digest, toolchain
 
 #: Cache subfolder of the kept executions.
@@ -113,13 +115,37 @@ class ExecutionMemo:
                 sort_keys=True,
             ).encode()
         ).hexdigest()
-        kept = self.read(digest)
         facts = self.path(digest).with_suffix(".json")
+        kept = self._kept(digest, facts)
         if kept is not None:
-            try:
-                return {**json.loads(facts.read_text()), "outputs": kept}, True
-            except (OSError, ValueError):
-                pass
+            return kept, True
+        try:  # one process computes it; another asking meanwhile waits and reads it
+            facts.parent.mkdir(parents=True, exist_ok=True)
+            lock: Any = FileLock(str(facts.with_suffix(".lock")))
+            lock.acquire()
+        except OSError:  # a read-only cache: compute without sharing
+            lock = None
+        try:
+            kept = self._kept(digest, facts)
+            if kept is not None:
+                return kept, True
+            return self._computed(digest, facts, compute), False
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _kept(self, digest: str, facts: Path) -> dict[str, Any] | None:
+        outputs = self.read(digest)
+        if outputs is None:
+            return None
+        try:
+            return {**json.loads(facts.read_text()), "outputs": outputs}
+        except (OSError, ValueError):
+            return None
+
+    def _computed(
+        self, digest: str, facts: Path, compute: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
         result = compute()
         try:
             facts.parent.mkdir(parents=True, exist_ok=True)
@@ -128,9 +154,9 @@ class ExecutionMemo:
                 json.dump({k: v for k, v in result.items() if k != "outputs"}, out)
             os.replace(tmp, facts)
         except (OSError, TypeError, ValueError):
-            return result, False
+            return result
         self.write(digest, result["outputs"])
-        return result, False
+        return result
 
     def run(self, models: list[Path], inputs: Any, compute: Callable[[], Any]) -> Any:
         """``compute()``'s outputs for ``models`` on ``inputs``: kept ones if any."""
