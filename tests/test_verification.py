@@ -245,7 +245,7 @@ def test_tfc_sweep_verifies_green(tmp_path):
         str(tmp_path / "r.sqlite"),
     )
     assert "12 passed" in result.stdout, result.stdout + result.stderr
-    assert "verification: 12 verified designs" in result.stdout
+    assert "verification: 12 verified designs on 256 input vectors" in result.stdout
     assert "not executed" not in result.stdout
     page = html.read_text()
     assert "Verified" in page and "passed (through step_generate_estimate_reports)" in page
