@@ -47,13 +47,13 @@ def test_rtl_mvau_trades_dsp_for_lut_against_hls(design, brainsmith):
     "tfc_sweep.blueprint.yaml", where={"MVAU": "rtl", "target_fps": 400000, "mvau_wwidth_max": 36}
 )
 def test_dataflow_graph_agrees_with_the_input_model_on_top1(design, brainsmith):
-    """A user's own check beside `verify:`: the hardware graph FINN partitions out
-    (the last model FINN executes in Python here; later ones need rtlsim/cppsim)
-    picks the same class as the input model for every one of 32 random inputs.
-    Both executions are kept in the cache: a warm re-run starts no FINN."""
+    """A user's own check beside `verify:`: the final hardware graph (its specialized
+    layers run as FINN's Python references) picks the same class as the input model for
+    every one of 32 random inputs. Both executions are kept in the cache: a warm re-run
+    starts no FINN."""
     model = Path(__file__).parent.parent / "models" / "tfc_w2a2.onnx"
     inputs = random_inputs(model, 32, seed=1)
-    hardware = design.execute(inputs, after="create_dataflow_partition")
+    hardware = design.execute(inputs)
     reference = brainsmith.execute(model, inputs)
     assert hardware.shape == reference.shape == (32, 10)
     assert (hardware.argmax(axis=1) == reference.argmax(axis=1)).all()

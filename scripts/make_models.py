@@ -13,6 +13,11 @@ exported to QONNX. Deterministic (fixed torch seed), no download.
   convolution, depthwise and pointwise convolutions, stride 1 and 2, the average pool,
   the classifier, 10 classes), small enough for a test.
 
+The MobileNets' batch-norm statistics are calibrated on random images (``calibrate``):
+with their initial ones the random network's activations died out by the fifth layer
+and every input gave the same output, so no comparison of outputs could tell a
+corrupted model from a right one (verify:, see README).
+
 Run from the project root:
     .venv/bin/python scripts/make_models.py [--model tfc|cnv|mobilenet|mobilenet_tiny] [OUT_DIR]
 """
@@ -71,6 +76,20 @@ def _mobilenet(name: str) -> torch.nn.Module:
     return torch.nn.Sequential(quant_input, net)
 
 
+def calibrate(model: torch.nn.Module, shape: tuple[int, ...], batches: int = 4) -> None:
+    """Batch-norm statistics from random images: with its initial statistics (mean 0,
+    variance 1) the random-weight network's activations die out layer by layer and
+    every input gives the same output."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.rand(16, *shape[1:]))
+
+
 def make_model(name: str, out_dir: Path) -> Path:
     config, shape, file_name = MODELS[name]
     # torch 2.13 removed Tensor.rename, which brevitas 0.13.0 calls in every
@@ -83,6 +102,7 @@ def make_model(name: str, out_dir: Path) -> Path:
     torch.manual_seed(0)
     if name in MOBILENETS:
         model = _mobilenet(name)
+        calibrate(model, shape)
     else:
         from brevitas_examples.bnn_pynq.models import model_with_cfg
 

@@ -7,13 +7,15 @@ random input, exactly: the steps only move scales and lower layers)."""
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import export_model
+from conftest import export_model, run_in
 
 from pytest_brainsmith.core.registry import finn_registry
 from pytest_brainsmith.finn.mobilenet_steps import STEPS, register
@@ -103,3 +105,105 @@ def check(tiny: Path, tmp_path: Path) -> None:
             first, last = hw.index(True), len(hw) - hw[::-1].index(True)
             assert all(hw[first:last]), [n.op_type for n in model.graph.node]
             assert {"VVAU", "MVAU", "Thresholding", "Pool"} <= ops, ops
+
+
+#: The reduced MobileNet's corruptions, registered beside its own steps: a depthwise
+#: (VVAU) weight negated after its conversion to hardware layers, a VVAU accumulator
+#: narrowed after the bit widths were minimized, and a harmless renaming of every node.
+CORRUPTIONS = """
+import numpy as np
+from qonnx.custom_op.registry import getCustomOp
+
+from pytest_brainsmith.finn.mobilenet_steps import register
+
+
+def _vvau(model):
+    return next(n for n in model.graph.node if n.op_type.startswith("VVAU"))
+
+
+def flip_depthwise(model, cfg):
+    node = _vvau(model)
+    w = model.get_initializer(node.input[1]).copy()
+    i = int(np.flatnonzero((w != 0) & (np.abs(w) < 7))[0])
+    w.flat[i] = -w.flat[i]
+    model.set_initializer(node.input[1], w)
+    return model
+
+
+def narrow_depthwise(model, cfg):
+    getCustomOp(_vvau(model)).set_nodeattr("accDataType", "INT5")
+    return model
+
+
+def rename_nodes(model, cfg):
+    for i, node in enumerate(model.graph.node):
+        node.name = f"renamed_{i}"
+    return model
+
+
+def pytest_brainsmith_register(registry):
+    register(registry)
+    for step in (flip_depthwise, narrow_depthwise, rename_nodes):
+        registry.register_step(step, reads=())
+"""
+
+TINY_BLUEPRINT = """
+model: {model}
+fpga_part: xczu7ev-ffvc1156-2-e
+clock_ns: 5.0
+finn_config:
+  target_fps: 100000
+  standalone_thresholds: true
+design_space:
+  steps:
+    - qonnx_to_finn
+    - tidy_up
+    - mobilenet_streamline
+    - mobilenet_lower_convs
+    - mobilenet_convert_to_hw
+    - [~, flip_depthwise]
+    - create_dataflow_partition
+    - specialize_layers
+    - target_fps_parallelization
+    - apply_folding_config
+    - minimize_bit_width
+    - [~, narrow_depthwise, rename_nodes]
+    - generate_estimate_reports
+  kernels:
+    - MVAU: [hls, rtl]
+verify: true
+"""
+
+
+def test_reduced_mobilenet_verifies_and_catches_corruptions(tiny, tmp_path):
+    """Every step of the reduced MobileNet verified (VVAU, sliding windows, pooling as
+    their Python references); a flipped depthwise weight and a narrowed VVAU accumulator
+    fail after their steps; renaming nodes passes."""
+    (tmp_path / "conftest.py").write_text(CORRUPTIONS)
+    (tmp_path / "m.blueprint.yaml").write_text(TINY_BLUEPRINT.format(model=tiny))
+    db = tmp_path / "r.sqlite"
+    result = run_in(
+        tmp_path,
+        "--brainsmith-cache",
+        str(tmp_path / "c"),
+        "--brainsmith-results",
+        str(db),
+        timeout=900,
+    )
+    out = result.stdout
+    assert "4 passed" in out and "8 failed" in out, out[-3000:] + result.stderr[-3000:]
+    assert "not executed" not in out
+    with sqlite3.connect(db) as rows:
+        found = rows.execute("SELECT verification, verification_step FROM designs").fetchall()
+    assert sorted(set(found)) == [
+        ("failed", "user_flip_depthwise"),
+        ("failed", "user_narrow_depthwise"),
+        ("passed", "step_generate_estimate_reports"),
+    ]
+    narrowed = re.search(
+        r"width check failed after user_narrow_depthwise: (\S+) accumulator reaches -?[\d,]+, "
+        r"accDataType INT5 holds \[-16, 15\]",
+        out,
+    )
+    assert narrowed and narrowed.group(1).startswith("VVAU"), out[-3000:]
+    assert re.search(r"failed after user_flip_depthwise: \d+ of 256 outputs differ", out)

@@ -54,7 +54,7 @@ def test_defaults_and_merge_through_extends(project, write):
     assert load(write("b.blueprint.yaml", "extends: base.yaml\nverify: false\n")).verify is None
     assert load(write("c.blueprint.yaml", HEAD)).verify is None
     on = load(write("d.blueprint.yaml", HEAD + "verify: true\n")).verify
-    assert (on.count, on.seed) == (8, 0)
+    assert (on.count, on.seed) == (256, 0)
     after = load(write("e.blueprint.yaml", HEAD + "verify: {after: [finn:streamline]}\n"))
     assert after.verify.after == ("streamline",)
 
@@ -119,6 +119,16 @@ def test_bad_keys_and_values(project, write):
     assert "verify.inputs" in text
     text = error(write("d.blueprint.yaml", HEAD + "verify:\n  atol: -1\n"))
     assert "verify.atol: expected a finite number >= 0" in text
+    text = error(write("f.blueprint.yaml", HEAD + "verify:\n  golden: convert\n"))
+    assert "f.blueprint.yaml:5: verify.golden: expected one of model, converted" in text
+    assert "did you mean 'converted'" in text
+    np.save(project / "o.npy", np.zeros((8, 10), np.float32))
+    text = error(
+        write("g.blueprint.yaml", HEAD + "verify:\n  expected: o.npy\n  golden: converted\n")
+    )
+    assert "verify.golden:" in text and "give one or the other" in text
+    converted = load(write("h.blueprint.yaml", HEAD + "verify: {golden: converted}\n"))
+    assert converted.verify.golden == "converted"
     text = error(write("e.blueprint.yaml", HEAD + "verify: yes please\n"))
     assert "e.blueprint.yaml:4: verify: expected true, false or a mapping" in text
 
@@ -223,35 +233,84 @@ def test_a_step_that_changes_numerics_fails_its_designs(tmp_path):
 
 
 # -- real FINN ------------------------------------------------------------------------
+#: The steps of blueprints/base.yaml (FINN's estimate pipeline).
+BASE_STEPS = (
+    "qonnx_to_finn",
+    "tidy_up",
+    "streamline",
+    "convert_to_hw",
+    "minimize_bit_width_initial",
+    "create_dataflow_partition",
+    "specialize_layers",
+    "target_fps_parallelization",
+    "apply_folding_config",
+    "minimize_bit_width",
+    "generate_estimate_reports",
+)
+
+
 def test_tfc_sweep_verifies_green(tmp_path):
-    """The bundled sweep (its base.yaml verifies): every design verified through the
-    last step FINN runs in Python, the later ones skipped with the simulator named."""
+    """The bundled sweep (its base.yaml verifies): every design verified through its last
+    step, specialized layers included (FINN's Python references, 256 vectors), nothing
+    skipped; the models after the dataflow partition run inside its parent, which an
+    ancestor segment made. Other inputs verify the cached entries again from their last
+    models: nothing rebuilt, no step re-run."""
     shutil.copytree(ROOT / "blueprints", tmp_path / "blueprints")
     shutil.copytree(ROOT / "models", tmp_path / "models")
     html = tmp_path / "report.html"
+    cache = str(tmp_path / "cache")
     result = run_in(
         tmp_path,
         "blueprints/tfc_sweep.blueprint.yaml",
         "--brainsmith-cache",
-        str(tmp_path / "cache"),
+        cache,
         f"--html={html}",
         "--brainsmith-results",
         str(tmp_path / "r.sqlite"),
     )
     assert "12 passed" in result.stdout, result.stdout + result.stderr
-    assert "verification: 12 verified designs" in result.stdout
+    assert "verification: 12 verified designs on 256 input vectors" in result.stdout
+    assert "not executed" not in result.stdout
     page = html.read_text()
-    assert "Verified" in page and "passed (through step_create_dataflow_partition)" in page
-    assert "runs only in rtlsim (Vivado)" in page
+    assert "Verified" in page and "passed (through step_generate_estimate_reports)" in page
+    assert "runs only in" not in page
     db = sqlite3.connect(tmp_path / "r.sqlite")
     rows = db.execute("SELECT verification, verification_step, verification_detail FROM designs")
     rows = rows.fetchall()
     assert len(rows) == 12
-    assert {(v, s) for v, s, _ in rows} == {("passed", "step_create_dataflow_partition")}
+    assert {(v, s) for v, s, _ in rows} == {("passed", "step_generate_estimate_reports")}
     detail = json.loads(rows[0][2])
-    assert detail["verified"][:3] == ["step_qonnx_to_finn", "step_tidy_up", "step_streamline"]
+    assert detail["verified"] == [f"step_{s}" for s in BASE_STEPS]
+    assert detail["skipped"] == [] and detail["vectors_compared"] == 256
+    assert detail["execution"] == "python reference"
     records = tmp_path / "cache" / "v1" / "verify"
-    assert len(list(records.glob("*/*.json"))) == 15  # one per segment
+    found = [json.loads(p.read_text()) for p in records.glob("*/*.json")]
+    assert len(found) == 15  # one per segment
+    leaves = [r for r in found if r["steps"][-1]["step"] == "step_generate_estimate_reports"]
+    assert len(leaves) == 12
+    for record in leaves:  # the leaf's own models run inside the front end's parent model
+        assert record["executed"] == ["step_generate_estimate_reports"]
+        ran = record["steps"][-1]
+        assert (
+            ran["execution"]["specialized_as_generic"][
+                "MVAU_" + ("rtl" if "rtl]" in record["segment"] else "hls")
+            ]
+            == "MVAU"
+        )
+        assert ran["width"]["count"] == 0 and ran["width"]["values_checked"] > 20
+        assert "XILINX_VIVADO" in record["simulators"] or "not run" in record["simulators"]
+    # leaves that differ only in their folding compute the same: one execution answers
+    # for them (two workers may each make one before the other's is kept)
+    shared = [r for r in leaves if r["steps"][-1]["execution"].get("shared")]
+    assert len(shared) >= 8, [r["steps"][-1]["execution"] for r in leaves]
+
+    blueprint = tmp_path / "blueprints" / "base.yaml"
+    blueprint.write_text(blueprint.read_text().replace("verify: true", "verify: {seed: 1}"))
+    again = run_in(tmp_path, "blueprints/tfc_sweep.blueprint.yaml", "--brainsmith-cache", cache)
+    assert "12 passed" in again.stdout and "segments: 0 built, 15 reused" in again.stdout
+    reverified = [json.loads(p.read_text()) for p in records.glob("*/*.json")]
+    assert len(reverified) == 30
+    assert not any(r.get("rebuilt_steps") for r in reverified)
     # prune removes an unused entry's verification records with it
     run_in(
         tmp_path,
@@ -403,3 +462,158 @@ def test_random_inputs_cover_the_input_datatype(tmp_path):
     floats = random_inputs(plain, 10, seed=0)
     assert floats.min() >= 0 and floats.max() <= 1
     assert np.allclose(floats * 255, np.round(floats * 255), atol=1e-4)
+
+
+# -- held-out corruptions on real FINN -----------------------------------------------------
+#: User steps that each corrupt the model in one way a real bug would (and one that only
+#: renames nodes). Each finds its target by op type, so it works on any TFC-like model.
+CORRUPTIONS = """
+import numpy as np
+from qonnx.custom_op.registry import getCustomOp
+
+
+def _first(model, prefix, last=False):
+    nodes = [n for n in model.graph.node if n.op_type.startswith(prefix)]
+    return nodes[-1] if last else nodes[0]
+
+
+def reverse_weights(model, cfg):  # after streamline: a weight matrix upside down
+    node = _first(model, "MatMul")
+    model.set_initializer(node.input[1], model.get_initializer(node.input[1])[::-1].copy())
+    return model
+
+
+def flip_sign(model, cfg):  # after convert_to_hw: one weight of the first MVAU negated
+    node = _first(model, "MVAU")
+    w = model.get_initializer(node.input[1]).copy()
+    i = int(np.flatnonzero(np.abs(w) == 1)[0])
+    w.flat[i] = -w.flat[i]
+    model.set_initializer(node.input[1], w)
+    return model
+
+
+def change_weight(model, cfg):  # after apply_folding_config: one weight 0 -> 1 (last MVAU)
+    node = _first(model, "MVAU", last=True)
+    w = model.get_initializer(node.input[1]).copy()
+    w.flat[int(np.flatnonzero(w == 0)[0])] = 1
+    model.set_initializer(node.input[1], w)
+    return model
+
+
+def shift_threshold(model, cfg):  # after minimize_bit_width: one threshold one step up
+    node = _first(model, "MVAU")
+    t = model.get_initializer(node.input[2]).copy()
+    t.flat[0] += 1
+    model.set_initializer(node.input[2], t)
+    return model
+
+
+def swap_channels(model, cfg):  # two output channels of the last MVAU swapped
+    node = _first(model, "MVAU", last=True)
+    w = model.get_initializer(node.input[1]).copy()
+    w[:, [0, 1]] = w[:, [1, 0]]
+    model.set_initializer(node.input[1], w)
+    return model
+
+
+def narrow_accumulator(model, cfg):  # the first MVAU's accumulator 4 bits wide
+    getCustomOp(_first(model, "MVAU")).set_nodeattr("accDataType", "INT4")
+    return model
+
+
+def rename_nodes(model, cfg):  # harmless: every node renamed
+    for i, node in enumerate(model.graph.node):
+        node.name = f"renamed_{i}_{node.op_type}"
+    return model
+
+
+def pytest_brainsmith_register(registry):
+    for step in (reverse_weights, flip_sign, change_weight, shift_threshold, swap_channels,
+                 narrow_accumulator, rename_nodes):
+        registry.register_step(step, reads=())
+"""
+
+#: The estimate pipeline with the corruptions as sibling branches of four branch points
+#: (~: none). A verification failure blocks what is below it, so each branch point's
+#: failing alternatives cost one segment each; verify's default inputs.
+CORRUPTED = """
+model: tfc.onnx
+fpga_part: xc7z020clg400-1
+clock_ns: 10
+finn_config:
+  target_fps: 100000
+design_space:
+  steps:
+    - qonnx_to_finn
+    - tidy_up
+    - streamline
+    - [~, reverse_weights]
+    - convert_to_hw
+    - [~, flip_sign]
+    - minimize_bit_width_initial
+    - create_dataflow_partition
+    - specialize_layers
+    - target_fps_parallelization
+    - apply_folding_config
+    - [~, change_weight]
+    - minimize_bit_width
+    - [~, shift_threshold, swap_channels, narrow_accumulator, rename_nodes]
+    - generate_estimate_reports
+verify: true
+"""
+
+
+def test_held_out_corruptions_fail_after_their_step(tmp_path):
+    """Each corruption fails its designs after the step that made it (bisected inside its
+    segment), with the vectors compared or the width named; renaming nodes passes."""
+    (tmp_path / "conftest.py").write_text(CORRUPTIONS)
+    shutil.copyfile(MODEL, tmp_path / "tfc.onnx")
+    (tmp_path / "c.blueprint.yaml").write_text(CORRUPTED)
+    db = tmp_path / "r.sqlite"
+    result = run_in(
+        tmp_path,
+        "--brainsmith-cache",
+        str(tmp_path / "cache"),
+        "--brainsmith-results",
+        str(db),
+        "-v",
+        timeout=900,
+    )
+    out = result.stdout
+    assert "2 passed" in out, out + result.stderr  # no corruption, and rename_nodes
+    rows = (
+        sqlite3.connect(db)
+        .execute(
+            "SELECT choices, verification, verification_step, verification_detail FROM designs"
+        )
+        .fetchall()
+    )
+    failed_after = {}
+    for choices, status, step, _detail in rows:
+        picked = {v for v in json.loads(choices).values() if v not in ("skip", None)}
+        if status == "failed":
+            failed_after.setdefault(step, set()).add(frozenset(picked))
+        else:
+            assert status == "passed" and picked <= {"rename_nodes"}, (choices, status)
+    assert set(failed_after) == {
+        "user_reverse_weights",
+        "user_flip_sign",
+        "user_change_weight",
+        "user_shift_threshold",
+        "user_swap_channels",
+        "user_narrow_accumulator",
+    }, failed_after
+    messages = [line for line in out.splitlines() if "failed after user_" in line]
+    by_step = {re.search(r"failed after (user_\w+)", m).group(1): m for m in messages}
+    flipped = re.search(r"(\d+) of 256 outputs differ", by_step["user_flip_sign"])
+    assert flipped and 1 <= int(flipped.group(1)) < 64, by_step["user_flip_sign"]  # a few
+    assert re.search(
+        r"width check failed after user_narrow_accumulator: MVAU_hls_0 accumulator reaches "
+        r"-?[\d,]+, accDataType INT4 holds \[-8, 7\]",
+        by_step["user_narrow_accumulator"],
+    ), by_step["user_narrow_accumulator"]
+    # every step before the corruption passed, none is "not executed"
+    detail = json.loads(next(d for c, s, st, d in rows if st == "user_flip_sign"))
+    assert detail["vectors_compared"] == 256 and detail["execution"] == "python reference"
+    assert not detail["skipped"]
+    assert [s["status"] for s in detail["steps"]][-1] == "failed"

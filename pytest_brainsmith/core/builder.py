@@ -103,7 +103,7 @@ def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
         )
     if outcome.ok and spec.verify is not None:
         try:
-            verification.after_build(spec, spec.staged / "build")
+            verification.after_build(spec, spec.staged / "build", cache)
         except OSError as exc:
             return _unrecorded(spec, exc)
         if not spec.keep_step_models:

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from .keys import file_digest, toolchain
 
 #: Cache subfolder of the kept executions.
@@ -90,6 +92,71 @@ class ExecutionMemo:
             os.replace(tmp, path)
         except OSError:
             Path(tmp).unlink(missing_ok=True)
+
+    def check(
+        self, identity: str, inputs: Any, compute: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
+        """A verification check (``outputs`` and JSON-able facts) of the model whose
+        ``identity`` (the toolchain's numerics digest) is given, on ``inputs``: kept ones
+        if any (then True). Models that differ only where the check cannot see share it."""
+        import numpy as np
+
+        array = np.ascontiguousarray(inputs)
+        digest = hashlib.sha256(
+            json.dumps(
+                {
+                    "scheme": SCHEME,
+                    "check": identity,
+                    "inputs": hashlib.sha256(array.tobytes()).hexdigest(),
+                    "shape": list(array.shape),
+                    "dtype": array.dtype.str,
+                    "toolchain": toolchain(),
+                },
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+        facts = self.path(digest).with_suffix(".json")
+        kept = self._kept(digest, facts)
+        if kept is not None:
+            return kept, True
+        try:  # one process computes it; another asking meanwhile waits and reads it
+            facts.parent.mkdir(parents=True, exist_ok=True)
+            lock: Any = FileLock(str(facts.with_suffix(".lock")))
+            lock.acquire()
+        except OSError:  # a read-only cache: compute without sharing
+            lock = None
+        try:
+            kept = self._kept(digest, facts)
+            if kept is not None:
+                return kept, True
+            return self._computed(digest, facts, compute), False
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _kept(self, digest: str, facts: Path) -> dict[str, Any] | None:
+        outputs = self.read(digest)
+        if outputs is None:
+            return None
+        try:
+            return {**json.loads(facts.read_text()), "outputs": outputs}
+        except (OSError, ValueError):
+            return None
+
+    def _computed(
+        self, digest: str, facts: Path, compute: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        result = compute()
+        try:
+            facts.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=facts.parent, prefix=".tmp-", suffix=".json")
+            with os.fdopen(fd, "w") as out:
+                json.dump({k: v for k, v in result.items() if k != "outputs"}, out)
+            os.replace(tmp, facts)
+        except (OSError, TypeError, ValueError):
+            return result
+        self.write(digest, result["outputs"])
+        return result
 
     def run(self, models: list[Path], inputs: Any, compute: Callable[[], Any]) -> Any:
         """``compute()``'s outputs for ``models`` on ``inputs``: kept ones if any."""

@@ -139,12 +139,28 @@ class Toolchain(Protocol):
         """``count`` inputs drawn with ``seed`` from the model's input range."""
         ...
 
-    def simulator_needed(self, model: Path) -> str | None:
-        """None if the compiler runs the model here in software; else which simulator."""
+    def not_executable(self, model: Path) -> str | None:
+        """None if the compiler runs the model here in software; else why not."""
         ...
 
     def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
         """The model's outputs for each input vector (first axis)."""
+        ...
+
+    def check(self, model: Path, inputs: Any, parent: Path | None = None) -> dict[str, Any]:
+        """``execute`` and a width check: ``outputs``; ``violations`` (values that do not
+        fit the datatype holding them in hardware, each with a ``message``);
+        ``values_checked``; ``execution`` (how it ran, e.g. "python reference")."""
+        ...
+
+    def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
+        """A digest of what ``check`` depends on in the model (not its folding or its
+        names): models with equal digests give equal checks."""
+        ...
+
+    def convert_input(self, model: Path, target: Path) -> Path:
+        """The input model in the compiler's own dialect (FINN: its QONNX-to-FINN
+        conversion), written to ``target``: a golden exact for what follows it."""
         ...
 
     def run_segment(self, **kwargs: Any) -> Any:

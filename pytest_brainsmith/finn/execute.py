@@ -1,11 +1,12 @@
-"""Running a model on inputs with FINN's own execution (``finn.core.onnx_exec``).
+"""Running a model on inputs: FINN's Python references, many vectors at a time.
 
-QONNX models, FINN's streamlined graphs and its generic hardware layers run in
-Python. Layers specialized to an HLS or RTL backend run only in FINN's simulators
-(cppsim needs Vitis HLS, rtlsim needs Vivado): ``simulator_needed`` says so, and
-such a model is not executed here (never faked). After ``create_dataflow_partition``
-the network is the parent model (``dataflow_parent.onnx``) with the dataflow
-partition inside it: FINN's ``execute_parent`` runs both.
+QONNX models, FINN's streamlined graphs and its generic hardware layers run in Python;
+layers specialized to an HLS or RTL backend run as the generic HW op they specialize
+(``reference.py``: FINN's own numpy reference, never cppsim or rtlsim, and the record
+says so). After ``create_dataflow_partition`` the network is the parent model
+(``dataflow_parent.onnx``) with the dataflow partition inside it, as FINN's
+``execute_parent`` runs them. ``check`` also checks every value against the width the
+hardware gives it.
 
 Shapes and datatypes are read with onnx/qonnx only (no FINN import), so blueprint
 validation can use them at collection time.
@@ -19,11 +20,6 @@ from typing import Any
 
 import numpy as np
 
-#: Node domains whose nodes execute only in a simulator.
-_SIMULATED_DOMAINS = {
-    "finn.custom_op.fpgadataflow.hls": "cppsim (Vitis HLS)",
-    "finn.custom_op.fpgadataflow.rtl": "rtlsim (Vivado)",
-}
 #: The model FINN's create_dataflow_partition writes next to its checkpoints.
 DATAFLOW_PARENT = "dataflow_parent.onnx"
 
@@ -86,52 +82,71 @@ def is_integer_type(datatype: str) -> bool:
         return False
 
 
-def simulator_needed(path: Path | str) -> str | None:
-    """None if FINN runs the model in Python; else which simulator its layers need."""
-    model = _wrapper(path)
-    for node in model.graph.node:
-        sim = _SIMULATED_DOMAINS.get(node.domain)
-        if sim is not None:
-            return f"{node.op_type} ({node.name}) runs only in {sim}"
-        if node.op_type == "StreamingDataflowPartition":
-            from qonnx.custom_op.registry import getCustomOp
+def not_executable(path: Path | str) -> str | None:
+    """None if the model runs here in Python; else why not (a specialized layer without a
+    generic op: it runs only in a simulator)."""
+    from . import reference
 
-            child = getCustomOp(node).get_nodeattr("model")
-            if child and Path(child).is_file():
-                reason = simulator_needed(child)
-                if reason:
-                    return reason
-    return None
+    return reference.not_executable(path)
 
 
 def execute(path: Path | str, inputs: np.ndarray, parent: Path | str | None = None) -> np.ndarray:
-    """Outputs of the model at ``path`` for each input vector (first axis), one
-    execution per vector as FINN's verify_step does. With ``parent``
-    (``dataflow_parent.onnx``) the model is its dataflow partition and the parent runs
-    around it. Needs FINN importable (a worker has it; elsewhere it is imported)."""
-    from qonnx.transformation.infer_shapes import InferShapes
+    """Outputs of the model at ``path`` for each input vector (first axis), one vector
+    per row. With ``parent`` (``dataflow_parent.onnx``) the model is its dataflow
+    partition and the parent runs around it. Needs FINN importable (a worker has it;
+    elsewhere it is imported)."""
+    from . import reference
+
+    return reference.prepare(path, parent, check=False).run(inputs).outputs
+
+
+def convert_input(path: Path | str, target: Path | str) -> Path:
+    """The model in FINN's own dialect, as its ``step_qonnx_to_finn`` makes it (QONNX
+    cleanup, then Quant nodes to MultiThreshold at FINN's default bit-width limit), written
+    to ``target``: the golden for ``verify: {golden: converted}``."""
+    import random
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
 
     from .runner import import_finn
 
-    import_finn()  # FINN's custom ops must be registered with qonnx
-    from finn.core.onnx_exec import execute_onnx
-    from finn.util.execution import execute_parent
+    import_finn()
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from finn.transformation.qonnx.quant_act_to_multithreshold import (
+        default_filter_function_generator,
+    )
 
-    outputs = []
-    if parent is not None:
-        top = _wrapper(parent)
-        shape = top.get_tensor_shape(top.graph.input[0].name)
-        for vector in np.asarray(inputs, dtype=np.float32):
-            outputs.append(np.asarray(execute_parent(parent, path, vector.reshape(shape))))
-    else:
-        model = _wrapper(path)
-        if not model.check_all_tensor_shapes_specified():
-            model = model.transform(InferShapes())
-        in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
-        shape = model.get_tensor_shape(in_name)
-        for vector in np.asarray(inputs, dtype=np.float32):
-            outputs.append(
-                np.asarray(execute_onnx(model, {in_name: vector.reshape(shape)})[out_name])
-            )
-    # one vector per row, without the model's batch axis of 1
-    return np.stack([o.reshape(o.shape[1:]) if o.shape[:1] == (1,) else o for o in outputs])
+    state = random.getstate()
+    random.seed("convert_input")  # qonnx names new tensors with Python's random
+    try:
+        model = cleanup_model(ModelWrapper(str(path)))
+        model = model.transform(
+            ConvertQONNXtoFINN(filter_function=default_filter_function_generator())
+        )
+    finally:
+        random.setstate(state)
+    model.save(str(target))
+    return Path(target)
+
+
+def numerics_digest(path: Path | str, parent: Path | str | None = None) -> str:
+    """What ``check`` depends on in the model, as a digest (``reference.numerics_digest``)."""
+    from . import reference
+
+    return reference.numerics_digest(path, parent)
+
+
+def check(path: Path | str, inputs: np.ndarray, parent: Path | str | None = None) -> dict[str, Any]:
+    """``execute`` plus the width check: ``outputs``, ``violations`` (each a dict with its
+    ``message``), ``values_checked`` and which execution ran (``reference.describe``)."""
+    from . import reference
+
+    prepared = reference.prepare(path, parent)
+    result = prepared.run(inputs)
+    return {
+        "outputs": result.outputs,
+        "violations": [v.as_dict() for v in result.violations],
+        "values_checked": result.values_checked,
+        **reference.describe(prepared),
+    }

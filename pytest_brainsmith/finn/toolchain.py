@@ -156,11 +156,20 @@ class FinnToolchain:
     def random_inputs(self, model: Path, count: int, seed: int) -> Any:
         return finn_execute.random_inputs(model, count, seed)
 
-    def simulator_needed(self, model: Path) -> str | None:
-        return finn_execute.simulator_needed(model)
+    def not_executable(self, model: Path) -> str | None:
+        return finn_execute.not_executable(model)
 
     def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
         return finn_execute.execute(model, inputs, parent)
+
+    def check(self, model: Path, inputs: Any, parent: Path | None = None) -> dict[str, Any]:
+        return finn_execute.check(model, inputs, parent)
+
+    def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
+        return finn_execute.numerics_digest(model, parent)
+
+    def convert_input(self, model: Path, target: Path) -> Path:
+        return finn_execute.convert_input(model, target)
 
     def run_segment(self, **kwargs: Any) -> Any:
         return runner.run_segment(**kwargs)

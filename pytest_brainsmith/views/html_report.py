@@ -241,10 +241,13 @@ def design_details(record: dict[str, Any]) -> str:
                 [
                     [
                         s["step"],
-                        s["status"],
+                        s["status"]
+                        + (
+                            f" (through the model after {s['through']})" if s.get("through") else ""
+                        ),
                         "" if s.get("differ") is None else f"{s['differ']} of {s['vectors']}",
                         "" if s.get("max_err") is None else f"{s['max_err']:g}",
-                        s.get("reason") or s.get("error") or "",
+                        s.get("reason") or s.get("error") or _width_text(s),
                     ]
                     for s in steps
                 ],
@@ -271,6 +274,12 @@ def design_details(record: dict[str, Any]) -> str:
     )
     parts.append("</div>")
     return "".join(parts)
+
+
+def _width_text(step: dict[str, Any]) -> str:
+    """A step's width-check failure, if any: its first value too wide for its type."""
+    violations = (step.get("width") or {}).get("violations") or []
+    return f"width check: {violations[0]['message']}" if violations else ""
 
 
 STYLE = """<style>

@@ -136,7 +136,9 @@ def verification_line(records: Iterable[dict[str, Any]]) -> str | None:
     if skipped:  # e.g. every step after specialize_layers: its layers need rtlsim or cppsim
         reason = skipped[0].get("reason") or ""
         why = f"; {len(skipped)} design steps not executed ({skipped[0]['step']}: {reason})"
-    return f"verification: {', '.join(parts)} designs{first}{why}"
+    vectors = max((int(r.get("vectors_compared") or 0) for r in results), default=0)
+    compared = f" on {vectors} input vectors" if vectors else ""
+    return f"verification: {', '.join(parts)} designs{compared}{first}{why}"
 
 
 def verification_cell(record: dict[str, Any]) -> tuple[str, str]:

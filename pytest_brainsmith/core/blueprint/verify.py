@@ -3,10 +3,12 @@ with a golden (see core/verification.py for where and how it runs).
 
 ```yaml
 verify:
-  inputs: 8            # a count of random inputs (seeded), or a .npy file of inputs
+  inputs: 256          # a count of random inputs (seeded), or a .npy file of inputs
   seed: 0
   expected: out.npy    # default: the outputs of executing the blueprint's model itself
-  after: [streamline, convert_to_hw]   # default: every step FINN can execute
+  golden: model        # or converted: that model as the compiler reads it (FINN's
+                       # QONNX-to-FINN conversion), the golden when expected is not given
+  after: [streamline, convert_to_hw]   # default: every step
   atol: 0              # default: exact for integer outputs, FINN's 1e-3 / 1e-5 otherwise
   rtol: 0
 ```
@@ -30,8 +32,12 @@ from .limits import _pipeline_step, _pipeline_steps
 from .report import FileReport, MergedReport, typename
 from .space import StepSlot
 
-VERIFY_KEYS = ("enabled", "inputs", "seed", "expected", "after", "atol", "rtol")
-DEFAULT_COUNT = 8
+VERIFY_KEYS = ("enabled", "inputs", "seed", "expected", "golden", "after", "atol", "rtol")
+#: What ``golden:`` may say: the blueprint's model executed as it is, or converted first.
+GOLDENS = ("model", "converted")
+#: Random inputs by default: enough that one flipped weight of TFC's first layer (which
+#: changes 2-5 % of its outputs) is caught (bench/verification.py --catch measures it).
+DEFAULT_COUNT = 256
 MAX_COUNT = 100_000
 
 
@@ -43,7 +49,8 @@ class VerifySettings:
     seed: int
     inputs_file: Path | None = None
     expected_file: Path | None = None
-    after: tuple[str, ...] | None = None  # None: every step FINN can execute
+    after: tuple[str, ...] | None = None  # None: every step
+    golden: str = "model"  # GOLDENS
     atol: float | None = None  # None: exact for integer outputs, else FINN's default
     rtol: float | None = None
 
@@ -111,8 +118,23 @@ def resolve_verify(
         raise report.error(
             ("verify", "expected"), f"expected a path to a .npy file, got {typename(expected)}"
         )
+    golden = raw.get("golden", "model")
+    if golden not in GOLDENS:
+        hint = did_you_mean(str(golden), GOLDENS)
+        raise report.error(
+            ("verify", "golden"),
+            f"expected one of {', '.join(GOLDENS)}, got {str(golden)[:40]!r}"
+            + (f"; {hint}" if hint else ""),
+        )
+    if golden != "model" and expected is not None:
+        raise report.error(
+            ("verify", "golden"),
+            "golden chooses the model executed for the expected outputs; "
+            "with expected: (a .npy file) there is none: give one or the other",
+        )
     settings = VerifySettings(
         count=count,
+        golden=golden,
         seed=seed,
         inputs_file=inputs_file,
         expected_file=expected,
