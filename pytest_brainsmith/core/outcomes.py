@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .gates import GATES
 
 if TYPE_CHECKING:
+    from .engine.equivalence import Equivalent
     from .execution_memo import ExecutionMemo
     from .expectations import Expectation
     from .tree import Segment
@@ -104,6 +105,9 @@ class DesignOutcome:
     gate: str | None = None  # the gate that stopped it early (gates.py), if one did
     #: where ``execute`` keeps its answers (the engine's cache; execution_memo.py)
     executions: ExecutionMemo | None = field(default=None, repr=False, compare=False)
+    #: the earlier design this one equals: a choice on its path changed nothing
+    #: (``engine/equivalence.py``); None if it has no equal before it
+    equivalent: Equivalent | None = field(default=None, repr=False, compare=False)
 
     @property
     def verification(self) -> dict[str, Any]:
@@ -180,6 +184,7 @@ class DesignOutcome:
         failing = self.failure
         estimates = {k: v for k, v in self.estimates.items() if k not in ("layers", "report_dir")}
         nodeid = nodeid or f"{space.path.name}::{'::'.join(self.leaf.nodeid_parts())}"
+        same = self.equivalent
         return jsonable(
             {
                 "nodeid": nodeid,
@@ -205,8 +210,19 @@ class DesignOutcome:
                 "gate": self.gate,
                 "folding": _folding(self.leaf),
                 "verification": self.verification,
+                # the earlier design it equals (its node id) and why; the views show
+                # that one as the representative and this one as pointing to it
+                "equivalent_to": _sibling_id(nodeid, self.leaf, same.design) if same else None,
+                "equivalence": same.reason if same else None,
             }
         )
+
+
+def _sibling_id(nodeid: str, leaf: Segment, other: Segment) -> str:
+    """The node id of design ``other`` of the same tree, written as ``nodeid`` is."""
+    own = "::".join(leaf.nodeid_parts())
+    head = nodeid[: -len(own)] if nodeid.endswith(own) else f"{leaf.tree.space.path.name}::"
+    return head + "::".join(other.nodeid_parts())
 
 
 def _folding(leaf: Any) -> dict[str, Any] | None:
