@@ -157,6 +157,16 @@ class DesignOutcome:
     def report_dir(self) -> str | None:
         return self.estimates.get("report_dir")
 
+    def equivalent_to(self, nodeid: str) -> str | None:
+        """The node id of the earlier design this one equals (written as ``nodeid``, this
+        design's own, is), if any."""
+        if self.equivalent is None:
+            return None
+        own = "::".join(self.leaf.nodeid_parts())
+        space = self.leaf.tree.space
+        head = nodeid[: -len(own)] if nodeid.endswith(own) else f"{space.path.name}::"
+        return head + "::".join(self.equivalent.design.nodeid_parts())
+
     def record(self, nodeid: str | None = None) -> dict[str, Any]:
         """This design as JSON data for the reports and the results store."""
         space = self.leaf.tree.space
@@ -184,7 +194,6 @@ class DesignOutcome:
         failing = self.failure
         estimates = {k: v for k, v in self.estimates.items() if k not in ("layers", "report_dir")}
         nodeid = nodeid or f"{space.path.name}::{'::'.join(self.leaf.nodeid_parts())}"
-        same = self.equivalent
         return jsonable(
             {
                 "nodeid": nodeid,
@@ -212,17 +221,10 @@ class DesignOutcome:
                 "verification": self.verification,
                 # the earlier design it equals (its node id) and why; the views show
                 # that one as the representative and this one as pointing to it
-                "equivalent_to": _sibling_id(nodeid, self.leaf, same.design) if same else None,
-                "equivalence": same.reason if same else None,
+                "equivalent_to": self.equivalent_to(nodeid),
+                "equivalence": self.equivalent.reason if self.equivalent else None,
             }
         )
-
-
-def _sibling_id(nodeid: str, leaf: Segment, other: Segment) -> str:
-    """The node id of design ``other`` of the same tree, written as ``nodeid`` is."""
-    own = "::".join(leaf.nodeid_parts())
-    head = nodeid[: -len(own)] if nodeid.endswith(own) else f"{leaf.tree.space.path.name}::"
-    return head + "::".join(other.nodeid_parts())
 
 
 def _folding(leaf: Any) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ def plotted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def front_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The Pareto-optimal designs among those that passed (met every expectation; a
     folding search's infeasible proposals are skipped), else among all plotted."""
-    points = plotted(records)
+    points = [r for r in plotted(records) if not r.get("equivalent_to")]  # one per equal set
     passed = [r for r in points if r.get("outcome") == "passed"]
     points = passed or points
     xy = [(r["estimates"][X_METRIC], r["estimates"][Y_METRIC]) for r in points]

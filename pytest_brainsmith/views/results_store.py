@@ -77,6 +77,7 @@ _ADDED_COLUMNS = {
     "verification_step": "TEXT",  # the last step verified, or the one it failed after
     "verification_detail": "TEXT",  # JSON: per step status, vectors differing, max |err|
     "segments_fetched": "INTEGER",
+    "equivalent_to": "TEXT",  # the design (node id) this one equals: a choice changed nothing
 }
 
 
@@ -149,6 +150,7 @@ class ResultsStore:
             "cache_key": record.get("cache_key"),
             "folding": json.dumps(record["folding"]) if record.get("folding") else None,
             "error": record.get("error"),
+            "equivalent_to": record.get("equivalent_to"),
             "verification": verification_cell(record)[0],
             "verification_step": verification_cell(record)[1] or None,
             "verification_detail": json.dumps(record.get("verification") or {}, sort_keys=True),

@@ -49,7 +49,7 @@ def representative(leaf: Segment, facts: Facts) -> Equivalent | None:
     if trial_of(leaf) is not None:  # a folding search's trial: the search reports it
         return None
     mirror = chain[0]
-    taken: list[tuple[Segment, Segment]] = []  # (the design's own, the sibling in its place)
+    taken: list[tuple[int, Segment, Segment]] = []  # (depth, own, the sibling in its place)
     for depth in range(1, len(chain)):
         current = _mirror(mirror, chain[depth])
         if current is None:
@@ -59,15 +59,15 @@ def representative(leaf: Segment, facts: Facts) -> Equivalent | None:
             if sibling is current:
                 break
             if _same(sibling, current, below, facts):
-                taken.append((current, sibling))
+                taken.append((depth, current, sibling))
                 current = sibling
                 break
         mirror = current
     if not taken or mirror is leaf or not _same_result(mirror, leaf, facts):
         return None
     reasons = []
-    for own, sibling in taken:
-        last = not any(s.steps for s in chain[chain.index(own) + 1 :])
+    for depth, own, sibling in taken:
+        last = not any(s.steps for s in chain[depth + 1 :])
         reasons.append(_reason(own, sibling, last=last))
     return Equivalent(mirror, "; ".join(reasons))
 
