@@ -17,7 +17,7 @@ from .expect import resolve_expect
 from .explore import resolve_explore
 from .extends import load_chain
 from .folding import check_trial_choices, resolve_folding
-from .kernels import check_backend_reader, resolve_kernels
+from .kernels import check_backend_reader, check_kernels_in_models, resolve_kernels
 from .limits import (
     resolve_max_memory,
     resolve_step_resources,
@@ -133,6 +133,7 @@ def _load(
     result.expect = resolve_expect(data.get("expect"), result.variation_points(), report)
     check_readers(sweeps, slots, report)
     check_backend_reader(result.kernels, slots, report)
+    check_kernels_in_models(result.kernels, models, report)
     check_trial_choices(result, report)
     count = result.count_designs()
     if count > max_designs:
