@@ -63,6 +63,7 @@ class OutputDigests:
     def __init__(self, cache: SegmentCache) -> None:
         self.cache = cache
         self._read: dict[str, str | None] = {}
+        self._stored: dict[str, str | None] = {}
 
     def of_entry(self, entry: str) -> str | None:
         if entry not in self._read:
@@ -82,12 +83,17 @@ class OutputDigests:
         return None
 
     def stored(self, key: str) -> str | None:
-        """The digest of the output of ``key``'s entry, if the cache holds it intact."""
-        try:
-            entry = self.cache.lookup(key)
-        except OSError:
-            return None
-        return self.of_entry(str(entry.path)) if entry is not None else None
+        """The digest of the output of ``key``'s entry, if the cache holds it intact
+        (an entry found is asked for once)."""
+        if key not in self._stored:
+            try:
+                entry = self.cache.lookup(key)
+            except OSError:
+                return None
+            if entry is None:
+                return None
+            self._stored[key] = self.of_entry(str(entry.path))
+        return self._stored[key]
 
 
 def _output_digest(entry: Path) -> str | None:
