@@ -2,6 +2,9 @@
 exported to QONNX. Deterministic (fixed torch seed), no download.
 
 - ``tfc`` (bundled in models/): TFC, 784-64-64-64-10, 2-bit weights and activations;
+- ``tfc_w1a1``: the same topology with 1-bit weights and activations (FINN builds every
+  MVAU of it as ``MVAU_hls``, whatever backend is asked: the content dedupe's case);
+- ``lfc``: LFC, 784-1024-1024-1024-10, 1-bit weights and activations (bench/dedupe.py);
 - ``cnv`` (for bench/explore.py --model cnv; about 6 MB, so built, not shipped):
   CNV, 3x32x32 input, six conv and three FC layers, 2-bit weights and activations;
 - ``mobilenet``: MobileNet-v1 (brevitas_examples.imagenet_classification), 4-bit weights
@@ -25,16 +28,19 @@ Run from the project root:
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package
+
 #: name -> (brevitas_examples config, input shape, file name)
 MODELS = {
     "tfc": ("tfc_2w2a", (1, 1, 28, 28), "tfc_w2a2.onnx"),
+    "tfc_w1a1": ("tfc_1w1a", (1, 1, 28, 28), "tfc_w1a1.onnx"),
+    "lfc": ("lfc_1w1a", (1, 1, 28, 28), "lfc_w1a1.onnx"),
     "cnv": ("cnv_2w2a", (1, 3, 32, 32), "cnv_w2a2.onnx"),
     "mobilenet": ("mobilenet", (1, 3, 224, 224), "mobilenet_v1_w4a4.onnx"),
     "mobilenet_tiny": ("mobilenet_tiny", (1, 3, 32, 32), "mobilenet_v1_tiny_w4a4.onnx"),
@@ -91,14 +97,11 @@ def calibrate(model: torch.nn.Module, shape: tuple[int, ...], batches: int = 4) 
 
 
 def make_model(name: str, out_dir: Path) -> Path:
-    config, shape, file_name = MODELS[name]
-    # torch 2.13 removed Tensor.rename, which brevitas 0.13.0 calls in every
-    # quant layer (see shared finn-notes); a no-op restores the old behaviour.
-    if not hasattr(torch.Tensor, "rename"):
-        torch.Tensor.rename = lambda self, *a, **k: self  # type: ignore[attr-defined]
-    import onnx
-    from brevitas.export import export_qonnx
+    """Export the named topology (fixed seed, random weights) through
+    ``pytest_brainsmith.models.export``: torch/brevitas compatibility, one file, cleanup."""
+    from pytest_brainsmith.models import export
 
+    config, shape, file_name = MODELS[name]
     torch.manual_seed(0)
     if name in MOBILENETS:
         model = _mobilenet(name)
@@ -107,19 +110,7 @@ def make_model(name: str, out_dir: Path) -> Path:
         from brevitas_examples.bnn_pynq.models import model_with_cfg
 
         model, _ = model_with_cfg(config, pretrained=False)
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / file_name
-    # Export into a private folder, then publish by rename: two processes generating the
-    # same model on first use never see a half-written file.
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
-        staged = Path(tmp) / file_name
-        export_qonnx(model, torch.randn(*shape), export_path=str(staged))
-        # torch's exporter may put the weights in a side file; keep one self-contained file.
-        proto = onnx.load(str(staged), load_external_data=True)
-        onnx.save_model(proto, str(staged), save_as_external_data=False)
-        os.replace(staged, target)
-    return target
+    return export(model, shape, out_dir / file_name, cleanup=False)
 
 
 def ensure_model(name: str, out_dir: Path) -> Path:

@@ -554,3 +554,43 @@ def test_a_bad_inherited_step_resource_is_reported_in_the_parent(write, model_fi
     unknown = write("u.yaml", "extends: good.yaml\nstep_resources:\n  tidy: {vivado: 1}\n")
     err = error(unknown)
     assert (err.file, err.key, err.line) == (unknown, "step_resources.tidy", 3)
+
+
+def test_a_finn_config_typo_gets_a_did_you_mean_wherever_it_is_written(write, model_file):
+    """``target_fsp`` for ``target_fps``: in finn_config, in a sweep, and in a ``where=``
+    (``explore()``, the pytest marker): the field meant is named."""
+    for text, key in [
+        (HEAD.replace("target_fps: 1000", "target_fsp: 1000"), "finn_config.target_fsp"),
+        (
+            HEAD + "design_space:\n  finn_config:\n    target_fsp: [1, 2]\n",
+            "design_space.finn_config.target_fsp",
+        ),
+    ]:
+        err = error(write("t.blueprint.yaml", text))
+        assert err.key == key and "unknown FINN config field" in err.message
+        assert err.hint is not None and "did you mean 'target_fps'" in err.hint
+
+    space = load(
+        write("w.blueprint.yaml", HEAD + "design_space:\n  finn_config:\n    target_fps: [1, 2]\n")
+    )
+    assert space.unknown_choices({"target_fps": 1}) is None
+    assert space.unknown_choices({"target_fsp": 1}) == (
+        "'target_fsp' is not a branch point; did you mean 'target_fps'? (branch points: target_fps)"
+    )
+    assert space.unknown_choices({"mvau_wwidth_max": 36}) == (
+        "'mvau_wwidth_max' is not swept in this blueprint (a fixed value) (branch points: target_fps)"
+    )
+    assert space.unknown_choices({"folding": "trial-0"}, also=["folding"]) is None
+
+    from pytest_brainsmith import explore
+
+    with pytest.raises(BlueprintError) as info:  # before anything is built
+        explore(
+            write(
+                "w.blueprint.yaml", HEAD + "design_space:\n  finn_config:\n    target_fps: [1, 2]\n"
+            ),
+            where={"target_fsp": 1},
+        )
+    assert "where: 'target_fsp' is not a branch point; did you mean 'target_fps'?" in str(
+        info.value
+    )

@@ -152,7 +152,10 @@ def test_design(design):
     )
     result = project.runpytest("--collect-only", "test_checks.py")
     result.stdout.fnmatch_lines(
-        ["*tfc.blueprint.yaml: where: MVAUU is not a branch point; branch points: MVAU, target_fps"]
+        [
+            "*tfc.blueprint.yaml: where: 'MVAUU' is not a branch point; did you mean 'MVAU'? "
+            "(branch points: MVAU, target_fps)"
+        ]
     )
     assert "Traceback" not in result.stdout.str()
 

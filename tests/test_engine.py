@@ -34,11 +34,17 @@ def _pid(name):
     with open(os.path.join(HERE, name + ".pid"), "w") as f:
         f.write(str(os.getpid()))
 
+def _mark(model, name):
+    # a model of its own: two steps that returned the same model would share the work
+    # below them (content dedupe), which is not what these tests are about
+    model.set_metadata_prop("made_by", name)
+    return model
+
 def pass_through(model, cfg):
     return model
 
 def fine(model, cfg):
-    return model
+    return _mark(model, "fine")
 
 def raises(model, cfg):
     raise ValueError("raises was asked to fail")
@@ -64,7 +70,7 @@ def slow(model, cfg):
     _pid("slow")
     open(os.path.join(HERE, "slow.started"), "w").close()
     time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
-    return model
+    return _mark(model, "slow")
 
 def raises_once_slow_runs(model, cfg):
     deadline = time.time() + 60
@@ -73,10 +79,10 @@ def raises_once_slow_runs(model, cfg):
     raise ValueError("raises_once_slow_runs was asked to fail")
 
 def tail_a(model, cfg):
-    return model
+    return _mark(model, "tail_a")
 
 def tail_b(model, cfg):
-    return model
+    return _mark(model, "tail_b")
 
 def pytest_brainsmith_register(registry):
     steps = (pass_through, fine, raises, exits, segfaults, hangs, hogs, skips, slow, tail_a, tail_b,

@@ -107,11 +107,13 @@ def _log(row):
 def pollute(model, cfg):
 {pollute}
     _log({{"step": "pollute"}})
+    model.set_metadata_prop("made_by", "pollute")  # a model of its own: not shared below
     return model
 
 
 def stay_clean(model, cfg):
     _log({{"step": "stay_clean"}})
+    model.set_metadata_prop("made_by", "stay_clean")
     return model
 
 

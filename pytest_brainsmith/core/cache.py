@@ -434,21 +434,26 @@ class SegmentCache:
 
     def descendants(self, roots: set[str]) -> set[str]:
         """Keys of the entries built (directly or not) on the output of ``roots``, by
-        their manifests' input: what a folding search's trials below them built."""
-        children: dict[str, list[str]] = {}
+        their manifests' input (the content digest of the model they read): what a
+        folding search's trials below them built."""
+        children: dict[str, list[str]] = {}  # output digest -> entries that read it
+        outputs: dict[str, str] = {}  # key -> its output's digest
         for shard in _listdir(self.base / "entries"):
             for path in _listdir(shard):
                 try:
                     manifest = json.loads((path / "manifest.json").read_text())
-                    parent = manifest["components"]["input"].get("parent")
+                    source = manifest["components"]["input"].get("parent_output")
+                    output = manifest["files"].get("output.onnx", {}).get("sha256")
                 except (OSError, ValueError, KeyError, TypeError, AttributeError):
                     continue
-                if parent:
-                    children.setdefault(parent, []).append(path.name)
+                if isinstance(output, str):
+                    outputs[path.name] = output
+                if isinstance(source, str):
+                    children.setdefault(source, []).append(path.name)
         found: set[str] = set()
         stack = list(roots)
         while stack:
-            for child in children.get(stack.pop(), []):
+            for child in children.get(outputs.get(stack.pop(), ""), []):
                 if child not in found:
                     found.add(child)
                     stack.append(child)

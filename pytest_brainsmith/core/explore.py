@@ -139,6 +139,9 @@ def explore(
     )
     if space is None:
         raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
+    unknown = space.unknown_choices(where or {}, also=["folding"] if space.folding else [])
+    if unknown:  # a typo would select nothing, silently
+        raise BlueprintError(path, "where", unknown)
     tree = build_execution_tree(space)
     leaves = [leaf for leaf in tree.designs() if _selected(leaf, where)]
     run_id = uuid.uuid4().hex

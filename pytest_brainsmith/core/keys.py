@@ -1,12 +1,16 @@
 """Cache keys: a hash of everything that can change a segment's result.
 
 Like Snakemake's provenance hash and DVC's run cache, the key covers the input
-(the parent segment's key, or the model file's content at the root), the steps
-and the identity of their code (FINN and its libraries' versions, a hash of a
-user step's source), and every config field those steps can read (files by
-content). Readable names (the design's choices) are not part of the key: two
-blueprints that ask for the same work share it. The components are stored with
-the entry so that a miss can be explained.
+(the content of the parent segment's output model, or of the model file at the
+root), the steps and the identity of their code (FINN and its libraries' versions,
+a hash of a user step's source), and every config field those steps can read
+(files by content). Readable names (the design's choices) are not part of the key:
+two blueprints that ask for the same work share it, and so do two designs whose
+choices above made the same model (``MVAU: rtl`` where FINN builds ``MVAU_hls``
+anyway): the work below such a no-op choice is built once (content dedupe). A
+child's key is therefore known once its parent is built or found in the cache
+(its manifest records its output's digest). The components are stored with the
+entry so that a miss can be explained.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from .toolchain import current as current_toolchain
 
 #: Bump when the meaning of a key or of an entry's layout changes. 2: manifests record
 #: every file's digest (entries without them cannot be verified, so they are not reused).
-KEY_SCHEME = 2
+#: 3: a child's input is its parent's output content, not its parent's key.
+KEY_SCHEME = 3
 _TOOLCHAIN = ("finn-plus", "qonnx", "onnx", "onnxruntime", "numpy", "brevitas", "torch")
 _digests: dict[tuple[str, int, int, int, int], str] = {}
 
@@ -88,14 +93,24 @@ def segment_key(
     steps: tuple[Step, ...] | list[Step],
     config: dict[str, Any],
     *,
-    parent_key: str | None,
-    model: Path | None,
+    parent_output: str | None = None,
+    model: Path | None = None,
+    parent_key: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """(hex digest, components) for running ``steps`` on the parent's output
-    (or on ``model`` at the start of the pipeline)."""
+    """(hex digest, components) for running ``steps`` on the parent's output, given by
+    the sha256 of its content (or on ``model`` at the start of the pipeline). With
+    ``parent_key`` instead, the digest names the segment by where it is in a tree (its
+    parent's such name): the engine's identity of a task, known before anything is
+    built, never a cache key."""
+    if parent_output:
+        source: dict[str, Any] = {"parent_output": parent_output}
+    elif parent_key:
+        source = {"parent": parent_key}
+    else:
+        source = {"model": canonical(model)}
     components: dict[str, Any] = {
         "scheme": KEY_SCHEME,
-        "input": {"parent": parent_key} if parent_key else {"model": canonical(model)},
+        "input": source,
         "steps": [_step_component(s) for s in steps],
         "config": canonical(relevant_config(steps, config)),
         "toolchain": toolchain(),

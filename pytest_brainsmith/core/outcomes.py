@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .gates import GATES
 
 if TYPE_CHECKING:
+    from .engine.equivalence import Equivalent
     from .execution_memo import ExecutionMemo
     from .expectations import Expectation
     from .tree import Segment
@@ -107,6 +108,9 @@ class DesignOutcome:
     gate: str | None = None  # the gate that stopped it early (gates.py), if one did
     #: where ``execute`` keeps its answers (the engine's cache; execution_memo.py)
     executions: ExecutionMemo | None = field(default=None, repr=False, compare=False)
+    #: the earlier design this one equals: a choice on its path changed nothing
+    #: (``engine/equivalence.py``); None if it has no equal before it
+    equivalent: Equivalent | None = field(default=None, repr=False, compare=False)
 
     @property
     def verification(self) -> dict[str, Any]:
@@ -155,6 +159,16 @@ class DesignOutcome:
     @property
     def report_dir(self) -> str | None:
         return self.estimates.get("report_dir")
+
+    def equivalent_to(self, nodeid: str) -> str | None:
+        """The node id of the earlier design this one equals (written as ``nodeid``, this
+        design's own, is), if any."""
+        if self.equivalent is None:
+            return None
+        own = "::".join(self.leaf.nodeid_parts())
+        space = self.leaf.tree.space
+        head = nodeid[: -len(own)] if nodeid.endswith(own) else f"{space.path.name}::"
+        return head + "::".join(self.equivalent.design.nodeid_parts())
 
     def record(self, nodeid: str | None = None) -> dict[str, Any]:
         """This design as JSON data for the reports and the results store."""
@@ -208,6 +222,10 @@ class DesignOutcome:
                 "gate": self.gate,
                 "folding": _folding(self.leaf),
                 "verification": self.verification,
+                # the earlier design it equals (its node id) and why; the views show
+                # that one as the representative and this one as pointing to it
+                "equivalent_to": self.equivalent_to(nodeid),
+                "equivalence": self.equivalent.reason if self.equivalent else None,
             }
         )
 

@@ -65,6 +65,11 @@ class Toolchain(Protocol):
         travels in a compiler field of its own)."""
         ...
 
+    def moot_backend_choice(self, model: Path, kernel: str, backends: Sequence[str]) -> str | None:
+        """Why choosing among ``backends`` for ``kernel`` can change no design of
+        ``model``, where that is known from the model file cheaply (None: it may)."""
+        ...
+
     def available_tools(self) -> dict[str, str | None]:
         """For each external tool (vivado, vitis_hls): None if usable here, else why not."""
         ...

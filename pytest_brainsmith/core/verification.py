@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .execution_memo import ExecutionMemo
+from .keys import file_digest
 from .toolchain import current as toolchain
 
 if TYPE_CHECKING:
@@ -71,7 +72,9 @@ def plan_for(segment: Segment, cache: SegmentCache) -> dict[str, Any] | None:
     spec = {
         "scheme": SCHEME,
         "inputs": inputs or {"count": settings.count, "seed": settings.seed},
-        "expected": expected or settings.golden,
+        # a segment's key names the model it reads, not the design's model: the
+        # outputs it is compared with are those of this model
+        "expected": expected or {"golden": settings.golden, "model": file_digest(model)},
         "after": list(settings.after) if settings.after is not None else None,
         "atol": settings.atol,
         "rtol": settings.rtol,

@@ -7,7 +7,7 @@ by ``prepare`` and by the builds and folding functions that need it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,11 @@ class FinnToolchain:
 
     def field_read(self, config_field: str) -> str:
         return BACKENDS_READ_AS if config_field == KERNEL_BACKENDS else config_field
+
+    def moot_backend_choice(self, model: Path, kernel: str, backends: Sequence[str]) -> str | None:
+        from .kernel_presence import moot_backend_choice
+
+        return moot_backend_choice(model, kernel, backends)
 
     def available_tools(self) -> dict[str, str | None]:
         return runner.available_tools()

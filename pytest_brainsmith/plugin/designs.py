@@ -70,14 +70,9 @@ def design_leaves(
     tree = run_context(config).tree(path, ihook)
     if tree is None:
         raise BlueprintError(path, "abstract", "is abstract: it has no designs of its own")
-    unknown = set(where) - set(tree.space.variation_points())
+    unknown = tree.space.unknown_choices(where)
     if unknown:
-        raise BlueprintError(
-            path,
-            "where",
-            f"{', '.join(sorted(unknown))} is not a branch point; "
-            f"branch points: {', '.join(tree.space.variation_points()) or 'none'}",
-        )
+        raise BlueprintError(path, "where", unknown)
     leaves = []
     for leaf in tree.designs():
         choices = dict(c.describe() for c in leaf.choices())

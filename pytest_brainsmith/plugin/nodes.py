@@ -154,6 +154,10 @@ class DesignItem(pytest.Item):
         for metric, _title, _better in KEY_METRICS:
             if metric in outcome.estimates:
                 self.user_properties.append((f"brainsmith.{metric}", outcome.estimates[metric]))
+        same = outcome.equivalent_to(self.nodeid)
+        if same and outcome.equivalent is not None:  # a choice on its path changed nothing
+            self.user_properties.append(("brainsmith.equivalent_to", same))
+            self.user_properties.append(("brainsmith.equivalence", outcome.equivalent.reason))
         if outcome.status != "passed":
             raise ExpectationsFailed(outcome)
 

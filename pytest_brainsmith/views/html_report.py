@@ -17,6 +17,7 @@ from . import baseline, folding, pareto
 from .records import (
     KEY_METRICS,
     best_designs,
+    equivalences,
     gate_savings,
     group_by_blueprint,
     outcomes_line,
@@ -92,6 +93,10 @@ def row_cells(record: dict[str, Any] | None) -> list[str]:
         return [f'<td class="col-{column}"></td>' for column, _ in COLUMNS]
     choices = record.get("choices") or {}
     design = " ".join(f"{k}={v}" for k, v in choices.items()) or "single design"
+    same = record.get("equivalent_to")
+    if same:  # the representative's row is named in the summary's table of equals
+        tail = same.split("::", 1)[-1]
+        design += f" (equals {tail}: {record.get('equivalence')})"
     cells = [f'<td class="col-bs_design">{html.escape(design)}</td>']
     estimates = record.get("estimates") or {}
     for metric, _title, _ in KEY_METRICS:
@@ -372,6 +377,22 @@ def summary_html(
             _table(
                 ["best", "value", "design"],
                 [[title[m], f"{v:,.4g}", short_id(r)] for m, r, v in best],
+            )
+        )
+    groups = equivalences(records)
+    if groups:
+        by_id = {r["nodeid"]: r for r in records}
+        parts.append(
+            _table(
+                ["representative design", "designs equal to it", "why"],
+                [
+                    [
+                        short_id(by_id[rep]) if rep in by_id else rep,
+                        "; ".join(short_id(r) for r in equal),
+                        equal[0].get("equivalence") or "",
+                    ]
+                    for rep, equal in groups.items()
+                ],
             )
         )
     fronts = baseline.baseline_fronts(checks, pareto.X_METRIC, pareto.Y_METRIC)

@@ -55,7 +55,7 @@ def front_records(
     throughput higher, the others lower), sorted by ``x``: among the designs that passed
     (met every expectation; a folding search's infeasible proposals are skipped), else
     among all plotted."""
-    points = plotted(records, x, y)
+    points = [r for r in plotted(records, x, y) if not r.get("equivalent_to")]  # one per equal set
     passed = [r for r in points if r.get("outcome") == "passed"]
     points = passed or points
     xy = [

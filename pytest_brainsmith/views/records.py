@@ -190,6 +190,51 @@ def sharing(records: Iterable[dict[str, Any]]) -> tuple[int, int]:
     return sum(unique.values()), naive
 
 
+def equivalences(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each representative design's node id -> the records of the designs equal to it
+    (a choice on their path changed nothing: ``equivalent_to``), in tree order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("equivalent_to"):
+            groups.setdefault(record["equivalent_to"], []).append(record)
+    return groups
+
+
+def dedupe_savings(records: Iterable[dict[str, Any]]) -> tuple[int, float]:
+    """(segments, their recorded seconds) that designs under a choice that changed
+    nothing did not build: one cache key reached by several segments of the tree."""
+    paths: dict[tuple[str, str], set[str]] = {}
+    seconds: dict[tuple[str, str], float] = {}
+    for record in records:
+        for seg in record.get("segments", []):
+            if not seg["steps"] or not seg.get("key") or seg["status"] not in ("built", "reused"):
+                continue
+            ident = (record["blueprint"], seg["key"])
+            paths.setdefault(ident, set()).add(seg["path"])
+            seconds[ident] = max(seconds.get(ident, 0.0), float(seg.get("seconds") or 0.0))
+    saved = [(len(p) - 1, seconds[ident]) for ident, p in paths.items() if len(p) > 1]
+    return sum(n for n, _ in saved), sum(n * s for n, s in saved)
+
+
+def equivalence_line(records: Iterable[dict[str, Any]]) -> str | None:
+    """``equivalent designs: 6 equal an earlier one, 6 segments built once for them
+    (~1.2 s); e.g. MVAU=rtl changed nothing ...``, or None when no design does."""
+    records = list(records)
+    groups = equivalences(records)
+    if not groups:
+        return None
+    count = sum(len(g) for g in groups.values())
+    segments, seconds = dedupe_savings(records)
+    reasons = [r.get("equivalence") for g in groups.values() for r in g]
+    common = max(reasons, key=reasons.count)  # the choice that most often changed nothing
+    first = next(r for g in groups.values() for r in g if r.get("equivalence") == common)
+    return (
+        f"equivalent designs: {count} equal an earlier design ({len(groups)} representative"
+        f"{'s' * (len(groups) != 1)}); {segments} segments built once for them "
+        f"(~{seconds:.1f} s recorded); e.g. {short_id(first)}: {first.get('equivalence')}"
+    )
+
+
 def best_designs(records: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any], Any]]:
     """The best passing design per key metric: [(metric, record, value)]."""
     passed = [r for r in records if r.get("outcome") == "passed" and r.get("estimates")]

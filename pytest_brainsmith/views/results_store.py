@@ -90,6 +90,7 @@ _ADDED_COLUMNS = {
     "uram": "REAL",
     "baseline": "TEXT",  # against the baseline: regressed | worse | mixed | improved | same | new
     "baseline_detail": "TEXT",  # JSON: each metric's baseline, value, change, tolerance
+    "equivalent_to": "TEXT",  # the design (node id) this one equals: a choice changed nothing
 }
 
 
@@ -167,6 +168,7 @@ class ResultsStore:
             "cache_key": record.get("cache_key"),
             "folding": json.dumps(record["folding"]) if record.get("folding") else None,
             "error": record.get("error"),
+            "equivalent_to": record.get("equivalent_to"),
             "verification": verification_cell(record)[0],
             "verification_step": verification_cell(record)[1] or None,
             "verification_detail": json.dumps(record.get("verification") or {}, sort_keys=True),

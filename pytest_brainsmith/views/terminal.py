@@ -21,6 +21,7 @@ from . import baseline, folding
 from .records import (
     KEY_METRICS,
     best_designs,
+    equivalence_line,
     gates_line,
     group_by_blueprint,
     lost_record,
@@ -284,6 +285,9 @@ class RunRecorder:
         gates = gates_line(records)
         if gates:
             lines.append(gates)
+        same = equivalence_line(records)
+        if same:
+            lines.append(same)
         verified = verification_line(records)
         if verified:
             lines.append(verified)

@@ -6,8 +6,9 @@ from typing import Any
 
 from ..errors import RegistryError
 from ..registry import Kernel, Registry
+from ..toolchain import current as toolchain
 from .report import Reporter, typename
-from .space import KernelChoice, StepSlot
+from .space import KernelChoice, ModelChoice, StepSlot
 
 
 def _backend_name(value: Any, kernel: Kernel) -> str | None:
@@ -75,3 +76,26 @@ def check_backend_reader(
                 ("design_space", "kernels"),
                 "backends are chosen by specialize_layers, which is not in the pipeline",
             )
+
+
+def check_kernels_in_models(
+    kernels: list[KernelChoice], models: list[ModelChoice], report: Reporter
+) -> None:
+    """A backend choice no model can use gets a warning: its designs are one design
+    (built once and reported as equivalent, but listed as several)."""
+    moot = getattr(toolchain(), "moot_backend_choice", None)
+    if moot is None:
+        return
+    for n, choice in enumerate(kernels):
+        if len(choice.backends) < 2:
+            continue
+        for model in models:
+            why = moot(model.path, choice.kernel.name, choice.backends)
+            if why:
+                what = f"{choice.kernel.name}: [{', '.join(choice.backends)}] on {model.path.name}"
+                report.warn(
+                    ("design_space", "kernels", n),
+                    f"{what} changes nothing: {why}",
+                    "its designs are one design, built once and reported as equivalent: "
+                    "keep one backend",
+                )

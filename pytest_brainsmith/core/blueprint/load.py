@@ -17,7 +17,7 @@ from .expect import resolve_expect
 from .explore import resolve_explore
 from .extends import load_chain
 from .folding import check_trial_choices, resolve_folding
-from .kernels import check_backend_reader, resolve_kernels
+from .kernels import check_backend_reader, check_kernels_in_models, resolve_kernels
 from .limits import (
     resolve_max_memory,
     resolve_step_resources,
@@ -135,6 +135,7 @@ def _load(
     result.regress = resolve_regress(data.get("regress"), result.explore, result.folding, report)
     check_readers(sweeps, slots, report)
     check_backend_reader(result.kernels, slots, report)
+    check_kernels_in_models(result.kernels, models, report)
     check_trial_choices(result, report)
     count = result.count_designs()
     if count > max_designs:

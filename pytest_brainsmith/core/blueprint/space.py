@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BlueprintWarning
+from ..errors import BlueprintWarning, did_you_mean
 from ..expectations import Expectation
 from ..registry import Kernel, Registry, Step
 from ..toolchain import current as toolchain
@@ -175,6 +176,25 @@ class DesignSpace:
             if slot.is_branch:
                 points[slot.branch_name] = slot.choice_values
         return points
+
+    def unknown_choices(self, names: Iterable[str], also: Iterable[str] = ()) -> str | None:
+        """Why ``names`` (a ``where=``'s keys) do not all name branch points, with a
+        did-you-mean for each that does not (``also``: further names accepted); None if
+        they all do."""
+        points = list(self.variation_points())
+        known = [*points, *also]
+        problems = []
+        for name in sorted(set(map(str, names)) - set(known)):
+            hint = did_you_mean(name, known)
+            if hint:
+                problems.append(f"{name!r} is not a branch point; {hint}")
+            elif name in toolchain().config_fields:
+                problems.append(f"{name!r} is not swept in this blueprint (a fixed value)")
+            else:
+                problems.append(f"{name!r} is not a branch point")
+        if not problems:
+            return None
+        return "; ".join(problems) + f" (branch points: {', '.join(points) or 'none'})"
 
     def count_designs(self) -> int:
         count = len(self.models)

@@ -20,6 +20,7 @@ from ..tree import Segment
 from ..worker_pool import WorkerPool
 from ..workers import available_cores
 from . import results
+from .equivalence import Equivalent, Facts, representative
 from .gating import Gating
 from .limits import Durations, Limits
 from .scheduler import Driver, EngineEvents, Launcher, Scheduler
@@ -60,7 +61,9 @@ class Engine:
         self.executions = ExecutionMemo(cache.base)
         self.limits = Limits(timeout, max_memory, step_resources or {}, tools or {})
         self.durations = Durations(cache.base)
-        self.graph = TaskGraph()
+        #: entries' output digests: what their children's keys are made of
+        self.digests = results.OutputDigests(cache)
+        self.graph = TaskGraph(stored_output=self.digests.stored)
         self.estimates_of = results.Estimates()
         self.gating = Gating(self.graph, self.estimates_of, self.durations, budget)
         answers = results.CachedAnswers(
@@ -85,6 +88,7 @@ class Engine:
             run_id=run_id,
             keep_step_models=keep_step_models,
             events=events,
+            digests=self.digests,
         )
 
     # -- settings the run adjusts after construction (a cluster attached) ----------------
@@ -165,7 +169,9 @@ class Engine:
 
     # -- keys and limits ---------------------------------------------------------------
     def key(self, segment: Segment) -> str | None:
-        """The segment's cache key (a segment without steps has its parent's)."""
+        """The segment's cache key (a segment without steps has its parent's), as far
+        as it is known: it is made of its parent's output content, so it is None while
+        the parent is neither built nor in the cache."""
         return self.graph.key(segment)[0]
 
     def segment_timeout(self, segment: Segment) -> float | None:
@@ -227,20 +233,51 @@ class Engine:
         return outcome
 
     def _design(self, leaf: Segment) -> DesignOutcome:
-        keys = [self.key(s) for s in leaf.chain()]
         reason = self.unrunnable(leaf)
         if reason:
+            keys = [self.key(s) for s in leaf.chain()]
             skipped = [
-                SegmentOutcome(segment_label(s), self.key(s), "skipped") for s in leaf.chain()
+                SegmentOutcome(segment_label(s), key, "skipped")
+                for s, key in zip(leaf.chain(), keys, strict=True)
             ]
             return DesignOutcome(leaf, "skipped", skipped, keys, reason=reason)
         chain = self.chain(leaf)
         task = self.graph.task(leaf)
+        keys = [self.key(s) for s in leaf.chain()]  # known now that they are built
         stop = self.gating.stopped.get(task)
         if stop is not None:
             estimates = self.gating.known.get(task) or self.estimates(leaf)
             return results.stopped(leaf, chain, keys, stop, estimates)
-        return results.judged(leaf, chain, keys, self.estimates(leaf))
+        outcome = results.judged(leaf, chain, keys, self.estimates(leaf))
+        if outcome.failure is None and outcome.status in ("passed", "failed"):
+            outcome.equivalent = self.equivalent(leaf)
+        return outcome
+
+    def equivalent(self, leaf: Segment) -> Equivalent | None:
+        """The earlier design of its tree that this built design equals (a choice on
+        its path changed nothing), waiting for that design's segments if they are
+        still being built; None if there is none (``equivalence.py``)."""
+        facts = Facts(
+            settle=self._settle,
+            digest=self.digests.of_outcome,
+            key=self.key,
+            estimates=lambda s: self.estimates_of.of_chain([self.outcome(x) for x in s.chain()]),
+        )
+        return representative(leaf, facts)
+
+    def _settle(self, segment: Segment) -> SegmentOutcome | None:
+        """The segment's outcome, waited for if a submitted design needs it."""
+        task = self.graph.find(segment)
+        if task is None or task.state == "new":
+            return None
+        while task.state != "done":
+            if self.closed or task in self.gating.stopped or self.gating.all_stopped(task):
+                return None
+            try:
+                self.scheduler.advance([task])
+            except RuntimeError:  # it waits for something that will not come
+                return None
+        return task.outcome
 
     def run(self) -> None:
         """Build everything submitted (and what drivers submit meanwhile)."""

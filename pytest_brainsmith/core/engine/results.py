@@ -20,6 +20,7 @@ from ..builder import BuildSpec, manifest_for, record_failure
 from ..cache import Entry, Failure, SegmentCache
 from ..expectations import for_design
 from ..gates import EXPECT, Stop
+from ..keys import file_digest
 from ..outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
 from ..toolchain import current as toolchain
 from ..tree import Segment
@@ -53,6 +54,61 @@ class Estimates:
             if found is not None:
                 return found
         return {}
+
+
+class OutputDigests:
+    """The sha256 of a segment's output model: what its children's keys are made of
+    (``keys.py``), read from its entry's manifest (each entry once)."""
+
+    def __init__(self, cache: SegmentCache) -> None:
+        self.cache = cache
+        self._read: dict[str, str | None] = {}
+        self._stored: dict[str, str | None] = {}
+
+    def of_entry(self, entry: str) -> str | None:
+        if entry not in self._read:
+            self._read[entry] = _output_digest(Path(entry))
+        return self._read[entry]
+
+    def of_outcome(self, outcome: SegmentOutcome) -> str | None:
+        """The digest of what the segment handed on: its entry's model, or the model
+        file itself for a segment without steps at the top of the tree."""
+        if outcome.entry:
+            return self.of_entry(outcome.entry)
+        if outcome.output_model and outcome.ok:
+            try:
+                return file_digest(Path(outcome.output_model))
+            except OSError:
+                return None
+        return None
+
+    def stored(self, key: str) -> str | None:
+        """The digest of the output of ``key``'s entry, if the cache holds it intact
+        (an entry found is asked for once)."""
+        if key not in self._stored:
+            try:
+                entry = self.cache.lookup(key)
+            except OSError:
+                return None
+            if entry is None:
+                return None
+            self._stored[key] = self.of_entry(str(entry.path))
+        return self._stored[key]
+
+
+def _output_digest(entry: Path) -> str | None:
+    name = toolchain().output_model
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        digest = manifest["files"][name]["sha256"]
+        if isinstance(digest, str):
+            return digest
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:  # a manifest without it (a link): the file itself
+        return file_digest(entry / name)
+    except OSError:
+        return None
 
 
 class CachedAnswers:

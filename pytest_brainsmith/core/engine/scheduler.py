@@ -7,6 +7,12 @@ free. Before it builds, the cache is asked (``results.CachedAnswers``); while an
 process holds the key's lock the task is ``held`` and tried again shortly, without
 taking a worker. Gates (``gating.py``) may stop a design's work at any turn.
 
+A task's cache key is made when it becomes ready, from its parent's output content
+(``tasks.TaskGraph.resolve``): two tasks under choices that made the same model get
+the same key. The second one (a twin) then waits for the first one's build, without
+a worker, and reuses its entry: the work below a choice that changed nothing is done
+once.
+
 There is no thread: a turn runs whenever the caller waits for a design, so every
 worker is forked from the caller's main thread and a Ctrl-C reaches the caller, which
 ends the workers (``shutdown``). With ``workers=0`` segments are built inline, in the
@@ -100,8 +106,11 @@ class Scheduler:
         run_id: str = "",
         keep_step_models: bool = False,
         events: EngineEvents | None = None,
+        digests: results.OutputDigests | None = None,
     ) -> None:
         self.cache = cache
+        #: the output digests of entries, which key the children (``tasks.py``)
+        self.digests = digests or results.OutputDigests(cache)
         self.graph = graph
         self.gating = gating
         self.limits = limits
@@ -116,6 +125,9 @@ class Scheduler:
         self.memory = MemoryBudget(cache.base, max_memory=limits.max_memory)
         self._ready: list[tuple[tuple[float, ...], float, int, Task]] = []
         self._held: list[Task] = []
+        #: keys this engine builds now, and the twins that wait for them (same key)
+        self._building: dict[str, Task] = {}
+        self._twins: dict[str, list[Task]] = {}
         self.running: list[Task] = []
         self._exiting: list[Worker] = []  # workers that answered and are still exiting
         self._toolchain_error: str | None = None
@@ -177,7 +189,13 @@ class Scheduler:
         parent = task.parent
         if parent is not None and parent.outcome is not None and not parent.outcome.ok:
             cause = parent.outcome.root_cause
-            self.finish(task, SegmentOutcome(task.label, task.key, "blocked", cause=cause))
+            self.finish(task, SegmentOutcome(task.label, None, "blocked", cause=cause))
+            return
+        self.graph.resolve(task, self.digests.of_outcome)  # its parent is done: its key
+        if task.key is None and task.segment.steps:
+            assert parent is not None and parent.outcome is not None
+            why = f"the output of {parent.label} has no readable digest in {parent.outcome.entry}"
+            self.finish(task, results.error(task, why, kind="cache"))
             return
         stop = self.gating.all_stopped(task)
         if stop is not None:
@@ -202,6 +220,10 @@ class Scheduler:
                 ),
             )
             return
+        remote = self.answers.remote
+        if remote is not None and not self.answers.rebuild and task.parent is not None:
+            assert task.key is not None
+            remote.prefetch([task.key])  # its download starts while it waits for a worker
         task.state = "ready"
         self._push(task)
 
@@ -224,6 +246,11 @@ class Scheduler:
         for gate in self.gating.settled_by(task):
             if not gate.decided:
                 self._unpark(self.gating.decide(gate))
+        if task.key is not None and self._building.get(task.key) in (task, None):
+            for twin in self._twins.pop(task.key, []):  # they reuse (or retry) what it did
+                if twin.state == "held":
+                    twin.state = "ready"
+                    self._push(twin)
         for child in task.children:
             if child.state == "waiting":
                 self._make_ready(child)
@@ -334,6 +361,13 @@ class Scheduler:
         if found is not None:
             self.finish(task, found)
             return
+        assert task.key is not None
+        builder = self._building.get(task.key)
+        if builder is not None and builder is not task:  # a twin builds it: wait for it
+            self._unhold(task)
+            task.state = "held"
+            self._twins.setdefault(task.key, []).append(task)
+            return
         if self.gating.out_of_time():  # what is cached is still reused: it costs nothing
             self._unhold(task)
             self.finish(task, self.gating.over_budget(task))
@@ -358,11 +392,13 @@ class Scheduler:
             )
             return
         self._unhold(task)
+        self._building[task.key] = task
         try:
             found = self.answers.lookup(task)  # another process may have built it meanwhile
             if found is None:
                 found = self.answers.fetch(task)
             if found is None and self._input_damaged(task):
+                self._building.pop(task.key, None)
                 lock.release()
                 return
             if found is None:
@@ -371,11 +407,13 @@ class Scheduler:
                 spec = self._spec(task)
                 spec.isolation = "inline" if inline else "process"
         except BaseException:
+            self._building.pop(task.key, None)
             lock.release()
             raise
         if found is not None:
             lock.release()
             self.finish(task, found)
+            self._building.pop(task.key, None)
             return
         task.lock, task.spec = lock, spec
         try:
@@ -604,6 +642,8 @@ class Scheduler:
         self.finish(task, outcome)
 
     def _release(self, task: Task) -> None:
+        if task.key is not None and self._building.get(task.key) is task:
+            del self._building[task.key]
         if task.lock is not None:
             with contextlib.suppress(OSError):
                 task.lock.release()
