@@ -48,6 +48,9 @@ class BuildSpec:
     #: "inline" (the caller's own process, ``--brainsmith-workers 0``: whatever that
     #: process holds reaches the build); recorded in the entry's manifest
     isolation: str = "process"
+    #: the cache keys of the entries above it, nearest first (a child's key names its
+    #: parent's output content, not its parent: verification finds models up there)
+    ancestors: list[str] = field(default_factory=list)
 
     @property
     def steps(self) -> list[Step]:

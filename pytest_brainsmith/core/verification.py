@@ -399,23 +399,19 @@ def _simulators() -> str:
 def dataflow_parent(spec: BuildSpec, cache: SegmentCache, own: Path) -> Path | None:
     """The dataflow partition's parent model for the segment's models: in its own
     checkpoints (``own``) if its steps made it, else in the nearest ancestor's entry
-    that holds one (found through each entry's manifest)."""
+    that holds one (``spec.ancestors``, checked through each entry's manifest)."""
     name = toolchain().partition_parent
     if (own / name).is_file():
         return own / name
     relative = f"build/intermediate_models/{name}"
-    key = (spec.components.get("input") or {}).get("parent")
-    seen: set[str] = set()
-    while key and key not in seen:
-        seen.add(key)
+    for key in spec.ancestors:
         path = cache.entry_path(key)
         try:
             manifest = json.loads((path / "manifest.json").read_text())
         except (OSError, ValueError):
-            return None
+            continue
         if relative in (manifest.get("files") or {}) or (path / relative).is_file():
             return path / relative if cache.verify_file(key, relative) is None else None
-        key = ((manifest.get("components") or {}).get("input") or {}).get("parent")
     return None
 
 

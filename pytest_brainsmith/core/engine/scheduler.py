@@ -543,6 +543,7 @@ class Scheduler:
             keep_step_models=self.keep_step_models,
             limits=self.limits.for_build(segment),
             verify=verification.plan_for(segment, self.cache),
+            ancestors=_ancestor_keys(task),
         )
 
     # -- held by another process -------------------------------------------------------
@@ -691,6 +692,17 @@ class Scheduler:
                 self.answers.remote.close()
             if isinstance(self.launcher, WorkerPool):
                 self.launcher.close()
+
+
+def _ancestor_keys(task: Task) -> list[str]:
+    """The cache keys of the entries above ``task``, nearest first."""
+    keys: list[str] = []
+    above = task.parent
+    while above is not None:
+        if above.key and above.key not in keys:
+            keys.append(above.key)
+        above = above.parent
+    return keys
 
 
 def _lock_fd(lock: Any) -> int | None:
