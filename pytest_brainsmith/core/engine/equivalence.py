@@ -49,7 +49,8 @@ def representative(leaf: Segment, facts: Facts) -> Equivalent | None:
     if trial_of(leaf) is not None:  # a folding search's trial: the search reports it
         return None
     mirror = chain[0]
-    taken: list[tuple[int, Segment, Segment]] = []  # (depth, own, the sibling in its place)
+    #: (depth, own, the sibling in its place, the segment after which both are the same)
+    taken: list[tuple[int, Segment, Segment, Segment]] = []
     for depth in range(1, len(chain)):
         current = _mirror(mirror, chain[depth])
         if current is None:
@@ -58,17 +59,18 @@ def representative(leaf: Segment, facts: Facts) -> Equivalent | None:
         for sibling in mirror.children:
             if sibling is current:
                 break
-            if _same(sibling, current, below, facts):
-                taken.append((depth, current, sibling))
+            proof = _same(sibling, current, below, facts)
+            if proof is not None:
+                taken.append((depth, current, sibling, proof))
                 current = sibling
                 break
         mirror = current
     if not taken or mirror is leaf or not _same_result(mirror, leaf, facts):
         return None
     reasons = []
-    for depth, own, sibling in taken:
+    for depth, own, sibling, proof in taken:
         last = not any(s.steps for s in chain[depth + 1 :])
-        reasons.append(_reason(own, sibling, last=last))
+        reasons.append(_reason(own, sibling, proof, last=last))
     return Equivalent(mirror, "; ".join(reasons))
 
 
@@ -84,40 +86,45 @@ def _mirror(parent: Segment, segment: Segment) -> Segment | None:
     return parent.children[index]
 
 
-def _same(a: Segment, b: Segment, below: list[Segment], facts: Facts) -> bool:
-    """``a`` stands for ``b``: the same output model, and the same key for the next
-    segment with steps on the design's path below (the work under both is the same)
-    or, with none below, the same estimates."""
-    oa, ob = facts.settle(a), facts.settle(b)
-    if oa is None or ob is None or not (oa.ok and ob.ok):
-        return False
-    digest = facts.digest(oa)
-    if digest is None or digest != facts.digest(ob):
-        return False
+def _same(a: Segment, b: Segment, below: list[Segment], facts: Facts) -> Segment | None:
+    """``a`` stands for ``b``: the same output model and, down the design's path below,
+    the same outputs until the next segments share a key (the work under both is then
+    the same) or, at the end, the same estimates. A choice whose segment has no steps of
+    its own (``MVAU: rtl`` takes effect at ``specialize_layers`` below it) changes the
+    key below, not the model: it is judged by the outputs there. Returns the segment
+    after which the two are the same (None: they differ)."""
+    if not _same_output(a, b, facts):
+        return None
+    proof: Segment = b  # named from the design's own side
     under_a: Segment | None = a
     under_b: Segment | None = b
     for segment in below:  # through segments without steps, which hand on their input
         under_a = _mirror(under_a, segment) if under_a is not None else None
         under_b = _mirror(under_b, segment) if under_b is not None else None
         if under_a is None or under_b is None:
-            return False
-        if segment.steps:
-            key = facts.key(under_a)
-            return key is not None and key == facts.key(under_b)
-    return _estimates(a, facts) == _estimates(b, facts)
+            return None
+        if not segment.steps:
+            continue
+        key = facts.key(under_a)
+        if key is not None and key == facts.key(under_b):
+            return proof
+        if not _same_output(under_a, under_b, facts):
+            return None
+        proof = under_b
+    return proof if _estimates(under_a, facts) == _estimates(under_b, facts) else None
 
 
-def _same_result(a: Segment, b: Segment, facts: Facts) -> bool:
-    """Two designs end with the same model and the same estimates."""
+def _same_output(a: Segment, b: Segment, facts: Facts) -> bool:
     oa, ob = facts.settle(a), facts.settle(b)
     if oa is None or ob is None or not (oa.ok and ob.ok):
         return False
     digest = facts.digest(oa)
-    return (
-        digest is not None
-        and digest == facts.digest(ob)
-        and (_estimates(a, facts) == _estimates(b, facts))
-    )
+    return digest is not None and digest == facts.digest(ob)
+
+
+def _same_result(a: Segment, b: Segment, facts: Facts) -> bool:
+    """Two designs end with the same model and the same estimates."""
+    return _same_output(a, b, facts) and _estimates(a, facts) == _estimates(b, facts)
 
 
 def _estimates(segment: Segment, facts: Facts) -> dict[str, Any]:
@@ -126,12 +133,13 @@ def _estimates(segment: Segment, facts: Facts) -> dict[str, Any]:
     return found
 
 
-def _reason(own: Segment, taken: Segment, *, last: bool) -> str:
-    """``MVAU=rtl changed nothing after specialize_layers: same model as MVAU=hls``."""
+def _reason(own: Segment, taken: Segment, proof: Segment, *, last: bool) -> str:
+    """``MVAU=rtl changed nothing after specialize_layers: same model as MVAU=hls``
+    (``proof``: the segment after which the two are the same)."""
     assert own.choice is not None and taken.choice is not None
     mine = "{}={}".format(*own.choice.describe())
     theirs = "{}={}".format(*taken.choice.describe())
-    node: Segment | None = own
+    node: Segment | None = proof
     while node is not None and not node.steps:
         node = node.parent
     after = f" after {node.steps[-1].name}" if node is not None else ""
