@@ -32,7 +32,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .dask_cluster import ClusterError, DaskLauncher, DaskSession, preload, require_distributed
+from .dask_cluster import ClusterError, DaskLauncher, DaskSession, require_distributed
+from .dask_worker import preload
 
 #: ``--brainsmith-scheduler`` names: dask-jobqueue's cluster class for each batch system.
 BATCH_SYSTEMS = {
@@ -116,7 +117,6 @@ class JobqueueLauncher(DaskLauncher):
     def __init__(self, client: Any, control_dir: Path, *, address: str, kind: str) -> None:
         super().__init__(client, control_dir, address=address)
         self.kind = kind
-        self.classes: list[JobClass] = []
 
     def resources(self) -> dict[str, float]:
         offered = super().resources()
@@ -158,7 +158,7 @@ class JobqueueLauncher(DaskLauncher):
             and self.class_of(build.resources) is job_class
         )
 
-    def describe(self) -> str:
+    def describe(self) -> str | None:
         builds = [b for b in self.builds if not b._done]
         building = sum(1 for b in builds if b.started)
         jobs = [j for c in self.classes for j in c.jobs().values()]
