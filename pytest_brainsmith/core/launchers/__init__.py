@@ -29,7 +29,8 @@ from .dask_cluster import connect as connect_dask
 from .dask_worker import preload, run_on_worker
 from .engine_server import IDLE_SECONDS, ServerLauncher, ServerWarning, server_dir, stop_servers
 from .fork_server import ForkServer, ForkServerError
-from .jobqueue_cluster import BATCH_SYSTEMS, JobClass, JobqueueLauncher, JobqueueSession
+from .job_classes import BATCH_SYSTEMS, JobClass, parse_resources
+from .jobqueue_cluster import JobqueueLauncher, JobqueueSession
 from .jobqueue_cluster import connect as connect_jobs
 from .launcher import Build, Launcher
 from .worker_pool import ForkedBuild, WorkerPool
@@ -62,6 +63,7 @@ __all__ = [
     "connect",
     "launcher_class",
     "launcher_for",
+    "parse_resources",
     "preload",
     "require_distributed",
     "run_on_worker",

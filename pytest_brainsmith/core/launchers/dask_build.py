@@ -11,16 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .dask_worker import CANCEL, STARTED, environment_error, run_on_worker
+from .dask_worker import CANCEL, STARTED, environment_error
 from .workers import output_tail
-
-if TYPE_CHECKING:
-    from .dask_cluster import DaskLauncher
 
 #: Seconds ``kill`` waits for a started build to stop before it lets go of it.
 CANCEL_WAIT_SECONDS = 10.0
@@ -31,45 +26,34 @@ class DaskBuild:
 
     def __init__(
         self,
-        launcher: DaskLauncher,
-        job: Callable[[], dict[str, Any]],
+        future: Any | None,
         *,
         output: Path,
-        max_memory: int | None,
-        timeout: float | None,
-        priority: float,
+        control: Path,
+        label: str,
         resources: dict[str, float],
+        lost: list[str],
+        refused: str | None = None,
     ) -> None:
+        """``future``: the segment's Dask task (``dask_worker.run_on_worker``), marked
+        in ``control``; None when ``refused`` says why it was never submitted. Lost
+        attempts are added to ``lost`` (the launcher's)."""
         self.output = output
-        self.control = launcher.control_dir / output.parent.name
+        self.control = control
         self.result: dict[str, Any] | None = None
         self.killed_by_us: str | None = None
         self.resources = resources
-        self.launcher_lost = launcher.lost
-        spec = job.args[0] if isinstance(job, partial) and job.args else None
-        self.label = str(getattr(spec, "label", "") or output.parent.name)
+        self.launcher_lost = lost
+        self.label = label
         self._cause: tuple[str, str] | None = None
         self._read, self._write = os.pipe()
         self._done = False
-        missing = launcher.unserved(resources)
-        if missing:
-            self.future = None
-            self.result = environment_error(missing)["result"]
+        self.future = future
+        if refused is not None or future is None:
+            self.result = environment_error(refused or "never submitted")["result"]
             self._done = True
             return
-        self.future = launcher.client.submit(
-            run_on_worker,
-            launcher.payload(job),
-            str(output),
-            max_memory,
-            timeout,
-            str(self.control),
-            key=f"brainsmith-segment-{output.parent.name}",
-            priority=round(priority * 1000),  # Dask runs higher numbers first
-            resources=resources or None,
-            pure=False,
-        )
-        self.future.add_done_callback(self._wake)
+        future.add_done_callback(self._wake)
 
     def _wake(self, _future: Any) -> None:  # Dask's thread: only wake the engine up
         with contextlib.suppress(OSError):

@@ -40,13 +40,11 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .dask_build import DaskBuild, remove_tree
-from .dask_worker import preload, probe_cache
-
-if TYPE_CHECKING:
-    from .jobqueue_cluster import JobClass
+from .dask_worker import preload, probe_cache, run_on_worker
+from .job_classes import JobClass
 
 #: How long a session waits for the first worker of a cluster that is still starting.
 WORKER_WAIT_SECONDS = 60.0
@@ -104,14 +102,32 @@ class DaskLauncher:
         priority: float = 0.0,
         resources: dict[str, float] | None = None,
     ) -> DaskBuild:
+        resources = resources or {}
+        control = self.control_dir / output.parent.name
+        spec = job.args[0] if isinstance(job, partial) and job.args else None
+        missing = self.unserved(resources)
+        future = None
+        if missing is None:
+            future = self.client.submit(
+                run_on_worker,
+                self.payload(job),
+                str(output),
+                max_memory,
+                timeout,
+                str(control),
+                key=f"brainsmith-segment-{output.parent.name}",
+                priority=round(priority * 1000),  # Dask runs higher numbers first
+                resources=resources or None,
+                pure=False,
+            )
         build = DaskBuild(
-            self,
-            job,
+            future,
             output=output,
-            max_memory=max_memory,
-            timeout=timeout,
-            priority=priority,
-            resources=resources or {},
+            control=control,
+            label=str(getattr(spec, "label", "") or output.parent.name),
+            resources=resources,
+            lost=self.lost,
+            refused=missing,
         )
         self.builds = [b for b in self.builds if not b._done] + [build]
         self.started += 1
