@@ -22,7 +22,7 @@ an empty cache unless said otherwise:
 (f) the tree on a warm Dask cluster on loopback (`--brainsmith-scheduler`): a scheduler
     and 2 single-threaded workers with FINN preloaded, started before the clock (skipped
     without Dask distributed); its floor is (e)'s without the FINN import;
-(g) the tree with the warm engine server (`--brainsmith-server`, core/engine_server.py),
+(g) the tree with the warm engine server (`--brainsmith-server`, core/launchers/engine_server.py),
     started and warm before the clock, on an empty cache: the target is its FINN work
     (the segments' build times in (g)) + 2 s.
 
@@ -247,7 +247,7 @@ def warm_server(folder: Path) -> Iterator[dict[str, str] | None]:
     except ImportError:
         yield None
         return
-    from pytest_brainsmith.core import engine_server
+    from pytest_brainsmith.core.launchers import engine_server
 
     env = {"XDG_CACHE_HOME": str(folder / "xdg"), "XDG_RUNTIME_DIR": "", "BRAINSMITH_SERVER": "1"}
     saved = {name: os.environ.get(name) for name in env}

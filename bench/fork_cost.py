@@ -90,7 +90,7 @@ def tidy_twice(model: str) -> dict:
 def pool_round_trip(spares: int, repeat: int) -> tuple[float, dict]:
     from functools import partial
 
-    from pytest_brainsmith.core.worker_pool import WorkerPool
+    from pytest_brainsmith.core.launchers import WorkerPool
 
     pool = WorkerPool(share=[noop, tidy_twice], fork_server=True, spares=spares)
     try:

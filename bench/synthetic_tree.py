@@ -6,7 +6,7 @@ FINN's builder like any step, on the bundled model). Prints a markdown table.
     .venv/bin/python bench/synthetic_tree.py [--levels 3] [--branches 10] [--cost-ms 20]
 
 Workers are the engine's (`--brainsmith-workers N`): every segment is built in a process
-of its own, forked ahead from the zygote (core/worker_pool.py). Targets (issue 28): at
+of its own, forked ahead from the zygote (core/launchers/worker_pool.py). Targets (issue 28): at
 most 25 ms past the step per segment on one worker (wall time less the steps' burn over
 the workers, per segment, start-up included), and two workers at least 1.7x faster than
 one. The speed-up is against the first row of the level.

@@ -351,7 +351,7 @@ def test_a_worker_that_cannot_see_the_cache_is_a_usage_error(cluster: Cluster, t
 
 
 def test_without_distributed_the_error_names_the_package(monkeypatch: pytest.MonkeyPatch):
-    from pytest_brainsmith.core.dask_cluster import ClusterError, require_distributed
+    from pytest_brainsmith.core.launchers import ClusterError, require_distributed
 
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ClusterError, match=r"pytest-brainsmith\[cluster\]"):

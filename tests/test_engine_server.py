@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import need_module, run_in, step_project
 
 from pytest_brainsmith.core.composition import decide
-from pytest_brainsmith.core.engine_server import IDLE_SECONDS, stop_servers
+from pytest_brainsmith.core.launchers import IDLE_SECONDS, stop_servers
 
 need_module("distributed")
 

@@ -324,8 +324,8 @@ def test_a_job_that_cannot_see_the_cache_names_itself_and_the_path(
 
 
 def test_without_dask_jobqueue_the_error_names_the_package(monkeypatch: pytest.MonkeyPatch):
-    from pytest_brainsmith.core.dask_cluster import ClusterError
-    from pytest_brainsmith.core.jobqueue_cluster import require_jobqueue
+    from pytest_brainsmith.core.launchers import ClusterError
+    from pytest_brainsmith.core.launchers.jobqueue_cluster import require_jobqueue
 
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
     with pytest.raises(ClusterError, match=r"pytest-brainsmith\[slurm\].*dask-jobqueue"):
@@ -333,7 +333,7 @@ def test_without_dask_jobqueue_the_error_names_the_package(monkeypatch: pytest.M
 
 
 def test_a_worker_command_line_declares_its_resources():
-    from pytest_brainsmith.core.jobqueue_cluster import parse_resources
+    from pytest_brainsmith.core.launchers.jobqueue_cluster import parse_resources
 
     assert parse_resources(["--resources", "vivado=1,memory=32e9", "--nthreads", "2"]) == {
         "vivado": 1.0,

@@ -1,4 +1,4 @@
-"""The worker pool (core/worker_pool.py): every build in a process of its own, forked
+"""The worker pool (core/launchers/worker_pool.py): every build in a process of its own, forked
 ahead from the zygote, with its own log, memory limit and peak; what cannot be pickled
 still builds in a fresh worker.
 The pool's own tests fork from this process (no FINN); the project tests run pytest on
@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from conftest import MODEL, run_in, step_project, take_builds
 
-from pytest_brainsmith.core.worker_pool import ForkedBuild, WorkerPool
-from pytest_brainsmith.core.workers import Worker
+from pytest_brainsmith.core.launchers import ForkedBuild, Worker, WorkerPool
 
 
 def answer(status: str = "built", **extra: Any) -> dict[str, Any]:

@@ -22,11 +22,10 @@ from typing import Any
 
 from .blueprint import DEFAULT_MAX_DESIGNS
 from .cache import SegmentCache
-from .engine import Engine, EngineEvents, Launcher
+from .engine import Engine, EngineEvents
 from .errors import did_you_mean
-from .jobqueue_cluster import BATCH_SYSTEMS
+from .launchers import BATCH_SYSTEMS, IDLE_SECONDS, Launcher, available_cores, launcher_for
 from .units import parse_duration, parse_memory_limit
-from .workers import available_cores
 
 #: the environment variable of each setting that has one
 ENV = {
@@ -70,7 +69,7 @@ class RunSettings:
     timeout: float | None
     max_memory: int | None
     budget: float | None
-    #: the warm server's idle seconds (``engine_server``), None: no server
+    #: the warm server's idle seconds (``launchers.engine_server``), None: no server
     server: float | None = None
     #: the remote cache tier's URL (``remote_cache``), None: no remote tier
     remote_cache: str | None = None
@@ -263,20 +262,13 @@ def make_engine(
     cache: SegmentCache | None = None,
     **flags: Any,
 ) -> Engine:
-    """The engine for ``settings`` (``flags``: the per-run switches, e.g. ``rebuild``);
-    with ``server`` (and no scheduler) it builds on the warm server (``engine_server``).
-    ``cache``: the settings' cache, when the caller made it already (a remote tier
-    given in ``flags`` publishes into it)."""
+    """The engine for ``settings`` (``flags``: the per-run switches, e.g. ``rebuild``),
+    building with the launcher the settings choose (``launchers.launcher_for``: the warm
+    server's, or the worker pool) unless one is given. ``cache``: the settings' cache,
+    when the caller made it already (a remote tier given in ``flags`` publishes into it)."""
     cache = cache or SegmentCache(settings.cache)
-    if launcher is None and settings.server and settings.workers and not settings.scheduler:
-        from .engine_server import ServerLauncher, server_dir
-
-        launcher = ServerLauncher(
-            server_dir(),
-            cache.base / "dask",
-            workers=settings.workers,
-            idle=settings.server,
-        )
+    if launcher is None:
+        launcher = launcher_for(settings, control_dir=cache.base / "dask", share=[cache])
     return Engine(
         cache,
         workers=settings.workers,
@@ -331,8 +323,6 @@ def _ini_options(file: Path, section: str) -> dict[str, Any] | None:
 
 def _server(value: Any) -> float | None:
     """``server``: on (1, true, yes, on: the default idle time), off, or its idle time."""
-    from .engine_server import IDLE_SECONDS
-
     switch = _on_off(value)
     if switch is not None:
         return IDLE_SECONDS if switch else None
@@ -393,7 +383,7 @@ def _obsolete(chosen: Callable[[str], Any]) -> tuple[str, ...]:
     if _switch(label, chosen("fresh_workers")):
         found.append(
             f"{label} changes nothing any more: every segment is built in a process of its "
-            "own, forked from a zygote that never builds (core/worker_pool.py)"
+            "own, forked from a zygote that never builds (core/launchers/worker_pool.py)"
         )
     return tuple(found)
 

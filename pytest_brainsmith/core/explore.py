@@ -27,6 +27,7 @@ from .cache import SegmentCache
 from .composition import decide_for, find_project, make_engine
 from .engine import Engine, segment_label
 from .errors import BlueprintError
+from .launchers import attach, available_cores, connect
 from .outcomes import DesignOutcome
 from .registry import Registry, finn_registry
 from .search.driver import FoldingSearch
@@ -189,9 +190,7 @@ def explore(
                 engine.shutdown(cancel=True)
                 if session is not None:
                     session.close()
-                close_launcher = getattr(engine.launcher, "close", None)
-                if close_launcher is not None:  # the warm server's connection
-                    close_launcher()
+                engine.launcher.close()  # the warm server's connection
     built = [o for o in engine.built if o.status == "built"]
     stats = {
         "designs": len(designs),
@@ -330,9 +329,6 @@ def _trials(
 
 def _cluster(engine: Engine, scheduler: Any) -> Any:
     """Connect ``engine`` to a Dask cluster (see ``explore``'s ``scheduler``)."""
-    from .dask_cluster import attach, connect
-    from .workers import available_cores
-
     given = None if isinstance(scheduler, str) else scheduler
     session = connect(
         scheduler if given is None else None,

@@ -12,9 +12,8 @@ from __future__ import annotations
 import pytest
 
 from ..core import toolchain
-from ..core.dask_cluster import ClusterError, DaskSession, attach, connect
-from ..core.jobqueue_cluster import JobClass
-from ..core.workers import available_cores
+from ..core.engine import Engine
+from ..core.launchers import ClusterError, DaskSession, JobClass, attach, available_cores, connect
 from .run_context import RunContext, run_settings, step_resources
 
 __all__ = ["header", "scheduler_option", "start", "step_resources"]
@@ -59,9 +58,9 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
     return session
 
 
-def lost_jobs(engine: object) -> list[str]:
+def lost_jobs(engine: Engine) -> list[str]:
     """The summary's lines on workers (batch jobs) lost mid-segment, if any."""
-    lost = getattr(getattr(engine, "launcher", None), "lost", None) or []
+    lost = engine.launcher.lost
     return [f"worker lost mid-segment (its job ended?): {where}" for where in lost]
 
 
@@ -75,9 +74,8 @@ def header(session: DaskSession) -> str:
         f"brainsmith: Dask scheduler {session.address}: {len(workers)} workers, "
         f"{threads} threads, resources {offered}; dashboard {dashboard}"
     )
-    classes = getattr(session.launcher, "classes", None)
-    if classes:
-        described = "; ".join(_job_class(c) for c in classes)
+    if session.launcher.classes:
+        described = "; ".join(_job_class(c) for c in session.launcher.classes)
         line += f"\nbrainsmith: job classes (adapting to the runnable segments): {described}"
     return line
 

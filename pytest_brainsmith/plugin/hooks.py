@@ -379,9 +379,7 @@ class EngineSession:
         self._signals.close()
 
     def _close_cluster(self) -> None:
-        close_launcher = getattr(self.engine.launcher, "close", None)
-        if close_launcher is not None:  # the warm server's connection (the server stays)
-            close_launcher()
+        self.engine.launcher.close()  # the warm server's connection (the server stays)
         context = run_context(self.config)
         if context.cluster is not None:
             context.cluster.close()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ..core.dask_cluster import ClusterLike
+    from ..core.launchers import ClusterLike
     from ..core.outcomes import SegmentResult
     from ..core.registry import Registry
     from ..core.tree import Segment

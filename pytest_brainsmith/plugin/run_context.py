@@ -20,8 +20,8 @@ import pytest
 from ..core.blueprint import load_design_space
 from ..core.cache import SegmentCache
 from ..core.composition import RunSettings, SettingError, decide, make_engine
-from ..core.dask_cluster import DaskSession
 from ..core.engine import Engine
+from ..core.launchers import DaskSession
 from ..core.outcomes import SegmentOutcome
 from ..core.registry import Registry, finn_registry
 from ..core.search.driver import FoldingSearch

@@ -14,16 +14,15 @@ from typing import TYPE_CHECKING, Any
 from ..cache import SegmentCache
 from ..execution_memo import ExecutionMemo
 from ..gates import BUDGET, EXPECT, PARETO
+from ..launchers import Launcher, WorkerPool, available_cores
 from ..outcomes import DesignOutcome, SegmentOutcome
 from ..registry import Step
 from ..tree import Segment
-from ..worker_pool import WorkerPool
-from ..workers import available_cores
 from . import results
 from .equivalence import Equivalent, Facts, representative
 from .gating import Gating
 from .limits import Durations, Limits
-from .scheduler import Driver, EngineEvents, Launcher, Scheduler
+from .scheduler import Driver, EngineEvents, Scheduler
 from .tasks import PENDING, TaskGraph, segment_label
 
 if TYPE_CHECKING:
@@ -357,9 +356,9 @@ class Engine:
         now = time.monotonic()
         left = sum(t.estimate for t in queued)
         left += sum(max(0.0, t.estimate - (now - t.started)) for t in running)
-        describe = getattr(self.launcher, "describe", None)
+        described = self.launcher.describe()
         # as many at once as the cluster has, or as fit in memory here (memory_budget.py)
-        slots = self.scheduler.slots(getattr(self.launcher, "slots", None) or self.workers)
+        slots = self.scheduler.slots(self.launcher.slots or self.workers)
         # no faster than the longest chain still to build (a big root builds alone)
         chain = [t.priority - (now - t.started) for t in running]
         chain += [t.priority for t in queued if t.parent is None or t.parent.state == "done"]
@@ -370,7 +369,7 @@ class Engine:
             "queued": len(queued),
             "seconds_left": left if (queued or running) else 0.0,
             "phase": self.phase,
-            **({"cluster": describe()} if describe is not None else {}),
+            **({"cluster": described} if described is not None else {}),
         }
 
     def shutdown(self, *, cancel: bool = True) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,11 +34,10 @@ from filelock import Timeout as LockTimeout
 from .. import interrupts, toolchain, verification
 from ..builder import BuildSpec, build_segment
 from ..cache import CacheError, SegmentCache
+from ..launchers import Launcher, Worker
 from ..memory_budget import MemoryBudget
 from ..outcomes import SegmentOutcome
 from ..tree import Segment
-from ..worker_pool import WorkerPool
-from ..workers import Worker
 from . import results
 from .gating import Gating
 from .limits import Durations, Limits, step_names
@@ -55,28 +53,6 @@ class EngineEvents(Protocol):
     def segment_start(self, segment: Segment, config: dict[str, Any], build_dir: str) -> None: ...
 
     def segment_finish(self, segment: Segment, result: SegmentOutcome) -> None: ...
-
-
-class Launcher(Protocol):
-    """Starts ``job`` (a segment's build, returning its answer as a small dict) and
-    returns a handle with ``Worker``'s methods: ``poll``, ``waitables``, ``kill``,
-    ``reap``, ``exit_cause``, ``output_tail`` and the attributes ``result`` and
-    ``killed_by_us``. ``Worker`` forks a process on this machine.
-
-    A launcher whose ``remote`` attribute is true builds elsewhere (a Dask cluster):
-    this process then needs no FINN, and the launcher is also given the segment's
-    ``timeout`` (it enforces it where the build runs, from when it starts rather than
-    when it was queued), the engine's ``priority`` and the worker ``resources`` its
-    steps need."""
-
-    def __call__(
-        self,
-        job: Callable[[], dict[str, Any]],
-        *,
-        output: Path,
-        max_memory: int | None = None,
-        close_fds: tuple[int, ...] = (),
-    ) -> Worker: ...
 
 
 class Driver(Protocol):
@@ -326,19 +302,17 @@ class Scheduler:
     @property
     def local(self) -> bool:
         """Builds run in processes forked here (fresh or pooled), sharing this memory."""
-        return self.launcher is Worker or isinstance(self.launcher, WorkerPool)
+        return self.launcher.local
 
     @property
     def toolchain_imports(self) -> int:
         """Compiler imports outside this process (the worker pool's fork server)."""
-        return self.launcher.imports if isinstance(self.launcher, WorkerPool) else 0
+        return self.launcher.imports
 
     @property
     def processes(self) -> int:
         """Worker processes that built (one per build)."""
-        if isinstance(self.launcher, WorkerPool):
-            return self.launcher.started
-        return self.launched
+        return self.launcher.started
 
     def _start_ready(self) -> None:
         while self._ready and not self._draining and len(self.running) < self.workers:
@@ -431,17 +405,16 @@ class Scheduler:
 
     def _launch(self, task: Task, spec: BuildSpec) -> None:
         """Start the task's build on a worker and register it as running."""
-        remote = getattr(self.launcher, "remote", False)
+        remote = self.launcher.remote
         # the lock files a forked process would inherit (this build's too: a pooled
         # process outlives it); closing them there never releases them here
         held = tuple(fd for t in (*self.running, task) if (fd := _lock_fd(t.lock)) is not None)
-        if isinstance(self.launcher, WorkerPool) and len(self.graph.tasks) != self._shared:
+        if len(self.graph.tasks) != self._shared:
             # every step function known so far, before a process (or the fork server) is forked
             self._shared = len(self.graph.tasks)
             steps = (s for t in self.graph.tasks.values() for s in t.segment.steps)
             self.launcher.share([build_segment, *(s.func for s in steps)])
-        if isinstance(self.launcher, WorkerPool):
-            self.launcher.spares = max(1, self.workers)  # forked ahead, one per build slot
+        self.launcher.spares = max(1, self.workers)  # forked ahead, one per build slot
         error = None if remote else self._prepare_toolchain(held)
         if error is not None:
             self._release(task)
@@ -508,10 +481,7 @@ class Scheduler:
             compiler = toolchain.current()
             self.phase = f"importing {compiler.name}"
             try:
-                if isinstance(self.launcher, WorkerPool):
-                    self._toolchain_error = self.launcher.prepare(held)
-                else:
-                    compiler.prepare()
+                self._toolchain_error = self.launcher.prepare(held)
             except toolchain.ToolchainUnavailable as exc:
                 self._toolchain_error = str(exc)
             finally:
@@ -690,8 +660,7 @@ class Scheduler:
                 driver.close()
             if self.answers.remote is not None:  # the uploads still pending
                 self.answers.remote.close()
-            if isinstance(self.launcher, WorkerPool):
-                self.launcher.close()
+            self.launcher.close()
 
 
 def _ancestor_keys(task: Task) -> list[str]:

@@ -22,8 +22,8 @@ from ..keys import segment_key
 from ..tree import Segment
 
 if TYPE_CHECKING:
+    from ..launchers import Worker
     from ..outcomes import SegmentOutcome
-    from ..workers import Worker
 
 #: Every state a task can be in, in the order a build goes through them.
 STATES = ("new", "waiting", "ready", "held", "parked", "running", "done")

@@ -8,7 +8,7 @@ in ``$XDG_RUNTIME_DIR/pytest-brainsmith/servers/`` (else ``~/.cache/pytest-brain
 and the environment (this Python, the plugin's code: an edited plugin gets a new server),
 read and written under a file lock. One that answers is used; none, a dead one or one
 that does not answer is stopped (its process groups) and replaced, silently. The server
-is ``dask scheduler --idle-timeout`` plus ``dask worker --preload`` (``dask_cluster.preload()``)
+is ``dask scheduler --idle-timeout`` plus ``dask worker --preload`` (``dask_worker.preload()``)
 started in sessions of their own: Dask closes the scheduler after the idle time and the
 workers follow it (``--death-timeout``). Builds then run as on any Dask cluster
 (``dask_cluster``): forked from a worker that has FINN. A server that cannot be started at
@@ -30,13 +30,15 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from .dask_cluster import ClusterError, DaskLauncher, DaskSession, connect, preload
+from .. import toolchain
+from .dask_cluster import ClusterError, DaskLauncher, DaskSession, connect
+from .dask_worker import preload
 from .workers import Worker
 
 #: the idle time after which the server stops, unless told otherwise
@@ -72,7 +74,7 @@ def server_dir() -> Path:
 
 def environment_id() -> str:
     """This environment: the Python, and the plugin's code (its files' sizes and times)."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]
     stamps = []
     for path in sorted(package.rglob("*.py")):
         with contextlib.suppress(OSError):
@@ -248,6 +250,13 @@ class ServerLauncher:
         self.warn = warn or (lambda text: warnings.warn(text, ServerWarning, stacklevel=2))
         self.session: DaskSession | None = None
         self._local = False
+        self.spares = 0  # the server's workers are started already
+        self.started = 0  # builds started, there or here
+        self.lost: list[str] = []
+
+    local = False  # its builds' memory is the server's (or, once it failed, unbudgeted)
+    slots = None  # as many at once as the engine has workers
+    imports = 0  # the server's workers import the compiler (``preload``)
 
     @property
     def remote(self) -> bool:
@@ -279,6 +288,7 @@ class ServerLauncher:
         return self.session.launcher if self.session is not None else None
 
     def __call__(self, job: Callable[[], dict[str, Any]], **options: Any) -> Any:
+        self.started += 1
         launcher = self._launcher()
         if launcher is not None:
             # this machine's workers: no resources to match, as for the local engine (the
@@ -288,7 +298,20 @@ class ServerLauncher:
             options.pop(remote_only, None)
         return Worker(job, **options)
 
-    def describe(self) -> str:
+    def share(self, objects: Iterable[Any]) -> None:
+        """Nothing is shared by identity: builds travel pickled (to the server) or are
+        forked from here (``Worker``)."""
+
+    def prepare(self, close_fds: tuple[int, ...] = ()) -> str | None:
+        """The compiler imported here, for the builds forked here once the server
+        failed (the server's workers import their own)."""
+        try:
+            toolchain.current().prepare()
+        except toolchain.ToolchainUnavailable as exc:
+            return str(exc)
+        return None
+
+    def describe(self) -> str | None:
         if self.session is None:
             return "warm server: not used yet"
         return self.session.launcher.describe()

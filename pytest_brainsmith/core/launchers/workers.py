@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import interrupts, memory_budget
+from .. import interrupts, memory_budget
 
 _FORK = multiprocessing.get_context("fork")
 _PR_SET_PDEATHSIG = 1

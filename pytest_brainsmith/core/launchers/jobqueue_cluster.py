@@ -27,23 +27,13 @@ import math
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .dask_cluster import ClusterError, DaskLauncher, DaskSession, preload, require_distributed
-
-#: ``--brainsmith-scheduler`` names: dask-jobqueue's cluster class for each batch system.
-BATCH_SYSTEMS = {
-    "slurm": "SLURMCluster",
-    "pbs": "PBSCluster",
-    "lsf": "LSFCluster",
-    "sge": "SGECluster",
-    "htcondor": "HTCondorCluster",
-    "oar": "OARCluster",
-    "moab": "MoabCluster",
-}
+from .dask_cluster import ClusterError, DaskLauncher, DaskSession, require_distributed
+from .dask_worker import preload
+from .job_classes import BATCH_SYSTEMS, JobClass, parse_resources
 
 
 def require_jobqueue() -> ModuleType:
@@ -66,48 +56,6 @@ def require_jobqueue() -> ModuleType:
     return dask_jobqueue
 
 
-def parse_resources(args: Sequence[str]) -> dict[str, float]:
-    """The resources a worker's command line declares (``--resources "a=1,b=2"``)."""
-    found: dict[str, float] = {}
-    words = [str(arg) for arg in args]  # one argument a word, as dask-jobqueue passes them
-    for i, word in enumerate(words):
-        value = None
-        if word == "--resources" and i + 1 < len(words):
-            value = words[i + 1]
-        elif word.startswith("--resources="):
-            value = word.split("=", 1)[1]
-        for part in (value or "").replace(",", " ").split():
-            name, _, amount = part.partition("=")
-            with contextlib.suppress(ValueError):
-                found[name.strip()] = float(amount)
-    return found
-
-
-@dataclass
-class JobClass:
-    """One kind of job: a dask-jobqueue cluster made from one configuration section."""
-
-    section: str
-    cluster: Any
-    resources: dict[str, float]
-    minimum_jobs: int
-    maximum_jobs: float
-    #: worker processes per job and segments each worker builds at once
-    processes: int = 1
-    threads: int = 1
-    adaptive: Any = field(default=None, repr=False)
-
-    def serves(self, resources: dict[str, float]) -> bool:
-        return all(self.resources.get(n, 0.0) >= a for n, a in resources.items() if a > 0)
-
-    def jobs(self) -> dict[str, str]:
-        """Its jobs by worker name: the batch system's job id, or 'not submitted'."""
-        return {
-            str(name): str(getattr(job, "job_id", None) or "not submitted")
-            for name, job in list(getattr(self.cluster, "workers", {}).items())
-        }
-
-
 class JobqueueLauncher(DaskLauncher):
     """``DaskLauncher`` on batch jobs: resources are what the job classes declare (jobs
     may not run yet), the cache is probed on the workers there are (each later task
@@ -116,7 +64,6 @@ class JobqueueLauncher(DaskLauncher):
     def __init__(self, client: Any, control_dir: Path, *, address: str, kind: str) -> None:
         super().__init__(client, control_dir, address=address)
         self.kind = kind
-        self.classes: list[JobClass] = []
 
     def resources(self) -> dict[str, float]:
         offered = super().resources()
@@ -158,7 +105,7 @@ class JobqueueLauncher(DaskLauncher):
             and self.class_of(build.resources) is job_class
         )
 
-    def describe(self) -> str:
+    def describe(self) -> str | None:
         builds = [b for b in self.builds if not b._done]
         building = sum(1 for b in builds if b.started)
         jobs = [j for c in self.classes for j in c.jobs().values()]

@@ -28,7 +28,7 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import interrupts, toolchain
+from .. import interrupts, toolchain
 from .workers import _FORK, become_worker, exit_cause, fork, kill_group
 
 

@@ -14,6 +14,9 @@ and crash report, and the timeout is enforced there, from when the build starts 
 has no per-task timeout). The answer is the small dict ``build_segment`` returns;
 artifacts stay in the cache directory, which every worker must see (``check_cache``).
 
+The task on the worker is ``dask_worker``'s, the session's handle on it ``dask_build``'s;
+this module is the launcher, the session's connection and its checks.
+
 Faults: a worker lost mid-segment (killed, node preempted) takes its build's process
 with it (``PR_SET_PDEATHSIG``) and Dask runs the task again elsewhere, where the build
 starts over in its staging directory; the session keeps the key's lock throughout. A
@@ -28,37 +31,23 @@ directories cannot import the conftest module.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
-import pickle
-import socket
 import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from functools import partial
-from multiprocessing.connection import wait
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import toolchain
-from .workers import Worker, output_tail
+from .dask_build import DaskBuild, remove_tree
+from .dask_worker import preload, probe_cache, run_on_worker
+from .job_classes import JobClass
 
-
-def preload() -> str:
-    """The ``--preload`` module of a worker: the compiler imported, ready to build."""
-    return toolchain.current().preload_module
-
-
-#: How often a task on a worker looks at its build (cancelled? past its deadline?).
-WATCH_SECONDS = 0.2
 #: How long a session waits for the first worker of a cluster that is still starting.
 WORKER_WAIT_SECONDS = 60.0
-#: Seconds ``kill`` waits for a started build to stop before it lets go of it.
-CANCEL_WAIT_SECONDS = 10.0
-STARTED, CANCEL = "started", "cancel"
 #: The engine's worker count on a cluster: no limit of its own, Dask queues.
 CLUSTER_SLOTS = 10_000
 #: A Dask cluster object (LocalCluster, SLURMCluster, KubeCluster...): what Client takes.
@@ -81,273 +70,12 @@ def require_distributed() -> ModuleType:
     return distributed
 
 
-# -- on the worker ---------------------------------------------------------------------
-def run_on_worker(
-    payload: bytes,
-    output: str,
-    max_memory: int | None,
-    timeout: float | None,
-    control: str,
-) -> dict[str, Any]:
-    """The Dask task of one segment: fork its build, watch it, answer in a small dict."""
-    host = f"{socket.gethostname()} (pid {os.getpid()}{batch_job()})"
-    marks = Path(control)
-    if (marks / CANCEL).exists():
-        return {"cancelled": True}
-    staged = Path(output).parent
-    if not staged.is_dir():
-        return _environment(f"Dask worker {host} cannot see the cache directory: {staged}")
-    marks.mkdir(parents=True, exist_ok=True)
-    with open(marks / STARTED, "a") as started:  # one line per attempt
-        started.write(f"{host}\n")
-    try:
-        toolchain.current().prepare()  # once per worker (or by --preload): each fork has it
-    except toolchain.ToolchainUnavailable as exc:
-        return _environment(f"on Dask worker {host}: {exc}")
-    # unpickled in the build's own process: the modules it imports (and whatever they do
-    # to FINN when imported) stay there, never in the worker the next build is forked from
-    with _may_fork():
-        worker = Worker(
-            partial(_load_and_build, payload, host), output=Path(output), max_memory=max_memory
-        )
-    deadline = time.monotonic() + timeout if timeout else None
-    while not worker.poll():
-        now = time.monotonic()
-        if (marks / CANCEL).exists():
-            worker.kill("cancel")
-            break
-        if deadline is not None and now > deadline:
-            worker.kill("timeout")
-            break
-        left = WATCH_SECONDS if deadline is None else max(0.0, min(WATCH_SECONDS, deadline - now))
-        wait(worker.waitables(), timeout=left)
-    if worker.result is not None:
-        worker.reap(timeout=5.0)
-        return {"result": worker.result}
-    kind, message = worker.exit_cause()
-    return {
-        "dead": [kind, f"{message} (on Dask worker {host})"],
-        "killed_by_us": worker.killed_by_us,
-    }
-
-
-def _load_and_build(payload: bytes, host: str) -> dict[str, Any]:
-    """In the build's process: the segment's build, unpickled, run."""
-    try:
-        job = pickle.loads(payload)
-    except Exception as exc:
-        return _environment(
-            f"Dask worker {host} cannot load the segment's build ({type(exc).__name__}: {exc}); "
-            "a worker needs pytest-brainsmith, FINN and the installed modules your steps "
-            "import (steps from conftest.py files and the project's folder travel by value)"
-        )["result"]
-    result: dict[str, Any] = job()
-    return result
-
-
-#: Where batch systems tell a job its id: the system's name for messages, the variable.
-BATCH_JOB_IDS = (
-    ("Slurm", "SLURM_JOB_ID"),
-    ("PBS", "PBS_JOBID"),
-    ("LSF", "LSB_JOBID"),
-    ("SGE", "JOB_ID"),
-)
-
-
-def batch_job() -> str:
-    """``", Slurm job 123"`` on a worker that a batch job runs, else ``""``."""
-    for system, variable in BATCH_JOB_IDS:
-        if os.environ.get(variable):
-            return f", {system} job {os.environ[variable]}"
-    return ""
-
-
-@contextlib.contextmanager
-def _may_fork() -> Iterator[None]:
-    """A nanny's worker is a daemonic process, which multiprocessing forbids children
-    (they would outlive it): ours die with it (``PR_SET_PDEATHSIG``), so let it fork."""
-    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
-    daemon = config.pop("daemon", None)
-    try:
-        yield
-    finally:
-        if daemon is not None:
-            config["daemon"] = daemon
-
-
-def _environment(error: str) -> dict[str, Any]:
-    return {"result": {"status": "error", "kind": "environment", "error": error}}
-
-
-def probe_cache(probe: str, token: str) -> str | None:
-    """On a worker: None if it reads the session's probe file and can write next to
-    it, else why not (``client.run`` calls it on every worker)."""
-    path = Path(probe)
-    try:
-        if path.read_text() != token:
-            return f"{path} holds another session's probe (a different filesystem?){batch_job()}"
-        mine = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}")
-        mine.write_text(token)
-        mine.unlink()
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc}{batch_job()}"
-    return None
-
-
-# -- in the session --------------------------------------------------------------------
-class DaskBuild:
-    """The session's handle on one segment's Dask task, with ``Worker``'s methods."""
-
-    def __init__(
-        self,
-        launcher: DaskLauncher,
-        job: Callable[[], dict[str, Any]],
-        *,
-        output: Path,
-        max_memory: int | None,
-        timeout: float | None,
-        priority: float,
-        resources: dict[str, float],
-    ) -> None:
-        self.output = output
-        self.control = launcher.control_dir / output.parent.name
-        self.result: dict[str, Any] | None = None
-        self.killed_by_us: str | None = None
-        self.resources = resources
-        self.launcher_lost = launcher.lost
-        spec = job.args[0] if isinstance(job, partial) and job.args else None
-        self.label = str(getattr(spec, "label", "") or output.parent.name)
-        self._cause: tuple[str, str] | None = None
-        self._read, self._write = os.pipe()
-        self._done = False
-        missing = launcher.unserved(resources)
-        if missing:
-            self.future = None
-            self.result = _environment(missing)["result"]
-            self._done = True
-            return
-        self.future = launcher.client.submit(
-            run_on_worker,
-            launcher.payload(job),
-            str(output),
-            max_memory,
-            timeout,
-            str(self.control),
-            key=f"brainsmith-segment-{output.parent.name}",
-            priority=round(priority * 1000),  # Dask runs higher numbers first
-            resources=resources or None,
-            pure=False,
-        )
-        self.future.add_done_callback(self._wake)
-
-    def _wake(self, _future: Any) -> None:  # Dask's thread: only wake the engine up
-        with contextlib.suppress(OSError):
-            os.write(self._write, b"!")
-
-    @property
-    def started(self) -> bool:
-        return (self.control / STARTED).exists()
-
-    def waitables(self) -> list[Any]:
-        return [] if self._done else [self._read]
-
-    def poll(self) -> bool:
-        if self._done:
-            return True
-        if self.future is None or not self.future.done():
-            return False
-        self._done = True
-        self._take(self.future)
-        self._note_lost()
-        self._close()
-        return True
-
-    def _note_lost(self) -> None:
-        """Attempts of this segment whose worker died under them (a job the batch system
-        ended, a node preempted): every attempt but the one that answered."""
-        try:
-            attempts = (self.control / STARTED).read_text().splitlines()
-        except OSError:
-            return
-        answered = self.result is not None or self.killed_by_us is not None
-        lost = attempts[:-1] if answered else attempts
-        self.launcher_lost.extend(f"{where} building {self.label}" for where in lost)
-
-    def _take(self, future: Any) -> None:
-        if future.status == "cancelled":
-            self.killed_by_us = self.killed_by_us or "cancel"
-            return
-        if future.status == "error":
-            self._cause = _task_error(future.exception())
-            return
-        answer = future.result()
-        if "result" in answer:
-            self.result = answer["result"]
-        elif answer.get("cancelled"):
-            self.killed_by_us = "cancel"
-        else:
-            kind, message = answer["dead"]
-            self._cause = (kind, message)
-            self.killed_by_us = answer.get("killed_by_us")
-
-    def reap(self, timeout: float = 0.0) -> bool:
-        return True  # nothing of ours to collect: the process was the worker's
-
-    def kill(self, why: str) -> None:
-        """Stop the build: its task sees the cancel mark within ``WATCH_SECONDS`` and
-        kills the build's process; a task not started yet never starts it."""
-        self.killed_by_us = why
-        ended = True
-        if not self._done and self.future is not None:
-            with contextlib.suppress(OSError):
-                self.control.mkdir(parents=True, exist_ok=True)
-                (self.control / CANCEL).touch()
-            if self.started:
-                with contextlib.suppress(Exception):
-                    self.future.result(timeout=CANCEL_WAIT_SECONDS)
-            ended = self.future.done()
-            self.future.cancel()
-            self._done = True
-        # a task that may still start keeps its cancel mark (``forget_stale`` removes it)
-        self._close(keep_marks=not ended)
-
-    def exit_cause(self) -> tuple[str, str]:
-        return self._cause or ("environment", "the segment's Dask task ended without a result")
-
-    def output_tail(self, lines: int = 30) -> str:
-        return output_tail(self.output, lines)
-
-    def _close(self, keep_marks: bool = False) -> None:
-        for fd in (self._read, self._write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._read = self._write = -1
-        if not keep_marks:
-            _remove_tree(self.control)
-
-
-def _task_error(exc: BaseException | None) -> tuple[str, str]:
-    name = type(exc).__name__
-    if name == "KilledWorker":
-        return (
-            "killed",
-            f"every Dask worker that ran this segment died (KilledWorker after Dask's "
-            f"allowed failures, distributed.scheduler.allowed-failures): {exc}; a worker's "
-            "log says why (often its memory limit or the out-of-memory killer)",
-        )
-    hint = ""
-    if isinstance(exc, ModuleNotFoundError | ImportError | AttributeError):
-        hint = (
-            "; a Dask worker needs pytest-brainsmith, FINN and the modules your steps import "
-            "(steps in conftest.py files are sent by value)"
-        )
-    return "environment", f"the segment's Dask task failed: {name}: {exc}{hint}"
-
-
 class DaskLauncher:
     """The engine's launcher on a Dask cluster (``Engine(launcher=...)``)."""
 
     remote = True
+    local = False  # the workers have memory of their own
+    imports = 0  # the workers import the compiler (``preload``), never this process
 
     def __init__(self, client: Any, control_dir: Path, *, address: str) -> None:
         self.client = client
@@ -356,6 +84,10 @@ class DaskLauncher:
         self.builds: list[DaskBuild] = []
         #: where each lost attempt of a segment ran (its worker died mid-build)
         self.lost: list[str] = []
+        #: the batch-job classes the cluster's workers come from (``jobqueue_cluster``)
+        self.classes: list[JobClass] = []
+        self.spares = 0  # Dask starts the builds: nothing is forked ahead here
+        self.started = 0  # builds handed to Dask
         self._shipped: set[str] = set()
         self._info: tuple[float, dict[str, Any]] = (0.0, {})
 
@@ -370,17 +102,45 @@ class DaskLauncher:
         priority: float = 0.0,
         resources: dict[str, float] | None = None,
     ) -> DaskBuild:
+        resources = resources or {}
+        control = self.control_dir / output.parent.name
+        spec = job.args[0] if isinstance(job, partial) and job.args else None
+        missing = self.unserved(resources)
+        future = None
+        if missing is None:
+            future = self.client.submit(
+                run_on_worker,
+                self.payload(job),
+                str(output),
+                max_memory,
+                timeout,
+                str(control),
+                key=f"brainsmith-segment-{output.parent.name}",
+                priority=round(priority * 1000),  # Dask runs higher numbers first
+                resources=resources or None,
+                pure=False,
+            )
         build = DaskBuild(
-            self,
-            job,
+            future,
             output=output,
-            max_memory=max_memory,
-            timeout=timeout,
-            priority=priority,
-            resources=resources or {},
+            control=control,
+            label=str(getattr(spec, "label", "") or output.parent.name),
+            resources=resources,
+            lost=self.lost,
+            refused=missing,
         )
         self.builds = [b for b in self.builds if not b._done] + [build]
+        self.started += 1
         return build
+
+    def share(self, objects: Iterable[Any]) -> None:
+        """Nothing is shared by identity: a build travels pickled by value (``payload``)."""
+
+    def prepare(self, close_fds: tuple[int, ...] = ()) -> str | None:
+        return None  # each worker prepares the compiler (``dask_worker.run_on_worker``)
+
+    def close(self) -> None:
+        """Nothing of the launcher's own: the session closes the client (``DaskSession``)."""
 
     # -- what the cluster offers ---------------------------------------------------------
     def workers(self, fresh: bool = False) -> dict[str, dict[str, Any]]:
@@ -432,7 +192,7 @@ class DaskLauncher:
             f'"{tool}=1" where it is installed)'
         )
 
-    def describe(self) -> str:
+    def describe(self) -> str | None:
         """The cluster's part of the status line."""
         builds = [b for b in self.builds if not b._done]
         building = sum(1 for b in builds if b.started)
@@ -492,7 +252,7 @@ class DaskLauncher:
         with contextlib.suppress(OSError):
             for mark in self.control_dir.iterdir():
                 if time.time() - mark.stat().st_mtime > age:
-                    _remove_tree(mark)
+                    remove_tree(mark)
 
     def wait_for_workers(self, timeout: float = WORKER_WAIT_SECONDS) -> None:
         if self.workers(fresh=True):
@@ -542,12 +302,6 @@ def _is_project_module(module: ModuleType) -> bool:
     return not any(resolved.startswith(str(Path(p).resolve()) + os.sep) for p in installed)
 
 
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 class DaskSession:
     """A session's connection to a cluster: the client, the launcher, and the cluster
     object when the session made (or was given) it and so closes it."""
@@ -575,19 +329,12 @@ def connect(
     cluster: Any | None = None,
     control_dir: Path,
     local_workers: int = 2,
-    job_classes: Sequence[str] = (),
 ) -> DaskSession:
     """Connect to ``cluster`` (any Dask cluster object), a scheduler address, or with
     ``scheduler="local"`` a LocalCluster of ``local_workers`` single-threaded worker
-    processes with FINN preloaded, on loopback; with a batch system's name (``"slurm"``,
-    ``"pbs"``...) jobs of dask-jobqueue from the dask config sections ``job_classes``
-    (``jobqueue_cluster``)."""
+    processes with FINN preloaded, on loopback. (Batch jobs: ``jobqueue_cluster``; which
+    of the two a run uses is ``launchers.connect``'s choice.)"""
     distributed = require_distributed()
-    from .jobqueue_cluster import BATCH_SYSTEMS
-    from .jobqueue_cluster import connect as connect_jobs
-
-    if cluster is None and scheduler in BATCH_SYSTEMS:
-        return connect_jobs(scheduler, sections=job_classes, control_dir=control_dir)
     owned = cluster
     try:
         if cluster is None and scheduler == "local":

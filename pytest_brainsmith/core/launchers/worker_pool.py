@@ -41,7 +41,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import interrupts, memory_budget, toolchain
+from .. import interrupts, memory_budget, toolchain
 from .fork_server import ForkServer, ForkServerError
 from .workers import (
     _FORK,
@@ -202,6 +202,8 @@ class WorkerPool:
     forked ahead (the scheduler sets it to its number of workers)."""
 
     remote = False
+    local = True  # its builds share this machine's memory
+    slots = None  # as many at once as the engine has workers
 
     def __init__(
         self, share: Iterable[Any] = (), *, fork_server: bool | None = None, spares: int = 1
@@ -220,6 +222,7 @@ class WorkerPool:
         self.server: ForkServer | None = None
         self.server_used = False
         self.imports = 0  # compiler imports in the pool's servers
+        self.lost: list[str] = []  # a local process lost is a crash, never "lost"
         self.share(share)
 
     def prepare(self, close_fds: tuple[int, ...] = ()) -> str | None:
@@ -275,7 +278,12 @@ class WorkerPool:
         output: Path,
         max_memory: int | None = None,
         close_fds: tuple[int, ...] = (),
+        timeout: float | None = None,
+        priority: float = 0.0,
+        resources: dict[str, float] | None = None,
     ) -> ForkedBuild | Worker:
+        """Start ``job`` in a fresh process (``timeout``, ``priority`` and ``resources``
+        are a remote launcher's: the scheduler enforces the timeout here)."""
         try:
             payload, newest = self._dumps(job)
         except (pickle.PicklingError, TypeError, AttributeError):
@@ -295,6 +303,9 @@ class WorkerPool:
         self.started += 1
         self._fork_ahead(close_fds)
         return ForkedBuild(self, process, output)
+
+    def describe(self) -> str | None:
+        return None  # the status line counts the local builds itself
 
     def close(self) -> None:
         """End every process of the pool (builds still running are the scheduler's to
