@@ -486,8 +486,8 @@ def test_an_interrupt_before_the_worker_is_registered_leaves_no_lock(tmp_path: P
     assert list((cache.base / "tmp").glob(f"{key}.*")) == []  # no staging left behind
 
 
-def test_explore_api_example_from_the_readme_runs(tmp_path: Path):
-    text = (ROOT / "README.md").read_text()
+def test_explore_api_example_from_the_manual_runs(tmp_path: Path):
+    text = (ROOT / "docs" / "python-api.md").read_text()
     start = text.index("<!-- example: explore -->")
     code = text.index("```python", start) + len("```python")
     block = text[code : text.index("```", code)]
