@@ -14,20 +14,9 @@ import pytest
 from conftest import MODEL
 
 from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.finn.catalog import ESTIMATE_STEPS
 
-PIPELINE = (
-    "qonnx_to_finn",
-    "tidy_up",
-    "streamline",
-    "convert_to_hw",
-    "minimize_bit_width_initial",
-    "create_dataflow_partition",
-    "specialize_layers",
-    "target_fps_parallelization",
-    "apply_folding_config",
-    "minimize_bit_width",
-    "generate_estimate_reports",
-)
+PIPELINE = ESTIMATE_STEPS  # FINN's estimate pipeline (what blueprints/base.yaml runs)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from conftest import MODEL, ROOT, export_model, run_in, step_project
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
 from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.finn.catalog import ESTIMATE_STEPS
 
 HEAD = """
 model: tfc.onnx
@@ -233,20 +234,7 @@ def test_a_step_that_changes_numerics_fails_its_designs(tmp_path):
 
 
 # -- real FINN ------------------------------------------------------------------------
-#: The steps of blueprints/base.yaml (FINN's estimate pipeline).
-BASE_STEPS = (
-    "qonnx_to_finn",
-    "tidy_up",
-    "streamline",
-    "convert_to_hw",
-    "minimize_bit_width_initial",
-    "create_dataflow_partition",
-    "specialize_layers",
-    "target_fps_parallelization",
-    "apply_folding_config",
-    "minimize_bit_width",
-    "generate_estimate_reports",
-)
+BASE_STEPS = ESTIMATE_STEPS  # FINN's estimate pipeline (what blueprints/base.yaml runs)
 
 
 def test_tfc_sweep_verifies_green(tmp_path):
