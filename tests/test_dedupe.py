@@ -74,9 +74,10 @@ def test_a_choice_that_changes_nothing_is_built_once_and_reported_equal(
 
     suite = ET.parse(folder / "junit.xml").getroot()
     same = {}
-    for case in suite.iter("testcase"):  # junit names a design by its last two parts
+    for case in suite.iter("testcase"):  # a design by its choices
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        where = case.get("classname").rsplit(".", 2)[-2:] + [case.get("name")]
+        full = f"{case.get('classname')}.{case.get('name')}"
+        where = re.findall(r"MVAU\[\w+\]|VVAU\[\w+\]|target_fps\[\d+\]", full)
         same["::".join(where)] = (
             props.get("brainsmith.equivalent_to"),
             props.get("brainsmith.equivalence"),
