@@ -40,7 +40,7 @@ from ..outcomes import SegmentOutcome
 from ..tree import Segment
 from ..worker_pool import WorkerPool
 from ..workers import Worker
-from . import results
+from . import results, states
 from .gating import Gating
 from .limits import Durations, Limits, step_names
 from .tasks import PENDING, Task, TaskGraph
@@ -152,7 +152,7 @@ class Scheduler:
             for task in tasks:
                 task.designs.add(tasks[-1])
                 if task.state == "new":
-                    task.state = "waiting"
+                    states.move(task, "needed")
                     new.append(task)
             self.gating.compete(tasks)
         if not new:
@@ -203,7 +203,7 @@ class Scheduler:
             return
         gate = self.gating.gate_of(task)
         if gate is not None:  # a Pareto gate segment: waits for every competitor
-            task.state = "parked"
+            states.move(task, "parked")
             gate.parked.append(task)
             return
         if not task.segment.steps:
@@ -224,19 +224,19 @@ class Scheduler:
         if remote is not None and not self.answers.rebuild and task.parent is not None:
             assert task.key is not None
             remote.prefetch([task.key])  # its download starts while it waits for a worker
-        task.state = "ready"
+        states.move(task, "queued")
         self._push(task)
 
     def _unpark(self, parked: list[Task]) -> None:
         for task in parked:
-            task.state = "waiting"
+            states.move(task, "unparked")
             self._make_ready(task)
 
     def finish(self, task: Task, outcome: SegmentOutcome) -> None:
         """The task is done with ``outcome``: gates learn its estimates, its children
         may start."""
+        states.move(task, "finished")
         task.outcome = outcome
-        task.state = "done"
         if outcome.status in ("built", "failed") and not outcome.elsewhere:
             self.built.append(outcome)
             if self.events is not None:
@@ -249,7 +249,7 @@ class Scheduler:
         if task.key is not None and self._building.get(task.key) in (task, None):
             for twin in self._twins.pop(task.key, []):  # they reuse (or retry) what it did
                 if twin.state == "held":
-                    twin.state = "ready"
+                    states.move(twin, "twin-done")
                     self._push(twin)
         for child in task.children:
             if child.state == "waiting":
@@ -365,7 +365,7 @@ class Scheduler:
         builder = self._building.get(task.key)
         if builder is not None and builder is not task:  # a twin builds it: wait for it
             self._unhold(task)
-            task.state = "held"
+            states.move(task, "twin-building")
             self._twins.setdefault(task.key, []).append(task)
             return
         if self.gating.out_of_time():  # what is cached is still reused: it costs nothing
@@ -467,7 +467,7 @@ class Scheduler:
                 **where,
             )
             self.launched += 1
-            task.state = "running"
+            states.move(task, "launched")
             task.started = time.monotonic()
             # a remote launcher enforces the timeout where the build runs
             task.deadline = task.started + timeout if timeout and not remote else None
@@ -494,10 +494,10 @@ class Scheduler:
                 return False
         node: Task | None = task
         while node is not None and node is not owner:  # the task and passthroughs above it
-            node.state = "waiting"
+            states.move(node, "input-damaged")
             node = node.parent
         if rebuild:  # its children waiting now start when it is done
-            owner.state = "waiting"
+            states.move(owner, "input-damaged")
             self._make_ready(owner)
         return True
 
@@ -551,7 +551,7 @@ class Scheduler:
         now = time.monotonic()
         if task.held_since is None:
             task.held_since = now
-        task.state = "held"
+        states.move(task, "lock-busy")
         task.retry_at = now + POLL_SECONDS
         if task not in self._held:
             self._held.append(task)
@@ -582,7 +582,7 @@ class Scheduler:
                 )
                 continue
             self._held.remove(task)
-            task.state = "ready"
+            states.move(task, "retry")
             self._push(task)
 
     # -- running workers ---------------------------------------------------------------
@@ -672,7 +672,7 @@ class Scheduler:
                 self.running.remove(task)
                 self._complete(task, None)
             for task in self.graph.in_state(*PENDING):
-                task.state = "done"
+                states.move(task, "finished")
                 task.outcome = SegmentOutcome(
                     task.label, task.key, "cancelled", error="the run stopped first"
                 )
