@@ -189,18 +189,18 @@ def explore(
                 engine.shutdown(cancel=True)
                 if session is not None:
                     session.close()
-                close_launcher = getattr(engine.launcher, "close", None)
+                close_launcher = getattr(engine.starter.launcher, "close", None)
                 if close_launcher is not None:  # the warm server's connection
                     close_launcher()
-    built = [o for o in engine.built if o.status == "built"]
+    built = [o for o in engine.scheduler.built if o.status == "built"]
     stats = {
         "designs": len(designs),
         "passed": sum(1 for d in designs if d.status == "passed"),
         "segments_built": len(built),
-        "segments_failed": sum(1 for o in engine.built if o.status == "failed"),
-        "finn_seconds": round(sum(o.seconds for o in engine.built), 3),
-        "worker_processes": engine.processes,
-        "waited_seconds": round(engine.waited, 3),
+        "segments_failed": sum(1 for o in engine.scheduler.built if o.status == "failed"),
+        "finn_seconds": round(sum(o.seconds for o in engine.scheduler.built), 3),
+        "worker_processes": engine.starter.processes,
+        "waited_seconds": round(engine.key_locks.waited, 3),
         "segments_pruned": len(engine.pruned()),
     }
     fetched = {o.key for d in designs for o in d.segments if o.status == "fetched"}

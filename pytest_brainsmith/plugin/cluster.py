@@ -55,7 +55,7 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
     except ClusterError as exc:
         session.close()
         raise pytest.UsageError(str(exc)) from None
-    context.tools = engine.tools
+    context.tools = engine.limits.tools
     return session
 
 
