@@ -59,9 +59,9 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
     return session
 
 
-def lost_jobs(engine: object) -> list[str]:
+def lost_jobs(launcher: object) -> list[str]:
     """The summary's lines on workers (batch jobs) lost mid-segment, if any."""
-    lost = getattr(getattr(engine, "launcher", None), "lost", None) or []
+    lost = getattr(launcher, "lost", None) or []
     return [f"worker lost mid-segment (its job ended?): {where}" for where in lost]
 
 

@@ -597,7 +597,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "the next run reuses them)",
         )
     terminalreporter.write_sep("-", "brainsmith")
-    for line in lines + cluster.lost_jobs(engine):
+    for line in lines + cluster.lost_jobs(engine.starter.launcher):
         terminalreporter.write_line(line)
     stats = config.stash.get(worker_stats_key, []) or [_process_stats(engine)]
     imports = sum(int(s["finn_imports"]) for s in stats)
