@@ -397,7 +397,7 @@ def test_step_resources_from_the_ini_hold_the_most_any_step_asks(tmp_path: Path)
         Step("tidy", "user"),
     ]
     segment = SimpleNamespace(steps=steps, tree=SimpleNamespace(space=None))
-    assert engine.segment_resources(segment) == {
+    assert engine.limits.segment_resources(segment) == {
         "vivado": 2.0,
         "vitis_hls": 1.0,
         "MEMORY": 32e9,

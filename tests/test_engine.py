@@ -239,23 +239,23 @@ def test_segment_resources_merge_tools_the_ini_and_the_blueprint_per_step(tmp_pa
     assert [s.name for s in segments["synth"].steps] == ["synth", "tail"]
     ini = {"synth": {"vivado": 2.0, "memory": 8e9}, "prep": {"cpus": 4.0, "gpus": 1.0}}
     engine = Engine(SegmentCache(tmp_path / "cache"), step_resources=ini, max_memory=512 << 20)
-    assert engine.segment_resources(segments["prep"]) == {"gpus": 1.0}
+    assert engine.limits.segment_resources(segments["prep"]) == {"gpus": 1.0}
     # tools, then the ini, then the blueprint; for each resource the most any step asks
-    assert engine.segment_resources(segments["synth"]) == {
+    assert engine.limits.segment_resources(segments["synth"]) == {
         "vivado": 2.0,
         "memory": float(2 << 30),
         "licences": 1.0,
     }
-    assert engine.segment_resources(segments["light"]) == {"memory": float(1 << 30)}
+    assert engine.limits.segment_resources(segments["light"]) == {"memory": float(1 << 30)}
     # the memory limit: the largest of the steps', a step without one counting max_memory
-    assert engine.segment_max_memory(segments["prep"]) == 512 << 20
-    assert engine.segment_max_memory(segments["synth"]) == 2 << 30
-    assert engine.segment_max_memory(segments["light"]) == 1 << 30
-    engine.max_memory = 4 << 30  # light asks nothing: the default is larger than tail's
-    assert engine.segment_max_memory(segments["light"]) == 4 << 30
+    assert engine.limits.segment_max_memory(segments["prep"]) == 512 << 20
+    assert engine.limits.segment_max_memory(segments["synth"]) == 2 << 30
+    assert engine.limits.segment_max_memory(segments["light"]) == 1 << 30
+    engine.limits.max_memory = 4 << 30  # light asks nothing: the default is larger than tail's
+    assert engine.limits.segment_max_memory(segments["light"]) == 4 << 30
     unbounded = Engine(SegmentCache(tmp_path / "cache"))
-    assert unbounded.segment_max_memory(segments["prep"]) is None
-    assert unbounded.segment_max_memory(segments["light"]) == 1 << 30
+    assert unbounded.limits.segment_max_memory(segments["prep"]) is None
+    assert unbounded.limits.segment_max_memory(segments["light"]) == 1 << 30
 
 
 def test_a_steps_memory_is_its_segments_limit_and_the_blueprint_beats_the_ini(tmp_path: Path):

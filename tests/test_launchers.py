@@ -214,7 +214,7 @@ def test_the_composition_root_builds_with_the_launcher_chosen(tmp_path: Path):
         chosen = launcher_for(settings, control_dir=tmp_path / "dask")
         engine = make_engine(settings, run_id="r", tools={})
         try:
-            assert type(engine.launcher) is type(chosen)
+            assert type(engine.starter.launcher) is type(chosen)
         finally:
             engine.shutdown()
         made[server] = type(chosen)

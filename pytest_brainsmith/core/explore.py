@@ -190,16 +190,16 @@ def explore(
                 engine.shutdown(cancel=True)
                 if session is not None:
                     session.close()
-                engine.launcher.close()  # the warm server's connection
-    built = [o for o in engine.built if o.status == "built"]
+                engine.starter.launcher.close()  # the warm server's connection
+    built = [o for o in engine.scheduler.built if o.status == "built"]
     stats = {
         "designs": len(designs),
         "passed": sum(1 for d in designs if d.status == "passed"),
         "segments_built": len(built),
-        "segments_failed": sum(1 for o in engine.built if o.status == "failed"),
-        "finn_seconds": round(sum(o.seconds for o in engine.built), 3),
-        "worker_processes": engine.processes,
-        "waited_seconds": round(engine.waited, 3),
+        "segments_failed": sum(1 for o in engine.scheduler.built if o.status == "failed"),
+        "finn_seconds": round(sum(o.seconds for o in engine.scheduler.built), 3),
+        "worker_processes": engine.starter.processes,
+        "waited_seconds": round(engine.key_locks.waited, 3),
         "segments_pruned": len(engine.pruned()),
     }
     fetched = {o.key for d in designs for o in d.segments if o.status == "fetched"}

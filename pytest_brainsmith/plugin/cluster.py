@@ -12,8 +12,15 @@ from __future__ import annotations
 import pytest
 
 from ..core import toolchain
-from ..core.engine import Engine
-from ..core.launchers import ClusterError, DaskSession, JobClass, attach, available_cores, connect
+from ..core.launchers import (
+    ClusterError,
+    DaskSession,
+    JobClass,
+    Launcher,
+    attach,
+    available_cores,
+    connect,
+)
 from .run_context import RunContext, run_settings, step_resources
 
 __all__ = ["header", "scheduler_option", "start", "step_resources"]
@@ -54,13 +61,13 @@ def start(config: pytest.Config, context: RunContext) -> DaskSession | None:
     except ClusterError as exc:
         session.close()
         raise pytest.UsageError(str(exc)) from None
-    context.tools = engine.tools
+    context.tools = engine.limits.tools
     return session
 
 
-def lost_jobs(engine: Engine) -> list[str]:
+def lost_jobs(launcher: Launcher) -> list[str]:
     """The summary's lines on workers (batch jobs) lost mid-segment, if any."""
-    lost = engine.launcher.lost
+    lost = launcher.lost
     return [f"worker lost mid-segment (its job ended?): {where}" for where in lost]
 
 

@@ -275,7 +275,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(baseline.BaselinePlugin(config), "brainsmith-baseline")
     config.stash[run_key] = make_run_context(config)
     config.pluginmanager.register(
-        remote.RemoteReport(config, run_settings(config), run_context(config).engine.remote),
+        remote.RemoteReport(
+            config, run_settings(config), run_context(config).engine.answers.remote
+        ),
         "brainsmith-remote",
     )
     collect_only = config.getoption("collectonly")
@@ -367,10 +369,12 @@ class EngineSession:
         self._signals.close()
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
-            workeroutput["brainsmith_built"] = [(r.status, r.seconds) for r in self.engine.built]
+            workeroutput["brainsmith_built"] = [
+                (r.status, r.seconds) for r in self.engine.scheduler.built
+            ]
             workeroutput["brainsmith_process"] = _process_stats(self.engine)
-            if self.engine.remote is not None:
-                workeroutput["brainsmith_remote"] = self.engine.remote.report()
+            if self.engine.answers.remote is not None:
+                workeroutput["brainsmith_remote"] = self.engine.answers.remote.report()
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if not self.engine.closed:  # the session ended early (an error before sessionfinish)
@@ -379,7 +383,7 @@ class EngineSession:
         self._signals.close()
 
     def _close_cluster(self) -> None:
-        self.engine.launcher.close()  # the warm server's connection (the server stays)
+        self.engine.starter.launcher.close()  # the warm server's connection (the server stays)
         context = run_context(self.config)
         if context.cluster is not None:
             context.cluster.close()
@@ -478,7 +482,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> BlueprintF
 def pytest_report_header(config: pytest.Config) -> list[str]:
     context = run_context(config)
     missing = ", ".join(sorted(t for t, why in context.tools.items() if why)) or "none"
-    workers = context.engine.workers
+    workers = context.engine.starter.workers
     pool = (
         f"{workers} worker process(es)" if workers else "building inline (--brainsmith-workers 0)"
     )
@@ -554,9 +558,9 @@ def _check_cache_writable(config: pytest.Config) -> None:
 
 def _process_stats(engine: Engine) -> dict[str, float]:
     return {
-        "waited": round(engine.waited, 3),
-        "finn_imports": finn_runner.import_count + engine.toolchain_imports,
-        "processes": engine.processes,
+        "waited": round(engine.key_locks.waited, 3),
+        "finn_imports": finn_runner.import_count + engine.starter.toolchain_imports,
+        "processes": engine.starter.processes,
     }
 
 
@@ -574,7 +578,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if context is None:
         return
     engine = context.engine
-    builds = [(r.status, r.seconds) for r in engine.built]
+    builds = [(r.status, r.seconds) for r in engine.scheduler.built]
     builds += config.stash.get(worker_builds_key, [])
     recorder = config.stash.get(recorder_key, None)
     interrupted = int(exitstatus) == pytest.ExitCode.INTERRUPTED
@@ -591,7 +595,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "the next run reuses them)",
         )
     terminalreporter.write_sep("-", "brainsmith")
-    for line in lines + cluster.lost_jobs(engine):
+    for line in lines + cluster.lost_jobs(engine.starter.launcher):
         terminalreporter.write_line(line)
     stats = config.stash.get(worker_stats_key, []) or [_process_stats(engine)]
     imports = sum(int(s["finn_imports"]) for s in stats)

@@ -136,7 +136,7 @@ class DesignItem(pytest.Item):
         for name, value in self.choices.items():
             self.user_properties.append((f"brainsmith.choice.{name}", value))
         engine = run_context(self.config).engine
-        if engine.unrunnable(self.segment):
+        if engine.limits.unrunnable(self.segment):
             self.outcome = engine.design(self.segment)  # skipped, nothing built
             control_flow(self.outcome)
 
@@ -277,7 +277,7 @@ class FoldingTrialItem(DesignItem):
         super().setup()
         engine = run_context(self.config).engine
         probe = trial_path(self.prefix, self.number, {}, Path("probe.json"))
-        reason = engine.unrunnable(probe)  # a trial's own steps need a missing tool
+        reason = engine.limits.unrunnable(probe)  # a trial's own steps need a missing tool
         if reason:
             _skip(reason)
 

@@ -7,8 +7,15 @@ outcomes. Where things are:
 - ``engine.py``: ``Engine``, the front the pytest items, ``explore()`` and folding
   searches call (submit designs, wait for one, its outcome, progress, shutdown);
 - ``tasks.py``: the task graph and the task states (after Dask's scheduler);
-- ``scheduler.py``: the turn loop: queue by critical path, reuse or lock, launch on a
-  worker, collect, enforce timeouts, hold what another process builds; drivers;
+- ``states.py``: the task states as a table: every state change goes through it;
+- ``scheduler.py``: the turn loop that moves tasks: submit, queue by critical path,
+  collect, enforce timeouts, finish, shut down;
+- ``launching.py``: start a ready task: reuse, lock, fetch, check its input, spec,
+  launch on a worker (or build inline); what fits in memory beside what runs;
+- ``key_locks.py``: tasks waiting for a key another process (its lock) or another
+  task of this engine (a twin) is building;
+- ``toolchain_prep.py``: the compiler prepared once before the first launch;
+- ``drivers.py``: work that asks for more work on every turn (a folding search);
 - ``gating.py``: the gates' bookkeeping (expect, Pareto, best first, time budget);
   ``core/gates.py`` says what the gates mean;
 - ``limits.py``: timeouts, memory, cluster resources per segment; step durations;
@@ -27,10 +34,12 @@ failure (a later run reports it without building again):
 - Ctrl-C, SIGTERM, -x, the end of the run: the worker is killed, nothing recorded.
 """
 
+from .drivers import Driver
 from .engine import Engine, EngineClosed
+from .key_locks import POLL_SECONDS
+from .launching import EngineEvents, Launcher
 from .limits import DEFAULT_STEP_SECONDS, DURATIONS_FILE
 from .results import describe_failure
-from .scheduler import POLL_SECONDS, Driver, EngineEvents, Launcher
 from .tasks import segment_label
 
 __all__ = [

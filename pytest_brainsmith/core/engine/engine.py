@@ -2,7 +2,9 @@
 
 ``Engine`` wires the parts (``tasks``, ``limits``, ``gating``, ``results``,
 ``scheduler``) and answers in segments and designs; it holds no logic of its own
-beyond waiting for the answer the caller wants.
+beyond waiting for the answer the caller wants. Callers reach a part directly for
+what is that part's (``engine.limits``, ``engine.gating``, ``engine.starter``,
+``engine.key_locks``, ``engine.scheduler``, ``engine.answers``).
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from ..execution_memo import ExecutionMemo
 from ..gates import BUDGET, EXPECT, PARETO
 from ..launchers import Launcher, WorkerPool, available_cores
 from ..outcomes import DesignOutcome, SegmentOutcome
-from ..registry import Step
 from ..tree import Segment
 from . import results
 from .equivalence import Equivalent, Facts, representative
 from .gating import Gating
+from .launching import EngineEvents
 from .limits import Durations, Limits
-from .scheduler import Driver, EngineEvents, Scheduler
+from .scheduler import Scheduler
 from .tasks import PENDING, TaskGraph, segment_label
 
 if TYPE_CHECKING:
@@ -65,7 +67,8 @@ class Engine:
         self.graph = TaskGraph(stored_output=self.digests.stored)
         self.estimates_of = results.Estimates()
         self.gating = Gating(self.graph, self.estimates_of, self.durations, budget)
-        answers = results.CachedAnswers(
+        #: what the caches (this one, the remote one) answer for a task
+        self.answers = results.CachedAnswers(
             cache,
             self.limits,
             rebuild=rebuild,
@@ -79,7 +82,7 @@ class Engine:
             self.gating,
             self.limits,
             self.durations,
-            answers,
+            self.answers,
             #: starts one segment's build somewhere: here a process of its own, forked
             #: ahead from a zygote that never builds (``WorkerPool``)
             launcher=launcher or WorkerPool(share=[cache]),
@@ -89,82 +92,15 @@ class Engine:
             events=events,
             digests=self.digests,
         )
-
-    # -- settings the run adjusts after construction (a cluster attached) ----------------
-    @property
-    def launcher(self) -> Launcher:
-        return self.scheduler.launcher
-
-    @launcher.setter
-    def launcher(self, value: Launcher) -> None:
-        self.scheduler.launcher = value
-
-    @property
-    def workers(self) -> int:
-        return self.scheduler.workers
-
-    @workers.setter
-    def workers(self, value: int) -> None:
-        self.scheduler.workers = value
-
-    @property
-    def tools(self) -> dict[str, str | None]:
-        return self.limits.tools
-
-    @tools.setter
-    def tools(self, value: dict[str, str | None]) -> None:
-        self.limits.tools = value
-
-    @property
-    def max_memory(self) -> int | None:
-        return self.limits.max_memory
-
-    @max_memory.setter
-    def max_memory(self, value: int | None) -> None:
-        self.limits.max_memory = value
-
-    @property
-    def timeout(self) -> float | None:
-        return self.limits.timeout
-
-    @property
-    def remote(self) -> RemoteCache | None:
-        """The remote cache tier behind the local cache, if the run has one."""
-        return self.scheduler.answers.remote
-
-    @property
-    def budget(self) -> float | None:
-        return self.gating.budget
-
-    # -- what the run reports --------------------------------------------------------
-    @property
-    def built(self) -> list[SegmentOutcome]:
-        """What this engine built (or failed to build) in this run."""
-        return self.scheduler.built
-
-    @property
-    def waited(self) -> float:
-        """Seconds tasks were held by another process's build."""
-        return self.scheduler.waited
-
-    @property
-    def processes(self) -> int:
-        """Worker processes started."""
-        return self.scheduler.processes
-
-    @property
-    def toolchain_imports(self) -> int:
-        """Compiler imports outside this process (the worker pool's fork server)."""
-        return self.scheduler.toolchain_imports
+        #: starts ready tasks: its ``launcher`` and ``workers`` (a cluster attached sets
+        #: them), the builds ``running``, worker ``processes`` started
+        self.starter = self.scheduler.starter
+        #: keys another process or task builds (``waited``: seconds held by them)
+        self.key_locks = self.scheduler.key_locks
 
     @property
     def closed(self) -> bool:
         return self.scheduler.closed
-
-    @property
-    def phase(self) -> str:
-        """What the engine itself is doing, for the status line."""
-        return self.scheduler.phase
 
     # -- keys and limits ---------------------------------------------------------------
     def key(self, segment: Segment) -> str | None:
@@ -172,21 +108,6 @@ class Engine:
         as it is known: it is made of its parent's output content, so it is None while
         the parent is neither built nor in the cache."""
         return self.graph.key(segment)[0]
-
-    def segment_timeout(self, segment: Segment) -> float | None:
-        return self.limits.segment_timeout(segment)
-
-    def segment_max_memory(self, segment: Segment) -> int | None:
-        return self.limits.segment_max_memory(segment)
-
-    def step_asks(self, space: Any, step: Step) -> dict[str, float]:
-        return self.limits.step_asks(space, step)
-
-    def segment_resources(self, segment: Segment) -> dict[str, float]:
-        return self.limits.segment_resources(segment)
-
-    def unrunnable(self, leaf: Segment) -> str | None:
-        return self.limits.unrunnable(leaf)
 
     # -- asking for designs --------------------------------------------------------------
     def submit(self, leaves: Iterable[Segment]) -> None:
@@ -196,7 +117,7 @@ class Engine:
         chains = [
             [self.graph.task(segment) for segment in leaf.chain()]
             for leaf in leaves
-            if not self.unrunnable(leaf)
+            if not self.limits.unrunnable(leaf)
         ]
         self.scheduler.submit(chains)
 
@@ -232,7 +153,7 @@ class Engine:
         return outcome
 
     def _design(self, leaf: Segment) -> DesignOutcome:
-        reason = self.unrunnable(leaf)
+        reason = self.limits.unrunnable(leaf)
         if reason:
             keys = [self.key(s) for s in leaf.chain()]
             skipped = [
@@ -281,18 +202,15 @@ class Engine:
     def run(self) -> None:
         """Build everything submitted (and what drivers submit meanwhile)."""
         while not self.closed:
-            self.scheduler.drive()
+            self.scheduler.drivers.drive()
             if not any(t.state not in ("new", "done") for t in self.graph.tasks.values()):
                 return
             self.scheduler.advance(None)
 
-    def add_driver(self, driver: Driver) -> None:
-        self.scheduler.add_driver(driver)
-
     def advance_until(self, done: Callable[[], bool]) -> None:
         """Build until ``done()`` holds (a driver has submitted what the caller needs)."""
         while True:
-            self.scheduler.drive()
+            self.scheduler.drivers.drive()
             if done():
                 return
             if self.closed:
@@ -330,10 +248,6 @@ class Engine:
                 return found, outcome.output_model
         return None
 
-    def out_of_time(self) -> bool:
-        """The time budget (``--brainsmith-budget``) has run out."""
-        return self.gating.out_of_time()
-
     def estimates(self, leaf: Segment) -> dict[str, Any]:
         """The design's FINN estimates, from the last segment that wrote reports."""
         return self.estimates_of.of_chain([self.graph.task(s).outcome for s in leaf.chain()])
@@ -350,15 +264,16 @@ class Engine:
     def progress(self) -> dict[str, Any]:
         """Counts of needed segments (done, running, queued), what runs, time left."""
         # called from the status line's thread: take copies first (atomic in CPython)
-        tasks, running = list(self.graph.tasks.values()), list(self.scheduler.running)
+        tasks, running = list(self.graph.tasks.values()), list(self.starter.running)
         needed = [t for t in tasks if t.state != "new"]
         queued = [t for t in needed if t.state in PENDING]
         now = time.monotonic()
         left = sum(t.estimate for t in queued)
         left += sum(max(0.0, t.estimate - (now - t.started)) for t in running)
-        described = self.launcher.describe()
+        launcher = self.starter.launcher
+        described = launcher.describe()
         # as many at once as the cluster has, or as fit in memory here (memory_budget.py)
-        slots = self.scheduler.slots(self.launcher.slots or self.workers)
+        slots = self.starter.slots(launcher.slots or self.starter.workers)
         # no faster than the longest chain still to build (a big root builds alone)
         chain = [t.priority - (now - t.started) for t in running]
         chain += [t.priority for t in queued if t.parent is None or t.parent.state == "done"]
@@ -368,7 +283,7 @@ class Engine:
             "running": [t.label for t in running],
             "queued": len(queued),
             "seconds_left": left if (queued or running) else 0.0,
-            "phase": self.phase,
+            "phase": self.starter.prep.phase,
             **({"cluster": described} if described is not None else {}),
         }
 

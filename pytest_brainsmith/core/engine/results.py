@@ -319,6 +319,26 @@ def failed_before(task: Task, failure: Failure, run_id: str) -> SegmentOutcome:
     )
 
 
+def blocked(task: Task) -> SegmentOutcome:
+    """Its parent failed: the task is not built, for the parent's cause."""
+    assert task.parent is not None and task.parent.outcome is not None
+    return SegmentOutcome(task.label, None, "blocked", cause=task.parent.outcome.root_cause)
+
+
+def passthrough(task: Task) -> SegmentOutcome:
+    """A segment without steps: its parent's entry and output (the model file at the root)."""
+    parent = task.parent
+    return SegmentOutcome(
+        task.label,
+        task.key,
+        "passthrough",
+        entry=parent.outcome.entry if parent and parent.outcome else None,
+        output_model=parent.outcome.output_model
+        if parent and parent.key and parent.outcome
+        else str(task.segment.model()),
+    )
+
+
 def error(task: Task, message: str, kind: str = "environment") -> SegmentOutcome:
     """The machine's fault for this task (never recorded)."""
     return SegmentOutcome(task.label, task.key, "error", error=message, kind=kind)

@@ -31,6 +31,10 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "lock-busy": {"ready": "held", "held": "held"},
     # time to try the lock again
     "retry": {"held": "ready"},
+    # another task of this engine builds the same key (a twin): wait for it, no lock
+    "twin-building": {"ready": "held", "held": "held"},
+    # the twin is done: reuse what it built (or try the lock)
+    "twin-done": {"held": "ready"},
     # its build started on a worker
     "launched": {"ready": "running", "held": "running"},
     # an outcome: built, reused, fetched, failed, blocked, pruned, cancelled, error
@@ -42,7 +46,13 @@ TRANSITIONS: dict[str, dict[str, str]] = {
         "running": "done",
     },
     # the checkpoint it (or a child) would resume from was found damaged: built again
-    "input-damaged": {"done": "waiting", "waiting": "waiting", "ready": "waiting"},
+    # (the task being started, the passthroughs above it, and the segment that made it)
+    "input-damaged": {
+        "done": "waiting",
+        "waiting": "waiting",
+        "ready": "waiting",
+        "held": "waiting",
+    },
 }
 
 

@@ -364,7 +364,7 @@ def attach(engine: Any, session: DaskSession, tools: Iterable[str]) -> None:
     problems = session.launcher.check_cache(engine.cache.root)
     if problems:
         raise ClusterError("\n".join(problems))
-    engine.launcher = session.launcher
+    engine.starter.launcher = session.launcher
     # Dask queues by the engine's priority: hand it everything that is ready
-    engine.workers = max(engine.workers, CLUSTER_SLOTS)
-    engine.tools = session.launcher.tools(sorted(set(tools)))
+    engine.starter.workers = max(engine.starter.workers, CLUSTER_SLOTS)
+    engine.limits.tools = session.launcher.tools(sorted(set(tools)))

@@ -69,7 +69,7 @@ class FoldingSearch:
         self._batch: list[Segment] = []  # the trials asked last, until told
         #: the designs below the prefix whose foldings start the search (warm_start)
         self._warm = (
-            [d for d in prefix.leaves() if not engine.unrunnable(d)]
+            [d for d in prefix.leaves() if not engine.limits.unrunnable(d)]
             if self.settings.warm_start
             else []
         )
@@ -81,7 +81,7 @@ class FoldingSearch:
         if not self._started:
             self._started = True
             self.engine.submit([self.prefix, *self._warm])
-            self.engine.add_driver(self)
+            self.engine.scheduler.drivers.add(self)
 
     def trial(self, number: int) -> Segment | None:
         """Trial ``number``'s design, once asked (None: the search stopped before it;
@@ -113,7 +113,7 @@ class FoldingSearch:
             if self._batch and all(self._measured(t) for t in self._batch):
                 self._tell_batch()
             if not self._batch and len(self.trials) < self.wanted:
-                if self.engine.out_of_time():
+                if self.engine.gating.out_of_time():
                     self.error, self.out_of_time = BUDGET_REASON, True
                     return
                 self._batch = self._submit(self.proposer.ask(len(self.trials)))
@@ -141,7 +141,7 @@ class FoldingSearch:
         if not outcome.ok or not outcome.output_model:
             cause = outcome.root_cause
             if cause.status in ("cancelled", "pruned"):  # the run stopped, or its budget
-                self.out_of_time = self.engine.out_of_time()
+                self.out_of_time = self.engine.gating.out_of_time()
                 self.error = BUDGET_REASON if self.out_of_time else (cause.error or "stopped")
                 return False
             self.error = (
@@ -208,7 +208,7 @@ class FoldingSearch:
             if outcome is not None and outcome.status in _STOPPED:
                 self.proposer.tell(results, complete=False)
                 self._batch = []
-                self.out_of_time = self.engine.out_of_time()
+                self.out_of_time = self.engine.gating.out_of_time()
                 self.error = (
                     BUDGET_REASON
                     if self.out_of_time
