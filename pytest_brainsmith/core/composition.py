@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .blueprint import DEFAULT_MAX_DESIGNS
-from .cache import SegmentCache
+from .cache.store import SegmentCache
 from .engine import Engine, EngineEvents, Launcher
 from .errors import did_you_mean
 from .jobqueue_cluster import BATCH_SYSTEMS

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..cache import SegmentCache
-from ..execution_memo import ExecutionMemo
+from ..cache.execution_memo import ExecutionMemo
 from ..gates import BUDGET, EXPECT, PARETO
 from ..outcomes import DesignOutcome, SegmentOutcome
 from ..registry import Step
@@ -27,7 +27,7 @@ from .scheduler import Driver, EngineEvents, Launcher, Scheduler
 from .tasks import PENDING, TaskGraph, segment_label
 
 if TYPE_CHECKING:
-    from ..remote_cache import RemoteCache
+    from ..cache.remote.tier import RemoteCache
 
 
 class EngineClosed(RuntimeError):
