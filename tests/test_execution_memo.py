@@ -1,11 +1,11 @@
-"""Executions kept by content (core/execution_memo.py): computed once, read back while
+"""Executions kept by content (core/cache/execution_memo.py): computed once, read back while
 nothing they depend on changed, never read back torn or edited."""
 
 from pathlib import Path
 
 import numpy as np
 
-from pytest_brainsmith.core.execution_memo import ExecutionMemo
+from pytest_brainsmith.core.cache.execution_memo import ExecutionMemo
 
 
 def _counting(outputs):

@@ -26,12 +26,12 @@ import pytest
 from conftest import MODEL, TFC_BLUEPRINT, need
 from conftest import take_builds as builds
 
-from pytest_brainsmith.core import cache as cache_module
 from pytest_brainsmith.core.cache import (
     CacheError,
     CacheIntegrityWarning,
     EntryInUse,
     SegmentCache,
+    fingerprints,
 )
 
 #: Every segment build, for telling what a run rebuilt.
@@ -69,8 +69,8 @@ FILES = {"output.onnx": b"model" * 1000, "build/report/estimate.json": b'{"LUT":
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the files the cache reads to hash them."""
     names: list[str] = []
-    real = cache_module.sha256_of
-    monkeypatch.setattr(cache_module, "sha256_of", lambda p: names.append(p.name) or real(p))
+    real = fingerprints.sha256_of
+    monkeypatch.setattr(fingerprints, "sha256_of", lambda p: names.append(p.name) or real(p))
     return names
 
 
@@ -114,7 +114,7 @@ def test_a_damaged_entry_is_moved_aside_and_reported(tmp_path: Path, damage, fil
     message = str(caught[0].message)
     assert key[:12] in message and file in message and why in message
     assert not path.exists()
-    (moved,) = cache.quarantined()
+    (moved,) = cache.pruning.quarantined()
     assert moved.name.startswith(key)
     note = json.loads((moved / "QUARANTINE.json").read_text())
     assert note["file"] == file and why in note["why"] and note["key"] == key
@@ -171,7 +171,7 @@ def test_files_written_just_before_publishing_are_vouched_for_and_a_rewrite_is_c
     key = "9a" * 32
     waits: list[float] = []
     with monkeypatch.context() as patched:
-        patched.setattr(cache_module.time, "sleep", waits.append)
+        patched.setattr(fingerprints.time, "sleep", waits.append)
         path = publish(cache, key, FILES)  # written just now
     assert waits == []  # no wait for the tick to pass
     reads.clear()
@@ -208,8 +208,8 @@ def test_a_hard_link_within_the_entry_is_vouched_for_and_one_to_another_entry_le
 def test_files_written_within_a_timestamp_tick_are_read_until_they_settle(
     tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(cache_module, "_settle", lambda root: None)  # publish at once
-    monkeypatch.setattr(cache_module, "TICK_NS", 10**15)  # every file was written just now
+    monkeypatch.setattr(fingerprints, "settle", lambda root: None)  # publish at once
+    monkeypatch.setattr(fingerprints, "TICK_NS", 10**15)  # every file was written just now
     cache = SegmentCache(tmp_path / "c")
     key = "34" * 32
     path = publish(cache, key, FILES)
@@ -219,7 +219,7 @@ def test_files_written_within_a_timestamp_tick_are_read_until_they_settle(
     # a write in the same tick as the stat would show in neither mtime nor ctime
     assert len(reads) == 2 * len(FILES)
     assert not (path / "VERIFIED").exists()
-    monkeypatch.setattr(cache_module, "TICK_NS", 0)  # time passes
+    monkeypatch.setattr(fingerprints, "TICK_NS", 0)  # time passes
     reads.clear()
     assert cache.lookup(key) is not None and len(reads) == len(FILES)
     reads.clear()
@@ -238,19 +238,19 @@ def test_verify_file_rechecks_one_file_before_use(tmp_path: Path):
     with pytest.warns(CacheIntegrityWarning, match="output.onnx"):
         problem = cache.verify_file(key, "output.onnx")
     assert problem is not None and "sha256" in problem
-    assert cache.lookup(key) is None and len(cache.quarantined()) == 1
+    assert cache.lookup(key) is None and len(cache.pruning.quarantined()) == 1
 
 
 def test_an_unreadable_failure_record_is_moved_aside(tmp_path: Path):
     cache = SegmentCache(tmp_path / "c")
     key = "78" * 32
     with cache.staging(key) as staged:
-        failure = cache.record_failure(key, staged, {"step": "x", "error": "boom"})
+        failure = cache.failures.record(key, staged, {"step": "x", "error": "boom"})
     assert cache.failure(key) is not None
     (failure.path / "failure.json").write_text("{")
     with pytest.warns(CacheIntegrityWarning, match="failure.json"):
         assert cache.failure(key) is None
-    assert [p.name.split(".")[1] for p in cache.quarantined()] == ["failure"]
+    assert [p.name.split(".")[1] for p in cache.pruning.quarantined()] == ["failure"]
 
 
 def test_a_failure_record_being_replaced_is_not_taken_for_damage(tmp_path: Path):
@@ -260,7 +260,7 @@ def test_a_failure_record_being_replaced_is_not_taken_for_damage(tmp_path: Path)
     cache = SegmentCache(tmp_path / "c")
     key = "79" * 32
     with cache.staging(key) as staged:
-        old = cache.record_failure(key, staged, {"step": "x", "error": "old"})
+        old = cache.failures.record(key, staged, {"step": "x", "error": "old"})
     other = SegmentCache(tmp_path / "c")  # another process's view of the same cache
     with cache.lock(key):  # the builder, retrying the failure
         (old.path / "failure.json").unlink()  # what a reader may meet mid-replacement
@@ -268,8 +268,8 @@ def test_a_failure_record_being_replaced_is_not_taken_for_damage(tmp_path: Path)
         assert other.failure(key) is None  # no failure to go by meanwhile ...
         assert time.monotonic() - started < 5  # ... and the reader did not wait for the build
         with cache.staging(key) as staged:
-            cache.record_failure(key, staged, {"step": "x", "error": "new"})
-    assert cache.quarantined() == []
+            cache.failures.record(key, staged, {"step": "x", "error": "new"})
+    assert cache.pruning.quarantined() == []
     assert other.failure(key).record["error"] == "new"
 
 
@@ -277,7 +277,7 @@ def test_forgetting_a_failure_never_shows_readers_a_half_deleted_record(tmp_path
     cache = SegmentCache(tmp_path / "c")
     key = "7a" * 32
     with cache.staging(key) as staged:
-        failure = cache.record_failure(key, staged, {"step": "x", "error": "boom"})
+        failure = cache.failures.record(key, staged, {"step": "x", "error": "boom"})
     seen: list[bool] = []
     real_rename = os.rename
 
@@ -286,10 +286,10 @@ def test_forgetting_a_failure_never_shows_readers_a_half_deleted_record(tmp_path
         return real_rename(src, dst)
 
     with cache.lock(key), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cache_module.os, "rename", rename)
+        mp.setattr(fingerprints.os, "rename", rename)
         cache.forget_failure(key)
     assert seen == [True]  # one rename moved it, whole, out of the readers' way
-    assert cache.failure(key) is None and cache.quarantined() == []
+    assert cache.failure(key) is None and cache.pruning.quarantined() == []
 
 
 def test_prune_candidates_include_damaged_entries_in_use_and_the_quarantine(tmp_path: Path):
@@ -299,20 +299,20 @@ def test_prune_candidates_include_damaged_entries_in_use_and_the_quarantine(tmp_
         publish(cache, key, FILES)
     (cache.entry_path(damaged) / "manifest.json").unlink()
     (cache.base / "quarantine" / "old").mkdir(parents=True)
-    ids = cache.prunable({used, damaged})
+    ids = cache.pruning.prunable({used, damaged})
     assert sorted(ids) == sorted([unused, f"damaged/{damaged}", "quarantine/old"])
     for ident in ids:
-        assert cache.size_bytes(ident) >= 0
-        cache.remove(ident)
+        assert cache.pruning.size_bytes(ident) >= 0
+        cache.pruning.remove(ident)
     assert [e.key for e in cache.entries()] == [used]
-    assert cache.quarantined() == []
+    assert cache.pruning.quarantined() == []
 
 
 def test_the_cache_creates_nothing_until_it_writes(tmp_path: Path):
     cache = SegmentCache(tmp_path / "new" / "cache")
     cache.check_writable()
     assert cache.lookup("9a" * 32) is None and cache.failure("9a" * 32) is None
-    assert list(cache.entries()) == [] and cache.prunable(set()) == []
+    assert list(cache.entries()) == [] and cache.pruning.prunable(set()) == []
     assert not (tmp_path / "new").exists()
 
 
@@ -754,13 +754,13 @@ def test_prune_leaves_an_entry_another_process_is_building(tmp_path: Path):
     cache = SegmentCache(tmp_path / "c")
     key = "7b" * 32
     with cache.staging(key) as staged:
-        cache.record_failure(key, staged, {"step": "x", "error": "boom"})
+        cache.failures.record(key, staged, {"step": "x", "error": "boom"})
     other = SegmentCache(tmp_path / "c")  # another process's view of the same cache
     with other.lock(key):  # it is building the key again
         with pytest.raises(EntryInUse, match="is in use"):
-            cache.remove(key)
+            cache.pruning.remove(key)
     assert cache.failure(key) is not None
-    cache.remove(key)
+    cache.pruning.remove(key)
     assert cache.failure(key) is None
 
 

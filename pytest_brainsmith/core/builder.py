@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import progress, verification
-from .cache import CacheError, SegmentCache
+from .cache.errors import CacheError
+from .cache.store import SegmentCache
 from .registry import Step
 from .toolchain import current as toolchain
 from .units import format_size
@@ -76,7 +77,7 @@ def manifest_for(spec: BuildSpec, seconds: float, step_seconds: dict[str, float]
 def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
     """Build, then publish or record; returns the outcome as a small dict. The caller
     (the engine) holds the key's lock for the whole build."""
-    with cache.held_by_caller(spec.key):
+    with cache.locks.held_by_caller(spec.key):
         return _build_segment(spec, cache)
 
 
@@ -181,7 +182,7 @@ def record_failure(
         limits=spec.limits,
     )
     try:
-        failure = cache.record_failure(spec.key, spec.staged, manifest)
+        failure = cache.failures.record(spec.key, spec.staged, manifest)
     except CacheError as exc:
         return {**answer, "status": "error", "kind": "environment", "error": str(exc)}
     return {

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .blueprint import DEFAULT_MAX_DESIGNS
-from .cache import SegmentCache
+from .cache.store import SegmentCache
 from .engine import Engine, EngineEvents
 from .errors import did_you_mean
 from .launchers import BATCH_SYSTEMS, IDLE_SECONDS, Launcher, available_cores, launcher_for

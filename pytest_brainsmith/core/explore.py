@@ -23,7 +23,8 @@ from typing import Any
 
 from . import interrupts, toolchain
 from .blueprint import load_design_space
-from .cache import SegmentCache
+from .cache.remote.tier import RemoteCache
+from .cache.store import SegmentCache
 from .composition import decide_for, find_project, make_engine
 from .engine import Engine, segment_label
 from .errors import BlueprintError
@@ -149,8 +150,6 @@ def explore(
     local = SegmentCache(settings.cache)
     remote = None
     if settings.remote_cache:
-        from .remote_cache import RemoteCache
-
         remote = RemoteCache(
             settings.remote_cache,
             local,

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 from .gates import GATES
 
 if TYPE_CHECKING:
+    from .cache.execution_memo import ExecutionMemo
     from .engine.equivalence import Equivalent
-    from .execution_memo import ExecutionMemo
     from .expectations import Expectation
     from .tree import Segment
 
-#: Segment states. ``built``/``reused``/``fetched`` (from the remote cache, ``remote_cache.py``)
+#: Segment states. ``built``/``reused``/``fetched`` (from the remote cache, ``cache/remote/``)
 #: /``passthrough`` are usable; the others are not.
 #: ``failed``: its own steps failed in this run; ``failed-before``: a recorded failure
 #: reused; ``blocked``: an ancestor did not build; ``error``: the machine's fault (full
@@ -106,7 +106,7 @@ class DesignOutcome:
     checked: list[tuple[Expectation, Any]] = field(default_factory=list)
     reason: str | None = None  # for skipped / failed / error: one line
     gate: str | None = None  # the gate that stopped it early (gates.py), if one did
-    #: where ``execute`` keeps its answers (the engine's cache; execution_memo.py)
+    #: where ``execute`` keeps its answers (the engine's cache; cache/execution_memo.py)
     executions: ExecutionMemo | None = field(default=None, repr=False, compare=False)
     #: the earlier design this one equals: a choice on its path changed nothing
     #: (``engine/equivalence.py``); None if it has no equal before it

@@ -42,7 +42,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .execution_memo import ExecutionMemo
+from .cache.execution_memo import ExecutionMemo
 from .keys import file_digest
 from .toolchain import current as toolchain
 

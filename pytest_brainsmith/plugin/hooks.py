@@ -21,7 +21,8 @@ import pytest
 
 from ..core import interrupts
 from ..core.blueprint import DEFAULT_MAX_DESIGNS
-from ..core.cache import LAYOUT, CacheError, EntryInUse
+from ..core.cache.errors import CacheError, EntryInUse
+from ..core.cache.layout import LAYOUT
 from ..core.engine import Engine
 from ..core.tree import Segment
 from ..finn import catalog as finn_catalog
@@ -512,9 +513,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if isinstance(item, FoldingTrialItem):
             searched.update(k for k in [engine.key(item.prefix)] if k)
     cache = engine.cache
-    keep |= cache.descendants(searched)
-    unused = cache.prunable(keep)  # also damaged and quarantined entries
-    sizes = {k: cache.size_bytes(k) for k in unused}
+    keep |= cache.pruning.descendants(searched)
+    unused = cache.pruning.prunable(keep)  # also damaged and quarantined entries
+    sizes = {k: cache.pruning.size_bytes(k) for k in unused}
     size = sum(sizes.values())
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     verb = "would remove" if mode == "dry-run" else "removed"
@@ -524,7 +525,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         line = f"brainsmith prune: {verb} {key}"
         if mode != "dry-run":
             try:
-                cache.remove(key)
+                cache.pruning.remove(key)
             except EntryInUse as exc:  # a build of it runs now: not unused after all
                 in_use.append(key)
                 size -= sizes[key]
@@ -535,7 +536,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 line = f"brainsmith prune: {exc}"
         if reporter is not None:
             reporter.write_line(line)
-    kept = cache.size_bytes() if mode != "dry-run" else cache.size_bytes() - size
+    kept = cache.pruning.size_bytes() if mode != "dry-run" else cache.pruning.size_bytes() - size
     done = len(unused) - len(in_use) - len(failed)
     pytest.exit(
         f"brainsmith prune: {verb} {done} unused cache entries ({size / 1e6:.1f} MB); "

@@ -1,6 +1,6 @@
 """``--brainsmith-remote-cache``: the remote cache tier's options, and what a run says
 about it (a header line, and in the summary what was fetched and uploaded, summed over
-xdist's workers). The tier itself is ``core/remote_cache.py``."""
+xdist's workers). The tier itself is ``core/cache/remote/``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
-from ..core.cache import SegmentCache
+from ..core.cache.remote.errors import RemoteCacheError
+from ..core.cache.remote.stats import summary_line
+from ..core.cache.remote.storage import check_backend
+from ..core.cache.remote.tier import DEFAULT_TIMEOUT, MODES, RemoteCache
+from ..core.cache.remote.trust import ENV
+from ..core.cache.store import SegmentCache
 from ..core.composition import RunSettings
-from ..core.remote_cache import DEFAULT_TIMEOUT, MODES, RemoteCache, RemoteCacheError, summary_line
-from ..core.remote_trust import ENV
 
 #: per xdist worker: the remote tier's counts, gathered by the controller
 remote_stats_key = pytest.StashKey[list[dict[str, Any]]]()
@@ -70,8 +73,6 @@ def remote_cache(
     controller = config.getoption("numprocesses", None) and not hasattr(config, "workerinput")
     try:
         if controller or config.getoption("collectonly"):
-            from ..core.remote_cache import check_backend
-
             check_backend(url)  # the usage error, here too; nothing to fetch or upload
             return None
         return RemoteCache(

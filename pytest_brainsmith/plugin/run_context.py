@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ..core.blueprint import load_design_space
-from ..core.cache import SegmentCache
+from ..core.cache.store import SegmentCache
 from ..core.composition import RunSettings, SettingError, decide, make_engine
 from ..core.engine import Engine
 from ..core.launchers import DaskSession

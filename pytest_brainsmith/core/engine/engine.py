@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..cache import SegmentCache
-from ..execution_memo import ExecutionMemo
+from ..cache.execution_memo import ExecutionMemo
 from ..gates import BUDGET, EXPECT, PARETO
 from ..launchers import Launcher, WorkerPool, available_cores
 from ..outcomes import DesignOutcome, SegmentOutcome
@@ -28,7 +28,7 @@ from .scheduler import Scheduler
 from .tasks import PENDING, TaskGraph, segment_label
 
 if TYPE_CHECKING:
-    from ..remote_cache import RemoteCache
+    from ..cache.remote.tier import RemoteCache
 
 
 class EngineClosed(RuntimeError):

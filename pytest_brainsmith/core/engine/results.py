@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import verification
 from ..builder import BuildSpec, manifest_for, record_failure
-from ..cache import Entry, Failure, SegmentCache
+from ..cache.failures import Failure
+from ..cache.store import Entry, SegmentCache
 from ..expectations import for_design
 from ..gates import EXPECT, Stop
 from ..keys import file_digest
@@ -28,7 +29,7 @@ from .limits import Limits
 from .tasks import Task
 
 if TYPE_CHECKING:
-    from ..remote_cache import RemoteCache
+    from ..cache.remote.tier import RemoteCache
 
 
 class Estimates:
@@ -114,7 +115,7 @@ def _output_digest(entry: Path) -> str | None:
 class CachedAnswers:
     """What the cache already answers for a task: an entry to reuse, or a recorded
     failure that still stands; on a local miss, what the remote tier has
-    (``remote_cache.py``)."""
+    (``cache/remote/``)."""
 
     def __init__(
         self,

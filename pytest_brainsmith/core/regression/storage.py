@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..remote_cache import RemoteCacheError, check_backend
+from ..cache.remote.errors import RemoteCacheError
+from ..cache.remote.storage import check_backend
 from .baseline import BaselineError
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .keys import file_digest, toolchain
+from ..keys import file_digest, toolchain
 
 #: Cache subfolder of the kept executions.
 EXECUTIONS = "executions"

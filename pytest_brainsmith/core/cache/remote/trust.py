@@ -19,8 +19,12 @@ import hashlib
 import hmac
 import json
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
+
+from .errors import Damaged, Untrusted
+from .stats import RemoteStats
 
 #: The environment variable holding the signing key.
 ENV = "BRAINSMITH_REMOTE_CACHE_KEY"
@@ -93,3 +97,38 @@ def mismatch(key: str, doc: Any, record: Any) -> str | None:
             "entry, its key fields edited)"
         )
     return None
+
+
+class DocumentCheck:
+    """The tier's use of trust: documents checked for their key (and signature, with a
+    signer) and signed on upload, the time spent counted in ``stats``."""
+
+    def __init__(self, signer: Signer | None, stats: RemoteStats) -> None:
+        self.signer = signer
+        self.stats = stats
+
+    def signature(self, doc: Any, where: str, file: str) -> None:
+        """With a signer: Untrusted unless ``doc`` is signed with its key."""
+        if self.signer is None:
+            return
+        started = time.perf_counter()
+        why = self.signer.check(doc) if isinstance(doc, dict) else "is not a JSON object"
+        self.stats.add(signatures=1, signature_seconds=time.perf_counter() - started)
+        if why is not None:
+            raise Untrusted(where, file, why)
+
+    def document(self, key: str, doc: Any, body: Any, where: str, file: str) -> None:
+        """A document is used only for its key, and with a signing key only if signed
+        with it: Damaged or Untrusted if not."""
+        self.signature(doc, where, file)
+        why = mismatch(key, doc, body)
+        if why is not None:
+            raise Damaged(where, file, why)
+
+    def sign(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if self.signer is None:
+            return doc
+        started = time.perf_counter()
+        signed = self.signer.sign(doc)
+        self.stats.add(signatures=1, signature_seconds=time.perf_counter() - started)
+        return signed
