@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import progress, verification
+from . import progress
 from .cache import CacheError, SegmentCache
 from .registry import Step
 from .toolchain import current as toolchain
 from .units import format_size
+from .verify.run import after_build, again
 
 #: OSErrors that say the disk or quota is full: not recorded as a design's failure.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -43,7 +44,7 @@ class BuildSpec:
     run_id: str
     keep_step_models: bool = False
     limits: dict[str, float] = field(default_factory=dict)  # timeout, max_memory in force
-    verify: dict[str, Any] | None = None  # what to verify (core/verification.py plan_for)
+    verify: dict[str, Any] | None = None  # what to verify (core/verify/plan.py)
     #: where it is built: "process" (a fresh process forked from a clean zygote) or
     #: "inline" (the caller's own process, ``--brainsmith-workers 0``: whatever that
     #: process holds reaches the build); recorded in the entry's manifest
@@ -82,7 +83,7 @@ def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
         entry = cache.lookup(spec.key)
         if entry is not None:  # built before, not verified with these settings yet
             try:
-                return verification.again(spec, cache, entry.path)
+                return again(spec, cache, entry.path)
             except OSError as exc:
                 return _unrecorded(spec, exc)
     _clean_slate(spec, cache)
@@ -103,7 +104,7 @@ def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
         )
     if outcome.ok and spec.verify is not None:
         try:
-            verification.after_build(spec, spec.staged / "build", cache)
+            after_build(spec, spec.staged / "build", cache)
         except OSError as exc:
             return _unrecorded(spec, exc)
         if not spec.keep_step_models:

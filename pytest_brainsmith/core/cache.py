@@ -767,7 +767,7 @@ class SegmentCache:
             return [self.base / "quarantine" / name]
         if kind == "damaged":
             return [self.entry_path(name)]
-        # verify/<key>: the segment's verification records (core/verification.py)
+        # verify/<key>: the segment's verification records (core/verify/)
         paths = [self.entry_path(ident), self.failure_path(ident), self.work_dir(ident)]
         return [*paths, self.base / "verify" / ident]
 

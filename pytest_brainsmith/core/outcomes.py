@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .gates import GATES
+from .verify.execute import execute_design
+from .verify.records import summary
 
 if TYPE_CHECKING:
     from .engine.equivalence import Equivalent
@@ -77,7 +79,7 @@ class SegmentOutcome:
     elsewhere: bool = False
     #: for ``pruned`` and a budget's ``cancelled``: the recorded seconds not spent on it
     saved_seconds: float = 0.0
-    #: the verification record of its steps (core/verification.py), if verified
+    #: the verification record of its steps (core/verify/), if verified
     verification: dict[str, Any] | None = None
 
     @property
@@ -114,16 +116,14 @@ class DesignOutcome:
 
     @property
     def verification(self) -> dict[str, Any]:
-        """Its verification over its segments (core/verification.py)."""
-        from .verification import summary
-
-        return summary(self.segments, self.leaf.tree.space.verify is not None)
+        """Its verification over its segments (core/verify/records.py)."""
+        records = [o.verification for o in self.segments if o.verification]
+        enabled = self.leaf.tree.space.verify is not None
+        return summary(records, enabled, all(o.ok for o in self.segments))
 
     def execute(self, inputs: Any, *, after: str | None = None) -> Any:
         """Run the design's final model (or its model after the step ``after``) on
         ``inputs`` (one vector per row) and return the outputs, one row per vector."""
-        from .verification import execute_design
-
         return execute_design(self, inputs, after)
 
     @property

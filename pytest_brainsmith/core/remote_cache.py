@@ -8,7 +8,7 @@ URL (``gs://``, ``az://``, ``file:///shared/dir``...). Layout under the URL::
                                   but the checkpoint, in one object) and its checkpoint
     v1/entries/<key>.json         the entry's manifest (the local cache's, with the
                                   bundle's and the checkpoint's digests), written last
-    v1/verify/<key>/<hash>.json   the entry's verification records (core/verification.py),
+    v1/verify/<key>/<hash>.json   the entry's verification records (core/verify/),
                                   one per verify settings: a runner that fetches a
                                   verified entry reports it verified
     v1/failures/<key>.json        a failure record with its bundle (only when shared)
@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from . import remote_trust, verification
+from . import remote_trust
 from .cache import (
     FAILURE,
     MANIFEST,
@@ -69,6 +69,7 @@ from .cache import (
     size_mismatch,
 )
 from .toolchain import current as toolchain
+from .verify.records import RECORDS, record_path
 
 LAYOUT = "v1"
 MODES = ("read", "write", "readwrite")
@@ -669,7 +670,7 @@ class RemoteCache:
         already there is this cache's own: kept); how many were written."""
         written = 0
         for digest, record in records.items():
-            path = verification.record_path(self.cache.base / verification.RECORDS, key, digest)
+            path = record_path(self.cache.base / RECORDS, key, digest)
             if path.exists():
                 continue
             try:
@@ -808,7 +809,7 @@ class RemoteCache:
         if self._off is not None:
             return []
         uploaded: list[str] = []
-        folder = self.cache.base / verification.RECORDS / key
+        folder = self.cache.base / RECORDS / key
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
                 record = json.loads(path.read_text())

@@ -128,7 +128,7 @@ class Toolchain(Protocol):
         """The device a config targets (its part, else its board's)."""
         ...
 
-    # -- executing models (verification, core/verification.py) --------------------------
+    # -- executing models (verification, core/verify/) --------------------------
     #: the model beside the checkpoints that runs around a dataflow partition, and the
     #: step that makes it (models after it run inside that parent)
     partition_parent: str

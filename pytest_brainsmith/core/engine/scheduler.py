@@ -32,12 +32,13 @@ from typing import Any, Protocol
 
 from filelock import Timeout as LockTimeout
 
-from .. import interrupts, toolchain, verification
+from .. import interrupts, toolchain
 from ..builder import BuildSpec, build_segment
 from ..cache import CacheError, SegmentCache
 from ..memory_budget import MemoryBudget
 from ..outcomes import SegmentOutcome
 from ..tree import Segment
+from ..verify.plan import plan_for
 from ..worker_pool import WorkerPool
 from ..workers import Worker
 from . import results
@@ -542,7 +543,7 @@ class Scheduler:
             run_id=self.run_id,
             keep_step_models=self.keep_step_models,
             limits=self.limits.for_build(segment),
-            verify=verification.plan_for(segment, self.cache),
+            verify=plan_for(segment, self.cache),
         )
 
     # -- held by another process -------------------------------------------------------
