@@ -19,7 +19,7 @@ from conftest import MODEL, ROOT, export_model, run_in, step_project
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 
 HEAD = """
 model: tfc.onnx

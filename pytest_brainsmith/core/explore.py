@@ -28,8 +28,9 @@ from .composition import decide_for, find_project, make_engine
 from .engine import Engine, segment_label
 from .errors import BlueprintError
 from .outcomes import DesignOutcome
-from .registry import Registry, finn_registry
+from .registry import Registry
 from .search.driver import FoldingSearch
+from .toolchain import finn_registry
 from .tree import ExecutionTree, Segment, build_execution_tree
 
 

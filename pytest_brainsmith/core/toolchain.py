@@ -196,3 +196,9 @@ def current() -> Toolchain:
     if _current is None:
         raise RuntimeError("pytest-brainsmith: no toolchain plugged in (core.toolchain.use)")
     return _current
+
+
+def finn_registry() -> Registry:
+    """A registry holding the compiler's (FINN's) built-in steps and kernels, from the
+    toolchain's static data."""
+    return current().registry()

@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..builder import BuildSpec, manifest_for, record_failure
+from ..build_spec import BuildSpec
+from ..builder import manifest_for, record_failure
 from ..cache import Entry, Failure, SegmentCache
 from ..expectations import for_design
 from ..gates import EXPECT, Stop
 from ..keys import file_digest
-from ..outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
+from ..outcomes import DesignOutcome, SegmentOutcome
+from ..segment_states import LASTING_KINDS
 from ..toolchain import current as toolchain
 from ..tree import Segment
 from ..verify.judge import judge

@@ -33,7 +33,8 @@ from typing import Any, Protocol
 from filelock import Timeout as LockTimeout
 
 from .. import interrupts, toolchain
-from ..builder import BuildSpec, build_segment
+from ..build_spec import BuildSpec
+from ..builder import build_segment
 from ..cache import CacheError, SegmentCache
 from ..memory_budget import MemoryBudget
 from ..outcomes import SegmentOutcome

@@ -25,7 +25,7 @@ from .records import record_path, write_record
 from .steps import ModelsNeeded, verify_steps
 
 if TYPE_CHECKING:
-    from ..builder import BuildSpec
+    from ..build_spec import BuildSpec
     from ..cache import SegmentCache
 
 

@@ -18,7 +18,7 @@ from ..toolchain import current as toolchain
 from .golden import compare, golden, message, tolerances
 
 if TYPE_CHECKING:
-    from ..builder import BuildSpec
+    from ..build_spec import BuildSpec
 
 
 class ModelsNeeded(Exception):
