@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_brainsmith.core.blueprint import load_design_space  # noqa: E402
-from pytest_brainsmith.core.registry import finn_registry  # noqa: E402
+from pytest_brainsmith.core.toolchain import finn_registry  # noqa: E402
 from pytest_brainsmith.core.tree import build_execution_tree  # noqa: E402
 from pytest_brainsmith.finn import runner as finn_runner  # noqa: E402
 

@@ -39,13 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from explore import CORES, model_file, run_pytest  # noqa: E402
 
+from pytest_brainsmith.core.metrics import RESOURCES  # noqa: E402
+
 #: target_fps range per model (from about all-folded to about fully unfolded)
 RANGE = {"tfc": (2_000, 2_000_000), "cnv": (20, 20_000), "mobilenet": (100, 10_000)}
 #: named targets (frames/s) whose cheapest design the issue asks for
 NAMED = {"tfc": [], "cnv": [868], "mobilenet": [500, 1800]}
 PART = {"tfc": "xc7z020clg400-1", "cnv": "xc7z020clg400-1", "mobilenet": "xczu7ev-ffvc1156-2-e"}
 CLOCK = {"tfc": 10.0, "cnv": 10.0, "mobilenet": 5.0}
-RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 
 
 def targets(model: str, count: int) -> list[int]:

@@ -102,7 +102,7 @@ def from_scratch(blueprint: Path, scratch: Path, count: int | None) -> tuple[flo
     """``count`` designs (all: None), each with FINN's build_dataflow_cfg from the model:
     (seconds, designs in the sweep, designs built)."""
     from pytest_brainsmith.core.blueprint import load_design_space
-    from pytest_brainsmith.core.registry import finn_registry
+    from pytest_brainsmith.core.toolchain import finn_registry
     from pytest_brainsmith.core.tree import build_execution_tree
     from pytest_brainsmith.finn import runner as finn_runner
 

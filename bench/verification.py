@@ -183,7 +183,7 @@ def catch(args: argparse.Namespace) -> None:
     import numpy as np
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from pytest_brainsmith.core.registry import finn_registry
+    from pytest_brainsmith.core.toolchain import finn_registry
     from pytest_brainsmith.finn import execute, reference, runner
 
     steps = [

@@ -20,8 +20,8 @@ from conftest import MODEL, TFC_BLUEPRINT, run_in
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
-from pytest_brainsmith.core.registry import finn_registry
 from pytest_brainsmith.core.regression import baseline, comparison, fronts, tolerances
+from pytest_brainsmith.core.toolchain import finn_registry
 
 # -- tolerances, comparisons and fronts, without a run --------------------------------------
 

@@ -9,7 +9,7 @@ from conftest import HEAD
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError, BlueprintWarning
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 
 
 def load(path: Path, **kwargs):

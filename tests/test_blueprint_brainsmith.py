@@ -11,7 +11,7 @@ from conftest import HEAD
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError, BlueprintWarning
 from pytest_brainsmith.core.keys import segment_key
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 from pytest_brainsmith.core.tree import build_execution_tree
 from pytest_brainsmith.finn.runner import checkpoint_name
 

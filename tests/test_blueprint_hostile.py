@@ -16,7 +16,7 @@ from conftest import HEAD, ROOT
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 
 #: 9 levels of 9 aliases: about 400 million strings if expanded (515 bytes of YAML).
 ALIAS_BOMB = "".join(
@@ -199,7 +199,7 @@ import resource, sys
 from pathlib import Path
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 
 registry = finn_registry()
 size_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:"))

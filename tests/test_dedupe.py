@@ -122,7 +122,7 @@ def test_a_childs_key_is_its_parents_output_content(tmp_path: Path):
     from pytest_brainsmith.core.blueprint import load_design_space
     from pytest_brainsmith.core.cache import SegmentCache
     from pytest_brainsmith.core.engine import Engine
-    from pytest_brainsmith.core.registry import finn_registry
+    from pytest_brainsmith.core.toolchain import finn_registry
     from pytest_brainsmith.core.tree import build_execution_tree
 
     shutil.copyfile(ROOT / "models" / "tfc_w2a2.onnx", tmp_path / "tfc.onnx")

@@ -16,7 +16,7 @@ import yaml
 from conftest import ROOT, need
 
 from pytest_brainsmith.core.blueprint import load_design_space
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))

@@ -218,7 +218,7 @@ def test_segment_resources_merge_tools_the_ini_and_the_blueprint_per_step(tmp_pa
     from pytest_brainsmith.core.blueprint import load_design_space
     from pytest_brainsmith.core.cache import SegmentCache
     from pytest_brainsmith.core.engine import Engine
-    from pytest_brainsmith.core.registry import finn_registry
+    from pytest_brainsmith.core.toolchain import finn_registry
     from pytest_brainsmith.core.tree import build_execution_tree
 
     registry = finn_registry().copy()
@@ -469,7 +469,7 @@ def test_an_interrupt_before_the_worker_is_registered_leaves_no_lock(tmp_path: P
     folder = make_project(tmp_path / "p", "    - pass_through\n")
     cache = SegmentCache(tmp_path / "cache")
     from pytest_brainsmith.core.blueprint import load_design_space
-    from pytest_brainsmith.core.registry import finn_registry
+    from pytest_brainsmith.core.toolchain import finn_registry
     from pytest_brainsmith.core.tree import build_execution_tree
 
     registry = finn_registry()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import MODEL
 
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 from pytest_brainsmith.finn.catalog import ESTIMATE_STEPS
 
 PIPELINE = ESTIMATE_STEPS  # FINN's estimate pipeline (what blueprints/base.yaml runs)

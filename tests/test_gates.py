@@ -17,7 +17,7 @@ from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
 from pytest_brainsmith.core.expectations import parse_expectation
 from pytest_brainsmith.core.gates import dominated, dominates, miss_text
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 from pytest_brainsmith.core.tree import build_execution_tree
 
 STEPS = """

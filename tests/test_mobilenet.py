@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import export_model, run_in
 
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 from pytest_brainsmith.finn.mobilenet_steps import STEPS, register
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from pytest_brainsmith.core.engine.states import (
     reachable,
 )
 from pytest_brainsmith.core.engine.tasks import PENDING, STATES
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 from pytest_brainsmith.core.tree import build_execution_tree
 
 ENGINE = Path(states.__file__).parent

@@ -7,8 +7,7 @@ import json
 from conftest import HEAD
 
 from pytest_brainsmith.core.blueprint import load_design_space
-from pytest_brainsmith.core.registry import finn_registry
-from pytest_brainsmith.core.toolchain import KERNEL_BACKENDS
+from pytest_brainsmith.core.toolchain import KERNEL_BACKENDS, finn_registry
 from pytest_brainsmith.core.tree import build_execution_tree
 
 

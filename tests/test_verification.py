@@ -19,7 +19,7 @@ from conftest import MODEL, ROOT, export_model, run_in, step_project
 
 from pytest_brainsmith.core.blueprint import load_design_space
 from pytest_brainsmith.core.errors import BlueprintError
-from pytest_brainsmith.core.registry import finn_registry
+from pytest_brainsmith.core.toolchain import finn_registry
 from pytest_brainsmith.finn.catalog import ESTIMATE_STEPS
 
 HEAD = """
@@ -337,7 +337,7 @@ def test_default_golden_matches_finn_verify_steps(tmp_path):
     pytest-brainsmith executes them, against the files FINN's own verify_steps writes
     for the same inputs (DataflowBuildConfig verify_steps / verify_input_npy /
     verify_expected_output_npy)."""
-    from pytest_brainsmith.core import verification
+    from pytest_brainsmith.core import verify
     from pytest_brainsmith.finn import execute, runner
 
     plan = {
@@ -349,7 +349,7 @@ def test_default_golden_matches_finn_verify_steps(tmp_path):
         "base": str(tmp_path / "verify"),
         "executions": str(tmp_path),
     }
-    inputs, expected, exact = verification.golden(plan)
+    inputs, expected, exact = verify.golden(plan)
     assert not exact and expected.shape == (4, 10)
     np.save(tmp_path / "in.npy", inputs)
     np.save(tmp_path / "out.npy", expected.astype(np.float32))

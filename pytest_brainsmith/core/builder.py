@@ -12,50 +12,17 @@ import errno
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from . import progress, verification
-from .cache.errors import CacheError
-from .cache.store import SegmentCache
-from .registry import Step
+from . import progress
+from .build_spec import BuildSpec
+from .cache import CacheError, SegmentCache
 from .toolchain import current as toolchain
 from .units import format_size
+from .verify.run import after_build, again
 
 #: OSErrors that say the disk or quota is full: not recorded as a design's failure.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-
-
-@dataclass
-class BuildSpec:
-    """Everything needed to build one segment (plain data and registered steps)."""
-
-    key: str
-    label: str
-    components: dict[str, Any]
-    path_steps: list[Step]
-    first: int  # index in path_steps of the segment's first step
-    input_model: Path
-    config: dict[str, Any]
-    generate_outputs: list[str]
-    staged: Path
-    work_dir: Path
-    run_id: str
-    keep_step_models: bool = False
-    limits: dict[str, float] = field(default_factory=dict)  # timeout, max_memory in force
-    verify: dict[str, Any] | None = None  # what to verify (core/verification.py plan_for)
-    #: where it is built: "process" (a fresh process forked from a clean zygote) or
-    #: "inline" (the caller's own process, ``--brainsmith-workers 0``: whatever that
-    #: process holds reaches the build); recorded in the entry's manifest
-    isolation: str = "process"
-    #: the cache keys of the entries above it, nearest first (a child's key names its
-    #: parent's output content, not its parent: verification finds models up there)
-    ancestors: list[str] = field(default_factory=list)
-
-    @property
-    def steps(self) -> list[Step]:
-        return self.path_steps[self.first :]
 
 
 def manifest_for(spec: BuildSpec, seconds: float, step_seconds: dict[str, float]) -> dict[str, Any]:
@@ -86,7 +53,7 @@ def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
         entry = cache.lookup(spec.key)
         if entry is not None:  # built before, not verified with these settings yet
             try:
-                return verification.again(spec, cache, entry.path)
+                return again(spec, cache, entry.path)
             except OSError as exc:
                 return _unrecorded(spec, exc)
     _clean_slate(spec, cache)
@@ -107,7 +74,7 @@ def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
         )
     if outcome.ok and spec.verify is not None:
         try:
-            verification.after_build(spec, spec.staged / "build", cache)
+            after_build(spec, spec.staged / "build", cache)
         except OSError as exc:
             return _unrecorded(spec, exc)
         if not spec.keep_step_models:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import did_you_mean
 from .metrics import NAMES as METRICS
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -56,8 +57,6 @@ def parse_expectation(
 ) -> Expectation:
     """Parse ``"<= 20000"``; raise ValueError with what was expected."""
     if metric not in METRICS:
-        from .errors import did_you_mean
-
         hint = did_you_mean(metric, METRICS)
         raise ValueError(
             f"unknown metric {metric!r}"

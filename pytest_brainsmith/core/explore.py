@@ -30,8 +30,9 @@ from .engine import Engine, segment_label
 from .errors import BlueprintError
 from .launchers import attach, available_cores, connect
 from .outcomes import DesignOutcome
-from .registry import Registry, finn_registry
+from .registry import Registry
 from .search.driver import FoldingSearch
+from .toolchain import finn_registry
 from .tree import ExecutionTree, Segment, build_execution_tree
 
 
@@ -250,9 +251,9 @@ class RunRecord:
             return design
         try:
             if self._store is None:
-                from ..views.results_store import ResultsStore
-
-                self._store = ResultsStore(self.path)
+                if open_results_store is None:
+                    return design  # no store plugged in (the package plugs the views' one)
+                self._store = open_results_store(self.path)
                 compiler = toolchain.current()
                 self._store.start_run(
                     self.run_id, ["explore()", str(self.blueprint)], compiler.version
@@ -276,6 +277,11 @@ class RunRecord:
         finally:
             self._store.close()
 
+
+#: Opens the results store (``views/results_store.ResultsStore``) for ``explore()``'s
+#: runs. The package plugs it in (``pytest_brainsmith/__init__.py``), as it plugs FINN
+#: into the toolchain door: the core imports no view.
+open_results_store: Callable[[Path], Any] | None = None
 
 #: a design's status as the results store's ``outcome`` (pytest's words)
 _OUTCOMES = {"cancelled": "skipped", "aborted": "failed"}

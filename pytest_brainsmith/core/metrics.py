@@ -47,6 +47,9 @@ KEY_METRICS: list[tuple[str, str, str]] = [(m.name, m.title, m.better) for m in 
 COLUMNS: dict[str, str] = {m.name: m.column for m in METRICS if m.column}
 #: plot axis labels
 LABELS: dict[str, str] = {m.name: m.label for m in METRICS if m.label}
+#: the resources a design costs and a part holds, in FINN's estimate names (the folding
+#: solver's cost columns, a part's capacity, the cost model's per-node estimates)
+RESOURCES: tuple[str, ...] = ("LUT", "BRAM_18K", "URAM", "DSP")
 
 
 def maximized(metric: str) -> bool:

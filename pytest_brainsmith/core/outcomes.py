@@ -12,44 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .gates import GATES
+from .segment_states import OK_STATES
+from .tree import Segment, trial_of
+from .verify.execute import execute_design
+from .verify.records import summary
 
 if TYPE_CHECKING:
     from .cache.execution_memo import ExecutionMemo
-    from .engine.equivalence import Equivalent
     from .expectations import Expectation
-    from .tree import Segment
-
-#: Segment states. ``built``/``reused``/``fetched`` (from the remote cache, ``cache/remote/``)
-#: /``passthrough`` are usable; the others are not.
-#: ``failed``: its own steps failed in this run; ``failed-before``: a recorded failure
-#: reused; ``blocked``: an ancestor did not build; ``error``: the machine's fault (full
-#: disk, FINN missing, a worker killed from outside), never recorded; ``aborted``: a
-#: step asked to skip or fail the test (pytest.skip / pytest.fail), never recorded;
-#: ``cancelled``: the run stopped first (Ctrl-C, -x, the time budget: kind ``budget``);
-#: ``pruned``: not built because every design that needed it was stopped by a gate
-#: (kind ``expect`` or ``pareto``, see gates.py); ``not-run``: not needed.
-OK_STATES = ("built", "reused", "fetched", "passthrough")
-
-#: Fill colours of segment states, shared by the DOT and html views (published: the
-#: views read records and the constants of this module, ``GATES`` included).
-STATUS_COLORS = {
-    "built": "palegreen",
-    "reused": "lightblue",
-    "fetched": "lightcyan",
-    "failed": "salmon",
-    "failed-before": "lightsalmon",
-    "blocked": "mistyrose",
-    "pruned": "khaki",
-    "cancelled": "lightgrey",
-    "skipped": "lightgrey",
-    "not-run": "white",
-    "passthrough": "white",
-}
-
-#: Why a segment failed: ``exception`` (a step raised), ``crash`` (its worker died:
-#: exit code, signal), ``timeout``, ``memory``, ``killed`` (SIGKILL from outside: the
-#: OOM killer or a person), ``environment`` (disk full, FINN missing), ``control``.
-LASTING_KINDS = ("exception", "crash", "timeout", "memory")
 
 
 @dataclass
@@ -66,7 +36,7 @@ class SegmentOutcome:
     step: str | None = None  # the failing step
     error: str | None = None
     traceback: str | None = None
-    kind: str | None = None  # why it failed (LASTING_KINDS and others, see above)
+    kind: str | None = None  # why it failed (segment_states.py's LASTING_KINDS and others)
     control: dict[str, str] | None = None  # for ``aborted``: {"type", "module", "message"}
     step_seconds: dict[str, float] = field(default_factory=dict)
     cause: SegmentOutcome | None = field(default=None, repr=False)  # for ``blocked``
@@ -77,7 +47,7 @@ class SegmentOutcome:
     elsewhere: bool = False
     #: for ``pruned`` and a budget's ``cancelled``: the recorded seconds not spent on it
     saved_seconds: float = 0.0
-    #: the verification record of its steps (core/verification.py), if verified
+    #: the verification record of its steps (core/verify/), if verified
     verification: dict[str, Any] | None = None
 
     @property
@@ -92,6 +62,15 @@ class SegmentOutcome:
 
 #: Backwards-compatible name (hooks receive it as ``result``).
 SegmentResult = SegmentOutcome
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """The design a design equals (an earlier one in tree order) and why
+    (``engine/equivalence.py`` finds it)."""
+
+    design: Segment
+    reason: str
 
 
 @dataclass
@@ -114,16 +93,14 @@ class DesignOutcome:
 
     @property
     def verification(self) -> dict[str, Any]:
-        """Its verification over its segments (core/verification.py)."""
-        from .verification import summary
-
-        return summary(self.segments, self.leaf.tree.space.verify is not None)
+        """Its verification over its segments (core/verify/records.py)."""
+        records = [o.verification for o in self.segments if o.verification]
+        enabled = self.leaf.tree.space.verify is not None
+        return summary(records, enabled, all(o.ok for o in self.segments))
 
     def execute(self, inputs: Any, *, after: str | None = None) -> Any:
         """Run the design's final model (or its model after the step ``after``) on
         ``inputs`` (one vector per row) and return the outputs, one row per vector."""
-        from .verification import execute_design
-
         return execute_design(self, inputs, after)
 
     @property
@@ -232,8 +209,6 @@ class DesignOutcome:
 
 def _folding(leaf: Any) -> dict[str, Any] | None:
     """A folding search trial's folding (the JSON file FINN read, and its content)."""
-    from .tree import trial_of
-
     trial = trial_of(leaf)
     if trial is None:
         return None

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import toolchain
 from .errors import RegistryError, did_you_mean
 
 #: External tools a step needs. A design that needs a missing tool is skipped.
@@ -225,9 +224,3 @@ class Registry:
 
 def _priority(namespace: str) -> int:
     return _SOURCE_PRIORITY.get(namespace, _PROJECT_PRIORITY)
-
-
-def finn_registry() -> Registry:
-    """A registry holding the compiler's (FINN's) built-in steps and kernels, from the
-    toolchain's static data."""
-    return toolchain.current().registry()

@@ -128,7 +128,7 @@ class Toolchain(Protocol):
         """The device a config targets (its part, else its board's)."""
         ...
 
-    # -- executing models (verification, core/verification.py) --------------------------
+    # -- executing models (verification, core/verify/) --------------------------
     #: the model beside the checkpoints that runs around a dataflow partition, and the
     #: step that makes it (models after it run inside that parent)
     partition_parent: str
@@ -196,3 +196,9 @@ def current() -> Toolchain:
     if _current is None:
         raise RuntimeError("pytest-brainsmith: no toolchain plugged in (core.toolchain.use)")
     return _current
+
+
+def finn_registry() -> Registry:
+    """A registry holding the compiler's (FINN's) built-in steps and kernels, from the
+    toolchain's static data."""
+    return current().registry()

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .blueprint import MODEL_CHOICE, DesignSpace
-from .outcomes import STATUS_COLORS
 from .registry import Step
+from .segment_states import STATUS_COLORS
 from .toolchain import KERNEL_BACKENDS
 from .toolchain import current as toolchain
 

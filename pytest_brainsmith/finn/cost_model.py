@@ -40,7 +40,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+from ..core.metrics import RESOURCES
+
 #: weight/buffer memories, in order of preference where estimates tie
 MEMORY_STYLES = ("auto", "distributed", "block", "ultra")
 #: HW ops whose weight memory and multipliers the solver chooses

@@ -24,7 +24,7 @@ from ..core.engine import Engine
 from ..core.errors import BlueprintError, RegistryError
 from ..core.outcomes import DesignOutcome, SegmentOutcome
 from ..core.tree import Segment
-from ..core.verification import execute_model
+from ..core.verify.execute import execute_model
 from .nodes import control_flow, design_outcome
 from .run_context import run_context
 

@@ -23,9 +23,10 @@ from ..core.composition import RunSettings, SettingError, decide, make_engine
 from ..core.engine import Engine
 from ..core.launchers import DaskSession
 from ..core.outcomes import SegmentOutcome
-from ..core.registry import Registry, finn_registry
+from ..core.registry import Registry
 from ..core.search.driver import FoldingSearch
 from ..core.search.journal import STUDY_FILE
+from ..core.toolchain import finn_registry
 from ..core.tree import ExecutionTree, Segment, build_execution_tree
 from ..finn.runner import available_tools
 from .remote import remote_cache

@@ -12,11 +12,11 @@ import html
 from pathlib import Path
 from typing import Any
 
+from ..core.metrics import RESOURCES
 from .pareto import inline_svg
 
 #: (direction, metric) when a record does not name its search's objectives
 DEFAULT_OBJECTIVES = [["minimize", "LUT"], ["maximize", "estimated_throughput_fps"]]
-RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 
 
 def is_trial(record: dict[str, Any]) -> bool:

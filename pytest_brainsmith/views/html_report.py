@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ..core.outcomes import STATUS_COLORS
+from ..core.segment_states import STATUS_COLORS
 from . import baseline, folding, pareto
 from .records import (
     KEY_METRICS,

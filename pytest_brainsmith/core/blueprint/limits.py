@@ -9,11 +9,11 @@ import math
 import re
 from typing import Any
 
-from ..errors import RegistryError, did_you_mean
+from ..errors import did_you_mean
 from ..registry import Registry
 from ..units import parse_duration, parse_memory_limit
 from .report import FileReport, MergedReport, Reporter, typename
-from .space import StepSlot
+from .space import StepSlot, pipeline_step, pipeline_steps
 
 
 def _duration(value: Any, key: tuple[Any, ...], report: Reporter) -> float:
@@ -53,48 +53,17 @@ KNOWN_RESOURCES = (MEMORY, "vivado", "vitis_hls")
 _RESOURCE_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
 
 
-def _pipeline_steps(slots: list[StepSlot]) -> dict[str, str]:
-    """Qualified name -> short name of every step the pipeline may run."""
-    return {s.qualified: s.name for slot in slots for s in slot.options if s is not None}
-
-
-def _pipeline_step(
-    name: Any,
-    key: tuple[Any, ...],
-    in_pipeline: dict[str, str],
-    registry: Registry,
-    report: Reporter,
-) -> str:
-    """The short name of the pipeline's step ``name`` (``finn:streamline`` and
-    ``step_streamline`` name ``streamline``); an error if it is not in the pipeline."""
-    step = None
-    if isinstance(name, str):
-        try:
-            step = registry.step(name)
-        except RegistryError:
-            step = None
-    if step is None or step.qualified not in in_pipeline:
-        names = sorted(set(in_pipeline.values()))
-        raise report.error(
-            key,
-            f"{name!r} is not a step of the pipeline"[:200],
-            did_you_mean(str(name).split(":")[-1].removeprefix("step_"), names)
-            or f"steps: {', '.join(names)}",
-        )
-    return step.name
-
-
 def resolve_step_timeouts(
     raw: dict[Any, Any] | None, slots: list[StepSlot], registry: Registry, report: MergedReport
 ) -> dict[str, float]:
     """Step name -> seconds, keyed by the step's short name; every step must be in
     the pipeline (``finn:streamline`` and ``step_streamline`` name ``streamline``)."""
-    in_pipeline = _pipeline_steps(slots)
+    in_pipeline = pipeline_steps(slots)
     result: dict[str, float] = {}
     written_by: dict[str, FileReport] = {}  # who set each step's timeout
     for name, value in (raw or {}).items():
         key = ("step_timeouts", name)
-        step = _pipeline_step(name, key, in_pipeline, registry, report)
+        step = pipeline_step(name, key, in_pipeline, registry, report)
         if step in written_by and written_by[step] is report.at(key):
             raise report.error(key, f"step {step!r} is given a timeout twice")
         written_by[step] = report.at(key)  # a child's spelling overrides its parent's
@@ -109,12 +78,12 @@ def resolve_step_resources(
     (``{vivado: 1, memory: 16G}``). ``memory`` is a size, in bytes here: it is also the
     memory limit of the segments that run the step. An amount of 0 asks for none of
     it (to drop an inherited or the ini's)."""
-    in_pipeline = _pipeline_steps(slots)
+    in_pipeline = pipeline_steps(slots)
     result: dict[str, dict[str, float]] = {}
     written_by: dict[str, FileReport] = {}
     for name, asked in (raw or {}).items():
         key = ("step_resources", name)
-        step = _pipeline_step(name, key, in_pipeline, registry, report)
+        step = pipeline_step(name, key, in_pipeline, registry, report)
         if step in written_by and written_by[step] is report.at(key):
             raise report.error(key, f"step {step!r} is given resources twice")
         written_by[step] = report.at(key)

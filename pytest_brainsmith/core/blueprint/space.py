@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BlueprintWarning, did_you_mean
+from ..errors import BlueprintWarning, RegistryError, did_you_mean
 from ..expectations import Expectation
 from ..registry import Kernel, Registry, Step
 from ..toolchain import current as toolchain
 
 if TYPE_CHECKING:
     from ..regression.tolerances import RegressSettings
-    from .verify import VerifySettings
+    from .report import Reporter
 
 DEFAULT_MAX_DESIGNS = 100_000
 OUTPUTS = ("estimates", "rtl", "bitfile")
@@ -124,6 +124,20 @@ class FoldingSearchSettings:
         return key
 
 
+@dataclass(frozen=True)
+class VerifySettings:
+    """A blueprint's ``verify:`` after validation (step names are short names)."""
+
+    count: int  # random inputs to draw, when inputs_file is None
+    seed: int
+    inputs_file: Path | None = None
+    expected_file: Path | None = None
+    after: tuple[str, ...] | None = None  # None: every step
+    golden: str = "model"  # one of verify.py's GOLDENS
+    atol: float | None = None  # None: exact for integer outputs, else FINN's default
+    rtol: float | None = None
+
+
 @dataclass
 class DesignSpace:
     """A blueprint after inheritance, expansion and name resolution."""
@@ -149,7 +163,7 @@ class DesignSpace:
     step_resources: dict[str, dict[str, float]] = field(default_factory=dict)
     explore: ExploreSettings | None = None
     folding: FoldingSearchSettings | None = None
-    verify: VerifySettings | None = None  # verify: (core/verification.py)
+    verify: VerifySettings | None = None  # verify: (core/verify/)
     regress: RegressSettings | None = None  # regress: (core/regression/)
     warnings: list[BlueprintWarning] = field(default_factory=list, repr=False)
 
@@ -205,3 +219,34 @@ class DesignSpace:
         for values in self.sweeps.values():
             count *= len(values)
         return count
+
+
+def pipeline_steps(slots: list[StepSlot]) -> dict[str, str]:
+    """Qualified name -> short name of every step the pipeline may run."""
+    return {s.qualified: s.name for slot in slots for s in slot.options if s is not None}
+
+
+def pipeline_step(
+    name: Any,
+    key: tuple[Any, ...],
+    in_pipeline: dict[str, str],
+    registry: Registry,
+    report: Reporter,
+) -> str:
+    """The short name of the pipeline's step ``name`` (``finn:streamline`` and
+    ``step_streamline`` name ``streamline``); an error if it is not in the pipeline."""
+    step = None
+    if isinstance(name, str):
+        try:
+            step = registry.step(name)
+        except RegistryError:
+            step = None
+    if step is None or step.qualified not in in_pipeline:
+        names = sorted(set(in_pipeline.values()))
+        raise report.error(
+            key,
+            f"{name!r} is not a step of the pipeline"[:200],
+            did_you_mean(str(name).split(":")[-1].removeprefix("step_"), names)
+            or f"steps: {', '.join(names)}",
+        )
+    return step.name

@@ -9,13 +9,12 @@ the merged blueprint: the FINN config fixed for every design.
 from __future__ import annotations
 
 import math
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from ..errors import did_you_mean
 from ..toolchain import current as toolchain
+from .files import resolve_file
 from .regress import check_regress_file
 from .report import FileReport, KeyPath, Reporter, typename
 from .verify import check_verify_file
@@ -231,45 +230,6 @@ def check_config_field(name: Any, key: KeyPath, report: Reporter) -> str:
     if name in RESERVED_CONFIG_FIELDS:
         raise report.error(key, "is set by pytest-brainsmith for each segment; remove it")
     return name
-
-
-def resolve_file(value: Any, key: KeyPath, report: FileReport, what: str) -> Path:
-    """A path as written (relative to the file's folder) -> an existing file."""
-    if not isinstance(value, str) or not value:
-        raise report.error(key, f"expected a path to {what}, got {typename(value)}")
-    try:
-        path = Path(value)
-        if not path.is_absolute():
-            path = report.path.parent / path
-        path = Path(os.path.normpath(path))
-        found = path.is_file()
-    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise report.error(key, f"cannot use {what} {value[:80]!r}: {reason}") from None
-    if not found:
-        shown = str(path) if str(path).isprintable() else repr(str(path))
-        raise report.error(key, f"{what} {_not_a_file(path)}: {shown}")
-    return path
-
-
-def _not_a_file(path: Path) -> str:
-    """What a path that is not a regular file is instead."""
-    try:
-        mode = path.stat().st_mode
-    except ValueError:  # is_file() says False for a NUL byte, stat() raises
-        return "cannot be a file name (it holds a NUL byte)"
-    except OSError:
-        return "not found"
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return f"is {kind}, not a file"
-    return "is not a regular file"
 
 
 # -- the merged blueprint -----------------------------------------------------------------

@@ -1,5 +1,5 @@
 """``verify:``: execute each design's model after its steps and compare the outputs
-with a golden (see core/verification.py for where and how it runs).
+with a golden (see core/verify/ for where and how it runs).
 
 ```yaml
 verify:
@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import did_you_mean
 from ..registry import Registry
-from .limits import _pipeline_step, _pipeline_steps
+from ..toolchain import current as toolchain
+from .files import resolve_file
 from .report import FileReport, MergedReport, typename
-from .space import StepSlot
+from .space import StepSlot, VerifySettings, pipeline_step, pipeline_steps
 
 VERIFY_KEYS = ("enabled", "inputs", "seed", "expected", "golden", "after", "atol", "rtol")
 #: What ``golden:`` may say: the blueprint's model executed as it is, or converted first.
@@ -41,25 +41,9 @@ DEFAULT_COUNT = 256
 MAX_COUNT = 100_000
 
 
-@dataclass(frozen=True)
-class VerifySettings:
-    """A blueprint's ``verify:`` after validation (step names are short names)."""
-
-    count: int  # random inputs to draw, when inputs_file is None
-    seed: int
-    inputs_file: Path | None = None
-    expected_file: Path | None = None
-    after: tuple[str, ...] | None = None  # None: every step
-    golden: str = "model"  # GOLDENS
-    atol: float | None = None  # None: exact for integer outputs, else FINN's default
-    rtol: float | None = None
-
-
 def check_verify_file(value: Any, report: FileReport) -> dict[str, Any]:
     """One file's ``verify:`` before ``extends`` merges it: a mapping (a bool turns it
     on or off), its .npy paths resolved against this file's folder."""
-    from .validate import resolve_file
-
     if isinstance(value, bool):
         return {"enabled": value}
     if not isinstance(value, dict):
@@ -156,11 +140,11 @@ def _after(
         raise report.error(
             ("verify", "after"), f"expected a step or a list of steps, got {typename(value)}"
         )
-    in_pipeline = _pipeline_steps(slots)
+    in_pipeline = pipeline_steps(slots)
     names = []
     for i, name in enumerate(items):
         key = ("verify", "after") if isinstance(value, str) else ("verify", "after", i)
-        names.append(_pipeline_step(name, key, in_pipeline, registry, report))
+        names.append(pipeline_step(name, key, in_pipeline, registry, report))
     return tuple(dict.fromkeys(names))
 
 
@@ -183,7 +167,7 @@ MAX_ARRAY_BYTES = 1 << 30
 
 
 def _load(path: Path, key: tuple[str, str], report: MergedReport) -> Any:
-    import numpy as np
+    import numpy as np  # lazy: numpy comes with the toolchain (no core dependency)
 
     try:
         with open(path, "rb") as handle:  # the header first: what it claims is bounded
@@ -222,8 +206,6 @@ def _check_arrays(settings: VerifySettings, models: list[Path], report: MergedRe
     """Shapes of the .npy files against every model's input and output."""
     if settings.inputs_file is None and settings.expected_file is None:
         return
-    from ..toolchain import current as toolchain
-
     count = settings.count
     infos = [(m, *toolchain().model_io(m)) for m in models]
     if settings.inputs_file is not None:

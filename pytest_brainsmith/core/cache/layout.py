@@ -124,3 +124,13 @@ def entry_path(base: Path, key: str) -> Path:
 
 def work_dir(base: Path, key: str) -> Path:
     return base / "work" / key
+
+
+#: Subfolder of verification records (``verify/<segment key>/<plan hash>.json``):
+#: beside the entries, not in them (core/verify/records.py writes and reads them).
+RECORDS = "verify"
+
+
+def record_path(base: Path | str, key: str, digest: str) -> Path:
+    """Where segment ``key``'s verification record for the plan ``digest`` lives."""
+    return Path(base) / key / f"{digest}.json"

@@ -20,16 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..outcomes import SegmentOutcome
+from ..outcomes import Equivalent, SegmentOutcome
 from ..tree import Segment, trial_of
-
-
-@dataclass(frozen=True)
-class Equivalent:
-    """The design a design equals (an earlier one in tree order) and why."""
-
-    design: Segment
-    reason: str
 
 
 @dataclass

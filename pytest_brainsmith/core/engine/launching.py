@@ -18,13 +18,15 @@ from typing import Any, Protocol
 
 from filelock import Timeout as LockTimeout
 
-from .. import interrupts, toolchain, verification
-from ..builder import BuildSpec, build_segment
+from .. import interrupts, toolchain
+from ..build_spec import BuildSpec
+from ..builder import build_segment
 from ..cache import CacheError, SegmentCache
 from ..launchers import Launcher
 from ..memory_budget import MemoryBudget
 from ..outcomes import SegmentOutcome
 from ..tree import Segment
+from ..verify.plan import plan_for
 from . import results, states
 from .gating import Gating
 from .key_locks import KeyLocks
@@ -280,7 +282,7 @@ class Starter:
             run_id=self.run_id,
             keep_step_models=self.keep_step_models,
             limits=self.limits.for_build(segment),
-            verify=verification.plan_for(segment, self.cache),
+            verify=plan_for(segment, self.cache),
             ancestors=_ancestor_keys(task),
         )
 

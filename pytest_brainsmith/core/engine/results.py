@@ -15,16 +15,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import verification
-from ..builder import BuildSpec, manifest_for, record_failure
-from ..cache.failures import Failure
-from ..cache.store import Entry, SegmentCache
+from ..build_spec import BuildSpec
+from ..builder import manifest_for, record_failure
+from ..cache import Entry, Failure, SegmentCache
 from ..expectations import for_design
 from ..gates import EXPECT, Stop
 from ..keys import file_digest
-from ..outcomes import LASTING_KINDS, DesignOutcome, SegmentOutcome
+from ..outcomes import DesignOutcome, SegmentOutcome
+from ..segment_states import LASTING_KINDS
 from ..toolchain import current as toolchain
 from ..tree import Segment
+from ..verify.judge import judge
+from ..verify.plan import plan_for
 from .limits import Limits
 from .tasks import Task
 
@@ -170,12 +172,12 @@ class CachedAnswers:
         with their entries): it is then verified here. Its checkpoint is needed for that:
         with the key's lock held (``locked``) it is fetched now if the entry left it on
         the remote (one that cannot be had drops the entry, which is then built here)."""
-        judged = verification.judge(task.segment, outcome, self.cache)
+        judged = judge(task.segment, outcome, self.cache)
         if judged is not None or self.remote is None or task.key is None:
             return judged
-        plan = verification.plan_for(task.segment, self.cache)
+        plan = plan_for(task.segment, self.cache)
         if plan is not None and self.remote.fetch_record(task.key, plan["hash"]):
-            judged = verification.judge(task.segment, outcome, self.cache)
+            judged = judge(task.segment, outcome, self.cache)
             if judged is not None:
                 return judged
         if locked:
@@ -217,7 +219,7 @@ def outcome_of(
             if entry
             else entry_outcome(task, "built", task.key, Path(result["entry"]), result)
         )
-        judged = verification.judge(task.segment, built, cache, now=True)
+        judged = judge(task.segment, built, cache, now=True)
         if judged is None:
             error = "its verification did not finish (its worker ended first)"
             return SegmentOutcome(task.label, task.key, "error", error=error, kind="verification")

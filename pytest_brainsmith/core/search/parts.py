@@ -9,8 +9,7 @@ capacity (only ``expect:`` bounds then limit the designs).
 
 from __future__ import annotations
 
-#: the resources a part's capacity is counted in, in FINN's estimate names
-RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+from ..metrics import RESOURCES
 
 #: device -> (LUT, BRAM_18K, URAM, DSP) (Xilinx/AMD product tables)
 PARTS: dict[str, tuple[int, int, int, int]] = {

@@ -8,7 +8,7 @@ URL (``gs://``, ``az://``, ``file:///shared/dir``...). Layout under the URL::
                                   but the checkpoint, in one object) and its checkpoint
     v1/entries/<key>.json         the entry's manifest (the local cache's, with the
                                   bundle's and the checkpoint's digests), written last
-    v1/verify/<key>/<hash>.json   the entry's verification records (core/verification.py),
+    v1/verify/<key>/<hash>.json   the entry's verification records (core/verify/),
                                   one per verify settings: a runner that fetches a
                                   verified entry reports it verified
     v1/failures/<key>.json        a failure record with its bundle (only when shared)

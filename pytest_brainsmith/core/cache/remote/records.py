@@ -1,5 +1,5 @@
 """Verification records travel with their entries: ``v1/verify/<key>/<hash>.json``, one
-per verify settings (core/verification.py), each a signed document of its own, so that
+per verify settings (core/verify/), each a signed document of its own, so that
 a runner that fetches a verified entry reports it verified instead of verifying again.
 """
 
@@ -12,7 +12,7 @@ import threading
 import uuid
 from typing import Any
 
-from ... import verification
+from ..layout import RECORDS, record_path
 from ..store import SegmentCache
 from .errors import Damaged
 from .faults import Faults
@@ -107,7 +107,7 @@ class VerificationRecords:
         already there is this cache's own: kept); how many were written."""
         written = 0
         for digest, record in records.items():
-            path = verification.record_path(self.cache.base / verification.RECORDS, key, digest)
+            path = record_path(self.cache.base / RECORDS, key, digest)
             if path.exists():
                 continue
             try:
@@ -129,7 +129,7 @@ class VerificationRecords:
         if self.faults.off is not None:
             return []
         uploaded: list[str] = []
-        folder = self.cache.base / verification.RECORDS / key
+        folder = self.cache.base / RECORDS / key
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
                 record = json.loads(path.read_text())
