@@ -90,8 +90,10 @@ def calibrate(model: torch.nn.Module, shape: tuple[int, ...], batches: int = 4) 
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None  # a cumulative average over the batches
+    from pytest_brainsmith.models import torch_compatible
+
     model.train()
-    with torch.no_grad():
+    with torch.no_grad(), torch_compatible():  # brevitas 0.13 under torch 2.13
         for _ in range(batches):
             model(torch.rand(16, *shape[1:]))
 
