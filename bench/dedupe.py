@@ -76,6 +76,9 @@ def project(folder: Path, case: str) -> Path:
     folder.mkdir(parents=True)
     shutil.copyfile(ROOT / "blueprints" / "base.yaml", folder / "base.yaml")
     shutil.copyfile(model_file(model), folder / "model.onnx")
+    models = folder.parent / "models"  # the model base.yaml names (each file is checked)
+    if not models.exists():
+        models.symlink_to(ROOT / "models")
     blueprint = folder / f"{case}.blueprint.yaml"
     blueprint.write_text(
         SWEEP.format(name=case, model="model.onnx", kernels=kernels, sweeps=sweeps or TFC_SWEEPS)
