@@ -25,13 +25,10 @@ from ..failures import Failure
 from ..fingerprints import sha256_of, size_mismatch
 from ..integrity import Mismatch, check_manifest
 from ..layout import FAILURE, MANIFEST, MARKER
-from ..store import Entry, SegmentCache
+from ..store import Entry
 from .bundle import unpack
 from .errors import Damaged
-from .faults import Faults
-from .records import VerificationRecords
-from .storage import ObjectStore
-from .trust import DocumentCheck
+from .transfers import Transfers
 
 
 @dataclass
@@ -54,29 +51,11 @@ class Rejected:
     segment: str | None
 
 
-class Downloads:
+class Downloads(Transfers):
     """The reads of one remote tier, ahead of the engine and when it asks."""
 
-    def __init__(
-        self,
-        cache: SegmentCache,
-        store: ObjectStore,
-        faults: Faults,
-        records: VerificationRecords,
-        pool: concurrent.futures.Executor,
-        *,
-        share_failures: bool,
-        run_id: str,
-    ) -> None:
-        self.cache = cache
-        self.store = store
-        self.faults = faults
-        self.records = records
-        self.trust: DocumentCheck = records.trust
-        self.stats = records.stats
-        self._pool = pool
-        self.share_failures = share_failures
-        self.run_id = run_id
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         #: downloads read ahead; each ends as None (nothing there), an Entry or Failure
         #: (published ahead), a Rejected or a Download (for ``fetch`` to publish)
         self.ahead: dict[str, concurrent.futures.Future[Any]] = {}

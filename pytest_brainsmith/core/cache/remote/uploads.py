@@ -15,37 +15,17 @@ from typing import Any
 
 from ...toolchain import current as toolchain
 from ..layout import FAILURE, MANIFEST, MARKER
-from ..store import SegmentCache
 from .bundle import pack
 from .errors import Fault
-from .faults import Faults
-from .records import FORMAT, VerificationRecords
-from .storage import ObjectStore
+from .records import FORMAT
+from .transfers import Transfers
 
 
-class Uploads:
+class Uploads(Transfers):
     """The writes of one remote tier, and waiting for them at the end."""
 
-    def __init__(
-        self,
-        cache: SegmentCache,
-        store: ObjectStore,
-        faults: Faults,
-        records: VerificationRecords,
-        pool: concurrent.futures.Executor,
-        *,
-        share_failures: bool,
-        run_id: str,
-    ) -> None:
-        self.cache = cache
-        self.store = store
-        self.faults = faults
-        self.records = records
-        self.trust = records.trust
-        self.stats = records.stats
-        self._pool = pool
-        self.share_failures = share_failures
-        self.run_id = run_id
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.pending: list[concurrent.futures.Future[Any]] = []
 
     def built(self, key: str, status: str) -> None:
