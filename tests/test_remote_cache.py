@@ -411,11 +411,12 @@ def test_a_missing_storage_package_is_named(tmp_path: Path) -> None:
 
 
 def designs_stored(folder: Path) -> list[tuple[str, str, str | None, int]]:
-    """(design, outcome, error, segments recorded) of each design in a run's store."""
+    """(design, outcome, error, segments recorded) of each design in the store's last run."""
     with sqlite3.connect(folder / "results.sqlite") as db:
         rows = db.execute(
             "SELECT design, outcome, error, "
-            "segments_built + segments_reused + segments_fetched FROM designs"
+            "segments_built + segments_reused + segments_fetched FROM designs WHERE run_id = "
+            "(SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1)"
         ).fetchall()
     return rows
 
@@ -436,10 +437,11 @@ def runner(folder: Path, server: Server, *args: str, env: dict[str, str] | None 
 def test_checkpoints_lost_mid_run_are_built_here_from_the_nearest_good_ancestor(
     tmp_path: Path, how: str
 ) -> None:
-    """Runner 2 fetched every entry, then the server dies (or stops answering) while a
-    new design's build runs: the next new design's parent checkpoint cannot be had, so
-    that parent is built here, and its own parent (whose checkpoint is gone too) first,
-    from the model. Every design passes with a whole record; one warning."""
+    """Runner 2 fetched every entry (their checkpoints left on the remote), then the
+    server dies (or stops answering) while a new design's build runs: the next new
+    design's parent checkpoint cannot be had, so that parent is built here, and its own
+    parent (whose checkpoint is gone too) first, from the model. Every design passes with
+    a whole record; one warning."""
     with seaweedfs(tmp_path / "server") as dying:
         url = f"s3://{BUCKET}/lost-{how}"
         first = runner(
@@ -449,7 +451,13 @@ def test_checkpoints_lost_mid_run_are_built_here_from_the_nearest_good_ancestor(
         )
         assert first.returncode == 0, first.stdout + first.stderr
         assert "segments: 7 built" in first.stdout
-        two = step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000, 3000]))
+        # runner 2 fetches runner 1's entries first (a run of its own: were the new designs
+        # in it, which builds before the server dies would depend on the download order)
+        two = step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000]))
+        fetched = runner(two, dying, f"--brainsmith-remote-cache={url}")
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert "segments: 0 built, 7 fetched" in fetched.stdout, fetched.stdout
+        step_project(tmp_path / "two", STEPS, deep_sweep([1000, 2000, 3000]))
         try:
             done = runner(
                 two,
@@ -470,7 +478,7 @@ def test_checkpoints_lost_mid_run_are_built_here_from_the_nearest_good_ancestor(
     for wrong in ("could not build this design's record", "FileNotFoundError", "max() arg"):
         assert wrong not in out, out
     # the root and a middle were built again (their checkpoints were left on the remote)
-    assert "segments: 4 built, 5 fetched" in done.stdout, done.stdout
+    assert "segments: 4 built, 5 reused" in done.stdout, done.stdout
     rows = designs_stored(two)
     assert len(rows) == 6 and all(r[1] == "passed" and r[2] is None and r[3] == 3 for r in rows)
 
