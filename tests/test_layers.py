@@ -68,3 +68,29 @@ def test_the_core_imports_neither_finn_nor_its_adapter():
     leaked = [m for m in loaded if m.split(".")[0] in ("finn", "qonnx", "brevitas", "torch")]
     leaked += [m for m in loaded if m.startswith("pytest_brainsmith.finn")]
     assert not leaked, leaked
+
+
+def _members(protocol: type) -> set[str]:
+    """A Protocol's declared attributes and methods (its own, not typing's)."""
+    own = set(getattr(protocol, "__annotations__", {}))
+    own |= {n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")}
+    return own
+
+
+def test_the_finn_adapter_implements_each_facet_of_the_toolchain_door():
+    """FINN's adapter has every member the core's door declares, facet by facet, and
+    the door stays narrow: no facet over 25 members."""
+    from pytest_brainsmith.core import toolchain as door
+    from pytest_brainsmith.finn.toolchain import FinnToolchain
+
+    adapter = FinnToolchain()
+    facets = {
+        "": (door.Toolchain, adapter),
+        "folding": (door.FoldingFacts, adapter.folding),
+        "execution": (door.ExecutionFacts, adapter.execution),
+    }
+    for facet, (protocol, implementation) in facets.items():
+        declared = _members(protocol)
+        missing = sorted(m for m in declared if not hasattr(implementation, m))
+        assert not missing, f"FINN's adapter lacks {facet or 'toolchain'} members {missing}"
+        assert len(declared) <= 25, f"{protocol.__name__}: {len(declared)} members"

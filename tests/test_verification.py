@@ -339,6 +339,7 @@ def test_default_golden_matches_finn_verify_steps(tmp_path):
     verify_expected_output_npy)."""
     from pytest_brainsmith.core import verify
     from pytest_brainsmith.finn import execute, runner
+    from pytest_brainsmith.finn.toolchain import FinnExecution
 
     plan = {
         "model": str(MODEL),
@@ -349,7 +350,7 @@ def test_default_golden_matches_finn_verify_steps(tmp_path):
         "base": str(tmp_path / "verify"),
         "executions": str(tmp_path),
     }
-    inputs, expected, exact = verify.golden(plan)
+    inputs, expected, exact = verify.golden(plan, FinnExecution())
     assert not exact and expected.shape == (4, 10)
     np.save(tmp_path / "in.npy", inputs)
     np.save(tmp_path / "out.npy", expected.astype(np.float32))

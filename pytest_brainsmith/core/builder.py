@@ -49,19 +49,20 @@ def build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
 
 
 def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
+    compiler = toolchain()
     if spec.verify is not None:
         entry = cache.lookup(spec.key)
         if entry is not None:  # built before, not verified with these settings yet
             try:
-                return again(spec, cache, entry.path)
+                return again(spec, cache, entry.path, compiler)
             except OSError as exc:
                 return _unrecorded(spec, exc)
-    _clean_slate(spec, cache)
+    _clean_slate(spec, cache, compiler.output_model)
     started = time.time()
     with progress.building(
         cache.base / "running", spec.key, spec.label, [s.name for s in spec.steps]
     ) as live:
-        outcome = toolchain().build_into(
+        outcome = compiler.build_into(
             spec.staged,
             path_steps=spec.path_steps,
             first=spec.first,
@@ -74,11 +75,11 @@ def _build_segment(spec: BuildSpec, cache: SegmentCache) -> dict[str, Any]:
         )
     if outcome.ok and spec.verify is not None:
         try:
-            after_build(spec, spec.staged / "build", cache)
+            after_build(spec, spec.staged / "build", cache, compiler)
         except OSError as exc:
             return _unrecorded(spec, exc)
         if not spec.keep_step_models:
-            toolchain().drop_step_models(spec.staged, spec.path_steps, spec.first)
+            compiler.drop_step_models(spec.staged, spec.path_steps, spec.first)
     seconds = round(time.time() - started, 3)
     manifest = manifest_for(spec, seconds, outcome.step_seconds)
     answer: dict[str, Any] = {"seconds": seconds, "step_seconds": outcome.step_seconds}
@@ -119,11 +120,11 @@ def _unrecorded(spec: BuildSpec, exc: OSError) -> dict[str, Any]:
     return {"status": "error", "kind": "environment", "error": error}
 
 
-def _clean_slate(spec: BuildSpec, cache: SegmentCache) -> None:
+def _clean_slate(spec: BuildSpec, cache: SegmentCache, output_model: str) -> None:
     """A build run again after its worker was lost (Dask reschedules it elsewhere)
     starts over: what the lost attempt left in its staging and work directories goes.
     (The session still holds the key's lock, so nothing else builds it meanwhile.)"""
-    for left in (spec.staged / "build", spec.staged / toolchain().output_model):
+    for left in (spec.staged / "build", spec.staged / output_model):
         if left.is_dir():
             shutil.rmtree(left, ignore_errors=True)
         elif left.exists():

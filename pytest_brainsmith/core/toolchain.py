@@ -2,11 +2,12 @@
 
 The core speaks of steps, segments, keys and cache entries. Which config fields a
 compiler's step reads, its default pipeline, how a segment is built and where its
-reports and checkpoints are, what a folding search may choose: those are the
-toolchain's. FINN's adapter (``pytest_brainsmith/finn/toolchain.py``) implements
-``Toolchain`` and is plugged in (``use``) by the package before anything runs; no
-module of ``core/`` imports FINN or the adapter (a test checks it, as it checks that
-``core/`` imports no pytest).
+reports and checkpoints are: those are the toolchain's. Two facets hang off it, each
+for one part of the core: ``folding`` (what a folding search may choose and what it
+costs) and ``execution`` (running models for verification). FINN's adapter
+(``pytest_brainsmith/finn/toolchain.py``) implements ``Toolchain`` and is plugged in
+(``use``) by the package before anything runs; no module of ``core/`` imports FINN or
+the adapter (a test checks it, as it checks that ``core/`` imports no pytest).
 """
 
 from __future__ import annotations
@@ -27,8 +28,96 @@ class ToolchainUnavailable(Exception):
     """The compiler cannot be imported here (the machine's fault, not a design's)."""
 
 
+class FoldingFacts(Protocol):
+    """What a folding search needs of the compiler (``core/search/``): the foldings each
+    node accepts, the compiler's per-node cost of each, and folding files."""
+
+    #: per-node attributes a folding search may choose besides parallelism
+    attributes: tuple[str, ...]
+    #: metrics the compiler estimates per node (what balanced foldings can target)
+    node_estimates: frozenset[str]
+
+    def space(self, model: Path, attributes: Mapping[str, Any]) -> Any:
+        """The foldings the compiler accepts for each node of ``model``."""
+        ...
+
+    def space_from_json(self, data: Any) -> Any:
+        """A folding space kept as JSON (``to_json``) again."""
+        ...
+
+    def code(self) -> str:
+        """A digest of the code that derives folding spaces and proposals (what the
+        folding search keeps depends on it)."""
+        ...
+
+    def balanced(self, *args: Any, **kwargs: Any) -> Any:
+        """Foldings that balance the nodes' cycles for a list of targets."""
+        ...
+
+    def cost_table(
+        self, model: Path, fpga_part: str, attributes: Mapping[str, Any], **kw: Any
+    ) -> Any:
+        """Every setting each node of ``model`` may take and the compiler's per-node
+        estimates of it (cycles, LUT, BRAM_18K, URAM, DSP; the compiler's figure and a
+        corrected one), as JSON for ``core/search/solver.py``."""
+        ...
+
+    def read(self, model: Path, space: Any) -> Any:
+        """The folding a built model carries, in ``space``'s terms."""
+        ...
+
+    def write(self, path: Path, folding: Any) -> Path:
+        """``folding`` as the compiler's folding config file at ``path``."""
+        ...
+
+
+class ExecutionFacts(Protocol):
+    """What verification needs of the compiler (``core/verify/``): running its models
+    here in software, with the hardware's widths checked."""
+
+    #: the model beside the checkpoints that runs around a dataflow partition, and the
+    #: step that makes it (models after it run inside that parent)
+    partition_parent: str
+    partition_step: str
+
+    def model_io(self, model: Path) -> Any:
+        """(input, output) of a model: each with ``name``, ``shape``, ``datatype``."""
+        ...
+
+    def is_integer_type(self, datatype: str) -> bool: ...
+
+    def random_inputs(self, model: Path, count: int, seed: int) -> Any:
+        """``count`` inputs drawn with ``seed`` from the model's input range."""
+        ...
+
+    def not_executable(self, model: Path) -> str | None:
+        """None if the compiler runs the model here in software; else why not."""
+        ...
+
+    def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
+        """The model's outputs for each input vector (first axis)."""
+        ...
+
+    def check(self, model: Path, inputs: Any, parent: Path | None = None) -> dict[str, Any]:
+        """``execute`` and a width check: ``outputs``; ``violations`` (values that do not
+        fit the datatype holding them in hardware, each with a ``message``);
+        ``values_checked``; ``execution`` (how it ran, e.g. "python reference")."""
+        ...
+
+    def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
+        """A digest of what ``check`` depends on in the model (not its folding or its
+        names): models with equal digests give equal checks."""
+        ...
+
+    def convert_input(self, model: Path, target: Path) -> Path:
+        """The input model in the compiler's own dialect (FINN: its QONNX-to-FINN
+        conversion), written to ``target``: a golden exact for what follows it."""
+        ...
+
+
 class Toolchain(Protocol):
-    """What the core needs of a compiler."""
+    """What the core needs of a compiler: building segments here; its folding facts
+    (``folding``) and its model execution (``execution``) are facets of their own."""
 
     #: e.g. "FINN"; with ``version``, part of every step's code identity
     name: str
@@ -41,16 +130,15 @@ class Toolchain(Protocol):
     config_fields: Mapping[str, Mapping[str, Any]]
     #: the compiler's steps by name -> the config fields each reads (None: unknown)
     step_reads: Mapping[str, Sequence[str] | None]
-    #: per-node attributes a folding search may choose besides parallelism
-    folding_attributes: tuple[str, ...]
-    #: metrics the compiler estimates per node (what balanced foldings can target)
-    node_estimates: frozenset[str]
     #: where the compiler reports each design metric (for messages: "from ...")
     metric_sources: Mapping[str, str]
     #: every external tool some compiler step needs (e.g. vivado)
     tools_needed: frozenset[str]
     #: the module a Dask worker imports when it starts (the compiler, ready to build)
     preload_module: str
+    #: the folding search's facet and verification's
+    folding: FoldingFacts
+    execution: ExecutionFacts
 
     def registry(self) -> Registry:
         """A registry holding the compiler's own steps and kernels."""
@@ -97,83 +185,16 @@ class Toolchain(Protocol):
         """Run a segment's steps into ``staged`` (see ``finn/runner.build_into``)."""
         ...
 
-    def folding_space(self, model: Path, attributes: Mapping[str, Any]) -> Any:
-        """The foldings the compiler accepts for each node of ``model``."""
-        ...
-
-    def folding_space_from_json(self, data: Any) -> Any:
-        """A folding space kept as JSON (``to_json``) again."""
-        ...
-
-    def folding_code(self) -> str:
-        """A digest of the code that derives folding spaces and proposals (what the
-        folding search keeps depends on it)."""
-        ...
-
-    def balanced_foldings(self, *args: Any, **kwargs: Any) -> Any: ...
-
-    def cost_table(
-        self, model: Path, fpga_part: str, attributes: Mapping[str, Any], **kw: Any
-    ) -> Any:
-        """Every setting each node of ``model`` may take and the compiler's per-node
-        estimates of it (cycles, LUT, BRAM_18K, URAM, DSP; the compiler's figure and a
-        corrected one), as JSON for ``core/search/solver.py``."""
-        ...
-
-    def read_folding(self, model: Path, space: Any) -> Any: ...
-
-    def write_folding(self, path: Path, folding: Any) -> Path: ...
-
-    def fpga_part(self, config: Mapping[str, Any]) -> str | None:
-        """The device a config targets (its part, else its board's)."""
-        ...
-
-    # -- executing models (verification, core/verify/) --------------------------
-    #: the model beside the checkpoints that runs around a dataflow partition, and the
-    #: step that makes it (models after it run inside that parent)
-    partition_parent: str
-    partition_step: str
-
-    def model_io(self, model: Path) -> Any:
-        """(input, output) of a model: each with ``name``, ``shape``, ``datatype``."""
-        ...
-
-    def is_integer_type(self, datatype: str) -> bool: ...
-
-    def random_inputs(self, model: Path, count: int, seed: int) -> Any:
-        """``count`` inputs drawn with ``seed`` from the model's input range."""
-        ...
-
-    def not_executable(self, model: Path) -> str | None:
-        """None if the compiler runs the model here in software; else why not."""
-        ...
-
-    def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
-        """The model's outputs for each input vector (first axis)."""
-        ...
-
-    def check(self, model: Path, inputs: Any, parent: Path | None = None) -> dict[str, Any]:
-        """``execute`` and a width check: ``outputs``; ``violations`` (values that do not
-        fit the datatype holding them in hardware, each with a ``message``);
-        ``values_checked``; ``execution`` (how it ran, e.g. "python reference")."""
-        ...
-
-    def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
-        """A digest of what ``check`` depends on in the model (not its folding or its
-        names): models with equal digests give equal checks."""
-        ...
-
-    def convert_input(self, model: Path, target: Path) -> Path:
-        """The input model in the compiler's own dialect (FINN: its QONNX-to-FINN
-        conversion), written to ``target``: a golden exact for what follows it."""
-        ...
-
     def run_segment(self, **kwargs: Any) -> Any:
         """Run a segment's steps into an output directory, keeping every checkpoint."""
         ...
 
     def drop_step_models(self, staged: Path, path_steps: list[Step], first: int) -> None:
         """Remove the models after each step of a segment but its last."""
+        ...
+
+    def fpga_part(self, config: Mapping[str, Any]) -> str | None:
+        """The device a config targets (its part, else its board's)."""
         ...
 
 

@@ -39,6 +39,72 @@ FINN_STEP_NEEDS: dict[str, frozenset[str]] = {
 FINN_ESTIMATE_STEPS = frozenset({"generate_estimate_reports"})
 
 
+class FinnFolding:
+    """FINN's folding facts: its nodes' folding spaces (``folding.py``) and its
+    per-node cost model (``cost_model.py``)."""
+
+    attributes = tuple(folding.EXTRA_ATTRIBUTES)
+    node_estimates = frozenset(folding.NODE_ESTIMATES)
+
+    def space(self, model: Path, attributes: Mapping[str, Any]) -> Any:
+        return folding.folding_space(model, dict(attributes))
+
+    def space_from_json(self, data: Any) -> Any:
+        return folding.FoldingSpace.from_json(data)
+
+    def code(self) -> str:
+        digest = hashlib.sha256()
+        for module in (folding, cost_model):
+            digest.update(Path(module.__file__).read_bytes())
+        return digest.hexdigest()
+
+    def balanced(self, *args: Any, **kwargs: Any) -> Any:
+        return folding.balanced_foldings(*args, **kwargs)
+
+    def cost_table(
+        self, model: Path, fpga_part: str, attributes: Mapping[str, Any], **kw: Any
+    ) -> Any:
+        return cost_model.cost_table(model, fpga_part, dict(attributes), **kw)
+
+    def read(self, model: Path, space: Any) -> Any:
+        return folding.read_folding(model, space)
+
+    def write(self, path: Path, chosen: Any) -> Path:
+        return folding.write_folding(path, chosen)
+
+
+class FinnExecution:
+    """FINN's models run here: its Python references for HW nodes, widths checked
+    (``execute.py``, ``reference.py``)."""
+
+    partition_parent = finn_execute.DATAFLOW_PARENT
+    partition_step = "create_dataflow_partition"
+
+    def model_io(self, model: Path) -> Any:
+        return finn_execute.io_info(model)
+
+    def is_integer_type(self, datatype: str) -> bool:
+        return finn_execute.is_integer_type(datatype)
+
+    def random_inputs(self, model: Path, count: int, seed: int) -> Any:
+        return finn_execute.random_inputs(model, count, seed)
+
+    def not_executable(self, model: Path) -> str | None:
+        return finn_execute.not_executable(model)
+
+    def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
+        return finn_execute.execute(model, inputs, parent)
+
+    def check(self, model: Path, inputs: Any, parent: Path | None = None) -> dict[str, Any]:
+        return finn_execute.check(model, inputs, parent)
+
+    def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
+        return finn_execute.numerics_digest(model, parent)
+
+    def convert_input(self, model: Path, target: Path) -> Path:
+        return finn_execute.convert_input(model, target)
+
+
 class FinnToolchain:
     """finn-plus (the version ``catalog`` was generated from)."""
 
@@ -48,13 +114,13 @@ class FinnToolchain:
     output_model = runner.OUTPUT_MODEL
     config_fields = catalog.CONFIG_FIELDS
     step_reads = catalog.STEP_READS
-    folding_attributes = tuple(folding.EXTRA_ATTRIBUTES)
-    node_estimates = frozenset(folding.NODE_ESTIMATES)
     metric_sources = runner.METRIC_SOURCES
     #: every external tool some FINN step needs (a cluster's workers are asked for them)
     tools_needed = frozenset(tool for needs in FINN_STEP_NEEDS.values() for tool in needs)
     #: the module a Dask worker imports at start: FINN with its workarounds
     preload_module = "pytest_brainsmith.finn.dask_preload"
+    folding = FinnFolding()
+    execution = FinnExecution()
 
     def registry(self) -> Registry:
         registry = Registry()
@@ -112,32 +178,6 @@ class FinnToolchain:
     def build_into(self, staged: Path, **kwargs: Any) -> Any:
         return runner.build_into(staged, **kwargs)
 
-    def folding_space(self, model: Path, attributes: Mapping[str, Any]) -> Any:
-        return folding.folding_space(model, dict(attributes))
-
-    def folding_space_from_json(self, data: Any) -> Any:
-        return folding.FoldingSpace.from_json(data)
-
-    def folding_code(self) -> str:
-        digest = hashlib.sha256()
-        for module in (folding, cost_model):
-            digest.update(Path(module.__file__).read_bytes())
-        return digest.hexdigest()
-
-    def balanced_foldings(self, *args: Any, **kwargs: Any) -> Any:
-        return folding.balanced_foldings(*args, **kwargs)
-
-    def cost_table(
-        self, model: Path, fpga_part: str, attributes: Mapping[str, Any], **kw: Any
-    ) -> Any:
-        return cost_model.cost_table(model, fpga_part, dict(attributes), **kw)
-
-    def read_folding(self, model: Path, space: Any) -> Any:
-        return folding.read_folding(model, space)
-
-    def write_folding(self, path: Path, chosen: Any) -> Path:
-        return folding.write_folding(path, chosen)
-
     def fpga_part(self, config: Mapping[str, Any]) -> str | None:
         if config.get("fpga_part"):
             return str(config["fpga_part"])
@@ -147,34 +187,6 @@ class FinnToolchain:
         from finn.util.basic import alveo_part_map, pynq_part_map
 
         return pynq_part_map.get(board) or alveo_part_map.get(board)
-
-    # -- executing models (verification) ----------------------------------------------
-    partition_parent = finn_execute.DATAFLOW_PARENT
-    partition_step = "create_dataflow_partition"
-
-    def model_io(self, model: Path) -> Any:
-        return finn_execute.io_info(model)
-
-    def is_integer_type(self, datatype: str) -> bool:
-        return finn_execute.is_integer_type(datatype)
-
-    def random_inputs(self, model: Path, count: int, seed: int) -> Any:
-        return finn_execute.random_inputs(model, count, seed)
-
-    def not_executable(self, model: Path) -> str | None:
-        return finn_execute.not_executable(model)
-
-    def execute(self, model: Path, inputs: Any, parent: Path | None = None) -> Any:
-        return finn_execute.execute(model, inputs, parent)
-
-    def check(self, model: Path, inputs: Any, parent: Path | None = None) -> dict[str, Any]:
-        return finn_execute.check(model, inputs, parent)
-
-    def numerics_digest(self, model: Path, parent: Path | None = None) -> str:
-        return finn_execute.numerics_digest(model, parent)
-
-    def convert_input(self, model: Path, target: Path) -> Path:
-        return finn_execute.convert_input(model, target)
 
     def run_segment(self, **kwargs: Any) -> Any:
         return runner.run_segment(**kwargs)

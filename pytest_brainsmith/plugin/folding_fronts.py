@@ -26,7 +26,7 @@ def export_fronts(records: list[dict[str, Any]], folder: Path) -> dict[str, list
             folding = json.loads(source.read_text())
             folding.pop("Defaults", None)
             paths.append(
-                toolchain().write_folding(
+                toolchain().folding.write(
                     target / f"trial-{record['folding']['trial']}.json", folding
                 )
             )

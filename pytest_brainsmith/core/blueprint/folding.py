@@ -112,7 +112,7 @@ def _attributes(value: Any, report: Reporter) -> dict[str, tuple[str, ...]]:
         raise report.error(key, f"expected a mapping of attribute: [values], got {typename(value)}")
     result: dict[str, tuple[str, ...]] = {}
     for name, values in value.items():
-        known = toolchain().folding_attributes
+        known = toolchain().folding.attributes
         if name not in known:
             raise report.error(
                 (*key, name),

@@ -207,7 +207,7 @@ def _check_arrays(settings: VerifySettings, models: list[Path], report: MergedRe
     if settings.inputs_file is None and settings.expected_file is None:
         return
     count = settings.count
-    infos = [(m, *toolchain().model_io(m)) for m in models]
+    infos = [(m, *toolchain().execution.model_io(m)) for m in models]
     if settings.inputs_file is not None:
         key = ("verify", "inputs")
         array = _load(settings.inputs_file, key, report)

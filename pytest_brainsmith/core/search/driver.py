@@ -181,7 +181,7 @@ class FoldingSearch:
         for number, (folding, predicted) in enumerate(proposals, len(self.trials)):
             text = json.dumps(folding, sort_keys=True)
             name = f"folding-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-            path = toolchain().write_folding(self.folding_dir / name, folding)
+            path = toolchain().folding.write(self.folding_dir / name, folding)
             leaf = trial_path(self.prefix, number, folding, path)
             if predicted is not None:
                 trial = trial_of(leaf)

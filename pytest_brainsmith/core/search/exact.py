@@ -94,7 +94,7 @@ class ExactPlan:
         compiler = toolchain()
         compiler.prepare()
         started = time.perf_counter()
-        table = compiler.cost_table(
+        table = compiler.folding.cost_table(
             model,
             part,
             {k: list(v) for k, v in self.settings.attributes.items()},

@@ -77,7 +77,7 @@ def code_identity() -> dict[str, str]:
     except metadata.PackageNotFoundError:
         optuna = ""
     return {
-        "folding": current_toolchain().folding_code(),
+        "folding": current_toolchain().folding.code(),
         "optuna": optuna,
         "python": ".".join(map(str, sys.version_info[:2])),
     }

@@ -75,7 +75,7 @@ class OptunaTrials:
             derived = self._derive(start)
         except FileNotFoundError as exc:
             raise SearchStopped(f"the model after the shared steps cannot be had: {exc}") from None
-        self.space = space = toolchain().folding_space_from_json(derived["space"])
+        self.space = space = toolchain().folding.space_from_json(derived["space"])
         if not space.params:
             raise SearchStopped(
                 "the model after the shared steps has no node whose folding can vary"
@@ -120,7 +120,7 @@ class OptunaTrials:
             (
                 m
                 for d, m in self.settings.objectives
-                if d == "minimize" and m in toolchain().node_estimates
+                if d == "minimize" and m in toolchain().folding.node_estimates
             ),
             None,
         )
@@ -141,9 +141,9 @@ class OptunaTrials:
         compiler = toolchain()
         compiler.prepare()
         attributes = {k: list(v) for k, v in self.settings.attributes.items()}
-        space = compiler.folding_space(model, attributes)
+        space = compiler.folding.space(model, attributes)
         warm = [
-            compiler.read_folding(Path(found[1]), space) if found is not None else None
+            compiler.folding.read(Path(found[1]), space) if found is not None else None
             for found in measured
         ]
         reached = tuple(
@@ -155,7 +155,7 @@ class OptunaTrials:
         part = compiler.fpga_part(config)
         if self.settings.warm_start and space.params and metric and part:
             try:
-                proposals = compiler.balanced_foldings(
+                proposals = compiler.folding.balanced(
                     model, space, metric, self.settings.batch, part, reached
                 )
             except Exception:  # noqa: BLE001 - an op without per-node estimates: no proposals

@@ -20,6 +20,7 @@ def execute_design(design: Any, inputs: Any, after: str | None = None) -> Any:
     ``inputs``, one vector per row. Runs here, in this process, with FINN's execution,
     unless the same model was executed on the same inputs before (``execution_memo.py``)."""
 
+    compiler = toolchain()
     chain = design.leaf.chain()
     outcomes = design.segments
     if any(not o.ok for o in outcomes):
@@ -28,14 +29,10 @@ def execute_design(design: Any, inputs: Any, after: str | None = None) -> Any:
     parent: Path | None = None
     for segment, outcome in zip(chain, outcomes, strict=True):
         for index, step in enumerate(segment.steps):
-            name = toolchain().checkpoint_name(step)
-            if outcome.entry and step.is_finn and step.name == toolchain().partition_step:
-                parent = (
-                    Path(outcome.entry)
-                    / "build"
-                    / "intermediate_models"
-                    / toolchain().partition_parent
-                )
+            name = compiler.checkpoint_name(step)
+            if outcome.entry and step.is_finn and step.name == compiler.execution.partition_step:
+                kept = Path(outcome.entry) / "build" / "intermediate_models"
+                parent = kept / compiler.execution.partition_parent
             if after is not None and after in (step.name, step.qualified, name):
                 located = (segment, outcome, index)
                 break
@@ -50,13 +47,13 @@ def execute_design(design: Any, inputs: Any, after: str | None = None) -> Any:
         segment, outcome, index = located
         entry = Path(outcome.entry)
         if index == len(segment.steps) - 1:
-            model = entry / toolchain().output_model
+            model = entry / compiler.output_model
         else:
             model = (
                 entry
                 / "build"
                 / "intermediate_models"
-                / f"{toolchain().checkpoint_name(segment.steps[index])}.onnx"
+                / f"{compiler.checkpoint_name(segment.steps[index])}.onnx"
             )
             if not model.is_file():
                 raise ValueError(
@@ -78,11 +75,14 @@ def execute_model(
 
     vectors = np.asarray(inputs, dtype=np.float32)
 
+    compiler = toolchain()
+
     def compute() -> Any:
-        reason = toolchain().not_executable(model)
+        reason = compiler.execution.not_executable(model)
         if reason is not None:
-            raise RuntimeError(f"cannot execute the model here: {reason}; {simulators()}")
-        return toolchain().execute(model, vectors, parent)
+            why = f"{reason}; {simulators(compiler)}"
+            raise RuntimeError(f"cannot execute the model here: {why}")
+        return compiler.execution.execute(model, vectors, parent)
 
     if memo is None:
         return compute()

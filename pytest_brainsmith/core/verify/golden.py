@@ -10,29 +10,31 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cache.execution_memo import ExecutionMemo
 from ..keys import file_digest
-from ..toolchain import current as toolchain
+
+if TYPE_CHECKING:
+    from ..toolchain import ExecutionFacts
 
 #: FINN's verify_step tolerances, for outputs that are not integers.
 FLOAT_ATOL, FLOAT_RTOL = 1e-3, 1e-5
 
 
-def golden(plan: dict[str, Any]) -> tuple[Any, Any, bool]:
+def golden(plan: dict[str, Any], execution: ExecutionFacts) -> tuple[Any, Any, bool]:
     """(inputs, expected outputs, exact?) for the plan: drawn, read or computed by
     executing the blueprint's model, and kept in the cache (one file per model and
     inputs) so each is computed once."""
     import numpy as np  # lazy: numpy comes with the toolchain (no core dependency)
 
     model = Path(plan["model"])
-    _, out_info = toolchain().model_io(model)
-    exact = toolchain().is_integer_type(out_info.datatype)
+    _, out_info = execution.model_io(model)
+    exact = execution.is_integer_type(out_info.datatype)
     if plan["inputs_file"]:
         inputs = np.load(plan["inputs_file"], allow_pickle=False).astype(np.float32)
     else:
-        inputs = toolchain().random_inputs(model, plan["count"], plan["seed"])
+        inputs = execution.random_inputs(model, plan["count"], plan["seed"])
     if plan["expected_file"]:
         expected = np.load(plan["expected_file"], allow_pickle=False)
         exact = exact or expected.dtype.kind in "iub"
@@ -41,20 +43,20 @@ def golden(plan: dict[str, Any]) -> tuple[Any, Any, bool]:
     if plan.get("golden", "model") == "converted":  # the model as the compiler reads it
         identity = f"golden converted {file_digest(model)}"
         result, _ = memo.check(
-            identity, inputs, lambda: {"outputs": _converted(plan, model, inputs)}
+            identity, inputs, lambda: {"outputs": _converted(plan, model, inputs, execution)}
         )
         return inputs, np.asarray(result["outputs"], dtype=np.float64), exact
-    expected = memo.run([model], inputs, lambda: toolchain().execute(model, inputs))
+    expected = memo.run([model], inputs, lambda: execution.execute(model, inputs))
     return inputs, expected.astype(np.float64), exact
 
 
-def _converted(plan: dict[str, Any], model: Path, inputs: Any) -> Any:
+def _converted(plan: dict[str, Any], model: Path, inputs: Any, execution: ExecutionFacts) -> Any:
     """Outputs of ``model`` converted by the toolchain (in a scratch file)."""
     folder = Path(plan["executions"]) / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        converted = toolchain().convert_input(model, Path(scratch) / "converted.onnx")
-        return toolchain().execute(converted, inputs)
+        converted = execution.convert_input(model, Path(scratch) / "converted.onnx")
+        return execution.execute(converted, inputs)
 
 
 def tolerances(plan: dict[str, Any], exact: bool) -> tuple[float, float]:

@@ -20,20 +20,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..toolchain import current as toolchain
 from .records import record_path, write_record
 from .steps import ModelsNeeded, verify_steps
 
 if TYPE_CHECKING:
     from ..build_spec import BuildSpec
     from ..cache import SegmentCache
+    from ..toolchain import Toolchain
 
 
-def dataflow_parent(spec: BuildSpec, cache: SegmentCache, own: Path) -> Path | None:
+def dataflow_parent(spec: BuildSpec, cache: SegmentCache, own: Path, name: str) -> Path | None:
     """The dataflow partition's parent model for the segment's models: in its own
     checkpoints (``own``) if its steps made it, else in the nearest ancestor's entry
-    that holds one (``spec.ancestors``, checked through each entry's manifest)."""
-    name = toolchain().partition_parent
+    that holds one (``spec.ancestors``, checked through each entry's manifest);
+    ``name``: the compiler's file name for it."""
     if (own / name).is_file():
         return own / name
     relative = f"build/intermediate_models/{name}"
@@ -48,21 +48,26 @@ def dataflow_parent(spec: BuildSpec, cache: SegmentCache, own: Path) -> Path | N
     return None
 
 
-def after_build(spec: BuildSpec, out_dir: Path, cache: SegmentCache) -> dict[str, Any]:
-    """Verify a segment just built in ``out_dir`` (FINN's output directory, with every
-    step's checkpoint) and record the result."""
+def after_build(
+    spec: BuildSpec, out_dir: Path, cache: SegmentCache, compiler: Toolchain
+) -> dict[str, Any]:
+    """Verify a segment just built in ``out_dir`` (the compiler's output directory, with
+    every step's checkpoint) and record the result."""
     checkpoints = out_dir / "intermediate_models"
-    found = {
-        toolchain().checkpoint_name(s): checkpoints / f"{toolchain().checkpoint_name(s)}.onnx"
-        for s in spec.steps
-    }
+    found = _checkpoints(spec, checkpoints, compiler)
     try:
-        record = verify_steps(spec, found, dataflow_parent(spec, cache, checkpoints))
+        parent = dataflow_parent(spec, cache, checkpoints, compiler.execution.partition_parent)
+        record = verify_steps(spec, found, parent, compiler)
     except ModelsNeeded as missing:  # FINN did not write it: nothing to verify it with
         record = _unverifiable(spec, f"FINN wrote no model after {missing}")
     assert spec.verify is not None
     write_record(record_path(spec.verify["base"], spec.key, spec.verify["hash"]), record)
     return record
+
+
+def _checkpoints(spec: BuildSpec, folder: Path, compiler: Toolchain) -> dict[str, Path]:
+    """The compiler's checkpoint name -> its file in ``folder``, for each of the segment's steps."""
+    return {(name := compiler.checkpoint_name(s)): folder / f"{name}.onnx" for s in spec.steps}
 
 
 def _unverifiable(spec: BuildSpec, why: str) -> dict[str, Any]:
@@ -78,24 +83,25 @@ def _unverifiable(spec: BuildSpec, why: str) -> dict[str, Any]:
     }
 
 
-def again(spec: BuildSpec, cache: SegmentCache, entry_path: Path) -> dict[str, Any]:
+def again(
+    spec: BuildSpec, cache: SegmentCache, entry_path: Path, compiler: Toolchain
+) -> dict[str, Any]:
     """A cached segment without a record for these settings: verify it without
     rebuilding the entry (see the module docstring) and record the result."""
     assert spec.verify is not None
     started = time.time()
     kept = entry_path / "build" / "intermediate_models"
-    found = {
-        toolchain().checkpoint_name(s): kept / f"{toolchain().checkpoint_name(s)}.onnx"
-        for s in spec.steps
-    }
-    found[toolchain().checkpoint_name(spec.steps[-1])] = entry_path / toolchain().output_model
+    found = _checkpoints(spec, kept, compiler)
+    found[compiler.checkpoint_name(spec.steps[-1])] = entry_path / compiler.output_model
+    parent_name = compiler.execution.partition_parent
     scratch: Path | None = None
     try:
         try:
-            record = verify_steps(spec, found, dataflow_parent(spec, cache, kept))
+            parent = dataflow_parent(spec, cache, kept, parent_name)
+            record = verify_steps(spec, found, parent, compiler)
         except ModelsNeeded:  # the entry kept only its last model: run its steps again
             scratch = Path(tempfile.mkdtemp(dir=spec.staged, prefix="verify-"))
-            outcome = toolchain().run_segment(
+            outcome = compiler.run_segment(
                 path_steps=spec.path_steps,
                 first=spec.first,
                 input_model=spec.input_model,
@@ -115,7 +121,8 @@ def again(spec: BuildSpec, cache: SegmentCache, entry_path: Path) -> dict[str, A
             checkpoints = scratch / "build" / "intermediate_models"
             found = {name: checkpoints / f"{name}.onnx" for name in found}
             try:
-                record = verify_steps(spec, found, dataflow_parent(spec, cache, checkpoints))
+                parent = dataflow_parent(spec, cache, checkpoints, parent_name)
+                record = verify_steps(spec, found, parent, compiler)
             except ModelsNeeded as missing:
                 record = _unverifiable(spec, f"FINN wrote no model after {missing}")
         record["rebuilt_steps"] = scratch is not None

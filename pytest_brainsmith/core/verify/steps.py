@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache.execution_memo import ExecutionMemo
-from ..toolchain import current as toolchain
 from .golden import compare, golden, message, tolerances
 
 if TYPE_CHECKING:
     from ..build_spec import BuildSpec
+    from ..toolchain import Toolchain
 
 
 class ModelsNeeded(Exception):
@@ -26,10 +26,13 @@ class ModelsNeeded(Exception):
 
 
 def verify_steps(
-    spec: BuildSpec, checkpoints: dict[str, Path], parent_model: Path | None
+    spec: BuildSpec,
+    checkpoints: dict[str, Path],
+    parent_model: Path | None,
+    compiler: Toolchain,
 ) -> dict[str, Any]:
-    """Verify the segment's steps (``checkpoints``: FINN's checkpoint name -> its file;
-    ``parent_model``: the dataflow partition's parent, for the models after it).
+    """Verify the segment's steps (``checkpoints``: the compiler's checkpoint name -> its
+    file; ``parent_model``: the dataflow partition's parent, for the models after it).
 
     The model after the segment's last step is executed first; when it computes the
     golden and fits its widths, every step of the segment passes through it. When it
@@ -48,20 +51,22 @@ def verify_steps(
         "status": "skipped",
     }
     try:
-        inputs, expected, exact = golden(plan)
+        inputs, expected, exact = golden(plan, compiler.execution)
     except Exception as exc:
         record.update(status="failed", message=f"verification could not start: {exc}")
         record["traceback"] = traceback.format_exc()
         return record
     atol, rtol = tolerances(plan, exact)
-    record.update(atol=atol, rtol=rtol, vectors=int(len(inputs)), simulators=simulators())
+    record.update(atol=atol, rtol=rtol, vectors=int(len(inputs)), simulators=simulators(compiler))
     record["golden_seconds"] = round(time.time() - started, 3)  # drawn/read, or computed
     wanted: list[tuple[str, bool]] = []  # (checkpoint name, inside the dataflow partition)
     partitioned = False
     for index, step in enumerate(spec.path_steps):
-        partitioned = partitioned or (step.is_finn and step.name == toolchain().partition_step)
+        partitioned = partitioned or (
+            step.is_finn and step.name == compiler.execution.partition_step
+        )
         if index >= spec.first and (plan["after"] is None or step.name in plan["after"]):
-            wanted.append((toolchain().checkpoint_name(step), partitioned))
+            wanted.append((compiler.checkpoint_name(step), partitioned))
     results: dict[int, dict[str, Any]] = {}
 
     def run(i: int) -> dict[str, Any]:
@@ -77,6 +82,7 @@ def verify_steps(
                 atol,
                 rtol,
                 plan["executions"],
+                compiler,
             )
         return results[i]
 
@@ -88,7 +94,7 @@ def verify_steps(
         failed_at = last
         if "error" not in results[last]:  # bisect: the first step whose model fails
             low, high = 0, last
-            candidates = [i for i in range(last) if _runnable(wanted[i][0], checkpoints)]
+            candidates = [i for i in range(last) if _runnable(wanted[i][0], checkpoints, compiler)]
             while candidates and low < high:
                 between = [i for i in candidates if low <= i < high]
                 if not between:
@@ -135,13 +141,13 @@ def verify_steps(
     return record
 
 
-def _runnable(name: str, checkpoints: dict[str, Path]) -> bool:
+def _runnable(name: str, checkpoints: dict[str, Path], compiler: Toolchain) -> bool:
     """Whether the model after step ``name`` can be executed here; ``ModelsNeeded`` when
     it was not kept."""
     model = checkpoints.get(name)
     if model is None or not model.is_file():
         raise ModelsNeeded(name)
-    return toolchain().not_executable(model) is None
+    return compiler.execution.not_executable(model) is None
 
 
 def _verify_model(
@@ -154,6 +160,7 @@ def _verify_model(
     atol: float,
     rtol: float,
     executions: Path | str,
+    compiler: Toolchain,
 ) -> dict[str, Any]:
     """Execute the model after step ``name`` and judge it: outputs against the golden,
     values against their widths. The check is kept by what the model computes
@@ -164,15 +171,16 @@ def _verify_model(
         raise ModelsNeeded(name)
     started = time.time()
     try:
-        reason = toolchain().not_executable(model)
+        execution = compiler.execution
+        reason = execution.not_executable(model)
         if reason is None and inside and parent is None:
             reason = "the dataflow partition's parent model was not found in the cache"
         if reason is not None:
-            entry["reason"] = f"{reason}; {simulators()}"
+            entry["reason"] = f"{reason}; {simulators(compiler)}"
             return entry
-        identity = toolchain().numerics_digest(model, parent)
+        identity = execution.numerics_digest(model, parent)
         result, shared = ExecutionMemo(executions).check(
-            identity, inputs, lambda: toolchain().check(model, inputs, parent)
+            identity, inputs, lambda: execution.check(model, inputs, parent)
         )
     except Exception as exc:
         entry.update(status="failed", error=f"cannot execute the model: {exc}"[:500])
@@ -194,9 +202,9 @@ def _verify_model(
     return entry
 
 
-def simulators() -> str:
+def simulators(compiler: Toolchain) -> str:
     """Why the compiler's own simulators did not run here (the Python reference did)."""
-    tools = toolchain().available_tools()
+    tools = compiler.available_tools()
     missing = [f"{tool}: {why}" for tool, why in sorted(tools.items()) if why]
     if not missing:
         return "cppsim/rtlsim available but not driven by pytest-brainsmith yet"
