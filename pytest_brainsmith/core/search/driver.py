@@ -48,6 +48,8 @@ class FoldingSearch:
         assert space.folding is not None
         self.engine = engine
         self.prefix = prefix
+        #: the compiler, taken once: the search's proposers read its folding facet
+        self.compiler = toolchain()
         self.settings = space.folding
         self.folding_dir = folding_dir
         self.wanted = 0  # trials needed: the highest selected trial number + 1
@@ -60,9 +62,9 @@ class FoldingSearch:
         #: what the search derived and asked is kept in the cache: a re-run needs no FINN
         memo = FoldingMemo(engine.cache.base)
         self.proposer: Proposer = (
-            ExactPlan(self.settings, memo)
+            ExactPlan(self.settings, memo, self.compiler)
             if self.settings.search == "exact"
-            else OptunaTrials(self.settings, memo, storage)
+            else OptunaTrials(self.settings, memo, storage, self.compiler)
         )
         self._opened = False
         self._started = False
@@ -151,7 +153,7 @@ class FoldingSearch:
             return False
         warm = [(d, self.engine.measured(d)) for d in self._warm]
         config = self.prefix.config()
-        part = parts.part_of(config) or toolchain().fpga_part(config)
+        part = parts.part_of(config) or self.compiler.fpga_part(config)
         self.capacity = parts.capacity(part) if part else None
         start = Start(
             prefix=self.prefix,
@@ -169,7 +171,7 @@ class FoldingSearch:
         """The prefix's output model, fetched now where it was left on the remote cache
         (entry ``key``)."""
         if not model.exists() and key:
-            why = self.engine.cache.verify_file(key, toolchain().output_model)
+            why = self.engine.cache.verify_file(key, self.compiler.output_model)
             if why is not None:
                 raise SearchStopped(f"the model after the shared steps cannot be had: {why}")
         return model
@@ -181,7 +183,7 @@ class FoldingSearch:
         for number, (folding, predicted) in enumerate(proposals, len(self.trials)):
             text = json.dumps(folding, sort_keys=True)
             name = f"folding-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-            path = toolchain().folding.write(self.folding_dir / name, folding)
+            path = self.compiler.folding.write(self.folding_dir / name, folding)
             leaf = trial_path(self.prefix, number, folding, path)
             if predicted is not None:
                 trial = trial_of(leaf)

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..blueprint.space import FoldingSearchSettings
-from ..toolchain import current as toolchain
 from . import parts
 from .bounds import solver_bounds
 from .memo import FoldingMemo, code_identity
 from .proposer import Proposal, Result, SearchStopped, Start
 from .solver import plan
+
+if TYPE_CHECKING:
+    from ..toolchain import Toolchain
 
 
 class ExactPlan:
@@ -30,8 +32,11 @@ class ExactPlan:
 
     measures = False  # nothing depends on what a trial measured
 
-    def __init__(self, settings: FoldingSearchSettings, memo: FoldingMemo) -> None:
+    def __init__(
+        self, settings: FoldingSearchSettings, memo: FoldingMemo, compiler: Toolchain
+    ) -> None:
         self.settings = settings
+        self.compiler = compiler
         self.memo = memo
         self.capacity: dict[str, int] | None = None  # the part's
         #: the designs, in build order (folding, model), and how they were solved
@@ -53,7 +58,7 @@ class ExactPlan:
             for _, found in start.warm
             if found is not None and isinstance(found[0].get("max_cycles"), int | float)
         ]
-        part = parts.part_of(config) or toolchain().fpga_part(config)
+        part = parts.part_of(config) or self.compiler.fpga_part(config)
         identity = {
             "prefix": start.key,
             "settings": self.settings.key(),
@@ -64,7 +69,7 @@ class ExactPlan:
             "targets": targets,
             "clock": clock,
             "minimize_bit_width": config.get("minimize_bit_width", True),
-            "code": code_identity(),
+            "code": code_identity(self.compiler.folding),
         }
         found = self.memo.get("plan", identity)
         if found is None:
@@ -91,7 +96,7 @@ class ExactPlan:
         if not part:
             raise SearchStopped("the exact search needs the part (fpga_part or board)")
         config = start.prefix.config()
-        compiler = toolchain()
+        compiler = self.compiler
         compiler.prepare()
         started = time.perf_counter()
         table = compiler.folding.cost_table(

@@ -24,9 +24,10 @@ import tempfile
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..toolchain import current as current_toolchain
+if TYPE_CHECKING:
+    from ..toolchain import FoldingFacts
 
 #: the record format; bump it when what a record means changes
 FORMAT = 1
@@ -68,7 +69,7 @@ class FoldingMemo:
 
 
 @cache
-def code_identity() -> dict[str, str]:
+def code_identity(folding: FoldingFacts) -> dict[str, str]:
     """What the derivation's results depend on besides its inputs: the code reading the
     models (the toolchain's, ``finn/folding.py``), Optuna's and Python's versions (the
     sampler's draws)."""
@@ -77,7 +78,7 @@ def code_identity() -> dict[str, str]:
     except metadata.PackageNotFoundError:
         optuna = ""
     return {
-        "folding": current_toolchain().folding.code(),
+        "folding": folding.code(),
         "optuna": optuna,
         "python": ".".join(map(str, sys.version_info[:2])),
     }

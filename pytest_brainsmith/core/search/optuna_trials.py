@@ -28,17 +28,19 @@ import importlib.util
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..blueprint.folding import OPTUNA_MISSING
 from ..blueprint.space import FoldingSearchSettings
 from ..expectations import Expectation
-from ..toolchain import current as toolchain
 from .bounds import constraints
 from .journal import StudyJournal
 from .memo import FoldingMemo, code_identity
 from .proposer import Measured, Proposal, Result, SearchStopped, Start
 from .study import OptunaStudy, folding_of, param_value
+
+if TYPE_CHECKING:
+    from ..toolchain import Toolchain
 
 
 class OptunaTrials:
@@ -47,9 +49,14 @@ class OptunaTrials:
     measures = True
 
     def __init__(
-        self, settings: FoldingSearchSettings, memo: FoldingMemo, storage: Path | None
+        self,
+        settings: FoldingSearchSettings,
+        memo: FoldingMemo,
+        storage: Path | None,
+        compiler: Toolchain,
     ) -> None:
         self.settings = settings
+        self.compiler = compiler
         self.memo = memo
         self.journal = StudyJournal(storage, [d for d, _ in settings.objectives])
         self.space: Any = None  # the toolchain's folding space (``finn.folding.FoldingSpace``)
@@ -75,7 +82,7 @@ class OptunaTrials:
             derived = self._derive(start)
         except FileNotFoundError as exc:
             raise SearchStopped(f"the model after the shared steps cannot be had: {exc}") from None
-        self.space = space = toolchain().folding.space_from_json(derived["space"])
+        self.space = space = self.compiler.folding.space_from_json(derived["space"])
         if not space.params:
             raise SearchStopped(
                 "the model after the shared steps has no node whose folding can vary"
@@ -104,7 +111,7 @@ class OptunaTrials:
             )
         self._asked_identity = {
             "study": digest.hexdigest(),
-            "code": code_identity(),
+            "code": code_identity(self.compiler.folding),
             "warm": self._warm_told,
             "proposals": self._proposals,
         }
@@ -120,7 +127,7 @@ class OptunaTrials:
             (
                 m
                 for d, m in self.settings.objectives
-                if d == "minimize" and m in toolchain().folding.node_estimates
+                if d == "minimize" and m in self.compiler.folding.node_estimates
             ),
             None,
         )
@@ -132,13 +139,13 @@ class OptunaTrials:
             "metric": metric,
             "batch": self.settings.batch,
             "part": [config.get("fpga_part"), config.get("board")],
-            "code": code_identity(),
+            "code": code_identity(self.compiler.folding),
         }
         found = self.memo.get("derived", identity)
         if found is not None:
             return found
         model = start.model()
-        compiler = toolchain()
+        compiler = self.compiler
         compiler.prepare()
         attributes = {k: list(v) for k, v in self.settings.attributes.items()}
         space = compiler.folding.space(model, attributes)
