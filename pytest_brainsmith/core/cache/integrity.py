@@ -207,10 +207,11 @@ def of_segment(damage: Damage) -> str:
     return f" (segment {damage.segment})" if damage.segment else ""
 
 
-def caller_level() -> int:
-    """warnings.warn's stacklevel that points at the first caller outside this package."""
-    here = os.path.dirname(__file__)
+def caller_level(package: str = os.path.dirname(__file__)) -> int:
+    """warnings.warn's stacklevel that points at the first caller outside ``package``
+    (a folder; by default this one). Call it from the function that warns: a wrapper
+    around it would be counted as a level."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.dirname(frame.f_code.co_filename) == here:
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == package:
         frame, level = frame.f_back, level + 1
     return level

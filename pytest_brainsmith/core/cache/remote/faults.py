@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import sys
 import threading
 import warnings
 from typing import Any
 
+from ..integrity import caller_level
 from .errors import Damaged, Fault, RemoteCacheWarning, Untrusted
 from .stats import RemoteStats
 from .trust import ENV
+
+#: this package's folder: warnings point at the first caller outside it
+HERE = os.path.dirname(__file__)
 
 
 class Faults:
@@ -61,7 +64,7 @@ class Faults:
                 f"brainsmith: remote cache {self.url} cannot be used ({self.off}); this run "
                 "goes on with the local cache only (nothing more is fetched or uploaded)",
                 RemoteCacheWarning,
-                stacklevel=outside_level(),
+                stacklevel=caller_level(HERE),
             )
 
     def warn_read_only(self, why: str) -> None:
@@ -69,7 +72,7 @@ class Faults:
             f"brainsmith: remote cache {self.url} {why}; this run only reads "
             "from it (nothing is uploaded)",
             RemoteCacheWarning,
-            stacklevel=outside_level(),
+            stacklevel=caller_level(HERE),
         )
 
     def reject(self, key: str, damage: Damaged, segment: str | None) -> None:
@@ -88,7 +91,7 @@ class Faults:
             f"brainsmith: remote cache entry {key[:12]}{of} is damaged: {damage.url}: "
             f"{damage.file} {damage.why}; not used, built here",
             RemoteCacheWarning,
-            stacklevel=outside_level(),
+            stacklevel=caller_level(HERE),
         )
 
     def distrust(self, damage: Damaged) -> None:
@@ -103,7 +106,7 @@ class Faults:
             "they are not used (what they describe is built or verified here); the summary "
             "counts them",
             RemoteCacheWarning,
-            stacklevel=outside_level(),
+            stacklevel=caller_level(HERE),
         )
 
     def reject_record(self, key: str, digest: str, damage: Damaged) -> None:
@@ -120,7 +123,7 @@ class Faults:
             f"brainsmith: remote cache verification record {digest} of entry {key[:12]} is "
             f"damaged: {damage.url}: {damage.why}; not used, verified here",
             RemoteCacheWarning,
-            stacklevel=outside_level(),
+            stacklevel=caller_level(HERE),
         )
 
     def record_later(self, key: str, digest: str, damage: Damaged) -> None:
@@ -134,12 +137,3 @@ class Faults:
             later, self._later = self._later, []
         for key, digest, damage in later:
             self.reject_record(key, digest, damage)
-
-
-def outside_level() -> int:
-    """warnings.warn's stacklevel that points at the first caller outside this package."""
-    here = os.path.dirname(__file__)
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.dirname(frame.f_code.co_filename) == here:
-        frame, level = frame.f_back, level + 1
-    return level
