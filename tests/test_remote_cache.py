@@ -374,6 +374,45 @@ def test_a_remote_that_does_not_answer_times_out(tmp_path: Path) -> None:
     assert "no answer within 1 s" in done.stdout
 
 
+#: A fresh interpreter opens an s3:// tier and lists the threads other than the main one
+#: that entered warnings.catch_warnings while the backend was imported and connected.
+OFF_MAIN_THREAD = """
+import threading, warnings
+from pathlib import Path
+entered = []
+enter = warnings.catch_warnings.__enter__
+def spy(self):
+    if threading.current_thread() is not threading.main_thread():
+        entered.append(threading.current_thread().name)
+    return enter(self)
+warnings.catch_warnings.__enter__ = spy
+from pytest_brainsmith.core.cache import SegmentCache
+from pytest_brainsmith.core.cache.remote import RemoteCache
+tier = RemoteCache("s3://bucket/x", SegmentCache(Path("c")), mode="read", timeout=2, signing_key="")
+tier.store.connection.exception()
+print(sorted(set(entered)))
+"""
+
+
+def test_the_backend_is_imported_on_the_main_thread(tmp_path: Path) -> None:
+    """warnings.catch_warnings (which importing botocore enters) changes the process's
+    warning state: entered on the pool while pytest captures the main thread's warnings,
+    it sent the tier's one warning to stderr instead of the summary (a CI failure)."""
+    need_module("s3fs")
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": KEY}
+    env.update(AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
+    done = subprocess.run(
+        [sys.executable, "-c", OFF_MAIN_THREAD],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 def test_failure_records_are_shared_only_when_asked(tmp_path: Path) -> None:
     """A directory as the remote (file://): a failure is uploaded and fetched only with
     --brainsmith-remote-cache-failures."""

@@ -26,7 +26,7 @@ THREADS = 8
 def check_backend(url: str) -> None:
     """Raise RemoteCacheError unless ``url``'s storage can be used here (fsspec knows its
     protocol and the package implementing it is installed), naming what to install. The
-    package is imported later, on the pool, while collection goes on."""
+    package is imported later, by ``ObjectStore.open``."""
     try:
         import fsspec
         from fsspec.registry import known_implementations, registry
@@ -65,11 +65,18 @@ class ObjectStore:
         self.connection: concurrent.futures.Future[tuple[Any, str]] | None = None
 
     def open(self, pool: concurrent.futures.Executor) -> None:
-        """Import the backend and make its client on ``pool`` while collection goes on."""
+        """Import the backend here, then make its client on ``pool`` while collection goes
+        on. Not the import on the pool: importing botocore enters ``warnings.catch_warnings``,
+        whose state is the process's (Python < 3.14), and leaving it on another thread
+        undoes pytest's capture of the main thread's warnings, which then go to stderr
+        or nowhere instead of the summary."""
+        import fsspec  # an optional dependency (check_backend said so at start)
+
+        fsspec.get_filesystem_class(fsspec.core.split_protocol(self.url)[0] or "file")
         self.connection = pool.submit(self._connect)
 
     def _connect(self) -> tuple[Any, str]:
-        import fsspec  # an optional dependency (check_backend said so at start)
+        import fsspec
 
         protocol = fsspec.core.split_protocol(self.url)[0] or "file"
         options = dict(self._options)

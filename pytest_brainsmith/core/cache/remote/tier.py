@@ -67,7 +67,7 @@ class RemoteCache:
         self.store = ObjectStore(
             self.url, self.timeout, storage_options or {}, reads=self.reads, writes=self.writes
         )
-        self.store.open(self._pool)  # the backend's import and client, while collection goes on
+        self.store.open(self._pool)  # the backend's client, while collection goes on
         self.faults = Faults(self.url, self.timeout, self.stats)
         trust = DocumentCheck(self.signer, self.stats)
         self.records = VerificationRecords(cache, self.store, self.faults, trust, self._pool)
