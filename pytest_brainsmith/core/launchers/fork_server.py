@@ -106,12 +106,18 @@ class ForkServer:
                 self.conn.send(("wait", pid))
                 kind, code = self.conn.recv()
         except (EOFError, OSError):
+            self.error = "the fork server is gone"
             return None
         return code if kind == "status" else None
 
+    def alive(self) -> bool:
+        """Whether it can still fork (once it died, its children are dead or dying)."""
+        return self.error is None and self.process.is_alive()
+
     def close(self) -> None:
         """End the server (its children die with it)."""
-        kill_group(self.process.pid)  # type: ignore[arg-type]
+        if self.process.exitcode is None:  # once collected, its pid may be reused
+            kill_group(self.process.pid)  # type: ignore[arg-type]
         self.process.join(timeout=10)
         with contextlib.suppress(OSError):
             self.conn.close()

@@ -86,7 +86,7 @@ class _Process:
     def __init__(self, pool: WorkerPool, newest: int, close_fds: tuple[int, ...]) -> None:
         mine, theirs = _FORK.Pipe(duplex=True)
         self.process: Any = None
-        if pool.server is not None and pool.server.error is not None:
+        if pool.server is not None and not pool.server.alive():
             pool.drop_server()  # it died: forks come from here from now on
         server = pool.server
         if server is not None and server.imported and server.known > newest:
@@ -258,10 +258,16 @@ class WorkerPool:
         return tuple(p.conn.fileno() for p in self.processes if not p.conn.closed)
 
     def drop_server(self) -> None:
-        """The server died: later processes are forked from here."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        """The server died: later processes are forked from here, and its spares (killed
+        with it, or about to be: the kernel's signal may not have ended them yet) are
+        never handed a build."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        for process in list(self._spares):
+            if getattr(process.process, "server", None) is server:
+                self._end(process)
+        server.close()
 
     def share(self, objects: Iterable[Any]) -> None:
         """Send these objects by identity from now on (the engine shares its cache and
@@ -340,6 +346,8 @@ class WorkerPool:
     # -- processes ---------------------------------------------------------------------
     def _take(self, newest: int, close_fds: tuple[int, ...]) -> _Process:
         """A spare that knows table entry ``newest``, else a process forked now."""
+        if self.server is not None and not self.server.alive():
+            self.drop_server()
         while self._spares:
             process = self._spares.pop(0)
             if process.known > newest and process.process.is_alive():
