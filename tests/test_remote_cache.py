@@ -502,7 +502,9 @@ def test_checkpoints_lost_mid_run_are_built_here_from_the_nearest_good_ancestor(
                 two,
                 dying,
                 f"--brainsmith-remote-cache={url}",
-                "--brainsmith-remote-cache-timeout=3",
+                # bounds the healthy start too (the client made cold, four probes): room
+                # for a loaded machine, or the tier is off before the kill
+                "--brainsmith-remote-cache-timeout=10",
                 "--brainsmith-workers=1",  # the second new leaf starts after the first killed it
                 env={"KILL_SERVER_PID": str(dying.process.pid), "SERVER_SIGNAL": how},
             )

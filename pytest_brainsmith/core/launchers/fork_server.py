@@ -88,7 +88,11 @@ class ForkServer:
             if kind == "forked":
                 self._pending.pop(0).born(pid)
                 continue
-            why = "the fork server is gone" if kind == "gone" else f"it could not fork: {pid}"
+            why = (
+                f"the fork server (pid {self.process.pid}) died before it forked this worker"
+                if kind == "gone"
+                else f"the fork server could not fork this worker: {pid}"
+            )
             for served in self._pending:
                 served.unborn(why)
             self._pending.clear()
