@@ -86,8 +86,7 @@ class _Process:
     def __init__(self, pool: WorkerPool, newest: int, close_fds: tuple[int, ...]) -> None:
         mine, theirs = _FORK.Pipe(duplex=True)
         self.process: Any = None
-        if pool.server is not None and not pool.server.alive():
-            pool.drop_server()  # it died: forks come from here from now on
+        pool.drop_dead_server()
         server = pool.server
         if server is not None and server.imported and server.known > newest:
             try:  # the server holds none of this process's files: nothing to close there
@@ -257,6 +256,11 @@ class WorkerPool:
         """This process's ends of its processes' pipes (a fork of it must close them)."""
         return tuple(p.conn.fileno() for p in self.processes if not p.conn.closed)
 
+    def drop_dead_server(self) -> None:
+        """If the server died, forks come from here from now on (``drop_server``)."""
+        if self.server is not None and not self.server.alive():
+            self.drop_server()
+
     def drop_server(self) -> None:
         """The server died: later processes are forked from here, and its spares (killed
         with it, or about to be: the kernel's signal may not have ended them yet) are
@@ -346,8 +350,7 @@ class WorkerPool:
     # -- processes ---------------------------------------------------------------------
     def _take(self, newest: int, close_fds: tuple[int, ...]) -> _Process:
         """A spare that knows table entry ``newest``, else a process forked now."""
-        if self.server is not None and not self.server.alive():
-            self.drop_server()
+        self.drop_dead_server()
         while self._spares:
             process = self._spares.pop(0)
             if process.known > newest and process.process.is_alive():

@@ -72,13 +72,13 @@ class ObjectStore:
         or nowhere instead of the summary."""
         import fsspec  # an optional dependency (check_backend said so at start)
 
-        fsspec.get_filesystem_class(fsspec.core.split_protocol(self.url)[0] or "file")
-        self.connection = pool.submit(self._connect)
+        protocol = fsspec.core.split_protocol(self.url)[0] or "file"
+        fsspec.get_filesystem_class(protocol)
+        self.connection = pool.submit(self._connect, protocol)
 
-    def _connect(self) -> tuple[Any, str]:
+    def _connect(self, protocol: str) -> tuple[Any, str]:
         import fsspec
 
-        protocol = fsspec.core.split_protocol(self.url)[0] or "file"
         options = dict(self._options)
         if protocol in ("s3", "s3a"):
             # bounded calls, one attempt: a remote that does not answer is given up on
